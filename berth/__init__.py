@@ -1,0 +1,1 @@
+"""Berth: durable container starts as Temporal sagas on containerd."""

@@ -1,0 +1,86 @@
+"""Settings from the environment (``BERTH_*``); one object passed to whatever needs it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+CONTROL_TASK_QUEUE = "berth"
+CONTAINERD_NAMESPACE = "berth"
+
+
+def node_task_queue(node: str) -> str:
+    """The task queue a node's agent polls."""
+    return f"berth-node-{node}"
+
+
+class NodePaths:
+    """Where one node keeps its host state; every path is derived, so undo can find it."""
+
+    def __init__(self, state_dir: Path, node: str) -> None:
+        self.root = state_dir / "nodes" / node
+
+    @property
+    def containerd_dir(self) -> Path:
+        return self.root / "containerd"
+
+    @property
+    def containerd_socket(self) -> Path:
+        return self.containerd_dir / "containerd.sock"
+
+    @property
+    def rootfs_dir(self) -> Path:
+        return self.root / "rootfs"
+
+    def rootfs(self, container_id: str) -> Path:
+        return self.rootfs_dir / container_id
+
+    @property
+    def netns_dir(self) -> Path:
+        return self.root / "netns"
+
+    def netns(self, container_id: str) -> Path:
+        return self.netns_dir / container_id
+
+    @property
+    def cni_dir(self) -> Path:
+        return self.root / "cni"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    def log(self, container_id: str) -> Path:
+        return self.logs_dir / f"{container_id}.log"
+
+    @property
+    def specs_dir(self) -> Path:
+        return self.root / "specs"
+
+    def spec(self, container_id: str) -> Path:
+        return self.specs_dir / f"{container_id}.json"
+
+
+class Settings(BaseSettings):
+    """Berth's configuration; every field can be set as ``BERTH_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="BERTH_")
+
+    state_dir: Path = Field(default=Path("/var/lib/berth"))
+    database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/berth"
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = CONTROL_TASK_QUEUE
+    node: str = "node-1"
+    containerd_namespace: str = CONTAINERD_NAMESPACE
+    # The node's CNI bridge and its subnet; each node on one machine needs its own.
+    bridge: str = "berth0"
+    subnet: str = "10.213.0.0/24"
+    cni_bin_dir: Path = Path("/usr/lib/cni")
+    # Activities routed to a node whose agent is down fail after this long instead of waiting.
+    node_schedule_to_start_seconds: float = 60.0
+
+    def node_paths(self, node: str | None = None) -> NodePaths:
+        return NodePaths(self.state_dir, node or self.node)
