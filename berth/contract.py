@@ -1,0 +1,181 @@
+"""The public JSON contract: typed inputs and outputs of every workflow.
+
+Clients in any language start Berth's workflows by type name with these shapes as plain JSON.
+Validation happens here, at the edge: a bad field is an ``InvalidParameter`` that names it.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# moby's validContainerNamePattern: the first character alphanumeric, then [a-zA-Z0-9_.-].
+CONTAINER_NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+# A reference like docker's: [registry/]path[:tag][@digest], lower-case path components.
+IMAGE_REFERENCE = re.compile(
+    r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*"
+    r"(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
+)
+NODE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+CONTAINER_ID = re.compile(r"^[a-f0-9]{64}$")
+MAX_LABELS = 256
+MAX_ENV = 1024
+MAX_VALUE_BYTES = 4096
+
+
+class Model(BaseModel):
+    """Strict JSON model: unknown fields are an error, so typos do not pass silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NetworkMode(StrEnum):
+    NONE = "none"
+    BRIDGE = "bridge"
+    HOST = "host"
+
+
+class ContainerState(StrEnum):
+    CREATED = "created"
+    STARTING = "starting"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPING = "stopping"
+    EXITED = "exited"
+    REMOVING = "removing"
+    DEAD = "dead"
+
+
+class RestartPolicy(Model):
+    """Docker's restart policy: ``no``, ``always``, ``unless-stopped`` or ``on-failure[:N]``."""
+
+    name: Literal["no", "always", "unless-stopped", "on-failure"] = "no"
+    maximum_retry_count: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+
+    @model_validator(mode="after")
+    def _retries_only_on_failure(self) -> RestartPolicy:
+        if self.maximum_retry_count and self.name != "on-failure":
+            raise ValueError("maximum_retry_count is only valid with on-failure")
+        return self
+
+
+class Resources(Model):
+    """Limits applied through the OCI spec's cgroup section."""
+
+    memory_bytes: Annotated[int, Field(ge=6 * 1024 * 1024)] | None = None
+    cpu_shares: Annotated[int, Field(ge=2, le=262144)] | None = None
+    pids_limit: Annotated[int, Field(ge=1)] | None = None
+
+
+class ContainerConfig(Model):
+    """What ``berth create`` registers: the container's config and host config."""
+
+    name: str
+    image: str
+    entrypoint: list[str] | None = None
+    cmd: list[str] | None = None
+    env: list[str] = Field(default_factory=list, max_length=MAX_ENV)
+    working_dir: str = ""
+    user: str = ""
+    labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_LABELS)
+    network_mode: NetworkMode = NetworkMode.BRIDGE
+    auto_remove: bool = False
+    restart_policy: RestartPolicy = Field(default_factory=RestartPolicy)
+    resources: Resources = Field(default_factory=Resources)
+    node: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not CONTAINER_NAME.match(value) or len(value) > 128:
+            raise ValueError(
+                f"Invalid container name ({value!r}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+            )
+        return value.lstrip("/")
+
+    @field_validator("image")
+    @classmethod
+    def _valid_image(cls, value: str) -> str:
+        if len(value) > 255 or not IMAGE_REFERENCE.match(value):
+            raise ValueError(f"invalid reference format: {value!r}")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _valid_env(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            key, sep, _ = entry.partition("=")
+            if not sep or not key:
+                raise ValueError(f"invalid environment variable {entry!r}: expected KEY=VALUE")
+            if "\x00" in entry or len(entry.encode()) > MAX_VALUE_BYTES:
+                raise ValueError(f"invalid environment variable {key!r}: too long or has NUL")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _valid_labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, val in value.items():
+            if not key or len(key) > 255 or len(val.encode()) > MAX_VALUE_BYTES:
+                raise ValueError(f"invalid label {key!r}: empty key or too long")
+        return value
+
+    @field_validator("working_dir")
+    @classmethod
+    def _absolute_working_dir(cls, value: str) -> str:
+        if value and not value.startswith("/"):
+            raise ValueError(f"working_dir must be an absolute path, got {value!r}")
+        return value
+
+    @field_validator("entrypoint", "cmd")
+    @classmethod
+    def _no_nul(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any("\x00" in arg for arg in value):
+            raise ValueError("arguments must not contain NUL")
+        return value
+
+    @field_validator("node")
+    @classmethod
+    def _valid_node(cls, value: str | None) -> str | None:
+        if value is not None and not NODE_NAME.match(value):
+            raise ValueError(f"invalid node name {value!r}")
+        return value
+
+
+class ContainerCreateInput(Model):
+    """Input of ``ContainerCreate``."""
+
+    config: ContainerConfig
+
+
+class ContainerCreateOutput(Model):
+    """Output of ``ContainerCreate``."""
+
+    id: str
+    name: str
+    node: str
+
+
+class ContainerStartInput(Model):
+    """Input of ``ContainerStart``: the container's id or name.
+
+    ``checkpoint`` and ``checkpoint_dir`` mirror docker's options; they are refused, as docker
+    refuses them without experimental mode.
+    """
+
+    container: Annotated[str, Field(min_length=1, max_length=128)]
+    checkpoint: str = ""
+    checkpoint_dir: str = ""
+
+
+class ContainerStartOutput(Model):
+    """Output of ``ContainerStart``."""
+
+    id: str
+    name: str
+    node: str
+    pid: int
+    ip: str | None = None
+    not_modified: bool = False

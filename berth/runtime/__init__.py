@@ -1,0 +1,1 @@
+"""Host-bound runtime: containerd, CNI, network namespaces, kernel mounts, OCI specs."""
