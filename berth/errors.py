@@ -95,3 +95,23 @@ def exit_code_from_runtime_error(message: str) -> int:
     if "permission denied" in lowered or "is a directory" in lowered:
         return 126
     return 128
+
+
+def application_cause(err: BaseException) -> ApplicationError | None:
+    """The innermost ``ApplicationError`` under an activity or child-workflow error."""
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, ApplicationError):
+            return cause
+        cause = cause.__cause__
+    return None
+
+
+def as_berth_error(err: BaseException) -> BerthError:
+    """The typed error an activity or child-workflow failure carries (``Unknown`` if none)."""
+    cause = application_cause(err)
+    if cause is None:
+        return Unknown(str(err) or type(err).__name__)
+    if isinstance(cause, BerthError):
+        return cause
+    return error_from_type(cause.type, cause.message)

@@ -1,0 +1,1 @@
+"""Saga steps: one module per step, its do and undo side by side."""

@@ -1,0 +1,77 @@
+"""Step ``network``: a network namespace per container and its CNI attachment.
+
+Do: record the attachment (mode and netns path) in PostgreSQL, create the netns at
+``<node>/netns/<id>``, run CNI ADD (bridge) or bring up loopback (none), record the IP. Host
+mode makes nothing. Undo: CNI DEL (which frees the IP even when the netns is already gone),
+remove the netns, forget the record. Everything is derived from the container id, so undo is
+safe when do never ran or half ran, and idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+
+from activities.types import StepModel
+from berth.config import NodePaths
+from berth.contract import NetworkMode
+from berth.db.repository import NetworkAttachmentRepository
+from berth.runtime.cni import CniNetwork
+from berth.runtime.netns import create_netns, delete_netns
+
+
+class NetworkInput(StepModel):
+    container_id: str
+    node: str
+    mode: NetworkMode
+
+
+class AttachNetworkOutput(StepModel):
+    netns: str | None
+    ip: str | None
+
+
+class NetworkActivities:
+    """Network namespaces and the node's CNI bridge network."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], cni: CniNetwork, paths: NodePaths
+    ) -> None:
+        self._sessions = sessions
+        self._cni = cni
+        self._paths = paths
+
+    @activity.defn(name="attach_network")
+    async def attach_network(self, request: NetworkInput) -> AttachNetworkOutput:
+        """Record, then create the netns and attach it to the node's network."""
+        netns = (
+            None if request.mode is NetworkMode.HOST else self._paths.netns(request.container_id)
+        )
+        async with self._sessions.begin() as session:
+            await NetworkAttachmentRepository(session).intend(
+                request.container_id, request.node, request.mode, str(netns) if netns else None
+            )
+        if netns is None:
+            return AttachNetworkOutput(netns=None, ip=None)
+        await asyncio.to_thread(create_netns, netns)
+        ip = None
+        if request.mode is NetworkMode.BRIDGE:
+            ip = (await asyncio.to_thread(self._cni.attach, request.container_id, netns)).ip
+        else:
+            await asyncio.to_thread(self._cni.attach_loopback_only, netns, request.container_id)
+        async with self._sessions.begin() as session:
+            await NetworkAttachmentRepository(session).record_ip(request.container_id, ip)
+        return AttachNetworkOutput(netns=str(netns), ip=ip)
+
+    @activity.defn(name="detach_network")
+    async def detach_network(self, request: NetworkInput) -> None:
+        """CNI DEL (even without a netns), remove the netns, forget the record."""
+        netns = self._paths.netns(request.container_id)
+        if request.mode is NetworkMode.BRIDGE:
+            await asyncio.to_thread(self._cni.detach, request.container_id, netns)
+        if request.mode is not NetworkMode.HOST:
+            await asyncio.to_thread(delete_netns, netns)
+        async with self._sessions.begin() as session:
+            await NetworkAttachmentRepository(session).forget(request.container_id)

@@ -1,0 +1,66 @@
+"""Step ``spec``: the OCI runtime spec, built from the image config and the container config.
+
+Do: build the spec (root at the mounted rootfs, the netns path, resources) and persist it at
+``<node>/specs/<id>.json``. Undo: drop the file; a missing file is success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from temporalio import activity
+
+from activities.types import ContainerRef, StepModel
+from berth.config import NodePaths
+from berth.contract import ContainerConfig
+from berth.runtime.oci_spec import build_spec
+
+
+class WriteSpecInput(StepModel):
+    container_id: str
+    node: str
+    config: ContainerConfig
+    image_config: dict[str, Any]
+    rootfs: str
+    netns: str | None
+
+
+class WriteSpecOutput(StepModel):
+    path: str
+    spec: dict[str, Any]
+
+
+class SpecActivities:
+    """OCI specs of one node."""
+
+    def __init__(self, paths: NodePaths) -> None:
+        self._paths = paths
+
+    @activity.defn(name="write_spec")
+    async def write_spec(self, request: WriteSpecInput) -> WriteSpecOutput:
+        """Build the spec and persist it."""
+        spec = build_spec(
+            request.container_id,
+            request.config,
+            request.image_config,
+            Path(request.rootfs),
+            Path(request.netns) if request.netns else None,
+        )
+        path = self._paths.spec(request.container_id)
+        await asyncio.to_thread(_write_atomically, path, json.dumps(spec, indent=2))
+        return WriteSpecOutput(path=str(path), spec=spec)
+
+    @activity.defn(name="drop_spec")
+    async def drop_spec(self, request: ContainerRef) -> None:
+        """Remove the persisted spec."""
+        self._paths.spec(request.container_id).unlink(missing_ok=True)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(text)
+    partial.replace(path)

@@ -1,0 +1,257 @@
+"""PostgreSQL transitions of a container's lifecycle: create, begin, commit and fail a start.
+
+``begin_start`` runs the seed's pre-checks under a row lock and marks the container
+``starting`` for one operation; ``commit_start`` and ``fail_start`` end that operation. Each is
+one transaction and converges when run again for the same operation.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import Field
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+
+from activities.types import StepModel as Frozen
+from berth.contract import (
+    ContainerConfig,
+    ContainerCreateInput,
+    ContainerCreateOutput,
+    ContainerStartInput,
+    ContainerStartOutput,
+    ContainerState,
+)
+from berth.db.models import Container
+from berth.db.repository import ContainerRepository, NodeRepository, SagaStepRepository
+from berth.errors import Conflict, Forbidden, InvalidParameter, NotFound
+
+
+class StartPlan(Frozen):
+    """What a start needs, read once under the row lock and passed to every step."""
+
+    container_id: str
+    name: str
+    node: str
+    operation: str
+    previous_state: ContainerState
+    config: ContainerConfig
+    not_modified: bool = False
+    pid: int | None = None
+    ip: str | None = None
+
+
+class BeginStartInput(Frozen):
+    request: ContainerStartInput
+    operation: str
+
+
+class StepOutcome(Frozen):
+    """How one saga step or its compensation ended, for the journal."""
+
+    step: str
+    status: str  # done | failed | compensated | compensation_failed
+    handle: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+
+
+class CommitStartInput(Frozen):
+    plan: StartPlan
+    pid: int
+    ip: str | None
+    steps: list[StepOutcome]
+
+
+class FailStartInput(Frozen):
+    plan: StartPlan
+    error: str
+    exit_code: int
+    steps: list[StepOutcome]
+
+
+class FailStartOutput(Frozen):
+    removed: bool
+
+
+class AbortStartInput(Frozen):
+    plan: StartPlan
+    error: str
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class StateActivities:
+    """Lifecycle transitions in PostgreSQL; registered on the control worker and node agents."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    @activity.defn(name="create_container")
+    async def create_container(self, request: ContainerCreateInput) -> ContainerCreateOutput:
+        """Register a container on its node (the given one, or the one with fewest containers)."""
+        config = request.config
+        async with self._sessions.begin() as session:
+            containers = ContainerRepository(session)
+            nodes = await NodeRepository(session).names()
+            if config.node is not None and config.node not in nodes:
+                raise InvalidParameter(f"node: no such node {config.node!r}")
+            if not nodes:
+                raise NotFound("no node is registered; start a node agent first")
+            if await containers.find(config.name) is not None:
+                raise Conflict(f'Conflict. The container name "/{config.name}" is already in use')
+            node = config.node or _least_loaded(nodes, await containers.list())
+            container = Container(
+                id=secrets.token_hex(32),
+                name=config.name,
+                image=config.image,
+                node=node,
+                config=config.model_dump(mode="json"),
+                state=ContainerState.CREATED,
+            )
+            containers.add(container)
+            containers.add_event(container, "create", {"image": config.image})
+            try:
+                await session.flush()
+            except IntegrityError:
+                raise Conflict(
+                    f'Conflict. The container name "/{config.name}" is already in use'
+                ) from None
+        return ContainerCreateOutput(id=container.id, name=container.name, node=node)
+
+    @activity.defn(name="begin_start")
+    async def begin_start(self, request: BeginStartInput) -> StartPlan:
+        """The seed's pre-checks, in its order, then the transition to ``starting``."""
+        start = request.request
+        if start.checkpoint:
+            raise InvalidParameter("checkpoint is only supported in experimental mode")
+        async with self._sessions.begin() as session:
+            container = await ContainerRepository(session).get(start.container, for_update=True)
+            state = ContainerState(container.state)
+            plan = StartPlan(
+                container_id=container.id,
+                name=container.name,
+                node=container.node,
+                operation=request.operation,
+                previous_state=state,
+                config=ContainerConfig.model_validate(container.config),
+                pid=container.pid,
+                ip=container.ip,
+            )
+            if container.operation == request.operation:
+                # This operation already began (the activity ran again): converge.
+                before = (
+                    ContainerState.EXITED
+                    if container.has_been_started_before
+                    else ContainerState.CREATED
+                )
+                return plan.model_copy(update={"previous_state": before})
+            if state is ContainerState.PAUSED:
+                raise Conflict("cannot start a paused container, try unpause instead")
+            if state is ContainerState.RUNNING:
+                return plan.model_copy(update={"not_modified": True})
+            if state in (ContainerState.REMOVING, ContainerState.DEAD):
+                raise Conflict("container is marked for removal and cannot be started")
+            if container.operation is not None:
+                raise Conflict(
+                    f"container {container.name} is busy: operation {container.operation} "
+                    "is in progress"
+                )
+            if start.checkpoint_dir:
+                raise Forbidden("custom checkpointdir is not supported")
+            container.state = ContainerState.STARTING
+            container.operation = request.operation
+            container.error = None
+        return plan
+
+    @activity.defn(name="commit_start")
+    async def commit_start(self, request: CommitStartInput) -> ContainerStartOutput:
+        """Record the running container, its pid, the step journal and the ``start`` event."""
+        plan = request.plan
+        async with self._sessions.begin() as session:
+            containers = ContainerRepository(session)
+            container = await containers.get(plan.container_id, for_update=True)
+            if container.operation == plan.operation:
+                container.state = ContainerState.RUNNING
+                container.pid = request.pid
+                container.ip = request.ip
+                container.exit_code = 0
+                container.error = None
+                container.started_at = _now()
+                container.has_been_started_before = True
+                container.has_been_manually_stopped = False
+                container.operation = None
+                containers.add_event(container, "start", {"pid": request.pid})
+                await _journal(session, plan, request.steps)
+        return ContainerStartOutput(
+            id=plan.container_id, name=plan.name, node=plan.node, pid=request.pid, ip=request.ip
+        )
+
+    @activity.defn(name="fail_start")
+    async def fail_start(self, request: FailStartInput) -> FailStartOutput:
+        """Record the error and exit code, reset the state, honour auto-remove."""
+        plan = request.plan
+        async with self._sessions.begin() as session:
+            containers = ContainerRepository(session)
+            container = await containers.find(plan.container_id, for_update=True)
+            if container is None:
+                return FailStartOutput(removed=True)
+            await _journal(session, plan, request.steps)
+            if container.operation != plan.operation:
+                return FailStartOutput(removed=False)
+            container.operation = None
+            container.error = request.error
+            container.exit_code = request.exit_code
+            container.pid = None
+            container.ip = None
+            container.state = _reset_state(plan.previous_state)
+            container.finished_at = _now()
+            containers.add_event(
+                container, "start-failed", {"error": request.error, "exitCode": request.exit_code}
+            )
+            if plan.config.auto_remove:
+                containers.add_event(container, "destroy")
+                await containers.remove(container)
+                return FailStartOutput(removed=True)
+        return FailStartOutput(removed=False)
+
+    @activity.defn(name="abort_start")
+    async def abort_start(self, request: AbortStartInput) -> None:
+        """Release the container when the node never ended the operation (e.g. terminated)."""
+        plan = request.plan
+        async with self._sessions.begin() as session:
+            container = await ContainerRepository(session).find(plan.container_id, for_update=True)
+            if container is not None and container.operation == plan.operation:
+                container.operation = None
+                container.error = request.error
+                container.state = _reset_state(plan.previous_state)
+
+
+def _reset_state(previous: ContainerState) -> str:
+    """A failed start leaves the container as it was before, never half-started."""
+    return ContainerState.CREATED if previous is ContainerState.CREATED else ContainerState.EXITED
+
+
+def _least_loaded(nodes: list[str], containers: Any) -> str:
+    counts = dict.fromkeys(nodes, 0)
+    for container in containers:
+        if container.node in counts:
+            counts[container.node] += 1
+    return min(nodes, key=lambda node: (counts[node], node))
+
+
+async def _journal(session: AsyncSession, plan: StartPlan, steps: list[StepOutcome]) -> None:
+    journal = SagaStepRepository(session)
+    for outcome in steps:
+        await journal.record(
+            plan.operation,
+            plan.container_id,
+            outcome.step,
+            outcome.status,
+            outcome.handle,
+            outcome.error,
+        )

@@ -1,0 +1,181 @@
+"""``berth``: the command line, with docker's verbs, messages and exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+
+from pydantic import ValidationError
+
+from berth.client import BerthClient, dumps
+from berth.config import Settings
+from berth.contract import ContainerConfig, Resources, RestartPolicy
+from berth.converter import describe_validation_error
+from berth.errors import BerthError, InvalidParameter
+
+
+def parse_restart(value: str) -> RestartPolicy:
+    name, _, count = value.partition(":")
+    return RestartPolicy.model_validate(
+        {"name": name, "maximum_retry_count": int(count) if count else 0}
+    )
+
+
+def parse_labels(values: list[str]) -> dict[str, str]:
+    labels = {}
+    for value in values:
+        key, _, val = value.partition("=")
+        labels[key] = val
+    return labels
+
+
+def config_from_args(args: argparse.Namespace) -> ContainerConfig:
+    try:
+        return ContainerConfig(
+            name=args.name,
+            image=args.image,
+            entrypoint=[args.entrypoint] if args.entrypoint else None,
+            cmd=args.cmd or None,
+            env=args.env,
+            working_dir=args.workdir,
+            user=args.user,
+            labels=parse_labels(args.label),
+            network_mode=args.network,
+            auto_remove=args.rm,
+            restart_policy=parse_restart(args.restart),
+            resources=Resources(
+                memory_bytes=args.memory, cpu_shares=args.cpu_shares, pids_limit=args.pids_limit
+            ),
+            node=args.node,
+        )
+    except ValidationError as err:
+        raise InvalidParameter(describe_validation_error(err)) from None
+    except ValueError as err:
+        raise InvalidParameter(str(err)) from None
+
+
+async def cmd_create(berth: BerthClient, args: argparse.Namespace) -> int:
+    created = await berth.create(config_from_args(args))
+    print(created.id)
+    return 0
+
+
+async def cmd_start(berth: BerthClient, args: argparse.Namespace) -> int:
+    failed = []
+    for ref in args.containers:
+        try:
+            await berth.start(ref)
+            print(ref)
+        except BerthError as err:
+            print(f"Error response from daemon: {err.message}", file=sys.stderr)
+            failed.append(ref)
+    if failed:
+        print(f"Error: failed to start containers: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def cmd_inspect(berth: BerthClient, args: argparse.Namespace) -> int:
+    print(dumps([await berth.inspect(ref) for ref in args.containers]))
+    return 0
+
+
+async def cmd_ps(berth: BerthClient, args: argparse.Namespace) -> int:
+    rows = [("CONTAINER ID", "IMAGE", "STATUS", "NODE", "IP", "NAMES")]
+    for container in await berth.ps(all_states=args.all):
+        status = container.state
+        if container.state == "exited":
+            status = f"exited ({container.exit_code or 0})"
+        rows.append(
+            (
+                container.id[:12],
+                container.image,
+                status,
+                container.node,
+                container.ip or "",
+                container.name,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "   ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    return 0
+
+
+async def cmd_logs(berth: BerthClient, args: argparse.Namespace) -> int:
+    sys.stdout.buffer.write(await berth.logs(args.container))
+    return 0
+
+
+async def cmd_events(berth: BerthClient, args: argparse.Namespace) -> int:
+    for event in await berth.events(args.container):
+        attributes = ", ".join(f"{k}={v}" for k, v in event.attributes.items())
+        print(
+            f"{event.time.isoformat()} container {event.action} {event.container_id} "
+            f"(name={event.container_name}, node={event.node}{', ' if attributes else ''}"
+            f"{attributes})"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="berth", description="Durable container lifecycle")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    create = commands.add_parser("create", help="create a container")
+    create.add_argument("--name", required=True)
+    create.add_argument("-e", "--env", action="append", default=[])
+    create.add_argument("-l", "--label", action="append", default=[])
+    create.add_argument("--network", default="bridge", choices=["bridge", "none", "host"])
+    create.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    create.add_argument("--restart", default="no")
+    create.add_argument("-m", "--memory", type=int, help="memory limit in bytes")
+    create.add_argument("--cpu-shares", type=int)
+    create.add_argument("--pids-limit", type=int)
+    create.add_argument("--entrypoint")
+    create.add_argument("-w", "--workdir", default="")
+    create.add_argument("-u", "--user", default="")
+    create.add_argument("--node")
+    create.add_argument("image")
+    create.add_argument("cmd", nargs=argparse.REMAINDER)
+    create.set_defaults(run=cmd_create)
+
+    start = commands.add_parser("start", help="start one or more containers")
+    start.add_argument("containers", nargs="+")
+    start.set_defaults(run=cmd_start)
+
+    inspect = commands.add_parser("inspect", help="show containers as JSON")
+    inspect.add_argument("containers", nargs="+")
+    inspect.set_defaults(run=cmd_inspect)
+
+    ps = commands.add_parser("ps", help="list containers")
+    ps.add_argument("-a", "--all", action="store_true")
+    ps.set_defaults(run=cmd_ps)
+
+    logs = commands.add_parser("logs", help="print a container's output")
+    logs.add_argument("container")
+    logs.set_defaults(run=cmd_logs)
+
+    events = commands.add_parser("events", help="print container events")
+    events.add_argument("container", nargs="?")
+    events.set_defaults(run=cmd_events)
+    return parser
+
+
+async def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command: Callable[[BerthClient, argparse.Namespace], Awaitable[int]] = args.run
+    try:
+        async with await BerthClient.connect(Settings()) as berth:
+            return await command(berth, args)
+    except BerthError as err:
+        print(f"Error response from daemon: {err.message}", file=sys.stderr)
+        return 1
+
+
+def main() -> None:
+    sys.exit(asyncio.run(run()))

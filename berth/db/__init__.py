@@ -1,0 +1,1 @@
+"""PostgreSQL state: typed models, sessions and one repository per aggregate."""

@@ -1,0 +1,131 @@
+"""SQLAlchemy 2 typed models; every schema change is an Alembic migration under migrations/."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def _now() -> Any:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Node(Base):
+    """A host with a containerd and a node agent polling ``berth-node-<name>``."""
+
+    __tablename__ = "nodes"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    bridge: Mapped[str] = mapped_column(String(15))
+    subnet: Mapped[str] = mapped_column(String(43))
+    last_seen_at: Mapped[datetime] = _now()
+    created_at: Mapped[datetime] = _now()
+
+
+class Container(Base):
+    """A container's config, host config and lifecycle state (docker's ``container.State``)."""
+
+    __tablename__ = "containers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    image: Mapped[str] = mapped_column(String(255))
+    node: Mapped[str] = mapped_column(ForeignKey("nodes.name"), index=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    pid: Mapped[int | None] = mapped_column(Integer)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    ip: Mapped[str | None] = mapped_column(String(45))
+    # The workflow id of the lifecycle operation that holds the container, if any.
+    operation: Mapped[str | None] = mapped_column(String(255))
+    restart_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    has_been_started_before: Mapped[bool] = mapped_column(server_default="false")
+    has_been_manually_stopped: Mapped[bool] = mapped_column(server_default="false")
+    created_at: Mapped[datetime] = _now()
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SagaStep(Base):
+    """One step of one lifecycle operation: what it did, how to undo it, how undo went."""
+
+    __tablename__ = "saga_steps"
+    __table_args__ = (UniqueConstraint("operation", "step"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    operation: Mapped[str] = mapped_column(String(255))
+    container_id: Mapped[str] = mapped_column(String(64), index=True)
+    step: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(24))
+    handle: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class MountHolder(Base):
+    """One holder of a rootfs mount; the mount exists exactly while a holder row does."""
+
+    __tablename__ = "mount_holders"
+
+    node: Mapped[str] = mapped_column(String(63), primary_key=True)
+    target: Mapped[str] = mapped_column(String(512), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(255), primary_key=True)
+    container_id: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = _now()
+
+
+class NetworkAttachment(Base):
+    """A container's network namespace and CNI attachment, written before the netns exists."""
+
+    __tablename__ = "network_attachments"
+
+    container_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    node: Mapped[str] = mapped_column(String(63), index=True)
+    mode: Mapped[str] = mapped_column(String(16))
+    netns_path: Mapped[str | None] = mapped_column(String(512))
+    ip: Mapped[str | None] = mapped_column(String(45))
+    created_at: Mapped[datetime] = _now()
+
+
+class ContainerEvent(Base):
+    """The ``docker events`` equivalent: an append-only log of what happened to containers."""
+
+    __tablename__ = "container_events"
+    __table_args__ = (Index(None, "container_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    container_id: Mapped[str] = mapped_column(String(64))
+    container_name: Mapped[str] = mapped_column(String(128))
+    node: Mapped[str] = mapped_column(String(63))
+    action: Mapped[str] = mapped_column(String(32))
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    time: Mapped[datetime] = _now()

@@ -1,0 +1,208 @@
+"""One repository per aggregate; activities call these inside a session they own."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from berth.db.models import (
+    Container,
+    ContainerEvent,
+    MountHolder,
+    NetworkAttachment,
+    Node,
+    SagaStep,
+)
+from berth.errors import NotFound
+
+
+class ContainerRepository:
+    """Containers and their events."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def find(self, ref: str, *, for_update: bool = False) -> Container | None:
+        """The container whose id, unique id prefix (12+ chars) or name is ``ref``."""
+        query = select(Container).where(or_(Container.id == ref, Container.name == ref.lstrip("/")))
+        if for_update:
+            query = query.with_for_update()
+        found = (await self._session.scalars(query)).first()
+        if found is None and len(ref) >= 12:
+            prefixed = select(Container).where(Container.id.startswith(ref))
+            if for_update:
+                prefixed = prefixed.with_for_update()
+            matches = (await self._session.scalars(prefixed.limit(2))).all()
+            found = matches[0] if len(matches) == 1 else None
+        return found
+
+    async def get(self, ref: str, *, for_update: bool = False) -> Container:
+        """Like :meth:`find`, but a missing container is ``NotFound`` with docker's message."""
+        found = await self.find(ref, for_update=for_update)
+        if found is None:
+            raise NotFound(f"No such container: {ref}")
+        return found
+
+    async def list(self) -> Sequence[Container]:
+        return (await self._session.scalars(select(Container).order_by(Container.created_at))).all()
+
+    def add(self, container: Container) -> None:
+        self._session.add(container)
+
+    async def remove(self, container: Container) -> None:
+        await self._session.delete(container)
+
+    def add_event(
+        self, container: Container, action: str, attributes: dict[str, Any] | None = None
+    ) -> None:
+        self._session.add(
+            ContainerEvent(
+                container_id=container.id,
+                container_name=container.name,
+                node=container.node,
+                action=action,
+                attributes=attributes or {},
+            )
+        )
+
+    async def events(
+        self, container_id: str | None = None, since_id: int = 0
+    ) -> Sequence[ContainerEvent]:
+        query = select(ContainerEvent).where(ContainerEvent.id > since_id)
+        if container_id is not None:
+            query = query.where(ContainerEvent.container_id == container_id)
+        return (await self._session.scalars(query.order_by(ContainerEvent.id))).all()
+
+
+class NodeRepository:
+    """Nodes and their liveness."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def register(self, name: str, bridge: str, subnet: str) -> None:
+        """Insert or refresh the node's row (idempotent)."""
+        statement = insert(Node).values(name=name, bridge=bridge, subnet=subnet)
+        await self._session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[Node.name],
+                set_={"bridge": bridge, "subnet": subnet, "last_seen_at": func.now()},
+            )
+        )
+
+    async def names(self) -> list[str]:
+        return list((await self._session.scalars(select(Node.name).order_by(Node.name))).all())
+
+
+class MountHolderRepository:
+    """The holder sets that reference-count rootfs mounts."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def acquire(self, node: str, target: str, holder: str, container_id: str) -> None:
+        """Add ``holder`` to the target's set; adding it again changes nothing."""
+        statement = insert(MountHolder).values(
+            node=node, target=target, holder=holder, container_id=container_id
+        )
+        await self._session.execute(statement.on_conflict_do_nothing())
+
+    async def release(self, node: str, target: str, holder: str) -> int:
+        """Remove ``holder`` and return how many holders remain."""
+        await self._session.execute(
+            delete(MountHolder).where(
+                MountHolder.node == node, MountHolder.target == target, MountHolder.holder == holder
+            )
+        )
+        return await self.count(node, target)
+
+    async def count(self, node: str, target: str) -> int:
+        query = select(func.count()).where(MountHolder.node == node, MountHolder.target == target)
+        return int((await self._session.scalar(query)) or 0)
+
+    async def lock_target(self, node: str, target: str) -> None:
+        """Serialise acquire/release of one target across processes (a transaction lock)."""
+        await self._session.execute(
+            select(func.pg_advisory_xact_lock(func.hashtext(f"mount:{node}:{target}")))
+        )
+
+    async def holders(self, node: str) -> Sequence[MountHolder]:
+        return (
+            await self._session.scalars(select(MountHolder).where(MountHolder.node == node))
+        ).all()
+
+
+class NetworkAttachmentRepository:
+    """Network namespaces and CNI attachments, recorded before they are made."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def intend(self, container_id: str, node: str, mode: str, netns_path: str | None) -> None:
+        statement = insert(NetworkAttachment).values(
+            container_id=container_id, node=node, mode=mode, netns_path=netns_path
+        )
+        await self._session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[NetworkAttachment.container_id],
+                set_={"node": node, "mode": mode, "netns_path": netns_path},
+            )
+        )
+
+    async def record_ip(self, container_id: str, ip: str | None) -> None:
+        attachment = await self._session.get(NetworkAttachment, container_id)
+        if attachment is not None:
+            attachment.ip = ip
+
+    async def forget(self, container_id: str) -> None:
+        await self._session.execute(
+            delete(NetworkAttachment).where(NetworkAttachment.container_id == container_id)
+        )
+
+    async def on_node(self, node: str) -> Sequence[NetworkAttachment]:
+        query = select(NetworkAttachment).where(NetworkAttachment.node == node)
+        return (await self._session.scalars(query)).all()
+
+
+class SagaStepRepository:
+    """The per-operation journal of steps and compensations."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def record(
+        self,
+        operation: str,
+        container_id: str,
+        step: str,
+        status: str,
+        handle: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        statement = insert(SagaStep).values(
+            operation=operation,
+            container_id=container_id,
+            step=step,
+            status=status,
+            handle=handle or {},
+            error=error,
+        )
+        await self._session.execute(
+            statement.on_conflict_do_update(
+                constraint="uq_saga_steps_operation",
+                set_={
+                    "status": status,
+                    "handle": handle or {},
+                    "error": error,
+                    "updated_at": func.now(),
+                },
+            )
+        )
+
+    async def for_operation(self, operation: str) -> Sequence[SagaStep]:
+        query = select(SagaStep).where(SagaStep.operation == operation).order_by(SagaStep.id)
+        return (await self._session.scalars(query)).all()

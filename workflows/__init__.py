@@ -1,0 +1,1 @@
+"""Orchestration only: no SQL, no gRPC, no I/O."""

@@ -1,0 +1,301 @@
+"""``ContainerStart``: docker start as a saga (moby ``daemon/start.go``).
+
+``ContainerStart`` runs on the control queue ``berth``: it runs the pre-checks under a row lock
+and hands the plan to ``ContainerStartOnNode`` on the container's node. There every step is a
+local activity (about 10 ms of dispatch each instead of about 50 ms for an ordinary one),
+registered with its undo before it runs: mount → network → spec → shim create → task start,
+then commit. On any failure or cancel, every undo runs last-in-first-out, then the failure is
+recorded and the caller gets a typed error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ChildWorkflowError
+from temporalio.workflow import ActivityCancellationType, ChildWorkflowCancellationType
+
+with workflow.unsafe.imports_passed_through():
+    from activities.mount import MountActivities, MountRootfsInput, ReleaseRootfsInput
+    from activities.network import NetworkActivities, NetworkInput
+    from activities.shim import CreateShimInput, ShimActivities
+    from activities.spec import SpecActivities, WriteSpecInput
+    from activities.state import (
+        AbortStartInput,
+        BeginStartInput,
+        CommitStartInput,
+        FailStartInput,
+        StartPlan,
+        StateActivities,
+        StepOutcome,
+    )
+    from activities.task import TaskActivities
+    from activities.types import ContainerRef
+    from berth.config import node_task_queue
+    from berth.contract import ContainerStartInput, ContainerStartOutput
+    from berth.errors import BerthError, as_berth_error, exit_code_from_runtime_error
+    from workflows import visibility
+    from workflows.policies import STATE_RETRY, STEP_RETRY, STEP_TIMEOUT, UNDO_RETRY
+    from workflows.saga import Saga, failure_message, run_to_completion
+
+T = TypeVar("T")
+In = TypeVar("In")
+
+
+async def _local(
+    activity: Callable[[Any, In], Awaitable[T]],
+    request: In,
+    summary: str,
+    retry: RetryPolicy = STEP_RETRY,
+) -> T:
+    """Run one host-bound step as a local activity that is waited for when cancelled."""
+    return await workflow.execute_local_activity_method(
+        activity,
+        request,
+        start_to_close_timeout=STEP_TIMEOUT,
+        retry_policy=retry,
+        cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        summary=summary,
+    )
+
+
+@workflow.defn(name="ContainerStart", failure_exception_types=[BerthError])
+class ContainerStart:
+    """Start a container by id or name; the public entry point on queue ``berth``."""
+
+    @workflow.run
+    async def run(self, request: ContainerStartInput) -> ContainerStartOutput:
+        operation = workflow.info().workflow_id
+        try:
+            plan = await _local(
+                StateActivities.begin_start,
+                BeginStartInput(request=request, operation=operation),
+                f"check and lock container {request.container}",
+                retry=STATE_RETRY,
+            )
+        except Exception as err:
+            raise as_berth_error(err) from None
+        workflow.upsert_search_attributes(
+            [
+                visibility.CONTAINER_ID.value_set(plan.container_id),
+                visibility.CONTAINER_NAME.value_set(plan.name),
+                visibility.NODE.value_set(plan.node),
+            ]
+        )
+        if plan.not_modified:
+            _set_outcome("not-modified")
+            return ContainerStartOutput(
+                id=plan.container_id,
+                name=plan.name,
+                node=plan.node,
+                pid=plan.pid or 0,
+                ip=plan.ip,
+                not_modified=True,
+            )
+        workflow.set_current_details(f"starting {plan.name} on {plan.node}")
+        try:
+            result = await workflow.execute_child_workflow(
+                ContainerStartOnNode.run,
+                plan,
+                id=f"{operation}-on-{plan.node}",
+                task_queue=node_task_queue(plan.node),
+                cancellation_type=ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,
+                search_attributes=visibility.container_attributes(
+                    plan.container_id, plan.name, plan.node
+                ),
+                static_summary=f"start {plan.name} on {plan.node}",
+            )
+        except (ChildWorkflowError, asyncio.CancelledError) as err:
+            _set_outcome("failed")
+            # The node records its own failure; this covers a node run that never ended it.
+            abort = AbortStartInput(plan=plan, error=failure_message(err))
+            await run_to_completion(
+                lambda: _local(
+                    StateActivities.abort_start,
+                    abort,
+                    f"release container {plan.name}",
+                    retry=STATE_RETRY,
+                )
+            )
+            if isinstance(err, asyncio.CancelledError):
+                raise
+            raise as_berth_error(err) from None
+        _set_outcome("started")
+        return result
+
+
+@workflow.defn(name="ContainerStartOnNode", failure_exception_types=[BerthError])
+class ContainerStartOnNode:
+    """The start saga's host-bound steps, run by the agent of the container's node."""
+
+    def __init__(self) -> None:
+        self._phase = "pending"
+        self._steps: list[StepOutcome] = []
+
+    @workflow.query
+    def phase(self) -> str:
+        """The saga's current phase: a step name, ``compensating``, ``running`` or ``failed``."""
+        return self._phase
+
+    @workflow.run
+    async def run(self, plan: StartPlan) -> ContainerStartOutput:
+        saga = Saga()
+        name, node, cid = plan.name, plan.node, plan.container_id
+        ref = ContainerRef(container_id=cid, node=node)
+        try:
+            self._enter("mount", f"mount rootfs of {name} on {node}")
+            saga.register(
+                "mount",
+                lambda: self._undo(
+                    MountActivities.release_rootfs,
+                    ReleaseRootfsInput(container_id=cid, node=node),
+                    f"release rootfs of {name} on {node}",
+                ),
+            )
+            mounted = await _local(
+                MountActivities.mount_rootfs,
+                MountRootfsInput(container_id=cid, node=node, image=plan.config.image),
+                f"mount rootfs of {name} on {node}",
+            )
+            self._done("mount", {"target": mounted.target, "chain_id": mounted.chain_id})
+
+            mode = plan.config.network_mode
+            self._enter("network", f"attach {name} to network {mode} on {node}")
+            network = NetworkInput(container_id=cid, node=node, mode=mode)
+            saga.register(
+                "network",
+                lambda: self._undo(
+                    NetworkActivities.detach_network, network, f"detach network of {name}"
+                ),
+            )
+            attached = await _local(
+                NetworkActivities.attach_network, network, f"attach {name} to {mode} on {node}"
+            )
+            self._done("network", {"netns": attached.netns, "ip": attached.ip})
+
+            self._enter("spec", f"write OCI spec of {name}")
+            saga.register(
+                "spec",
+                lambda: self._undo(SpecActivities.drop_spec, ref, f"drop OCI spec of {name}"),
+            )
+            spec = await _local(
+                SpecActivities.write_spec,
+                WriteSpecInput(
+                    container_id=cid,
+                    node=node,
+                    config=plan.config,
+                    image_config=mounted.image_config,
+                    rootfs=mounted.target,
+                    netns=attached.netns,
+                ),
+                f"write OCI spec of {name}",
+            )
+            self._done("spec", {"path": spec.path})
+
+            self._enter("shim", f"create containerd container and task of {name}")
+            saga.register(
+                "shim",
+                lambda: self._undo(
+                    ShimActivities.delete_shim,
+                    ref,
+                    f"delete containerd task and container of {name}",
+                ),
+            )
+            await _local(
+                ShimActivities.create_shim,
+                CreateShimInput(
+                    container_id=cid,
+                    node=node,
+                    image=plan.config.image,
+                    spec=spec.spec,
+                    labels=plan.config.labels,
+                ),
+                f"create containerd container and task of {name} on {node}",
+            )
+            self._done("shim", {"containerd_id": cid})
+
+            self._enter("task", f"start task of {name}")
+            saga.register(
+                "task",
+                lambda: self._undo(
+                    TaskActivities.stop_task, ref, f"kill and delete task of {name}"
+                ),
+            )
+            started = await _local(
+                TaskActivities.start_task, ref, f"start task of {name} on {node}"
+            )
+            self._done("task", {"pid": started.pid})
+
+            self._enter("commit", f"record {name} running")
+            result = await _local(
+                StateActivities.commit_start,
+                CommitStartInput(plan=plan, pid=started.pid, ip=attached.ip, steps=self._steps),
+                f"record {name} running with pid {started.pid}",
+                retry=STATE_RETRY,
+            )
+        except (Exception, asyncio.CancelledError) as err:
+            await self._unwind(plan, saga, err)
+            if isinstance(err, asyncio.CancelledError):
+                raise
+            raise as_berth_error(err) from None
+        self._enter("running", f"{name} is running with pid {result.pid}")
+        return result
+
+    async def _unwind(self, plan: StartPlan, saga: Saga, err: BaseException) -> None:
+        """Run every undo, then record the failure (and honour auto-remove)."""
+        failed_step = self._phase
+        message = failure_message(err)
+        self._steps.append(StepOutcome(step=failed_step, status="failed", error=message))
+        self._enter("compensating", f"step {failed_step} failed: {message}; undoing")
+        for undo in await saga.compensate():
+            self._steps.append(
+                StepOutcome(
+                    step=f"undo-{undo.step}",
+                    status="compensated" if undo.ok else "compensation_failed",
+                    error=undo.error,
+                )
+            )
+        outcome = await run_to_completion(
+            lambda: _local(
+                StateActivities.fail_start,
+                FailStartInput(
+                    plan=plan,
+                    error=message,
+                    exit_code=exit_code_from_runtime_error(message),
+                    steps=self._steps,
+                ),
+                f"record failed start of {plan.name}",
+                retry=STATE_RETRY,
+            )
+        )
+        if outcome.removed:
+            await run_to_completion(
+                lambda: _local(
+                    MountActivities.remove_rootfs_snapshot,
+                    ContainerRef(container_id=plan.container_id, node=plan.node),
+                    f"remove snapshot of auto-removed {plan.name}",
+                    retry=UNDO_RETRY,
+                )
+            )
+        self._enter("failed", f"start of {plan.name} failed at {failed_step}: {message}")
+
+    async def _undo(
+        self, activity: Callable[[Any, In], Awaitable[Any]], request: In, summary: str
+    ) -> None:
+        await _local(activity, request, summary, retry=UNDO_RETRY)
+
+    def _enter(self, phase: str, details: str) -> None:
+        self._phase = phase
+        workflow.set_current_details(details)
+        workflow.upsert_search_attributes([visibility.SAGA_PHASE.value_set(phase)])
+
+    def _done(self, step: str, handle: dict[str, Any]) -> None:
+        self._steps.append(StepOutcome(step=step, status="done", handle=handle))
+
+
+def _set_outcome(outcome: str) -> None:
+    workflow.upsert_search_attributes([visibility.OUTCOME.value_set(outcome)])
