@@ -1,0 +1,159 @@
+"""The real stack for integration tests: PostgreSQL, Temporal, containerd, CNI.
+
+The services come from ``scripts/dev up --infra-only`` (the test command runs it). Tests keep
+their own world apart from a developer's: database ``berth_test``, Temporal namespace
+``berth-test`` and containerd namespace ``berth-test``; the control worker and the node agent
+run in this process against them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client
+
+from berth.client import BerthClient
+from berth.config import Settings
+from berth.contract import ContainerConfig
+from berth.db.session import make_engine, make_sessionmaker
+from berth.footprint import Footprint, footprint
+from berth.runtime.containerd import ContainerdClient
+from berth.runtime.image import DEFAULT_REF, build_busybox_image, import_image
+from berth.worker import NodeRuntime, connect, node_runtime, running
+
+ROOT = Path(__file__).resolve().parents[2]
+TEST_NAMESPACE = "berth-test"
+TEST_DATABASE_URL = os.environ.get(
+    "BERTH_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/berth_test"
+)
+
+
+def migrate_fresh(database_url: str) -> None:
+    """Drop every table and run the migrations from scratch."""
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["database_url"] = database_url
+    config.attributes["configure_logger"] = False
+    command.downgrade(config, "base")
+    command.upgrade(config, "head")
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings(
+        database_url=TEST_DATABASE_URL,
+        temporal_namespace=TEST_NAMESPACE,
+        containerd_namespace=TEST_NAMESPACE,
+    )
+
+
+@pytest.fixture(scope="session")
+def sessions(settings: Settings) -> async_sessionmaker[AsyncSession]:
+    migrate_fresh(settings.database_url)
+    return make_sessionmaker(make_engine(settings.database_url))
+
+
+@pytest.fixture(scope="session")
+async def runtime(settings: Settings) -> AsyncIterator[NodeRuntime]:
+    paths = settings.node_paths()
+    tar = settings.state_dir / "images" / "busybox.tar"
+    if not tar.exists():
+        await asyncio.to_thread(build_busybox_image, tar)
+    await import_image(paths, TEST_NAMESPACE, tar, DEFAULT_REF)
+    node = node_runtime(settings)
+    yield node
+    await node.containerd.close()
+
+
+@pytest.fixture(scope="session")
+async def temporal(settings: Settings) -> Client:
+    return await connect(settings)
+
+
+@pytest.fixture(scope="session")
+async def workers(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    runtime: NodeRuntime,
+    temporal: Client,
+) -> AsyncIterator[None]:
+    async with running("control", settings, temporal), running("node", settings, temporal):
+        yield
+
+
+@pytest.fixture(scope="session")
+async def berth(settings: Settings, workers: None, temporal: Client) -> AsyncIterator[BerthClient]:
+    client = BerthClient(temporal, make_engine(settings.database_url), settings)
+    async with client:
+        yield client
+
+
+@dataclass
+class Stack:
+    """What a test needs to act on the real stack and look at its effects."""
+
+    berth: BerthClient
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    runtime: NodeRuntime
+    created: list[str]
+
+    @property
+    def containerd(self) -> ContainerdClient:
+        return self.runtime.containerd
+
+    async def create(self, **fields: object) -> str:
+        """Create a container with a unique name; returns its id."""
+        fields.setdefault("image", DEFAULT_REF)
+        fields.setdefault("cmd", ["sleep", "3600"])
+        name = f"t-{uuid.uuid4().hex[:10]}"
+        created = await self.berth.create(ContainerConfig.model_validate({"name": name, **fields}))
+        self.created.append(created.id)
+        return created.id
+
+    async def footprint(self, container_id: str) -> Footprint:
+        return await footprint(
+            container_id,
+            self.settings.node_paths(),
+            self.runtime.containerd,
+            self.runtime.cni,
+            self.sessions,
+        )
+
+
+Cleanup = Callable[[str], Awaitable[None]]
+
+
+@pytest.fixture
+async def stack(
+    berth: BerthClient,
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    runtime: NodeRuntime,
+) -> AsyncIterator[Stack]:
+    stack = Stack(berth, settings, sessions, runtime, [])
+    yield stack
+    for container_id in stack.created:
+        await force_remove(stack, container_id)
+
+
+async def force_remove(stack: Stack, container_id: str) -> None:
+    """Tear down whatever a test container holds, in the seed's Cleanup order."""
+    from berth.runtime.mounts import unmount_rootfs
+    from berth.runtime.netns import delete_netns
+
+    paths = stack.settings.node_paths()
+    await stack.containerd.delete_task(container_id)
+    await stack.containerd.delete_container(container_id)
+    await asyncio.to_thread(stack.runtime.cni.detach, container_id, paths.netns(container_id))
+    await asyncio.to_thread(delete_netns, paths.netns(container_id))
+    await asyncio.to_thread(unmount_rootfs, paths.rootfs(container_id))
+    await stack.containerd.remove_snapshot(container_id)
