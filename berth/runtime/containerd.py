@@ -1,0 +1,482 @@
+"""Berth's containerd client: images, snapshots, containers, tasks and exit events over gRPC.
+
+The stubs come from ``scripts/gen_containerd_stubs.py``. The containerd namespace travels as the
+``containerd-namespace`` gRPC metadata on every call. This module is the one place where gRPC
+status codes become Berth errors (``_ERRORS``); callers only ever see ``berth.errors`` classes.
+Teardown calls treat "not found" as success, and create calls converge when run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import platform
+import signal as signals
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import any_pb2, empty_pb2
+
+from berth._containerd_api.events import task_pb2 as task_events_pb2
+from berth._containerd_api.services.containers.v1 import containers_pb2, containers_pb2_grpc
+from berth._containerd_api.services.content.v1 import content_pb2, content_pb2_grpc
+from berth._containerd_api.services.events.v1 import events_pb2, events_pb2_grpc
+from berth._containerd_api.services.images.v1 import images_pb2, images_pb2_grpc
+from berth._containerd_api.services.snapshots.v1 import snapshots_pb2, snapshots_pb2_grpc
+from berth._containerd_api.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from berth._containerd_api.services.version.v1 import version_pb2_grpc
+from berth._containerd_api.types.task import task_pb2
+from berth.errors import (
+    BerthError,
+    Conflict,
+    Forbidden,
+    InvalidParameter,
+    NotFound,
+    System,
+    Unavailable,
+)
+from berth.runtime.types import Mount
+
+SNAPSHOTTER = "overlayfs"
+RUNTIME = "io.containerd.runc.v2"
+SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
+NAMESPACE_HEADER = "containerd-namespace"
+# Snapshots that no container or image references are garbage to containerd's GC; Berth's rootfs
+# snapshots outlive their containerd container (stop deletes it), so each one is a GC root.
+GC_ROOT_LABEL = "containerd.io/gc.root"
+
+_INDEX_TYPES = frozenset(
+    {
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    }
+)
+_ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le"}
+
+# The one translation from gRPC status codes to Berth's errors.
+_ERRORS: dict[grpc.StatusCode, type[BerthError]] = {
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: Conflict,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidParameter,
+    grpc.StatusCode.FAILED_PRECONDITION: Conflict,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
+    grpc.StatusCode.PERMISSION_DENIED: Forbidden,
+}
+
+T = TypeVar("T")
+
+
+class AlreadyExists(Conflict):
+    """containerd already has the object; a ``Conflict`` that create calls converge on."""
+
+
+def translate_error(error: grpc.aio.AioRpcError, node: str, what: str) -> BerthError:
+    """The Berth error for a gRPC error from containerd, keeping containerd's text."""
+    code = error.code()
+    cls: type[BerthError] = (
+        AlreadyExists if code == grpc.StatusCode.ALREADY_EXISTS else _ERRORS.get(code, System)
+    )
+    return cls(f"{what} on node {node!r}: {error.details() or code.name}")
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """An image resolved for running: its unpacked snapshot and its OCI config section."""
+
+    ref: str
+    chain_id: str
+    config: dict[str, Any] = field(default_factory=dict)
+    snapshotter: str = SNAPSHOTTER
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """A containerd task's init process."""
+
+    id: str
+    pid: int
+    status: str
+    exit_status: int
+
+
+@dataclass(frozen=True)
+class TaskExit:
+    """A task's init process exited."""
+
+    container_id: str
+    pid: int
+    exit_status: int
+
+
+def chain_id(diff_ids: list[str]) -> str:
+    """The snapshot chain id of a layer stack: ``sha256(chain(n-1) + " " + diff(n))``."""
+    if not diff_ids:
+        raise InvalidParameter("image has no layers")
+    chain = diff_ids[0]
+    for diff_id in diff_ids[1:]:
+        chain = "sha256:" + hashlib.sha256(f"{chain} {diff_id}".encode()).hexdigest()
+    return chain
+
+
+def host_platform() -> tuple[str, str]:
+    """The (os, architecture) pair of this host in OCI terms."""
+    machine = platform.machine()
+    return "linux", _ARCHITECTURES.get(machine, machine)
+
+
+def _mounts(mounts: Any) -> list[Mount]:
+    return [Mount(type=m.type, source=m.source, options=tuple(m.options)) for m in mounts]
+
+
+def _task_info(process: Any) -> TaskInfo:
+    return TaskInfo(
+        id=process.container_id or process.id,
+        pid=process.pid,
+        status=task_pb2.Status.Name(process.status),
+        exit_status=process.exit_status,
+    )
+
+
+class ContainerdClient:
+    """A connection to one node's containerd, scoped to one containerd namespace."""
+
+    def __init__(self, socket: Path, namespace: str, node: str) -> None:
+        self.socket = socket
+        self.namespace = namespace
+        self.node = node
+        self._channel = grpc.aio.insecure_channel(f"unix://{socket}")
+        self._metadata = ((NAMESPACE_HEADER, namespace),)
+        self._version = version_pb2_grpc.VersionStub(self._channel)
+        self._images = images_pb2_grpc.ImagesStub(self._channel)
+        self._content = content_pb2_grpc.ContentStub(self._channel)
+        self._snapshots = snapshots_pb2_grpc.SnapshotsStub(self._channel)
+        self._containers = containers_pb2_grpc.ContainersStub(self._channel)
+        self._tasks = tasks_pb2_grpc.TasksStub(self._channel)
+        self._events = events_pb2_grpc.EventsStub(self._channel)
+
+    async def __aenter__(self) -> ContainerdClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the gRPC channel."""
+        await self._channel.close()
+
+    async def _call(self, what: str, method: Callable[..., Awaitable[T]], request: Any) -> T:
+        try:
+            return await method(request, metadata=self._metadata)
+        except grpc.aio.AioRpcError as error:
+            raise translate_error(error, self.node, what) from None
+
+    # --- version -----------------------------------------------------------------------------
+
+    async def version(self) -> str:
+        """containerd's version string; also a liveness probe."""
+        response = await self._call("containerd version", self._version.Version, empty_pb2.Empty())
+        return str(response.version)
+
+    # --- images ------------------------------------------------------------------------------
+
+    async def resolve_image(self, ref: str) -> ImageInfo:
+        """The unpacked image ``ref``: its snapshot chain id and OCI config section.
+
+        Raises:
+            NotFound: the image, one of its blobs, or its unpacked snapshot is missing.
+        """
+        what = f"image {ref!r}"
+        image = await self._call(what, self._images.Get, images_pb2.GetImageRequest(name=ref))
+        target = image.image.target
+        manifest = json.loads(await self._read_blob(ref, target.digest))
+        if target.media_type in _INDEX_TYPES or "manifests" in manifest:
+            manifest = json.loads(await self._read_blob(ref, self._pick_manifest(ref, manifest)))
+        config_blob = json.loads(await self._read_blob(ref, manifest["config"]["digest"]))
+        chain = chain_id(list(config_blob.get("rootfs", {}).get("diff_ids", [])))
+        try:
+            await self._call(
+                what,
+                self._snapshots.Stat,
+                snapshots_pb2.StatSnapshotRequest(snapshotter=SNAPSHOTTER, key=chain),
+            )
+        except NotFound:
+            raise NotFound(
+                f"image {ref!r} is not unpacked for snapshotter {SNAPSHOTTER} "
+                f"on node {self.node!r} (no snapshot {chain})"
+            ) from None
+        return ImageInfo(ref=ref, chain_id=chain, config=dict(config_blob.get("config") or {}))
+
+    def _pick_manifest(self, ref: str, index: Mapping[str, Any]) -> str:
+        want_os, want_arch = host_platform()
+        for descriptor in index.get("manifests", []):
+            plat = descriptor.get("platform") or {}
+            if plat.get("os", want_os) == want_os and plat.get("architecture") == want_arch:
+                return str(descriptor["digest"])
+        raise NotFound(
+            f"image {ref!r} has no manifest for {want_os}/{want_arch} on node {self.node!r}"
+        )
+
+    async def _read_blob(self, ref: str, digest: str) -> bytes:
+        chunks: list[bytes] = []
+        try:
+            stream = self._content.Read(
+                content_pb2.ReadContentRequest(digest=digest), metadata=self._metadata
+            )
+            async for chunk in stream:
+                chunks.append(chunk.data)
+        except grpc.aio.AioRpcError as error:
+            raise translate_error(error, self.node, f"image {ref!r} blob {digest}") from None
+        return b"".join(chunks)
+
+    # --- snapshots ---------------------------------------------------------------------------
+
+    async def prepare_snapshot(self, key: str, parent: str) -> list[Mount]:
+        """Prepare the active snapshot ``key`` on ``parent`` (or find it) and return its mounts."""
+        request = snapshots_pb2.PrepareSnapshotRequest(
+            snapshotter=SNAPSHOTTER, key=key, parent=parent, labels={GC_ROOT_LABEL: "berth"}
+        )
+        try:
+            response = await self._call(f"snapshot {key!r}", self._snapshots.Prepare, request)
+        except AlreadyExists:
+            return await self.snapshot_mounts(key)
+        return _mounts(response.mounts)
+
+    async def snapshot_mounts(self, key: str) -> list[Mount]:
+        """The mounts of the existing snapshot ``key``; NotFound if there is none."""
+        response = await self._call(
+            f"snapshot {key!r}",
+            self._snapshots.Mounts,
+            snapshots_pb2.MountsRequest(snapshotter=SNAPSHOTTER, key=key),
+        )
+        return _mounts(response.mounts)
+
+    async def remove_snapshot(self, key: str) -> None:
+        """Remove the snapshot ``key``; a missing one is success."""
+        with contextlib.suppress(NotFound):
+            await self._call(
+                f"remove snapshot {key!r}",
+                self._snapshots.Remove,
+                snapshots_pb2.RemoveSnapshotRequest(snapshotter=SNAPSHOTTER, key=key),
+            )
+
+    async def list_snapshots(self) -> list[str]:
+        """The keys of every snapshot of this namespace."""
+        keys: list[str] = []
+        try:
+            stream = self._snapshots.List(
+                snapshots_pb2.ListSnapshotsRequest(snapshotter=SNAPSHOTTER),
+                metadata=self._metadata,
+            )
+            async for response in stream:
+                keys.extend(info.name for info in response.info)
+        except grpc.aio.AioRpcError as error:
+            raise translate_error(error, self.node, "list snapshots") from None
+        return keys
+
+    # --- containers --------------------------------------------------------------------------
+
+    async def create_container(
+        self,
+        container_id: str,
+        image: str,
+        snapshot_key: str,
+        spec: Mapping[str, Any],
+        labels: Mapping[str, str],
+    ) -> None:
+        """Create the containerd container (runc v2); an existing one is replaced."""
+        container = containers_pb2.Container(
+            id=container_id,
+            labels=dict(labels),
+            image=image,
+            runtime=containers_pb2.Container.Runtime(name=RUNTIME),
+            spec=any_pb2.Any(type_url=SPEC_TYPE_URL, value=json.dumps(spec).encode()),
+            snapshotter=SNAPSHOTTER,
+            snapshot_key=snapshot_key,
+        )
+        request = containers_pb2.CreateContainerRequest(container=container)
+        what = f"create container {container_id}"
+        try:
+            await self._call(what, self._containers.Create, request)
+        except AlreadyExists:
+            # A retry after a half-finished attempt: start over from a clean slate.
+            await self.delete_task(container_id)
+            await self.delete_container(container_id)
+            await self._call(what, self._containers.Create, request)
+
+    async def delete_container(self, container_id: str) -> None:
+        """Delete the containerd container; a missing one is success."""
+        with contextlib.suppress(NotFound):
+            await self._call(
+                f"delete container {container_id}",
+                self._containers.Delete,
+                containers_pb2.DeleteContainerRequest(id=container_id),
+            )
+
+    async def list_containers(self) -> list[str]:
+        """The ids of every container of this namespace."""
+        response = await self._call(
+            "list containers", self._containers.List, containers_pb2.ListContainersRequest()
+        )
+        return [c.id for c in response.containers]
+
+    # --- tasks -------------------------------------------------------------------------------
+
+    async def create_task(self, container_id: str, stdout: Path, stderr: Path) -> int:
+        """Create (not start) the container's task with stdio to files; return the init pid.
+
+        Converges: a CREATED, RUNNING or PAUSED task is kept and its pid returned; a STOPPED one
+        is deleted and created again. No rootfs mounts are passed: the spec's root.path is
+        already mounted by the caller. The runc v2 shim's ``file://`` stdio writes both streams
+        to the stdout file (it ignores the stderr URI); pass the same path for both.
+        """
+        while True:
+            try:
+                task = await self.get_task(container_id)
+            except NotFound:
+                pass
+            else:
+                if task.status != "STOPPED":
+                    return task.pid
+                await self.delete_task(container_id)
+            request = tasks_pb2.CreateTaskRequest(
+                container_id=container_id,
+                stdout=stdout.absolute().as_uri(),
+                stderr=stderr.absolute().as_uri(),
+                terminal=False,
+            )
+            try:
+                response = await self._call(
+                    f"create task {container_id}", self._tasks.Create, request
+                )
+            except AlreadyExists:
+                continue  # created concurrently or by the attempt that timed out: look again
+            return int(response.pid)
+
+    async def start_task(self, container_id: str) -> int:
+        """Start the created task and return its pid; a task already running is success."""
+        try:
+            response = await self._call(
+                f"start task {container_id}",
+                self._tasks.Start,
+                tasks_pb2.StartRequest(container_id=container_id),
+            )
+        except (Conflict, System):
+            # runc says "cannot start a running process" as UNKNOWN: look before failing.
+            task = await self.get_task(container_id)
+            if task.status in ("RUNNING", "PAUSED"):
+                return task.pid
+            raise
+        return int(response.pid)
+
+    async def get_task(self, container_id: str) -> TaskInfo:
+        """The container's task; NotFound if it has none."""
+        response = await self._call(
+            f"task {container_id}",
+            self._tasks.Get,
+            tasks_pb2.GetRequest(container_id=container_id),
+        )
+        return _task_info(response.process)
+
+    async def list_tasks(self) -> list[TaskInfo]:
+        """Every task of this namespace."""
+        response = await self._call("list tasks", self._tasks.List, tasks_pb2.ListTasksRequest())
+        return [_task_info(process) for process in response.tasks]
+
+    async def kill_task(self, container_id: str, signal: int, all_processes: bool = False) -> None:
+        """Signal the task's init (or every process of it); a missing task is success."""
+        with contextlib.suppress(NotFound):
+            await self._call(
+                f"kill task {container_id}",
+                self._tasks.Kill,
+                tasks_pb2.KillRequest(container_id=container_id, signal=signal, all=all_processes),
+            )
+
+    async def wait_task(self, container_id: str) -> int:
+        """Wait for the task's init to exit and return its exit status."""
+        response = await self._call(
+            f"wait task {container_id}",
+            self._tasks.Wait,
+            tasks_pb2.WaitRequest(container_id=container_id),
+        )
+        return int(response.exit_status)
+
+    async def delete_task(self, container_id: str) -> int | None:
+        """Delete the task (a live one is SIGKILLed and waited first); its exit status or None.
+
+        A missing task is success and returns None.
+        """
+        try:
+            task = await self.get_task(container_id)
+        except NotFound:
+            return None
+        if task.status != "STOPPED":
+            # runc's kill --all thaws a paused cgroup after signalling, so SIGKILL suffices; a
+            # CREATED task is killed too, since deleting it directly takes the shim ~2 s.
+            waiter = asyncio.ensure_future(self.wait_task(container_id))
+            try:
+                await self.kill_task(container_id, signals.SIGKILL, all_processes=True)
+                await waiter
+            except NotFound:
+                pass
+            finally:
+                waiter.cancel()
+        try:
+            response = await self._call(
+                f"delete task {container_id}",
+                self._tasks.Delete,
+                tasks_pb2.DeleteTaskRequest(container_id=container_id),
+            )
+        except NotFound:
+            return None
+        return int(response.exit_status)
+
+    async def pause_task(self, container_id: str) -> None:
+        """Freeze every process of the task."""
+        await self._call(
+            f"pause task {container_id}",
+            self._tasks.Pause,
+            tasks_pb2.PauseTaskRequest(container_id=container_id),
+        )
+
+    async def resume_task(self, container_id: str) -> None:
+        """Thaw the paused task."""
+        await self._call(
+            f"resume task {container_id}",
+            self._tasks.Resume,
+            tasks_pb2.ResumeTaskRequest(container_id=container_id),
+        )
+
+    # --- events ------------------------------------------------------------------------------
+
+    async def subscribe_task_exits(self) -> AsyncGenerator[TaskExit, None]:
+        """Exits of tasks' init processes in this namespace, as containerd publishes them.
+
+        Exits of exec'd processes (whose id differs from the container id) are skipped.
+        """
+        request = events_pb2.SubscribeRequest(
+            filters=[f'topic=="/tasks/exit",namespace=="{self.namespace}"']
+        )
+        try:
+            async for envelope in self._events.Subscribe(request, metadata=self._metadata):
+                if envelope.topic != "/tasks/exit" or envelope.namespace != self.namespace:
+                    continue
+                event = task_events_pb2.TaskExit.FromString(envelope.event.value)
+                if event.id and event.id != event.container_id:
+                    continue
+                yield TaskExit(
+                    container_id=event.container_id, pid=event.pid, exit_status=event.exit_status
+                )
+        except grpc.aio.AioRpcError as error:
+            raise translate_error(error, self.node, "subscribe to task exits") from None

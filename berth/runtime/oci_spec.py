@@ -1,0 +1,272 @@
+"""The OCI runtime spec of a container, as containerd's default spec plus docker's merge rules.
+
+``build_spec`` is a pure function of its arguments (it only reads the rootfs' ``/etc/passwd``
+and ``/etc/group`` to resolve a named user), so the spec step can rebuild it on every retry.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from berth.contract import ContainerConfig
+from berth.errors import InvalidParameter
+
+OCI_VERSION = "1.0.2"
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+CGROUP_PARENT = "/berth"
+
+# containerd's defaultUnixCaps.
+DEFAULT_CAPABILITIES = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+]
+MASKED_PATHS = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/sys/firmware",
+    "/proc/scsi",
+]
+READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+
+
+def _default_mounts() -> list[dict[str, Any]]:
+    def mount(destination: str, kind: str, source: str, *options: str) -> dict[str, Any]:
+        return {"destination": destination, "type": kind, "source": source, "options": [*options]}
+
+    return [
+        mount("/proc", "proc", "proc", "nosuid", "noexec", "nodev"),
+        mount("/dev", "tmpfs", "tmpfs", "nosuid", "strictatime", "mode=755", "size=65536k"),
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            "nosuid",
+            "noexec",
+            "newinstance",
+            "ptmxmode=0666",
+            "mode=0620",
+            "gid=5",
+        ),
+        mount("/dev/shm", "tmpfs", "shm", "nosuid", "noexec", "nodev", "mode=1777", "size=65536k"),
+        mount("/dev/mqueue", "mqueue", "mqueue", "nosuid", "noexec", "nodev"),
+        mount("/sys", "sysfs", "sysfs", "nosuid", "noexec", "nodev", "ro"),
+        mount("/sys/fs/cgroup", "cgroup", "cgroup", "nosuid", "noexec", "nodev", "relatime", "ro"),
+    ]
+
+
+def process_args(config: ContainerConfig, image_config: dict[str, Any]) -> list[str]:
+    """Entrypoint + cmd by docker's rules (daemon ``merge``).
+
+    A container entrypoint replaces the image's and drops the image's Cmd unless the container
+    gives a cmd; a container cmd replaces the image's Cmd. An explicitly empty entrypoint clears
+    the image's entrypoint but keeps its Cmd.
+
+    Raises:
+        InvalidParameter: neither the container nor the image gives a command.
+    """
+    entrypoint = config.entrypoint
+    cmd = config.cmd
+    if not entrypoint:
+        if not cmd:
+            cmd = image_config.get("Cmd") or []
+        if entrypoint is None:
+            entrypoint = image_config.get("Entrypoint") or []
+    args = [*(entrypoint or []), *(cmd or [])]
+    if not args:
+        raise InvalidParameter("no command specified: the container and its image give none")
+    return args
+
+
+def merge_env(*layers: list[str]) -> list[str]:
+    """Later ``KEY=VALUE`` lists win by key; each key keeps its first position (docker's rule)."""
+    merged: dict[str, str] = {}
+    for layer in layers:
+        for entry in layer:
+            key = entry.partition("=")[0]
+            merged[key] = entry
+    return list(merged.values())
+
+
+def _read_in_rootfs(rootfs: Path, relative: str) -> str | None:
+    """A file of the rootfs, following symlinks without ever leaving the rootfs."""
+    parts = list(PurePosixPath(relative).parts)
+    current = PurePosixPath("/")
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part in ("", "/", "."):
+            continue
+        if part == "..":
+            current = current.parent
+            continue
+        candidate = current / part
+        host = rootfs / candidate.relative_to("/")
+        if host.is_symlink():
+            hops += 1
+            if hops > 40:
+                return None
+            target = PurePosixPath(os.readlink(host))
+            if target.is_absolute():
+                current = PurePosixPath("/")
+            parts = list(target.parts) + parts
+            continue
+        current = candidate
+    try:
+        return (rootfs / current.relative_to("/")).read_text(errors="replace")
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+
+
+def _entries(text: str | None) -> list[list[str]]:
+    if not text:
+        return []
+    return [
+        line.split(":")
+        for line in text.splitlines()
+        if line.strip() and not line.startswith("#") and line.count(":") >= 2
+    ]
+
+
+def resolve_user(user: str, rootfs: Path) -> tuple[int, int, list[int]]:
+    """``user[:group]`` (names or numbers) as (uid, gid, additional gids), like runc's getUser.
+
+    Raises:
+        InvalidParameter: a named user or group is not in the rootfs' passwd or group file.
+    """
+    name, _, group = user.partition(":")
+    passwd = _entries(_read_in_rootfs(rootfs, "etc/passwd"))
+    groups = _entries(_read_in_rootfs(rootfs, "etc/group"))
+    uid, gid, login = 0, 0, ""
+    if name:
+        match = next((e for e in passwd if name in (e[0], e[2])), None)
+        if match is not None and len(match) >= 4:
+            login, uid, gid = match[0], _int(match[2], user), _int(match[3], user)
+        elif name.isdigit():
+            uid = int(name)
+        else:
+            raise InvalidParameter(
+                f"unable to find user {name}: no matching entries in passwd file"
+            )
+    if group:
+        match = next((e for e in groups if group in (e[0], e[2])), None)
+        if match is not None:
+            gid = _int(match[2], user)
+        elif group.isdigit():
+            gid = int(group)
+        else:
+            raise InvalidParameter(
+                f"unable to find group {group}: no matching entries in group file"
+            )
+    additional = sorted(
+        {
+            _int(e[2], user)
+            for e in groups
+            if login and len(e) >= 4 and login in e[3].split(",") and _int(e[2], user) != gid
+        }
+    )
+    return uid, gid, additional
+
+
+def _int(value: str, user: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidParameter(f"user {user!r}: malformed passwd or group entry") from None
+
+
+def _resources(config: ContainerConfig) -> dict[str, Any]:
+    resources: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}]}
+    limits = config.resources
+    if limits.memory_bytes is not None:
+        resources["memory"] = {"limit": limits.memory_bytes}
+    if limits.cpu_shares is not None:
+        resources["cpu"] = {"shares": limits.cpu_shares}
+    if limits.pids_limit is not None:
+        resources["pids"] = {"limit": limits.pids_limit}
+    return resources
+
+
+def build_spec(
+    container_id: str,
+    config: ContainerConfig,
+    image_config: dict[str, Any],
+    rootfs: Path,
+    netns: Path | None,
+) -> dict[str, Any]:
+    """The OCI runtime spec (as JSON-ready dict) for ``config`` run from ``rootfs``.
+
+    Args:
+        container_id: Berth's container id; names the cgroup and gives the hostname.
+        config: the container's config (command, env, user, working dir, resources).
+        image_config: the ``config`` section of the image's OCI config.
+        rootfs: the mounted root filesystem.
+        netns: the network namespace to join; None runs in the host's network.
+
+    Raises:
+        InvalidParameter: no command, or a user or group that the rootfs does not know.
+    """
+    hostname = container_id[:12]
+    uid, gid, additional_gids = resolve_user(config.user or image_config.get("User") or "", rootfs)
+    user: dict[str, Any] = {"uid": uid, "gid": gid}
+    if additional_gids:
+        user["additionalGids"] = additional_gids
+    namespaces: list[dict[str, str]] = [
+        {"type": "pid"},
+        {"type": "ipc"},
+        {"type": "uts"},
+        {"type": "mount"},
+    ]
+    if netns is not None:
+        namespaces.append({"type": "network", "path": str(netns)})
+    capabilities = list(DEFAULT_CAPABILITIES)
+    return {
+        "ociVersion": OCI_VERSION,
+        "process": {
+            "terminal": False,
+            "user": user,
+            "args": process_args(config, image_config),
+            "env": merge_env(
+                [DEFAULT_PATH, f"HOSTNAME={hostname}"],
+                list(image_config.get("Env") or []),
+                config.env,
+            ),
+            "cwd": config.working_dir or image_config.get("WorkingDir") or "/",
+            "capabilities": {
+                "bounding": capabilities,
+                "effective": list(capabilities),
+                "permitted": list(capabilities),
+            },
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": True,
+        },
+        "root": {"path": str(rootfs), "readonly": False},
+        "hostname": hostname,
+        "mounts": _default_mounts(),
+        "linux": {
+            "resources": _resources(config),
+            "cgroupsPath": f"{CGROUP_PARENT}/{container_id}",
+            "namespaces": namespaces,
+            "maskedPaths": list(MASKED_PATHS),
+            "readonlyPaths": list(READONLY_PATHS),
+        },
+    }
