@@ -696,15 +696,22 @@ def run_check(argv: Sequence[str], env: Mapping[str, str]) -> bool:
 
 
 def test(settings: Settings, paths: StackPaths, pytest_args: Sequence[str]) -> int:
-    up(settings, paths, nodes=3, infra_only=True)
-    env = {**os.environ, "BERTH_STATE_DIR": str(paths.state)}
-    checks = [
-        [str(VENV_BIN / "ruff"), "check", "."],
-        [str(VENV_BIN / "ruff"), "format", "--check", "."],
-        [str(VENV_BIN / "mypy")],
-        [str(VENV_BIN / "pytest"), "-q", *pytest_args],
-    ]
-    failed = [check[0] for check in checks if not run_check(check, env)]
+    # A stack this command brings up, it also takes down: a test run leaves no process behind.
+    was_running = running_pid(paths, temporal_process(paths)) is not None
+    try:
+        up(settings, paths, nodes=3, infra_only=True)
+        env = {**os.environ, "BERTH_STATE_DIR": str(paths.state)}
+        checks = [
+            [str(VENV_BIN / "ruff"), "check", "."],
+            [str(VENV_BIN / "ruff"), "format", "--check", "."],
+            [str(VENV_BIN / "mypy")],
+            [str(VENV_BIN / "pytest"), "-q", *pytest_args],
+        ]
+        failed = [check[0] for check in checks if not run_check(check, env)]
+    finally:
+        if not was_running:
+            log("\ntaking down the stack this test run brought up")
+            down(paths)
     if failed:
         log(f"\nFAILED: {', '.join(Path(name).name for name in failed)}")
         return 1

@@ -28,6 +28,7 @@ from berth.db.session import make_engine, make_sessionmaker
 from berth.footprint import Footprint, footprint
 from berth.runtime.containerd import ContainerdClient
 from berth.runtime.image import DEFAULT_REF, build_busybox_image, import_image
+from berth.teardown import tear_down_host
 from berth.worker import NodeRuntime, node_runtime, running
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,14 +147,7 @@ async def stack(
 
 
 async def force_remove(stack: Stack, container_id: str) -> None:
-    """Tear down whatever a test container holds, in the seed's Cleanup order."""
-    from berth.runtime.mounts import unmount_rootfs
-    from berth.runtime.netns import delete_netns
-
-    paths = stack.settings.node_paths()
-    await stack.containerd.delete_task(container_id)
-    await stack.containerd.delete_container(container_id)
-    await asyncio.to_thread(stack.runtime.cni.detach, container_id, paths.netns(container_id))
-    await asyncio.to_thread(delete_netns, paths.netns(container_id))
-    await asyncio.to_thread(unmount_rootfs, paths.rootfs(container_id))
-    await stack.containerd.remove_snapshot(container_id)
+    """Tear down whatever a test container holds."""
+    await tear_down_host(
+        container_id, stack.settings.node_paths(), stack.containerd, stack.runtime.cni
+    )
