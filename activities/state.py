@@ -37,7 +37,6 @@ class StartPlan(Frozen):
     name: str
     node: str
     operation: str
-    previous_state: ContainerState
     config: ContainerConfig
     not_modified: bool = False
     pid: int | None = None
@@ -77,8 +76,19 @@ class FailStartOutput(Frozen):
 
 
 class AbortStartInput(Frozen):
-    plan: StartPlan
+    container_id: str
+    operation: str
     error: str
+
+
+class LocateInput(Frozen):
+    container: str
+
+
+class ContainerLocation(Frozen):
+    container_id: str
+    name: str
+    node: str
 
 
 def _now() -> datetime:
@@ -137,19 +147,12 @@ class StateActivities:
                 name=container.name,
                 node=container.node,
                 operation=request.operation,
-                previous_state=state,
                 config=ContainerConfig.model_validate(container.config),
                 pid=container.pid,
                 ip=container.ip,
             )
             if container.operation == request.operation:
-                # This operation already began (the activity ran again): converge.
-                before = (
-                    ContainerState.EXITED
-                    if container.has_been_started_before
-                    else ContainerState.CREATED
-                )
-                return plan.model_copy(update={"previous_state": before})
+                return plan  # this operation already began (the activity ran again): converge
             if state is ContainerState.PAUSED:
                 raise Conflict("cannot start a paused container, try unpause instead")
             if state is ContainerState.RUNNING:
@@ -208,7 +211,7 @@ class StateActivities:
             container.exit_code = request.exit_code
             container.pid = None
             container.ip = None
-            container.state = _reset_state(plan.previous_state)
+            container.state = _reset_state(container)
             container.finished_at = _now()
             containers.add_event(
                 container, "start-failed", {"error": request.error, "exitCode": request.exit_code}
@@ -222,18 +225,30 @@ class StateActivities:
     @activity.defn(name="abort_start")
     async def abort_start(self, request: AbortStartInput) -> None:
         """Release the container when the node never ended the operation (e.g. terminated)."""
-        plan = request.plan
         async with self._sessions.begin() as session:
-            container = await ContainerRepository(session).find(plan.container_id, for_update=True)
-            if container is not None and container.operation == plan.operation:
+            container = await ContainerRepository(session).find(
+                request.container_id, for_update=True
+            )
+            if container is not None and container.operation == request.operation:
                 container.operation = None
                 container.error = request.error
-                container.state = _reset_state(plan.previous_state)
+                container.state = _reset_state(container)
+
+    @activity.defn(name="locate_container")
+    async def locate_container(self, request: LocateInput) -> ContainerLocation:
+        """The container's id, name and node, to route its operation to the node's queue."""
+        async with self._sessions() as session:
+            container = await ContainerRepository(session).get(request.container)
+        return ContainerLocation(
+            container_id=container.id, name=container.name, node=container.node
+        )
 
 
-def _reset_state(previous: ContainerState) -> str:
-    """A failed start leaves the container as it was before, never half-started."""
-    return ContainerState.CREATED if previous is ContainerState.CREATED else ContainerState.EXITED
+def _reset_state(container: Container) -> str:
+    """A failed start leaves the container as it was before: never half-started."""
+    if container.has_been_started_before:
+        return ContainerState.EXITED
+    return ContainerState.CREATED
 
 
 def _least_loaded(nodes: list[str], containers: Any) -> str:

@@ -21,43 +21,64 @@ import uuid
 
 from berth.client import BerthClient
 from berth.config import Settings
-from berth.contract import ContainerConfig
+from berth.contract import ContainerConfig, ContainerStartInput, ContainerStartOutput
 from berth.db.repository import ContainerRepository
 from berth.db.session import make_sessionmaker
 from berth.runtime.image import DEFAULT_REF
 from berth.teardown import tear_down_host
 from berth.worker import node_runtime
+from workflows.visibility import start_workflow_id
 
 
 def summary(label: str, samples_ms: list[float]) -> str:
     ordered = sorted(samples_ms)
     p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
     return (
-        f"{label:<28} n={len(ordered):<4} median={statistics.median(ordered):7.1f} ms"
+        f"{label:<34} n={len(ordered):<4} median={statistics.median(ordered):7.1f} ms"
         f"   p95={p95:7.1f} ms   min={ordered[0]:7.1f} ms"
     )
 
 
-async def bench_berth(berth: BerthClient, count: int, run: str) -> tuple[list[float], list[str]]:
-    ids = []
+async def bench_berth(
+    berth: BerthClient, count: int, run: str, ids: list[str]
+) -> tuple[list[float], list[float]]:
+    """Create ``count`` containers (recording their ids in ``ids``) and time their starts."""
     for index in range(count):
         created = await berth.create(
             ContainerConfig(name=f"bench-{run}-{index}", image=DEFAULT_REF, cmd=["sleep", "600"])
         )
         ids.append(created.id)
     await berth.start(ids[0])  # warm-up, not counted: first connections and caches
-    samples = []
-    for container_id in ids[1:]:
+    direct, routed = [], []
+    for index, container_id in enumerate(ids[1:]):
         began = time.perf_counter()
-        await berth.start(container_id)
-        samples.append((time.perf_counter() - began) * 1000)
-    return samples, ids
+        if index % 2:
+            await start_through_control_queue(berth, container_id)
+            routed.append((time.perf_counter() - began) * 1000)
+        else:
+            await berth.start(container_id)
+            direct.append((time.perf_counter() - began) * 1000)
+    return direct, routed
 
 
-def bench_ctr(settings: Settings, count: int, run: str) -> tuple[list[float], list[str]]:
+async def start_through_control_queue(berth: BerthClient, container_id: str) -> None:
+    """What any Temporal client does: ``ContainerStart`` on queue ``berth``."""
+    await berth.temporal.execute_workflow(
+        "ContainerStart",
+        ContainerStartInput(container=container_id),
+        id=start_workflow_id(container_id),
+        task_queue=berth.settings.task_queue,
+        result_type=ContainerStartOutput,
+    )
+
+
+def ctr_command(settings: Settings) -> list[str]:
     socket = str(settings.node_paths().containerd_socket)
-    base = ["ctr", "-a", socket, "-n", settings.containerd_namespace]
-    ids = [f"bench-ctr-{run}-{index}" for index in range(count + 1)]
+    return ["ctr", "-a", socket, "-n", settings.containerd_namespace]
+
+
+def bench_ctr(settings: Settings, ids: list[str]) -> list[float]:
+    base = ctr_command(settings)
     samples = []
     for index, container_id in enumerate(ids):
         began = time.perf_counter()
@@ -68,7 +89,7 @@ def bench_ctr(settings: Settings, count: int, run: str) -> tuple[list[float], li
         )
         if index:  # the first run is the warm-up
             samples.append((time.perf_counter() - began) * 1000)
-    return samples, [*base]
+    return samples
 
 
 def clean_ctr(base: list[str], ids: list[str]) -> None:
@@ -96,28 +117,21 @@ async def main() -> None:
     settings = Settings()
     run = uuid.uuid4().hex[:6]
     ctr_ids = [f"bench-ctr-{run}-{index}" for index in range(args.count + 1)]
+    berth_ids: list[str] = []
     async with await BerthClient.connect(settings) as berth:
-        berth_ids: list[str] = []
         try:
-            berth_samples, berth_ids = await bench_berth(berth, args.count + 1, run)
-            ctr_samples, base = bench_ctr(settings, args.count, run)
+            direct, routed = await bench_berth(berth, 2 * args.count + 1, run, berth_ids)
+            ctr_samples = bench_ctr(settings, ctr_ids)
         finally:
-            clean_ctr(
-                [
-                    "ctr",
-                    "-a",
-                    str(settings.node_paths().containerd_socket),
-                    "-n",
-                    settings.containerd_namespace,
-                ],
-                ctr_ids,
-            )
+            clean_ctr(ctr_command(settings), ctr_ids)
             await clean_berth(berth, settings, berth_ids)
     print(f"start latency on node {settings.node}, sequential, warm-up excluded")
-    print(summary("berth ContainerStart", berth_samples))
+    print(summary("berth start (client, node queue)", direct))
+    print(summary("ContainerStart (queue berth)", routed))
     print(summary("ctr run -d (baseline)", ctr_samples))
-    ratio = statistics.median(berth_samples) / statistics.median(ctr_samples)
-    print(f"median ratio berth / ctr: {ratio:.2f}")
+    for label, samples in (("client", direct), ("ContainerStart", routed)):
+        ratio = statistics.median(samples) / statistics.median(ctr_samples)
+        print(f"median ratio {label} / ctr run -d: {ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
-from berth.config import Settings
+from berth.config import Settings, node_task_queue
 from berth.contract import (
     ContainerConfig,
     ContainerCreateInput,
@@ -32,6 +32,7 @@ from berth.db.models import Container, ContainerEvent
 from berth.db.repository import ContainerRepository
 from berth.db.session import make_engine, make_sessionmaker
 from berth.errors import as_berth_error
+from workflows.container_start import NodeStartInput
 from workflows.visibility import container_attributes, start_workflow_id
 
 
@@ -88,14 +89,18 @@ class BerthClient:
             raise as_berth_error(err.cause) from None
 
     async def start(self, ref: str) -> ContainerStartOutput:
-        """Start a container through the saga; attaches to a start already running."""
+        """Start a container through the saga; attaches to a start already running.
+
+        The client knows the container's node, so it runs the saga on the node's queue directly
+        (``ContainerStartOnNode``) instead of through ``ContainerStart``'s extra hop.
+        """
         container = await self.get(ref)
         try:
             return await self.temporal.execute_workflow(
-                "ContainerStart",
-                ContainerStartInput(container=container.id),
+                "ContainerStartOnNode",
+                NodeStartInput(request=ContainerStartInput(container=container.id)),
                 id=start_workflow_id(container.id),
-                task_queue=self.settings.task_queue,
+                task_queue=node_task_queue(container.node),
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 search_attributes=container_attributes(

@@ -60,7 +60,7 @@ def control_worker(
         task_queue=settings.task_queue,
         workflows=[ContainerStart, ContainerCreate],
         workflow_runner=workflow_runner(),
-        activities=[state.create_container, state.begin_start, state.abort_start],
+        activities=[state.create_container, state.locate_container, state.abort_start],
     )
 
 
@@ -113,6 +113,7 @@ def node_worker(
         workflows=[ContainerStartOnNode],
         workflow_runner=workflow_runner(),
         activities=[
+            state.begin_start,
             state.commit_start,
             state.fail_start,
             mount.mount_rootfs,
