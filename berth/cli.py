@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Awaitable, Callable
 
@@ -178,4 +179,10 @@ async def run(argv: list[str] | None = None) -> int:
 
 
 def main() -> None:
-    sys.exit(asyncio.run(run()))
+    code = asyncio.run(run())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The Temporal client's native threads can still call into Python while the interpreter
+    # finalizes, which aborts the process (SIGABRT) after the command already succeeded; all
+    # work is done and flushed here, so leave without finalizing.
+    os._exit(code)
