@@ -75,7 +75,7 @@ class FailStartOutput(Frozen):
     removed: bool
 
 
-class AbortStartInput(Frozen):
+class AbortInput(Frozen):
     container_id: str
     operation: str
     error: str
@@ -222,17 +222,25 @@ class StateActivities:
                 return FailStartOutput(removed=True)
         return FailStartOutput(removed=False)
 
-    @activity.defn(name="abort_start")
-    async def abort_start(self, request: AbortStartInput) -> None:
-        """Release the container when the node never ended the operation (e.g. terminated)."""
+    @activity.defn(name="abort_operation")
+    async def abort_operation(self, request: AbortInput) -> None:
+        """Release the container when its node never ended the operation (e.g. terminated).
+
+        A half-started container goes back to its state before the start; a half-stopped one
+        stays ``running`` until its node's reconciler or exit monitor says otherwise.
+        """
         async with self._sessions.begin() as session:
             container = await ContainerRepository(session).find(
                 request.container_id, for_update=True
             )
-            if container is not None and container.operation == request.operation:
-                container.operation = None
-                container.error = request.error
+            if container is None or container.operation != request.operation:
+                return
+            container.operation = None
+            container.error = request.error
+            if container.state == ContainerState.STARTING:
                 container.state = _reset_state(container)
+            elif container.state == ContainerState.STOPPING:
+                container.state = ContainerState.RUNNING
 
     @activity.defn(name="locate_container")
     async def locate_container(self, request: LocateInput) -> ContainerLocation:

@@ -60,7 +60,7 @@ def control_worker(
         task_queue=settings.task_queue,
         workflows=[ContainerStart, ContainerCreate],
         workflow_runner=workflow_runner(),
-        activities=[state.create_container, state.locate_container, state.abort_start],
+        activities=[state.create_container, state.locate_container, state.abort_operation],
     )
 
 

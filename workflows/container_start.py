@@ -19,9 +19,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ChildWorkflowError
-from temporalio.workflow import ActivityCancellationType, ChildWorkflowCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from activities.mount import MountActivities, MountRootfsInput, ReleaseRootfsInput
@@ -29,43 +26,23 @@ with workflow.unsafe.imports_passed_through():
     from activities.shim import CreateShimInput, ShimActivities
     from activities.spec import SpecActivities, WriteSpecInput
     from activities.state import (
-        AbortStartInput,
         BeginStartInput,
         CommitStartInput,
         FailStartInput,
-        LocateInput,
         StartPlan,
         StateActivities,
         StepOutcome,
     )
     from activities.task import TaskActivities
     from activities.types import ContainerRef, StepModel
-    from berth.config import node_task_queue
     from berth.contract import ContainerStartInput, ContainerStartOutput
     from berth.errors import BerthError, as_berth_error, exit_code_from_runtime_error
     from workflows import visibility
-    from workflows.policies import STATE_RETRY, STEP_RETRY, STEP_TIMEOUT, UNDO_RETRY
+    from workflows.policies import STATE_RETRY, UNDO_RETRY
+    from workflows.routing import local_step, locate, run_on_node, set_outcome
     from workflows.saga import Saga, failure_message, run_to_completion
 
-T = TypeVar("T")
 In = TypeVar("In")
-
-
-async def _local(
-    activity: Callable[[Any, In], Awaitable[T]],
-    request: In,
-    summary: str,
-    retry: RetryPolicy = STEP_RETRY,
-) -> T:
-    """Run one host-bound step as a local activity that is waited for when cancelled."""
-    return await workflow.execute_local_activity_method(
-        activity,
-        request,
-        start_to_close_timeout=STEP_TIMEOUT,
-        retry_policy=retry,
-        cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-        summary=summary,
-    )
 
 
 class NodeStartInput(StepModel):
@@ -82,54 +59,14 @@ class ContainerStart:
 
     @workflow.run
     async def run(self, request: ContainerStartInput) -> ContainerStartOutput:
-        operation = workflow.info().workflow_id
-        try:
-            where = await _local(
-                StateActivities.locate_container,
-                LocateInput(container=request.container),
-                f"find the node of container {request.container}",
-                retry=STATE_RETRY,
-            )
-        except Exception as err:
-            raise as_berth_error(err) from None
-        workflow.upsert_search_attributes(
-            [
-                visibility.CONTAINER_ID.value_set(where.container_id),
-                visibility.CONTAINER_NAME.value_set(where.name),
-                visibility.NODE.value_set(where.node),
-            ]
+        where = await locate(request.container)
+        result = await run_on_node(
+            "start",
+            ContainerStartOnNode.run,
+            lambda operation: NodeStartInput(request=request, operation=operation),
+            where,
         )
-        workflow.set_current_details(f"starting {where.name} on {where.node}")
-        try:
-            result = await workflow.execute_child_workflow(
-                ContainerStartOnNode.run,
-                NodeStartInput(request=request, operation=operation),
-                id=f"{operation}-on-{where.node}",
-                task_queue=node_task_queue(where.node),
-                cancellation_type=ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,
-                search_attributes=visibility.container_attributes(
-                    where.container_id, where.name, where.node
-                ),
-                static_summary=f"start {where.name} on {where.node}",
-            )
-        except (ChildWorkflowError, asyncio.CancelledError) as err:
-            _set_outcome("failed")
-            # The node records its own failure; this covers a node run that never ended it.
-            abort = AbortStartInput(
-                container_id=where.container_id, operation=operation, error=failure_message(err)
-            )
-            await run_to_completion(
-                lambda: _local(
-                    StateActivities.abort_start,
-                    abort,
-                    f"release container {where.name}",
-                    retry=STATE_RETRY,
-                )
-            )
-            if isinstance(err, asyncio.CancelledError):
-                raise
-            raise as_berth_error(err) from None
-        _set_outcome("not-modified" if result.not_modified else "started")
+        set_outcome("not-modified" if result.not_modified else "started")
         return result
 
 
@@ -150,7 +87,7 @@ class ContainerStartOnNode:
     async def run(self, start: NodeStartInput) -> ContainerStartOutput:
         self._enter("checks", f"check and lock container {start.request.container}")
         try:
-            plan = await _local(
+            plan = await local_step(
                 StateActivities.begin_start,
                 BeginStartInput(
                     request=start.request, operation=start.operation or workflow.info().workflow_id
@@ -187,7 +124,7 @@ class ContainerStartOnNode:
                     f"release rootfs of {name} on {node}",
                 ),
             )
-            mounted = await _local(
+            mounted = await local_step(
                 MountActivities.mount_rootfs,
                 MountRootfsInput(container_id=cid, node=node, image=plan.config.image),
                 f"mount rootfs of {name} on {node}",
@@ -203,7 +140,7 @@ class ContainerStartOnNode:
                     NetworkActivities.detach_network, network, f"detach network of {name}"
                 ),
             )
-            attached = await _local(
+            attached = await local_step(
                 NetworkActivities.attach_network, network, f"attach {name} to {mode} on {node}"
             )
             self._done("network", {"netns": attached.netns, "ip": attached.ip})
@@ -213,7 +150,7 @@ class ContainerStartOnNode:
                 "spec",
                 lambda: self._undo(SpecActivities.drop_spec, ref, f"drop OCI spec of {name}"),
             )
-            spec = await _local(
+            spec = await local_step(
                 SpecActivities.write_spec,
                 WriteSpecInput(
                     container_id=cid,
@@ -236,7 +173,7 @@ class ContainerStartOnNode:
                     f"delete containerd task and container of {name}",
                 ),
             )
-            await _local(
+            await local_step(
                 ShimActivities.create_shim,
                 CreateShimInput(
                     container_id=cid,
@@ -256,13 +193,13 @@ class ContainerStartOnNode:
                     TaskActivities.stop_task, ref, f"kill and delete task of {name}"
                 ),
             )
-            started = await _local(
+            started = await local_step(
                 TaskActivities.start_task, ref, f"start task of {name} on {node}"
             )
             self._done("task", {"pid": started.pid})
 
             self._enter("commit", f"record {name} running")
-            result = await _local(
+            result = await local_step(
                 StateActivities.commit_start,
                 CommitStartInput(plan=plan, pid=started.pid, ip=attached.ip, steps=self._steps),
                 f"record {name} running with pid {started.pid}",
@@ -291,7 +228,7 @@ class ContainerStartOnNode:
                 )
             )
         outcome = await run_to_completion(
-            lambda: _local(
+            lambda: local_step(
                 StateActivities.fail_start,
                 FailStartInput(
                     plan=plan,
@@ -305,7 +242,7 @@ class ContainerStartOnNode:
         )
         if outcome.removed:
             await run_to_completion(
-                lambda: _local(
+                lambda: local_step(
                     MountActivities.remove_rootfs_snapshot,
                     ContainerRef(container_id=plan.container_id, node=plan.node),
                     f"remove snapshot of auto-removed {plan.name}",
@@ -317,7 +254,7 @@ class ContainerStartOnNode:
     async def _undo(
         self, activity: Callable[[Any, In], Awaitable[Any]], request: In, summary: str
     ) -> None:
-        await _local(activity, request, summary, retry=UNDO_RETRY)
+        await local_step(activity, request, summary, retry=UNDO_RETRY)
 
     def _enter(self, phase: str, details: str) -> None:
         self._phase = phase
@@ -326,7 +263,3 @@ class ContainerStartOnNode:
 
     def _done(self, step: str, handle: dict[str, Any]) -> None:
         self._steps.append(StepOutcome(step=step, status="done", handle=handle))
-
-
-def _set_outcome(outcome: str) -> None:
-    workflow.upsert_search_attributes([visibility.OUTCOME.value_set(outcome)])
