@@ -82,19 +82,43 @@ def _read_pid(paths: NodePaths) -> int | None:
         return None
 
 
-def _is_our_containerd(pid: int, paths: NodePaths) -> bool:
-    """Whether ``pid`` is alive and is the containerd started with this node's config."""
-    with contextlib.suppress(ChildProcessError):
-        # Reap it if it is our exited child, so a zombie does not look alive.
-        os.waitpid(pid, os.WNOHANG)
+def _reap(pid: int) -> str:
+    """Reap ``pid`` if it is our exited child (a zombie must not look alive); how it ended."""
+    try:
+        reaped, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return "not our child"
+    if reaped == 0:
+        return "still running"
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie (reaping it if it is our exited child)."""
+    _reap(pid)
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (FileNotFoundError, ProcessLookupError):
         return False
     if stat.rpartition(")")[2].split()[0] in ("Z", "X"):
+        _reap(pid)  # it may have exited after the first reap
         return False
-    return str(config_path(paths)).encode() in cmdline
+    return True
+
+
+def _is_our_containerd(pid: int, paths: NodePaths) -> bool:
+    """Whether ``pid`` is alive and is the containerd started with this node's config.
+
+    Only for a pid read from the pidfile; a process's cmdline reads empty while it execs or
+    exits, so a pid already known to be ours is watched with ``_alive`` instead.
+    """
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return _alive(pid) and str(config_path(paths)).encode() in cmdline
 
 
 async def _answers(paths: NodePaths, timeout: float = 1.0) -> bool:
@@ -160,17 +184,22 @@ async def start_containerd(paths: NodePaths, timeout: float = START_TIMEOUT_SECO
     finally:
         os.close(log_fd)
     pid_path(paths).write_text(f"{pid}\n")
-    await _wait_until_answering(paths, pid, timeout)
+    try:
+        await _wait_until_answering(paths, pid, timeout)
+    except BaseException:
+        await _terminate(paths, pid, timeout=1.0)  # never leave a daemon that did not come up
+        raise
     return pid
 
 
 async def _wait_until_answering(paths: NodePaths, pid: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        if not _is_our_containerd(pid, paths):
+        ended = _reap(pid)
+        if ended != "still running" and (ended != "not our child" or not _alive(pid)):
             raise System(
-                f"containerd (pid {pid}) exited during start; log {log_path(paths)}:\n"
-                f"{_log_tail(paths)}"
+                f"containerd (pid {pid}) exited during start ({ended}); "
+                f"log {log_path(paths)}:\n{_log_tail(paths)}"
             )
         if await _answers(paths):
             return
@@ -190,13 +219,20 @@ async def stop_containerd(paths: NodePaths, timeout: float = STOP_TIMEOUT_SECOND
     """
     pid = _read_pid(paths)
     if pid is not None and _is_our_containerd(pid, paths):
-        _signal(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _is_our_containerd(pid, paths):
-            if time.monotonic() >= deadline:
-                _signal(pid, signal.SIGKILL)
-                deadline = time.monotonic() + timeout
-            await asyncio.sleep(_POLL_SECONDS)
+        await _terminate(paths, pid, timeout)
+    with contextlib.suppress(FileNotFoundError):
+        pid_path(paths).unlink()
+
+
+async def _terminate(paths: NodePaths, pid: int, timeout: float) -> None:
+    """SIGTERM ``pid`` (known to be this node's containerd), SIGKILL it after ``timeout``."""
+    _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() >= deadline:
+            _signal(pid, signal.SIGKILL)
+            deadline = time.monotonic() + timeout
+        await asyncio.sleep(_POLL_SECONDS)
     with contextlib.suppress(FileNotFoundError):
         pid_path(paths).unlink()
 

@@ -77,17 +77,19 @@ def image_tar(state_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 async def containerd(node_paths: NodePaths, image_tar: Path) -> AsyncIterator[NodePaths]:
     """A running containerd for the session, with the busybox image imported and unpacked."""
-    await start_containerd(node_paths)
     try:
+        await start_containerd(node_paths)
         await import_image(node_paths, NAMESPACE, image_tar, DEFAULT_REF)
         yield node_paths
     finally:
-        async with ContainerdClient(node_paths.containerd_socket, NAMESPACE, NODE) as client:
-            for task in await client.list_tasks():
-                await client.delete_task(task.id)
-            for container_id in await client.list_containers():
-                await client.delete_container(container_id)
-        await stop_containerd(node_paths)
+        try:
+            async with ContainerdClient(node_paths.containerd_socket, NAMESPACE, NODE) as client:
+                for task in await client.list_tasks():
+                    await client.delete_task(task.id)
+                for container_id in await client.list_containers():
+                    await client.delete_container(container_id)
+        finally:
+            await stop_containerd(node_paths)
         with contextlib.suppress(OSError):
             Path("/run/containerd/runc", NAMESPACE).rmdir()
 

@@ -11,7 +11,10 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
+from google.protobuf import any_pb2
 
+from berth._containerd_api.events import task_pb2 as task_events_pb2
+from berth._containerd_api.services.events.v1 import events_pb2, events_pb2_grpc
 from berth.config import NodePaths
 from berth.contract import ContainerConfig
 from berth.errors import (
@@ -23,7 +26,13 @@ from berth.errors import (
     System,
     Unavailable,
 )
-from berth.runtime.containerd import ContainerdClient, ImageInfo, chain_id, translate_error
+from berth.runtime.containerd import (
+    NAMESPACE_HEADER,
+    ContainerdClient,
+    ImageInfo,
+    chain_id,
+    translate_error,
+)
 from berth.runtime.image import DEFAULT_REF
 from berth.runtime.oci_spec import build_spec
 from berth.runtime.types import Mount
@@ -44,7 +53,7 @@ async def _create(client: ContainerdClient, image: ImageInfo, rootfs: Rootfs, *c
     return await client.create_task(rootfs.container_id, rootfs.log, rootfs.log)
 
 
-async def _wait_for_text(path: Path, text: str, timeout: float = 5.0) -> str:
+async def _wait_for_text(path: Path, text: str, timeout: float = 15.0) -> str:
     async with asyncio.timeout(timeout):
         while text not in (content := path.read_text() if path.exists() else ""):
             await asyncio.sleep(0.05)
@@ -127,7 +136,10 @@ async def test_task_lifecycle_from_snapshot_runs_and_tears_down(
 
     assert pid == created_pid
     assert (task.status, task.pid) == ("RUNNING", pid)
-    assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2] == [b"sleep", b"60"]
+    # Start returns once runc has released its init; the exec of `sleep` follows a moment later.
+    async with asyncio.timeout(5):
+        while Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2] != [b"sleep", b"60"]:
+            await asyncio.sleep(0.01)
     assert await client.delete_task(container_id) == 128 + signal.SIGKILL
     await client.delete_container(container_id)
     unmount(path)
@@ -288,17 +300,35 @@ async def test_create_task_file_stdio_writes_stdout_and_stderr_to_the_stdout_fil
     assert not stderr_file.exists() or stderr_file.read_text() == ""
 
 
+async def _publish_probe_exit(socket: Path, container_id: str) -> None:
+    """Publish a synthetic /tasks/exit on containerd's real event bus."""
+    event = task_events_pb2.TaskExit(container_id=container_id, id=container_id, pid=1)
+    envelope = any_pb2.Any(type_url="containerd.events.TaskExit", value=event.SerializeToString())
+    async with grpc.aio.insecure_channel(f"unix://{socket}") as channel:
+        await events_pb2_grpc.EventsStub(channel).Publish(
+            events_pb2.PublishRequest(topic="/tasks/exit", event=envelope),
+            metadata=((NAMESPACE_HEADER, "berth-test"),),
+        )
+
+
 async def test_subscribe_task_exits_task_exit_yields_its_status(
-    client: ContainerdClient, image: ImageInfo, rootfs: Rootfs
+    client: ContainerdClient, image: ImageInfo, rootfs: Rootfs, containerd: NodePaths
 ) -> None:
     exits = client.subscribe_task_exits()
-    first = asyncio.ensure_future(anext(exits))
-    await asyncio.sleep(0.2)  # let the subscription reach containerd before the exit happens
-    await _create(client, image, rootfs, "sh", "-c", "exit 7")
-    pid = await client.start_task(rootfs.container_id)
     try:
         async with asyncio.timeout(10):
-            event = await first
+            # containerd does not acknowledge a subscription: publish probes until one arrives.
+            probe = f"probe-{uuid.uuid4().hex}"
+            first = asyncio.ensure_future(anext(exits))
+            while not first.done():
+                await _publish_probe_exit(containerd.containerd_socket, probe)
+                await asyncio.wait([first], timeout=0.1)
+            assert first.result().container_id == probe
+            await _create(client, image, rootfs, "sh", "-c", "exit 7")
+            pid = await client.start_task(rootfs.container_id)
+            event = await anext(exits)
+            while event.container_id == probe:
+                event = await anext(exits)
     finally:
         await exits.aclose()
     assert (event.container_id, event.pid, event.exit_status) == (rootfs.container_id, pid, 7)
