@@ -179,3 +179,10 @@ class ContainerStartOutput(Model):
     pid: int
     ip: str | None = None
     not_modified: bool = False
+
+
+# Every public workflow type and its input and output; schemas/ is generated from this table.
+WORKFLOW_CONTRACTS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
+    "ContainerCreate": (ContainerCreateInput, ContainerCreateOutput),
+    "ContainerStart": (ContainerStartInput, ContainerStartOutput),
+}

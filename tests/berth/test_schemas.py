@@ -1,0 +1,33 @@
+"""schemas/ holds the JSON Schema of every public workflow, current with the models."""
+
+from __future__ import annotations
+
+import json
+
+from berth.contract import WORKFLOW_CONTRACTS
+from berth.schemas import SCHEMA_DIR, render
+
+
+def test_schemas_on_disk_match_the_models() -> None:
+    stale = [
+        name
+        for name, text in render().items()
+        if not (SCHEMA_DIR / name).exists() or (SCHEMA_DIR / name).read_text() != text
+    ]
+
+    assert stale == [], f"regenerate with: python -m berth.schemas ({stale})"
+
+
+def test_schemas_exist_for_every_public_workflow_and_nothing_else() -> None:
+    expected = {
+        f"{workflow}.{role}.json" for workflow in WORKFLOW_CONTRACTS for role in ("input", "output")
+    }
+
+    assert {path.name for path in SCHEMA_DIR.glob("*.json")} == expected
+
+
+def test_start_input_schema_requires_the_container_and_forbids_other_fields() -> None:
+    schema = json.loads((SCHEMA_DIR / "ContainerStart.input.json").read_text())
+
+    assert schema["required"] == ["container"]
+    assert schema["additionalProperties"] is False
