@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from berth.config import Settings, node_task_queue
 from berth.contract import (
@@ -33,15 +34,29 @@ from berth.db.repository import ContainerRepository
 from berth.db.session import make_engine, make_sessionmaker
 from berth.errors import as_berth_error
 from workflows.container_start import NodeStartInput
+from workflows.metrics import ACTION_DURATION, DURATION_BUCKETS_MS
 from workflows.visibility import container_attributes, start_workflow_id
 
 
 async def connect(settings: Settings) -> Client:
-    """A Temporal client with Berth's data converter."""
+    """A Temporal client with Berth's data converter (and metrics endpoint, if configured)."""
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=data_converter,
+        runtime=metrics_runtime(settings.metrics_address) if settings.metrics_address else None,
+    )
+
+
+def metrics_runtime(bind_address: str) -> Runtime:
+    """A Temporal runtime that serves the SDK's and Berth's metrics for Prometheus."""
+    return Runtime(
+        telemetry=TelemetryConfig(
+            metrics=PrometheusConfig(
+                bind_address=bind_address,
+                histogram_bucket_overrides={ACTION_DURATION: DURATION_BUCKETS_MS},
+            )
+        )
     )
 
 

@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     bridge: str = "berth0"
     subnet: str = "10.213.0.0/24"
     cni_bin_dir: Path = Path("/usr/lib/cni")
+    # host:port of this process's Prometheus endpoint (workers); unset means no endpoint.
+    metrics_address: str | None = None
     # Activities routed to a node whose agent is down fail after this long instead of waiting.
     node_schedule_to_start_seconds: float = 60.0
 

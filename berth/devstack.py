@@ -450,6 +450,9 @@ async def bring_up_nodes(paths: StackPaths, nodes: Sequence[str]) -> None:
 WORKER_MARKER = "berth.worker"
 
 
+METRICS_BASE_PORT = 9464
+
+
 def worker_env(settings: Settings, paths: StackPaths, node: str | None = None) -> dict[str, str]:
     env = {
         **os.environ,
@@ -458,6 +461,8 @@ def worker_env(settings: Settings, paths: StackPaths, node: str | None = None) -
         "BERTH_TEMPORAL_ADDRESS": settings.temporal_address,
         "BERTH_TEMPORAL_NAMESPACE": settings.temporal_namespace,
         "BERTH_CONTAINERD_NAMESPACE": settings.containerd_namespace,
+        # Prometheus: the control worker on 9464, node-i's agent on 9464 + i.
+        "BERTH_METRICS_ADDRESS": f"127.0.0.1:{METRICS_BASE_PORT}",
     }
     if node is not None:
         index = int(node.rsplit("-", 1)[1]) - 1
@@ -465,6 +470,7 @@ def worker_env(settings: Settings, paths: StackPaths, node: str | None = None) -
             "BERTH_NODE": node,
             "BERTH_BRIDGE": f"berth{index}",
             "BERTH_SUBNET": f"10.213.{index}.0/24",
+            "BERTH_METRICS_ADDRESS": f"127.0.0.1:{METRICS_BASE_PORT + index + 1}",
         }
     return env
 

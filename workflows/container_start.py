@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
     from berth.contract import ContainerStartInput, ContainerStartOutput
     from berth.errors import BerthError, as_berth_error, exit_code_from_runtime_error
     from workflows import visibility
+    from workflows.metrics import record_action, record_compensation
     from workflows.policies import STATE_RETRY, UNDO_RETRY
     from workflows.routing import local_step, locate, run_on_node, set_outcome
     from workflows.saga import Saga, failure_message, run_to_completion
@@ -85,6 +86,7 @@ class ContainerStartOnNode:
 
     @workflow.run
     async def run(self, start: NodeStartInput) -> ContainerStartOutput:
+        began = workflow.now()
         self._enter("checks", f"check and lock container {start.request.container}")
         try:
             plan = await local_step(
@@ -99,6 +101,7 @@ class ContainerStartOnNode:
             self._enter("refused", failure_message(err))
             raise as_berth_error(err) from None
         if plan.not_modified:
+            record_action("start", "not-modified", began)
             self._enter("running", f"{plan.name} is already running")
             return ContainerStartOutput(
                 id=plan.container_id,
@@ -108,7 +111,13 @@ class ContainerStartOnNode:
                 ip=plan.ip,
                 not_modified=True,
             )
-        return await self._saga(plan)
+        try:
+            result = await self._saga(plan)
+        except BaseException:
+            record_action("start", "failed", began)
+            raise
+        record_action("start", "ok", began)
+        return result
 
     async def _saga(self, plan: StartPlan) -> ContainerStartOutput:
         saga = Saga()
@@ -220,6 +229,7 @@ class ContainerStartOnNode:
         self._steps.append(StepOutcome(step=failed_step, status="failed", error=message))
         self._enter("compensating", f"step {failed_step} failed: {message}; undoing")
         for undo in await saga.compensate():
+            record_compensation(undo.step, undo.ok)
             self._steps.append(
                 StepOutcome(
                     step=f"undo-{undo.step}",

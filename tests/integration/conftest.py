@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -47,12 +48,19 @@ def migrate_fresh(database_url: str) -> None:
     command.upgrade(config, "head")
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     return Settings(
         database_url=TEST_DATABASE_URL,
         temporal_namespace=TEST_NAMESPACE,
         containerd_namespace=TEST_NAMESPACE,
+        metrics_address=f"127.0.0.1:{free_port()}",
     )
 
 

@@ -1,0 +1,39 @@
+"""Berth's own metrics, recorded from workflows through the SDK's replay-safe meter.
+
+Exported with the Temporal SDK's metrics on each worker's Prometheus endpoint
+(``BERTH_METRICS_ADDRESS``):
+
+- ``berth_container_action_duration`` (histogram, ms; ``action`` = start, stop, restart, ...):
+  how long each lifecycle action took, like dockerd's ``container_actions``.
+- ``berth_container_actions`` (counter; ``action``, ``outcome`` = ok / failed / not-modified).
+- ``berth_compensations`` (counter; ``step``, ``outcome`` = ok / failed): undo steps run.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from temporalio import workflow
+
+ACTION_DURATION = "berth_container_action_duration"
+ACTIONS = "berth_container_actions"
+COMPENSATIONS = "berth_compensations"
+DURATION_BUCKETS_MS = (10.0, 25.0, 50.0, 100.0, 200.0, 300.0, 500.0, 1000.0, 2500.0, 10000.0)
+
+
+def record_action(action: str, outcome: str, started: datetime) -> None:
+    """Count the action and, when it did something, record how long it took."""
+    meter = workflow.metric_meter()
+    meter.create_counter(ACTIONS, "Container lifecycle actions").add(
+        1, {"action": action, "outcome": outcome}
+    )
+    if outcome != "not-modified":
+        meter.create_histogram_timedelta(
+            ACTION_DURATION, "Duration of container lifecycle actions", "ms"
+        ).record(workflow.now() - started, {"action": action, "outcome": outcome})
+
+
+def record_compensation(step: str, ok: bool) -> None:
+    workflow.metric_meter().create_counter(COMPENSATIONS, "Saga compensations run").add(
+        1, {"step": step, "outcome": "ok" if ok else "failed"}
+    )
