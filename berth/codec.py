@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
@@ -102,7 +103,12 @@ class AesGcmCodec(PayloadCodec):
             if cipher is None:
                 raise InvalidParameter(f"payload encrypted with unknown key {key_id!r}")
             nonce, sealed = payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:]
-            decoded.append(Payload.FromString(cipher.decrypt(nonce, sealed, None)))
+            try:
+                decoded.append(Payload.FromString(cipher.decrypt(nonce, sealed, None)))
+            except InvalidTag:
+                raise InvalidParameter(
+                    f"payload does not decrypt with key {key_id!r}: wrong key or tampered data"
+                ) from None
         return decoded
 
 

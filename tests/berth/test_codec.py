@@ -66,3 +66,12 @@ async def test_codec_passes_unencrypted_payloads_through() -> None:
 def test_codec_keys_that_are_malformed_are_invalid_parameter(text: str) -> None:
     with pytest.raises(InvalidParameter):
         CodecKeys.parse(text)
+
+
+async def test_codec_with_tampered_ciphertext_is_invalid_parameter() -> None:
+    codec = AesGcmCodec(CodecKeys.parse(generate_keys()))
+    [sealed] = await codec.encode([PLAIN])
+    tampered = Payload(metadata=dict(sealed.metadata), data=sealed.data[:-1] + b"\x00")
+
+    with pytest.raises(InvalidParameter, match="does not decrypt"):
+        await codec.decode([tampered])
