@@ -18,6 +18,7 @@ from temporalio import activity
 from activities.types import ContainerRef, StepModel
 from berth.config import NodePaths
 from berth.db.repository import MountHolderRepository
+from berth.faults import NO_FAULTS, FaultHook, fault_point
 from berth.runtime.containerd import ContainerdClient
 from berth.runtime.mounts import mount_rootfs as kernel_mount
 from berth.runtime.mounts import unmount_rootfs as kernel_unmount
@@ -53,12 +54,15 @@ class MountActivities:
         sessions: async_sessionmaker[AsyncSession],
         containerd: ContainerdClient,
         paths: NodePaths,
+        faults: FaultHook = NO_FAULTS,
     ) -> None:
         self._sessions = sessions
         self._containerd = containerd
         self._paths = paths
+        self._faults = faults
 
     @activity.defn(name="mount_rootfs")
+    @fault_point("mount")
     async def mount_rootfs(self, request: MountRootfsInput) -> MountRootfsOutput:
         """Prepare the snapshot, add the holder, mount if not mounted."""
         image = await self._containerd.resolve_image(request.image)
@@ -74,6 +78,7 @@ class MountActivities:
         )
 
     @activity.defn(name="release_rootfs")
+    @fault_point("undo-mount")
     async def release_rootfs(self, request: ReleaseRootfsInput) -> None:
         """Remove the holder; unmount when it was the last one."""
         target = self._paths.rootfs(request.container_id)

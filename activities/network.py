@@ -18,6 +18,7 @@ from activities.types import StepModel
 from berth.config import NodePaths
 from berth.contract import NetworkMode
 from berth.db.repository import NetworkAttachmentRepository
+from berth.faults import NO_FAULTS, FaultHook, fault_point
 from berth.runtime.cni import CniNetwork
 from berth.runtime.netns import create_netns, delete_netns
 
@@ -37,13 +38,19 @@ class NetworkActivities:
     """Network namespaces and the node's CNI bridge network."""
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], cni: CniNetwork, paths: NodePaths
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        cni: CniNetwork,
+        paths: NodePaths,
+        faults: FaultHook = NO_FAULTS,
     ) -> None:
         self._sessions = sessions
         self._cni = cni
         self._paths = paths
+        self._faults = faults
 
     @activity.defn(name="attach_network")
+    @fault_point("network")
     async def attach_network(self, request: NetworkInput) -> AttachNetworkOutput:
         """Record, then create the netns and attach it to the node's network."""
         netns = (
@@ -66,6 +73,7 @@ class NetworkActivities:
         return AttachNetworkOutput(netns=str(netns), ip=ip)
 
     @activity.defn(name="detach_network")
+    @fault_point("undo-network")
     async def detach_network(self, request: NetworkInput) -> None:
         """CNI DEL (even without a netns), remove the netns, forget the record."""
         netns = self._paths.netns(request.container_id)

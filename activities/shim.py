@@ -11,6 +11,7 @@ from temporalio import activity
 
 from activities.types import ContainerRef, StepModel
 from berth.config import NodePaths
+from berth.faults import NO_FAULTS, FaultHook, fault_point
 from berth.runtime.containerd import ContainerdClient
 
 
@@ -29,11 +30,15 @@ class CreateShimOutput(StepModel):
 class ShimActivities:
     """containerd containers and tasks of one node."""
 
-    def __init__(self, containerd: ContainerdClient, paths: NodePaths) -> None:
+    def __init__(
+        self, containerd: ContainerdClient, paths: NodePaths, faults: FaultHook = NO_FAULTS
+    ) -> None:
         self._containerd = containerd
         self._paths = paths
+        self._faults = faults
 
     @activity.defn(name="create_shim")
+    @fault_point("shim")
     async def create_shim(self, request: CreateShimInput) -> CreateShimOutput:
         """Create the containerd container and its task."""
         await self._containerd.create_container(
@@ -49,6 +54,7 @@ class ShimActivities:
         return CreateShimOutput(pid=pid)
 
     @activity.defn(name="delete_shim")
+    @fault_point("undo-shim")
     async def delete_shim(self, request: ContainerRef) -> None:
         """Delete the task and the containerd container."""
         await self._containerd.delete_task(request.container_id)

@@ -16,6 +16,7 @@ from temporalio import activity
 from activities.types import ContainerRef, StepModel
 from berth.config import NodePaths
 from berth.contract import ContainerConfig
+from berth.faults import NO_FAULTS, FaultHook, fault_point
 from berth.runtime.oci_spec import build_spec
 
 
@@ -36,10 +37,12 @@ class WriteSpecOutput(StepModel):
 class SpecActivities:
     """OCI specs of one node."""
 
-    def __init__(self, paths: NodePaths) -> None:
+    def __init__(self, paths: NodePaths, faults: FaultHook = NO_FAULTS) -> None:
         self._paths = paths
+        self._faults = faults
 
     @activity.defn(name="write_spec")
+    @fault_point("spec")
     async def write_spec(self, request: WriteSpecInput) -> WriteSpecOutput:
         """Build the spec and persist it."""
         spec = build_spec(
@@ -54,6 +57,7 @@ class SpecActivities:
         return WriteSpecOutput(path=str(path), spec=spec)
 
     @activity.defn(name="drop_spec")
+    @fault_point("undo-spec")
     async def drop_spec(self, request: ContainerRef) -> None:
         """Remove the persisted spec."""
         self._paths.spec(request.container_id).unlink(missing_ok=True)

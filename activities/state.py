@@ -62,6 +62,8 @@ class CommitStartInput(Frozen):
     pid: int
     ip: str | None
     steps: list[StepOutcome]
+    # The image's StopSignal, which a later stop sends (None: SIGTERM).
+    stop_signal: str | None = None
 
 
 class FailStartInput(Frozen):
@@ -169,6 +171,9 @@ class StateActivities:
             container.state = ContainerState.STARTING
             container.operation = request.operation
             container.error = None
+            # A manual start resets docker's restart manager (policy restarts never get here).
+            container.restart_count = 0
+            container.restart_backoff_ms = 0
         return plan
 
     @activity.defn(name="commit_start")
@@ -187,6 +192,7 @@ class StateActivities:
                 container.started_at = _now()
                 container.has_been_started_before = True
                 container.has_been_manually_stopped = False
+                container.stop_signal = request.stop_signal
                 container.operation = None
                 containers.add_event(container, "start", {"pid": request.pid})
                 await _journal(session, plan, request.steps)

@@ -1,33 +1,121 @@
-"""Step ``task start``: start the created task and record its pid.
+"""Step ``task start``: start the created task and record its pid; and the task's later life.
 
 Do: start the task (a task already running is success). Undo: kill it, wait for it, delete
-it; a missing task is success, so undo is safe when do never ran.
+it; a missing task is success, so undo is safe when do never ran. Stop signals the task with
+its stop signal, waits up to the timeout and then SIGKILLs it (a task already gone is success);
+pause and resume freeze and thaw it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal as signals
+
 from temporalio import activity
 
 from activities.types import ContainerRef, StepModel
+from berth.errors import Conflict, InvalidParameter, NotFound, System
+from berth.faults import NO_FAULTS, FaultHook, fault_point
 from berth.runtime.containerd import ContainerdClient
+
+# The exit code recorded when a task vanished and nothing knows how it ended.
+UNKNOWN_EXIT_CODE = 255
 
 
 class StartTaskOutput(StepModel):
     pid: int
 
 
-class TaskActivities:
-    """containerd task starts of one node."""
+class SignalTaskInput(StepModel):
+    container_id: str
+    node: str
+    # A name (SIGTERM, TERM) or a number, as an image's StopSignal; None means SIGTERM.
+    signal: str | None
+    timeout_seconds: float
 
-    def __init__(self, containerd: ContainerdClient) -> None:
+
+class TaskExitOutput(StepModel):
+    exit_code: int
+
+
+def signal_number(name: str | None) -> int:
+    """The number of a signal given as docker accepts it: ``SIGTERM``, ``TERM`` or ``15``."""
+    if not name:
+        return int(signals.SIGTERM)
+    if name.isdigit():
+        return int(name)
+    upper = name.upper()
+    try:
+        return int(signals.Signals[upper if upper.startswith("SIG") else f"SIG{upper}"])
+    except KeyError:
+        raise InvalidParameter(f"invalid signal: {name}") from None
+
+
+class TaskActivities:
+    """containerd tasks of one node."""
+
+    def __init__(self, containerd: ContainerdClient, faults: FaultHook = NO_FAULTS) -> None:
         self._containerd = containerd
+        self._faults = faults
 
     @activity.defn(name="start_task")
+    @fault_point("task")
     async def start_task(self, request: ContainerRef) -> StartTaskOutput:
         """Start the task; return its pid."""
         return StartTaskOutput(pid=await self._containerd.start_task(request.container_id))
 
     @activity.defn(name="stop_task")
+    @fault_point("undo-task")
     async def stop_task(self, request: ContainerRef) -> None:
         """Kill, wait for and delete the task."""
         await self._containerd.delete_task(request.container_id)
+
+    @activity.defn(name="signal_and_wait")
+    async def signal_and_wait(self, request: SignalTaskInput) -> TaskExitOutput:
+        """Send the stop signal, wait up to the timeout, then SIGKILL; return the exit code.
+
+        A paused task is thawed after the signal so that it can handle it, as docker does. A task
+        that is already stopped returns its exit code; a missing one returns 255.
+        """
+        cid = request.container_id
+        try:
+            task = await self._containerd.get_task(cid)
+        except NotFound:
+            return TaskExitOutput(exit_code=UNKNOWN_EXIT_CODE)
+        if task.status == "STOPPED":
+            return TaskExitOutput(exit_code=task.exit_status)
+        number = signal_number(request.signal)
+        waiter = asyncio.ensure_future(self._containerd.wait_task(cid))
+        try:
+            await self._kill(cid, number, all_processes=number == signals.SIGKILL)
+            if task.status == "PAUSED":
+                with contextlib.suppress(Conflict, System, NotFound):
+                    await self._containerd.resume_task(cid)
+            try:
+                code = await asyncio.wait_for(asyncio.shield(waiter), request.timeout_seconds)
+            except TimeoutError:
+                await self._kill(cid, signals.SIGKILL, all_processes=True)
+                code = await waiter
+        except NotFound:
+            return TaskExitOutput(exit_code=UNKNOWN_EXIT_CODE)
+        finally:
+            waiter.cancel()
+        return TaskExitOutput(exit_code=code)
+
+    async def _kill(self, container_id: str, number: int, all_processes: bool) -> None:
+        # A task that exited meanwhile refuses signals ("process already finished"): fine.
+        with contextlib.suppress(Conflict):
+            await self._containerd.kill_task(container_id, number, all_processes=all_processes)
+
+    @activity.defn(name="pause_task")
+    async def pause_task(self, request: ContainerRef) -> None:
+        """Freeze every process of the task (a paused task is success)."""
+        if (await self._containerd.get_task(request.container_id)).status != "PAUSED":
+            await self._containerd.pause_task(request.container_id)
+
+    @activity.defn(name="resume_task")
+    async def resume_task(self, request: ContainerRef) -> None:
+        """Thaw the paused task (a running task is success)."""
+        if (await self._containerd.get_task(request.container_id)).status == "PAUSED":
+            await self._containerd.resume_task(request.container_id)

@@ -8,9 +8,11 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 
+from aiohttp import web
 from pydantic import ValidationError
 
 from berth.client import BerthClient, dumps
+from berth.codec import AesGcmCodec, CodecKeys, codec_app, generate_keys
 from berth.config import Settings
 from berth.contract import ContainerConfig, Resources, RestartPolicy
 from berth.converter import describe_validation_error
@@ -78,6 +80,53 @@ async def cmd_start(berth: BerthClient, args: argparse.Namespace) -> int:
     return 0
 
 
+async def for_each(refs: list[str], verb: str, action: Callable[[str], Awaitable[object]]) -> int:
+    """Run ``action`` on every container, as docker does: print each, report the failures."""
+    failed = []
+    for ref in refs:
+        try:
+            await action(ref)
+            print(ref)
+        except BerthError as err:
+            print(f"Error response from daemon: {err.message}", file=sys.stderr)
+            failed.append(ref)
+    if failed:
+        print(f"Error: failed to {verb} containers: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def cmd_stop(berth: BerthClient, args: argparse.Namespace) -> int:
+    return await for_each(args.containers, "stop", lambda ref: berth.stop(ref, args.time))
+
+
+async def cmd_restart(berth: BerthClient, args: argparse.Namespace) -> int:
+    return await for_each(args.containers, "restart", lambda ref: berth.restart(ref, args.time))
+
+
+async def cmd_pause(berth: BerthClient, args: argparse.Namespace) -> int:
+    return await for_each(args.containers, "pause", berth.pause)
+
+
+async def cmd_unpause(berth: BerthClient, args: argparse.Namespace) -> int:
+    return await for_each(args.containers, "unpause", berth.unpause)
+
+
+async def cmd_rm(berth: BerthClient, args: argparse.Namespace) -> int:
+    return await for_each(args.containers, "remove", lambda ref: berth.remove(ref, args.force))
+
+
+async def cmd_wait(berth: BerthClient, args: argparse.Namespace) -> int:
+    failed = False
+    for ref in args.containers:
+        try:
+            print(await berth.wait(ref))
+        except BerthError as err:
+            print(f"Error response from daemon: {err.message}", file=sys.stderr)
+            failed = True
+    return 1 if failed else 0
+
+
 async def cmd_inspect(berth: BerthClient, args: argparse.Namespace) -> int:
     print(dumps([await berth.inspect(ref) for ref in args.containers]))
     return 0
@@ -104,6 +153,13 @@ async def cmd_ps(berth: BerthClient, args: argparse.Namespace) -> int:
         print(
             "   ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
+    return 0
+
+
+async def cmd_export(berth: BerthClient, args: argparse.Namespace) -> int:
+    # The agent refuses a directory reached through a symlink; resolve the caller's own.
+    directory, name = os.path.split(os.path.abspath(args.output))
+    await berth.export(args.container, os.path.join(os.path.realpath(directory), name))
     return 0
 
 
@@ -149,6 +205,33 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("containers", nargs="+")
     start.set_defaults(run=cmd_start)
 
+    stop = commands.add_parser("stop", help="stop one or more running containers")
+    stop.add_argument("-t", "--time", type=int, help="seconds to wait before SIGKILL (10)")
+    stop.add_argument("containers", nargs="+")
+    stop.set_defaults(run=cmd_stop)
+
+    restart = commands.add_parser("restart", help="restart one or more containers")
+    restart.add_argument("-t", "--time", type=int, help="seconds to wait before SIGKILL (10)")
+    restart.add_argument("containers", nargs="+")
+    restart.set_defaults(run=cmd_restart)
+
+    pause = commands.add_parser("pause", help="pause all processes of containers")
+    pause.add_argument("containers", nargs="+")
+    pause.set_defaults(run=cmd_pause)
+
+    unpause = commands.add_parser("unpause", help="unpause all processes of containers")
+    unpause.add_argument("containers", nargs="+")
+    unpause.set_defaults(run=cmd_unpause)
+
+    rm = commands.add_parser("rm", help="remove one or more containers")
+    rm.add_argument("-f", "--force", action="store_true", help="kill a running container first")
+    rm.add_argument("containers", nargs="+")
+    rm.set_defaults(run=cmd_rm)
+
+    wait = commands.add_parser("wait", help="block until containers stop; print exit codes")
+    wait.add_argument("containers", nargs="+")
+    wait.set_defaults(run=cmd_wait)
+
     inspect = commands.add_parser("inspect", help="show containers as JSON")
     inspect.add_argument("containers", nargs="+")
     inspect.set_defaults(run=cmd_inspect)
@@ -157,6 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("-a", "--all", action="store_true")
     ps.set_defaults(run=cmd_ps)
 
+    export = commands.add_parser("export", help="write a tar of a container's filesystem")
+    export.add_argument("container")
+    export.add_argument("-o", "--output", required=True, help="the tar file to write")
+    export.set_defaults(run=cmd_export)
+
     logs = commands.add_parser("logs", help="print a container's output")
     logs.add_argument("container")
     logs.set_defaults(run=cmd_logs)
@@ -164,11 +252,56 @@ def build_parser() -> argparse.ArgumentParser:
     events = commands.add_parser("events", help="print container events")
     events.add_argument("container", nargs="?")
     events.set_defaults(run=cmd_events)
+
+    codec_server = commands.add_parser(
+        "codec-server", help="serve the payload codec for the Temporal Web UI"
+    )
+    codec_server.add_argument("--address", default="127.0.0.1")
+    codec_server.add_argument("--port", type=int, default=8081)
+    codec_server.add_argument(
+        "--allow-origin",
+        action="append",
+        default=None,
+        help="a Web UI origin allowed by CORS (default: http://127.0.0.1:8233, localhost)",
+    )
+    codec_server.set_defaults(offline=cmd_codec_server)
+
+    codec_keys = commands.add_parser("codec-keys", help="print a new payload-encryption key set")
+    codec_keys.add_argument("--key-id", default="k1")
+    codec_keys.set_defaults(offline=cmd_codec_keys)
     return parser
+
+
+async def cmd_codec_server(args: argparse.Namespace) -> int:
+    settings = Settings()
+    keys = CodecKeys.load(settings.codec_keys, settings.codec_keys_file)
+    if keys is None:
+        raise InvalidParameter("set BERTH_CODEC_KEYS or BERTH_CODEC_KEYS_FILE first")
+    origins = args.allow_origin or ["http://127.0.0.1:8233", "http://localhost:8233"]
+    runner = web.AppRunner(codec_app(AesGcmCodec(keys), origins))
+    await runner.setup()
+    await web.TCPSite(runner, args.address, args.port).start()
+    print(f"codec server on http://{args.address}:{args.port} for {', '.join(origins)}")
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+    return 0
+
+
+async def cmd_codec_keys(args: argparse.Namespace) -> int:
+    print(generate_keys(args.key_id))
+    return 0
 
 
 async def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "offline", None):
+        try:
+            return int(await args.offline(args))
+        except BerthError as err:
+            print(f"Error: {err.message}", file=sys.stderr)
+            return 1
     command: Callable[[BerthClient, argparse.Namespace], Awaitable[int]] = args.run
     try:
         async with await BerthClient.connect(Settings()) as berth:

@@ -10,40 +10,66 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
+import uuid
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
+from berth.codec import AesGcmCodec, CodecKeys
 from berth.config import Settings, node_task_queue
 from berth.contract import (
     ContainerConfig,
     ContainerCreateInput,
     ContainerCreateOutput,
+    ContainerExportInput,
+    ContainerExportOutput,
+    ContainerPauseInput,
+    ContainerPauseOutput,
+    ContainerRemoveInput,
+    ContainerRemoveOutput,
+    ContainerRestartInput,
     ContainerStartInput,
     ContainerStartOutput,
+    ContainerStopInput,
+    ContainerStopOutput,
 )
 from berth.converter import data_converter
 from berth.db.models import Container, ContainerEvent
 from berth.db.repository import ContainerRepository
 from berth.db.session import make_engine, make_sessionmaker
 from berth.errors import as_berth_error
+from workflows.container_export import NodeExportInput
+from workflows.container_pause import NodePauseInput
+from workflows.container_remove import NodeRemoveInput
+from workflows.container_restart import NodeRestartInput
 from workflows.container_start import NodeStartInput
+from workflows.container_stop import NodeStopInput
 from workflows.metrics import ACTION_DURATION, DURATION_BUCKETS_MS
 from workflows.visibility import container_attributes, start_workflow_id
+
+T = TypeVar("T")
 
 
 async def connect(settings: Settings) -> Client:
     """A Temporal client with Berth's data converter (and metrics endpoint, if configured)."""
+    keys = CodecKeys.load(settings.codec_keys, settings.codec_keys_file)
+    converter = (
+        dataclasses.replace(data_converter, payload_codec=AesGcmCodec(keys))
+        if keys
+        else data_converter
+    )
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
-        data_converter=data_converter,
+        data_converter=converter,
         runtime=metrics_runtime(settings.metrics_address) if settings.metrics_address else None,
     )
 
@@ -122,6 +148,127 @@ class BerthClient:
                     container.id, container.name, container.node
                 ),
                 result_type=ContainerStartOutput,
+            )
+        except WorkflowFailureError as err:
+            raise as_berth_error(err.cause) from None
+
+    async def export(self, ref: str, output: str) -> ContainerExportOutput:
+        """Write a tar of the container's filesystem to ``output`` on its node (docker export).
+
+        The export holds the rootfs as its own mount holder, beside a start or stop.
+        """
+        container = await self.get(ref)
+        request = ContainerExportInput(container=container.id, output=output)
+        try:
+            return await self.temporal.execute_workflow(
+                "ContainerExportOnNode",
+                NodeExportInput(request=request),
+                id=f"container-export-{container.id}-{uuid.uuid4().hex[:8]}",
+                task_queue=node_task_queue(container.node),
+                search_attributes=container_attributes(
+                    container.id, container.name, container.node
+                ),
+                result_type=ContainerExportOutput,
+            )
+        except WorkflowFailureError as err:
+            raise as_berth_error(err.cause) from None
+
+    async def stop(self, ref: str, timeout: int | None = None) -> ContainerStopOutput:
+        """Stop a container (``ContainerStopOnNode``): stop signal, ``timeout`` s, SIGKILL.
+
+        A container that is not running is not modified (``not_modified`` is set).
+        """
+        container = await self.get(ref)
+        request = ContainerStopInput(container=container.id, timeout=timeout)
+        return await self._on_node(
+            "ContainerStopOnNode",
+            "stop",
+            container,
+            NodeStopInput(request=request),
+            ContainerStopOutput,
+        )
+
+    async def restart(self, ref: str, timeout: int | None = None) -> ContainerStartOutput:
+        """Stop then start a container as one operation (``ContainerRestartOnNode``)."""
+        container = await self.get(ref)
+        request = ContainerRestartInput(container=container.id, timeout=timeout)
+        return await self._on_node(
+            "ContainerRestartOnNode",
+            "restart",
+            container,
+            NodeRestartInput(request=request),
+            ContainerStartOutput,
+        )
+
+    async def pause(self, ref: str) -> ContainerPauseOutput:
+        """Freeze a running container (``ContainerPauseOnNode``)."""
+        container = await self.get(ref)
+        request = NodePauseInput(request=ContainerPauseInput(container=container.id), pause=True)
+        return await self._on_node(
+            "ContainerPauseOnNode", "pause", container, request, ContainerPauseOutput
+        )
+
+    async def unpause(self, ref: str) -> ContainerPauseOutput:
+        """Thaw a paused container (``ContainerPauseOnNode``)."""
+        container = await self.get(ref)
+        request = NodePauseInput(request=ContainerPauseInput(container=container.id), pause=False)
+        return await self._on_node(
+            "ContainerPauseOnNode", "unpause", container, request, ContainerPauseOutput
+        )
+
+    async def remove(self, ref: str, force: bool = False) -> ContainerRemoveOutput:
+        """Remove a container (``ContainerRemoveOnNode``); a running one only with ``force``."""
+        container = await self.get(ref)
+        request = ContainerRemoveInput(container=container.id, force=force)
+        return await self._on_node(
+            "ContainerRemoveOnNode",
+            "remove",
+            container,
+            NodeRemoveInput(request=request),
+            ContainerRemoveOutput,
+        )
+
+    async def wait(self, ref: str, poll_seconds: float = 0.1) -> int:
+        """Block until the container is not running (docker wait); return its exit code.
+
+        A container removed meanwhile (auto-remove) returns the exit code of its last ``die``.
+        """
+        container_id = (await self.get(ref)).id
+        while True:
+            async with self._sessions() as session:
+                repository = ContainerRepository(session)
+                container = await repository.find(container_id)
+                if container is None:
+                    dies = [e for e in await repository.events(container_id) if e.action == "die"]
+                    return int(dies[-1].attributes.get("exitCode", 0)) if dies else 0
+                if container.state in ("created", "exited", "dead"):
+                    return container.exit_code or 0
+            await asyncio.sleep(poll_seconds)
+
+    async def _on_node(
+        self,
+        workflow_type: str,
+        verb: str,
+        container: Container,
+        request: Any,
+        result_type: type[T],
+    ) -> T:
+        """Run ``workflow_type`` on the container's node as ``container-<verb>-<id>``.
+
+        A second call while one runs attaches to it instead of starting another.
+        """
+        try:
+            return await self.temporal.execute_workflow(
+                workflow_type,
+                request,
+                id=f"container-{verb}-{container.id}",
+                task_queue=node_task_queue(container.node),
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                search_attributes=container_attributes(
+                    container.id, container.name, container.node
+                ),
+                result_type=result_type,
             )
         except WorkflowFailureError as err:
             raise as_berth_error(err.cause) from None

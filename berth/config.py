@@ -79,10 +79,15 @@ class Settings(BaseSettings):
     bridge: str = "berth0"
     subnet: str = "10.213.0.0/24"
     cni_bin_dir: Path = Path("/usr/lib/cni")
+    # Payload encryption keys (see berth.codec): inline JSON, or a file holding it.
+    codec_keys: str | None = Field(default=None, repr=False)
+    codec_keys_file: Path | None = None
     # host:port of this process's Prometheus endpoint (workers); unset means no endpoint.
     metrics_address: str | None = None
     # Activities routed to a node whose agent is down fail after this long instead of waiting.
     node_schedule_to_start_seconds: float = 60.0
+    # How often a node agent's reconciler repairs what ended sagas left (it also runs at start).
+    reconcile_interval_seconds: float = 60.0
 
     def node_paths(self, node: str | None = None) -> NodePaths:
         return NodePaths(self.state_dir, node or self.node)

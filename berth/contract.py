@@ -181,8 +181,103 @@ class ContainerStartOutput(Model):
     not_modified: bool = False
 
 
+# docker stop's default grace period before SIGKILL, in seconds.
+DEFAULT_STOP_TIMEOUT = 10
+ContainerReference = Annotated[str, Field(min_length=1, max_length=128)]
+StopTimeout = Annotated[int, Field(ge=0, le=86_400)]
+
+
+class ContainerStopInput(Model):
+    """Input of ``ContainerStop``: the container and the seconds to wait before SIGKILL."""
+
+    container: ContainerReference
+    timeout: StopTimeout | None = None
+
+
+class ContainerStopOutput(Model):
+    """Output of ``ContainerStop``; ``not_modified`` when it was not running (HTTP 304)."""
+
+    id: str
+    name: str
+    node: str
+    exit_code: int | None = None
+    not_modified: bool = False
+
+
+class ContainerRestartInput(Model):
+    """Input of ``ContainerRestart``: stop (with ``timeout``) then start, as one operation."""
+
+    container: ContainerReference
+    timeout: StopTimeout | None = None
+
+
+class ContainerPauseInput(Model):
+    """Input of ``ContainerPause`` and ``ContainerUnpause``."""
+
+    container: ContainerReference
+
+
+class ContainerPauseOutput(Model):
+    """Output of ``ContainerPause`` and ``ContainerUnpause``: the state now."""
+
+    id: str
+    name: str
+    node: str
+    state: ContainerState
+
+
+class ContainerRemoveInput(Model):
+    """Input of ``ContainerRemove``; ``force`` kills a running container first (docker rm -f)."""
+
+    container: ContainerReference
+    force: bool = False
+
+
+class ContainerRemoveOutput(Model):
+    """Output of ``ContainerRemove``."""
+
+    id: str
+    name: str
+    node: str
+
+
+class ContainerExportInput(Model):
+    """Input of ``ContainerExport``: a tar of the container's filesystem at ``output``.
+
+    ``output`` is an absolute path on the container's node; its directory must exist and must not
+    be reached through a symlink, and an existing file there is replaced (never followed).
+    """
+
+    container: ContainerReference
+    output: Annotated[str, Field(min_length=2, max_length=4096)]
+
+    @field_validator("output")
+    @classmethod
+    def _absolute_output(cls, value: str) -> str:
+        parts = value.split("/")
+        if not value.startswith("/") or value.endswith("/") or ".." in parts or "\x00" in value:
+            raise ValueError(f"output must be an absolute file path without '..', got {value!r}")
+        return value
+
+
+class ContainerExportOutput(Model):
+    """Output of ``ContainerExport``."""
+
+    id: str
+    name: str
+    node: str
+    output: str
+    size_bytes: int
+
+
 # Every public workflow type and its input and output; schemas/ is generated from this table.
 WORKFLOW_CONTRACTS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     "ContainerCreate": (ContainerCreateInput, ContainerCreateOutput),
     "ContainerStart": (ContainerStartInput, ContainerStartOutput),
+    "ContainerStop": (ContainerStopInput, ContainerStopOutput),
+    "ContainerRestart": (ContainerRestartInput, ContainerStartOutput),
+    "ContainerPause": (ContainerPauseInput, ContainerPauseOutput),
+    "ContainerUnpause": (ContainerPauseInput, ContainerPauseOutput),
+    "ContainerRemove": (ContainerRemoveInput, ContainerRemoveOutput),
+    "ContainerExport": (ContainerExportInput, ContainerExportOutput),
 }

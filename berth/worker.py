@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -19,20 +21,31 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.export import ExportActivities
 from activities.mount import MountActivities
 from activities.network import NetworkActivities
 from activities.shim import ShimActivities
 from activities.spec import SpecActivities
 from activities.state import StateActivities
+from activities.state_lifecycle import LifecycleStateActivities
 from activities.task import TaskActivities
 from berth.client import connect
 from berth.config import Settings, node_task_queue
 from berth.db.repository import NodeRepository
 from berth.db.session import make_engine, make_sessionmaker
+from berth.exit_monitor import ExitMonitor
+from berth.faults import NO_FAULTS, FaultHook, faults_from_env
+from berth.reconciler import Reconciler, Undo, temporal_workflow_running
 from berth.runtime.cni import CniNetwork
 from berth.runtime.containerd import ContainerdClient
 from workflows.container_create import ContainerCreate
+from workflows.container_exit import ContainerExitedOnNode
+from workflows.container_export import ContainerExport, ContainerExportOnNode
+from workflows.container_pause import ContainerPause, ContainerPauseOnNode, ContainerUnpause
+from workflows.container_remove import ContainerRemove, ContainerRemoveOnNode
+from workflows.container_restart import ContainerRestart, ContainerRestartOnNode
 from workflows.container_start import ContainerStart, ContainerStartOnNode
+from workflows.container_stop import ContainerStop, ContainerStopOnNode
 
 log = logging.getLogger("berth.worker")
 
@@ -58,7 +71,16 @@ def control_worker(
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[ContainerStart, ContainerCreate],
+        workflows=[
+            ContainerStart,
+            ContainerCreate,
+            ContainerExport,
+            ContainerStop,
+            ContainerRestart,
+            ContainerPause,
+            ContainerUnpause,
+            ContainerRemove,
+        ],
         workflow_runner=workflow_runner(),
         activities=[state.create_container, state.locate_container, state.abort_operation],
     )
@@ -70,6 +92,8 @@ class NodeRuntime:
 
     containerd: ContainerdClient
     cni: CniNetwork
+    # Failure injection; NO_FAULTS unless the test-only variables enable it (berth.faults).
+    faults: FaultHook = NO_FAULTS
 
 
 def node_runtime(settings: Settings) -> NodeRuntime:
@@ -85,7 +109,39 @@ def node_runtime(settings: Settings) -> NodeRuntime:
             subnet=settings.subnet,
             data_dir=paths.cni_dir,
         ),
+        faults=faults_from_env(os.environ),
     )
+
+
+def node_reconciler(
+    client: Client,
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    runtime: NodeRuntime,
+) -> Reconciler:
+    """The node's reconciler, repairing with the saga's own (fault-free) compensations."""
+    paths = settings.node_paths()
+    undo = Undo(
+        mount=MountActivities(sessions, runtime.containerd, paths),
+        network=NetworkActivities(sessions, runtime.cni, paths),
+        spec=SpecActivities(paths),
+        shim=ShimActivities(runtime.containerd, paths),
+    )
+    return Reconciler(
+        settings.node,
+        paths,
+        runtime.containerd,
+        runtime.cni,
+        sessions,
+        undo,
+        temporal_workflow_running(client),
+    )
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def register_node(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -102,17 +158,29 @@ def node_worker(
     """A node agent: the saga's host-bound steps, on queue ``berth-node-<node>``."""
     paths = settings.node_paths()
     state = StateActivities(sessions)
-    mount = MountActivities(sessions, runtime.containerd, paths)
-    network = NetworkActivities(sessions, runtime.cni, paths)
-    spec = SpecActivities(paths)
-    shim = ShimActivities(runtime.containerd, paths)
-    task = TaskActivities(runtime.containerd)
+    mount = MountActivities(sessions, runtime.containerd, paths, runtime.faults)
+    network = NetworkActivities(sessions, runtime.cni, paths, runtime.faults)
+    spec = SpecActivities(paths, runtime.faults)
+    shim = ShimActivities(runtime.containerd, paths, runtime.faults)
+    task = TaskActivities(runtime.containerd, runtime.faults)
+    export = ExportActivities(sessions, paths, runtime.faults)
+    lifecycle = LifecycleStateActivities(sessions)
     return Worker(
         client,
         task_queue=node_task_queue(settings.node),
-        workflows=[ContainerStartOnNode],
+        workflows=[
+            ContainerStartOnNode,
+            ContainerExportOnNode,
+            ContainerStopOnNode,
+            ContainerRestartOnNode,
+            ContainerPauseOnNode,
+            ContainerRemoveOnNode,
+            ContainerExitedOnNode,
+        ],
         workflow_runner=workflow_runner(),
         activities=[
+            export.begin_export,
+            export.export_rootfs,
             state.begin_start,
             state.commit_start,
             state.fail_start,
@@ -127,6 +195,20 @@ def node_worker(
             shim.delete_shim,
             task.start_task,
             task.stop_task,
+            task.signal_and_wait,
+            task.pause_task,
+            task.resume_task,
+            state.abort_operation,
+            lifecycle.begin_stop,
+            lifecycle.finish_stop,
+            lifecycle.begin_pause,
+            lifecycle.commit_pause,
+            lifecycle.begin_remove,
+            lifecycle.finish_remove,
+            lifecycle.fail_removal,
+            lifecycle.record_exit,
+            lifecycle.end_exit,
+            lifecycle.claim_policy_restart,
         ],
     )
 
@@ -149,6 +231,14 @@ async def running(
             await register_node(settings, sessions)
             worker = node_worker(client, settings, sessions, runtime)
         await stack.enter_async_context(worker)
+        if role != "control":
+            reconciler = node_reconciler(client, settings, sessions, runtime)
+            repairs = asyncio.create_task(
+                reconciler.run_periodically(settings.reconcile_interval_seconds)
+            )
+            stack.push_async_callback(_cancel, repairs)
+            exits = ExitMonitor(client, sessions, runtime.containerd, settings.node)
+            stack.push_async_callback(_cancel, asyncio.create_task(exits.run()))
         yield worker
 
 

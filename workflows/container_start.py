@@ -210,7 +210,13 @@ class ContainerStartOnNode:
             self._enter("commit", f"record {name} running")
             result = await local_step(
                 StateActivities.commit_start,
-                CommitStartInput(plan=plan, pid=started.pid, ip=attached.ip, steps=self._steps),
+                CommitStartInput(
+                    plan=plan,
+                    pid=started.pid,
+                    ip=attached.ip,
+                    steps=self._steps,
+                    stop_signal=mounted.image_config.get("StopSignal"),
+                ),
                 f"record {name} running with pid {started.pid}",
                 retry=STATE_RETRY,
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
@@ -33,12 +34,13 @@ async def local_step(
     request: In,
     summary: str,
     retry: RetryPolicy = STEP_RETRY,
+    timeout: timedelta = STEP_TIMEOUT,
 ) -> T:
     """Run one step as a local activity that is waited for when cancelled (it may be host-bound)."""
     return await workflow.execute_local_activity_method(
         activity,
         request,
-        start_to_close_timeout=STEP_TIMEOUT,
+        start_to_close_timeout=timeout,
         retry_policy=retry,
         cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         summary=summary,

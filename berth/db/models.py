@@ -67,6 +67,10 @@ class Container(Base):
     # The workflow id of the lifecycle operation that holds the container, if any.
     operation: Mapped[str | None] = mapped_column(String(255))
     restart_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    # The restart manager's current back-off (docker's restartmanager timeout), 0 when reset.
+    restart_backoff_ms: Mapped[int] = mapped_column(Integer, server_default="0")
+    # The image's StopSignal, recorded when the container starts; None means SIGTERM.
+    stop_signal: Mapped[str | None] = mapped_column(String(16))
     has_been_started_before: Mapped[bool] = mapped_column(server_default="false")
     has_been_manually_stopped: Mapped[bool] = mapped_column(server_default="false")
     created_at: Mapped[datetime] = _now()

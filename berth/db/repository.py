@@ -69,6 +69,20 @@ class ContainerRepository:
             )
         )
 
+    def add_event_by_id(
+        self, container_id: str, name: str, node: str, action: str, attributes: dict[str, Any]
+    ) -> None:
+        """An event about a container that may have no row (e.g. one containerd alone knew)."""
+        self._session.add(
+            ContainerEvent(
+                container_id=container_id,
+                container_name=name,
+                node=node,
+                action=action,
+                attributes=attributes,
+            )
+        )
+
     async def events(
         self, container_id: str | None = None, since_id: int = 0
     ) -> Sequence[ContainerEvent]:

@@ -26,6 +26,7 @@ from berth.client import BerthClient, connect
 from berth.config import Settings
 from berth.contract import ContainerConfig
 from berth.db.session import make_engine, make_sessionmaker
+from berth.errors import BerthError, Conflict
 from berth.footprint import Footprint, footprint
 from berth.runtime.containerd import ContainerdClient
 from berth.runtime.image import DEFAULT_REF, build_busybox_image, import_image
@@ -34,6 +35,10 @@ from berth.worker import NodeRuntime, node_runtime, running
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_NAMESPACE = "berth-test"
+# A fixed, test-only key: histories in the test namespace outlive one test session.
+TEST_CODEC_KEYS = '{"active": "test-1", "keys": {"test-1": "%s"}}' % (
+    "QmVydGgtdGVzdC1rZXktMzItYnl0ZXMtbG9uZyEhIT0="
+)
 TEST_DATABASE_URL = os.environ.get(
     "BERTH_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/berth_test"
 )
@@ -61,6 +66,8 @@ def settings() -> Settings:
         temporal_namespace=TEST_NAMESPACE,
         containerd_namespace=TEST_NAMESPACE,
         metrics_address=f"127.0.0.1:{free_port()}",
+        # The whole suite runs with encrypted payloads, as a security-minded operator would.
+        codec_keys=TEST_CODEC_KEYS,
     )
 
 
@@ -84,7 +91,14 @@ async def runtime(settings: Settings) -> AsyncIterator[NodeRuntime]:
 
 @pytest.fixture(scope="session")
 async def temporal(settings: Settings) -> Client:
-    return await connect(settings)
+    client = await connect(settings)
+    # The database starts empty each session: workflows an earlier session left running refer
+    # to nothing, so end them before this session's workers would pick them up.
+    async for execution in client.list_workflows('ExecutionStatus="Running"'):
+        await client.get_workflow_handle(execution.id, run_id=execution.run_id).terminate(
+            reason="stale from an earlier test session"
+        )
+    return client
 
 
 @pytest.fixture(scope="session")
@@ -155,7 +169,19 @@ async def stack(
 
 
 async def force_remove(stack: Stack, container_id: str) -> None:
-    """Tear down whatever a test container holds."""
+    """Remove the container as ``berth rm -f`` does, then tear down whatever is left.
+
+    An operation still holding it (a policy restart, an exit being recorded) is waited out.
+    """
+    for _ in range(100):
+        try:
+            await stack.berth.remove(container_id, force=True)
+        except Conflict:
+            await asyncio.sleep(0.2)
+            continue
+        except BerthError:
+            pass
+        break
     await tear_down_host(
         container_id, stack.settings.node_paths(), stack.containerd, stack.runtime.cni
     )

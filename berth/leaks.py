@@ -1,0 +1,274 @@
+"""The leak checker: what one node holds, compared with what PostgreSQL says it should hold.
+
+It lists the kernel's mounts under the node's rootfs dir, its network namespace files, the CNI
+IPAM reservations, containerd's containers and tasks in Berth's namespace, and PostgreSQL's mount
+holders, network attachments and container states, and reports every disagreement as a
+:class:`Finding`. Tests assert that a node has none once a saga ended; the reconciler repairs
+what it finds.
+
+A container whose ``operation`` is set, or whose state is transient (``starting``, ``stopping``,
+``removing``), is in flight: its resources are not judged, and it is reported once as
+``OPERATION_IN_FLIGHT`` so a test sees a saga that did not end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from berth.config import NodePaths
+from berth.contract import ContainerState
+from berth.db.models import Container, MountHolder, NetworkAttachment
+from berth.db.repository import MountHolderRepository, NetworkAttachmentRepository
+from berth.runtime.cni import CniNetwork
+from berth.runtime.containerd import ContainerdClient, TaskInfo
+from berth.runtime.mounts import mounts_under
+from berth.runtime.netns import list_netns, netns_exists
+
+# The holder a running task keeps (activities.mount.TASK_HOLDER; not imported: no layering back).
+TASK_HOLDER = "task"
+# States in which a container holds its rootfs, network, containerd container and task.
+LIVE_STATES = frozenset({ContainerState.RUNNING, ContainerState.PAUSED})
+TRANSIENT_STATES = frozenset(
+    {ContainerState.STARTING, ContainerState.STOPPING, ContainerState.REMOVING}
+)
+
+
+class LeakKind(StrEnum):
+    """Each way the host and PostgreSQL can disagree."""
+
+    MOUNT_WITHOUT_HOLDER = "mount-without-holder"
+    HOLDER_WITHOUT_MOUNT = "holder-without-mount"
+    HOLDER_OF_UNKNOWN_CONTAINER = "holder-of-unknown-container"
+    TASK_HOLDER_OF_IDLE_CONTAINER = "task-holder-of-idle-container"
+    NETNS_WITHOUT_ATTACHMENT = "netns-without-attachment"
+    ATTACHMENT_WITHOUT_NETNS = "attachment-without-netns"
+    ATTACHMENT_OF_IDLE_CONTAINER = "attachment-of-idle-container"
+    IP_WITHOUT_ATTACHMENT = "ip-without-attachment"
+    IP_NOT_RECORDED = "ip-not-recorded"
+    CONTAINERD_CONTAINER_UNKNOWN = "containerd-container-unknown"
+    TASK_UNKNOWN = "task-unknown"
+    TASK_MISSING = "task-missing"
+    OPERATION_IN_FLIGHT = "operation-in-flight"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One disagreement: what kind, about which thing (path, IP or id), for which container."""
+
+    kind: LeakKind
+    subject: str
+    container_id: str | None
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.subject} ({self.detail})"
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """Everything the checker read from one node, each source once."""
+
+    node: str
+    mounted_targets: frozenset[Path]
+    netns_files: tuple[Path, ...]
+    bound_netns: frozenset[Path]
+    reservations: dict[str, str]
+    containerd_containers: frozenset[str]
+    tasks: dict[str, TaskInfo]
+    containers: dict[str, Container]
+    holders: tuple[MountHolder, ...]
+    attachments: dict[str, NetworkAttachment] = field(default_factory=dict)
+
+    def busy(self, container_id: str) -> bool:
+        """Whether an operation holds the container (its resources may be half made)."""
+        container = self.containers.get(container_id)
+        return container is not None and (
+            container.operation is not None or container.state in TRANSIENT_STATES
+        )
+
+    def live(self, container_id: str) -> bool:
+        container = self.containers.get(container_id)
+        return container is not None and container.state in LIVE_STATES
+
+
+async def observe_node(
+    node: str,
+    paths: NodePaths,
+    containerd: ContainerdClient,
+    cni: CniNetwork,
+    sessions: async_sessionmaker[AsyncSession],
+) -> NodeView:
+    """Read every source of one node.
+
+    PostgreSQL is read first: anything made after that is newer than the records and belongs to
+    an operation that the records already show in flight (intent is written before effect).
+    """
+    async with sessions() as session:
+        containers = {
+            c.id: c
+            for c in (await session.scalars(select(Container).where(Container.node == node))).all()
+        }
+        holders = tuple(await MountHolderRepository(session).holders(node))
+        attachments = {
+            a.container_id: a for a in await NetworkAttachmentRepository(session).on_node(node)
+        }
+    mounted = await asyncio.to_thread(_mounted_targets, paths.rootfs_dir)
+    netns_files = tuple(await asyncio.to_thread(list_netns, paths.netns_dir))
+    bound = frozenset([path for path in netns_files if await asyncio.to_thread(netns_exists, path)])
+    return NodeView(
+        node=node,
+        mounted_targets=mounted,
+        netns_files=netns_files,
+        bound_netns=bound,
+        reservations=await asyncio.to_thread(cni.reservations),
+        containerd_containers=frozenset(await containerd.list_containers()),
+        tasks={task.id: task for task in await containerd.list_tasks()},
+        containers=containers,
+        holders=holders,
+        attachments=attachments,
+    )
+
+
+def _mounted_targets(rootfs_dir: Path) -> frozenset[Path]:
+    """The per-container targets (``<rootfs dir>/<id>``) with anything mounted at or below."""
+    top = Path(rootfs_dir).resolve()
+    targets = set()
+    for point in mounts_under(top):
+        if point != top:
+            targets.add(top / point.relative_to(top).parts[0])
+    return frozenset(targets)
+
+
+def find_leaks(view: NodeView, paths: NodePaths) -> list[Finding]:
+    """Every disagreement in ``view``; in-flight containers are reported, not judged."""
+    findings: list[Finding] = [
+        Finding(
+            LeakKind.OPERATION_IN_FLIGHT,
+            container.id,
+            container.id,
+            f"state {container.state}, operation {container.operation}",
+        )
+        for container in view.containers.values()
+        if view.busy(container.id)
+    ]
+    findings += _mount_findings(view, paths)
+    findings += _network_findings(view, paths)
+    findings += _containerd_findings(view)
+    return findings
+
+
+def _mount_findings(view: NodeView, paths: NodePaths) -> Iterable[Finding]:
+    rootfs_dir = Path(paths.rootfs_dir).resolve()
+    held: dict[Path, list[MountHolder]] = {}
+    for holder in view.holders:
+        held.setdefault(Path(holder.target).resolve(), []).append(holder)
+    for target in sorted(view.mounted_targets - held.keys()):
+        if not view.busy(target.name):
+            yield Finding(LeakKind.MOUNT_WITHOUT_HOLDER, str(target), target.name, "no holder")
+    for target, holders in sorted(held.items()):
+        container_id = holders[0].container_id
+        if view.busy(container_id):
+            continue
+        names = sorted(h.holder for h in holders)
+        if target not in view.mounted_targets and target.parent == rootfs_dir:
+            yield Finding(
+                LeakKind.HOLDER_WITHOUT_MOUNT, str(target), container_id, f"holders {names}"
+            )
+        if container_id not in view.containers:
+            yield Finding(
+                LeakKind.HOLDER_OF_UNKNOWN_CONTAINER, str(target), container_id, f"holders {names}"
+            )
+        elif TASK_HOLDER in names and not view.live(container_id):
+            state = view.containers[container_id].state
+            yield Finding(
+                LeakKind.TASK_HOLDER_OF_IDLE_CONTAINER, str(target), container_id, f"state {state}"
+            )
+
+
+def _network_findings(view: NodeView, paths: NodePaths) -> Iterable[Finding]:
+    for path in view.netns_files:
+        container_id = path.name
+        if view.busy(container_id):
+            continue
+        if container_id not in view.attachments:
+            bound = "bound" if path in view.bound_netns else "unbound file"
+            yield Finding(LeakKind.NETNS_WITHOUT_ATTACHMENT, str(path), container_id, bound)
+    for container_id, attachment in view.attachments.items():
+        if view.busy(container_id):
+            continue
+        if not view.live(container_id):
+            yield Finding(
+                LeakKind.ATTACHMENT_OF_IDLE_CONTAINER,
+                container_id,
+                container_id,
+                f"mode {attachment.mode}",
+            )
+        elif attachment.mode != "host" and paths.netns(container_id) not in view.bound_netns:
+            yield Finding(
+                LeakKind.ATTACHMENT_WITHOUT_NETNS,
+                str(paths.netns(container_id)),
+                container_id,
+                f"mode {attachment.mode}",
+            )
+    for ip, container_id in sorted(view.reservations.items()):
+        if view.busy(container_id):
+            continue
+        recorded = view.attachments.get(container_id)
+        if recorded is None:
+            yield Finding(LeakKind.IP_WITHOUT_ATTACHMENT, ip, container_id, "IPAM reservation")
+        elif recorded.ip != ip:
+            yield Finding(LeakKind.IP_NOT_RECORDED, ip, container_id, f"recorded {recorded.ip}")
+
+
+def _containerd_findings(view: NodeView) -> Iterable[Finding]:
+    for container_id in sorted(view.containerd_containers):
+        if not view.busy(container_id) and not view.live(container_id):
+            yield Finding(
+                LeakKind.CONTAINERD_CONTAINER_UNKNOWN,
+                container_id,
+                container_id,
+                _described(view, container_id),
+            )
+    for container_id, task in sorted(view.tasks.items()):
+        if not view.busy(container_id) and not view.live(container_id):
+            yield Finding(
+                LeakKind.TASK_UNKNOWN,
+                container_id,
+                container_id,
+                f"task {task.status}, {_described(view, container_id)}",
+            )
+    for container_id, container in sorted(view.containers.items()):
+        own = view.tasks.get(container_id)
+        gone = own is None or own.status == "STOPPED"
+        if gone and container.state in LIVE_STATES and not view.busy(container_id):
+            status = own.status if own else "no task"
+            yield Finding(
+                LeakKind.TASK_MISSING,
+                container_id,
+                container_id,
+                f"{container.state}, {status}",
+            )
+
+
+def _described(view: NodeView, container_id: str) -> str:
+    container = view.containers.get(container_id)
+    return "not in PostgreSQL" if container is None else f"PostgreSQL says {container.state}"
+
+
+async def check_node(
+    node: str,
+    paths: NodePaths,
+    containerd: ContainerdClient,
+    cni: CniNetwork,
+    sessions: async_sessionmaker[AsyncSession],
+) -> list[Finding]:
+    """Every disagreement between node ``node``'s host state and PostgreSQL."""
+    view = await observe_node(node, paths, containerd, cni, sessions)
+    return find_leaks(view, paths)

@@ -1,0 +1,340 @@
+"""The per-node reconciler: repairs what a terminated workflow or a lost agent left behind.
+
+Terminate, a workflow timeout or a workflow-task failure runs no compensation, and an agent
+killed between a side effect and its record leaves the side effect. The node agent runs
+:meth:`Reconciler.reconcile` when it starts and then periodically. It reads the node with the
+leak checker (:mod:`berth.leaks`) and repairs, per container, under the container's row lock
+(so no lifecycle operation can begin meanwhile):
+
+- a container whose ``operation`` names a workflow that no longer runs: undo what the start
+  left (the saga's own compensations) and reset the state;
+- mount holders whose operation no longer runs (``task`` of a container that is not running,
+  ``<kind>:<workflow id>`` of a workflow that ended) and mounts with no holder at all;
+- network namespaces, attachments and IPAM reservations of containers that are not running;
+- containerd containers and tasks of containers that PostgreSQL does not say are running.
+
+Every repair is a ``reconcile`` container event and a log line. Containers that PostgreSQL says
+are running whose task is gone are not repaired here: the exit monitor's sweep
+(:mod:`berth.exit_monitor`) records them as exits, with restart policies; they are only logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.mount import MountActivities, ReleaseRootfsInput
+from activities.network import NetworkActivities, NetworkInput
+from activities.shim import ShimActivities
+from activities.spec import SpecActivities
+from activities.types import ContainerRef
+from berth.config import NodePaths
+from berth.contract import ContainerState, NetworkMode
+from berth.db.models import Container
+from berth.db.repository import ContainerRepository, MountHolderRepository
+from berth.leaks import (
+    TASK_HOLDER,
+    TRANSIENT_STATES,
+    Finding,
+    LeakKind,
+    NodeView,
+    find_leaks,
+    observe_node,
+)
+from berth.runtime.cni import CniNetwork
+from berth.runtime.containerd import ContainerdClient
+from berth.runtime.mounts import is_mounted, unmount_rootfs
+from berth.runtime.netns import delete_netns
+
+log = logging.getLogger("berth.reconciler")
+
+WorkflowRunning = Callable[[str], Awaitable[bool]]
+
+
+def temporal_workflow_running(client: Client) -> WorkflowRunning:
+    """Whether a workflow id has a running execution, asked of Temporal."""
+
+    async def running(workflow_id: str) -> bool:
+        try:
+            described = await client.get_workflow_handle(workflow_id).describe()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return described.status == WorkflowExecutionStatus.RUNNING
+
+    return running
+
+
+@dataclass(frozen=True)
+class Repair:
+    """One thing the reconciler fixed."""
+
+    kind: str
+    subject: str
+    container_id: str | None
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.subject}"
+
+
+@dataclass(frozen=True)
+class Undo:
+    """The saga's own compensations, reused for repairs (one implementation of each undo)."""
+
+    mount: MountActivities
+    network: NetworkActivities
+    spec: SpecActivities
+    shim: ShimActivities
+
+
+class Reconciler:
+    """Repairs one node; every method is idempotent and safe beside running sagas."""
+
+    def __init__(
+        self,
+        node: str,
+        paths: NodePaths,
+        containerd: ContainerdClient,
+        cni: CniNetwork,
+        sessions: async_sessionmaker[AsyncSession],
+        undo: Undo,
+        workflow_running: WorkflowRunning,
+    ) -> None:
+        self._node = node
+        self._paths = paths
+        self._containerd = containerd
+        self._cni = cni
+        self._sessions = sessions
+        self._undo = undo
+        self._workflow_running = workflow_running
+
+    async def reconcile(self) -> list[Repair]:
+        """One pass over the node; returns what was repaired."""
+        view = await observe_node(
+            self._node, self._paths, self._containerd, self._cni, self._sessions
+        )
+        repairs: list[Repair] = []
+        for container in list(view.containers.values()):
+            if container.operation is not None:
+                repairs += await self._end_stale_operation(container.id, container.operation)
+        # Re-read: ending stale operations changed what is busy and what is held.
+        view = await observe_node(
+            self._node, self._paths, self._containerd, self._cni, self._sessions
+        )
+        for container_id in sorted(_suspects(view)):
+            repairs += await self._repair_container(container_id, view)
+        repairs += await self._repair_unheld_mounts(view)
+        for finding in _exit_monitor_findings(view, self._paths):
+            log.info("reconciler: %s (left to the exit monitor's sweep)", finding)
+        return repairs
+
+    async def run_periodically(self, interval_seconds: float) -> None:
+        """Reconcile now and then every ``interval_seconds`` until cancelled."""
+        while True:
+            try:
+                repairs = await self.reconcile()
+                if repairs:
+                    log.info("reconciler repaired %d things on %s", len(repairs), self._node)
+            except Exception:
+                log.exception("reconciler pass on %s failed; next pass will retry", self._node)
+            await asyncio.sleep(interval_seconds)
+
+    # --- stale operations ------------------------------------------------------------------
+
+    async def _end_stale_operation(self, container_id: str, operation: str) -> list[Repair]:
+        """Undo a start whose workflow ended without ending its operation, and reset the state."""
+        if await self._workflow_running(operation):
+            return []
+        async with self._sessions() as session:
+            container = await ContainerRepository(session).find(container_id)
+            if container is None or container.operation != operation:
+                return []
+            state = ContainerState(container.state)
+            network = NetworkMode(container.config.get("network_mode", NetworkMode.BRIDGE))
+        # The operation still names the dead workflow, so no other operation can begin meanwhile.
+        if state is ContainerState.STARTING:
+            await self._undo_start(container_id, network)
+        async with self._sessions.begin() as session:
+            containers = ContainerRepository(session)
+            container = await containers.find(container_id, for_update=True)
+            if container is None or container.operation != operation:
+                return []
+            container.operation = None
+            container.error = f"operation {operation} ended without finishing; reconciled"
+            if state is ContainerState.STARTING:
+                container.state = (
+                    ContainerState.EXITED
+                    if container.has_been_started_before
+                    else ContainerState.CREATED
+                )
+                container.pid = None
+                container.ip = None
+            elif state in TRANSIENT_STATES:
+                task = await self._task_status(container_id)
+                container.state = ContainerState.RUNNING if task == "RUNNING" else container.state
+            repair = Repair("terminated-operation", operation, container_id)
+            self._record(containers, container, repair, {"state": container.state})
+        return [repair]
+
+    async def _undo_start(self, container_id: str, network: NetworkMode) -> None:
+        """The start saga's compensations, last in first out, every one attempted."""
+        ref = ContainerRef(container_id=container_id, node=self._node)
+        steps: list[Callable[[], Awaitable[object]]] = [
+            lambda: self._undo.shim.delete_shim(ref),
+            lambda: self._undo.spec.drop_spec(ref),
+            lambda: self._undo.network.detach_network(
+                NetworkInput(container_id=container_id, node=self._node, mode=network)
+            ),
+            lambda: self._undo.mount.release_rootfs(
+                ReleaseRootfsInput(container_id=container_id, node=self._node)
+            ),
+        ]
+        for step in steps:
+            try:
+                await step()
+            except Exception:
+                log.exception("reconciler: undo of %s failed; next pass retries", container_id)
+
+    async def _task_status(self, container_id: str) -> str | None:
+        try:
+            return (await self._containerd.get_task(container_id)).status
+        except Exception:
+            return None
+
+    # --- per-container leftovers ------------------------------------------------------------
+
+    async def _repair_container(self, container_id: str, view: NodeView) -> list[Repair]:
+        """Remove what a container holds but should not, under its row lock."""
+        repairs: list[Repair] = []
+        async with self._sessions.begin() as session:
+            containers = ContainerRepository(session)
+            container = await containers.find(container_id, for_update=True)
+            if container is not None and (
+                container.operation is not None or container.state in TRANSIENT_STATES
+            ):
+                return []
+            live = container is not None and container.state in (
+                ContainerState.RUNNING,
+                ContainerState.PAUSED,
+            )
+            if not live:
+                repairs += await self._remove_runtime(container_id, view)
+            repairs += await self._release_dead_holders(container_id, view, live)
+            for repair in repairs:
+                self._record(containers, container, repair, {})
+        return repairs
+
+    async def _remove_runtime(self, container_id: str, view: NodeView) -> list[Repair]:
+        """containerd task and container, network, of a container that is not running."""
+        repairs = []
+        ref = ContainerRef(container_id=container_id, node=self._node)
+        if container_id in view.tasks or container_id in view.containerd_containers:
+            await self._undo.shim.delete_shim(ref)
+            repairs.append(Repair("containerd-leftover", container_id, container_id))
+        netns = self._paths.netns(container_id)
+        attachment = view.attachments.get(container_id)
+        has_ip = container_id in view.reservations.values()
+        if attachment is not None or netns in view.netns_files or has_ip:
+            mode = NetworkMode(attachment.mode) if attachment else NetworkMode.BRIDGE
+            await self._undo.network.detach_network(
+                NetworkInput(container_id=container_id, node=self._node, mode=mode)
+            )
+            # detach skips DEL for modes without CNI; a stray IP or netns goes all the same.
+            await asyncio.to_thread(self._cni.detach, container_id, netns)
+            await asyncio.to_thread(delete_netns, netns)
+            repairs.append(Repair("network-leftover", str(netns), container_id))
+        return repairs
+
+    async def _release_dead_holders(
+        self, container_id: str, view: NodeView, live: bool
+    ) -> list[Repair]:
+        repairs = []
+        for holder in view.holders:
+            if holder.container_id != container_id:
+                continue
+            if await self._holder_alive(holder.holder, live):
+                continue
+            await self._undo.mount.release_rootfs(
+                ReleaseRootfsInput(container_id=container_id, node=self._node, holder=holder.holder)
+            )
+            repairs.append(Repair("dead-mount-holder", holder.holder, container_id))
+        return repairs
+
+    async def _holder_alive(self, holder: str, container_live: bool) -> bool:
+        """``task`` lives with a running container; ``<kind>:<workflow id>`` with its workflow."""
+        if holder == TASK_HOLDER:
+            return container_live
+        _, sep, workflow_id = holder.partition(":")
+        return bool(sep) and await self._workflow_running(workflow_id)
+
+    async def _repair_unheld_mounts(self, view: NodeView) -> list[Repair]:
+        """Unmount targets with no holder at all (checked again under the target's lock)."""
+        repairs = []
+        held = {Path(h.target).resolve() for h in view.holders}
+        for target in sorted(view.mounted_targets - held):
+            container_id = target.name
+            if view.busy(container_id):
+                continue
+            async with self._sessions.begin() as session:
+                holders = MountHolderRepository(session)
+                path = str(self._paths.rootfs(container_id))
+                await holders.lock_target(self._node, path)
+                if await holders.count(self._node, path) > 0:
+                    continue
+                if not await asyncio.to_thread(is_mounted, target):
+                    continue
+                await asyncio.to_thread(unmount_rootfs, target)
+                repair = Repair("mount-without-holder", str(target), container_id)
+                containers = ContainerRepository(session)
+                self._record(containers, await containers.find(container_id), repair, {})
+            repairs.append(repair)
+        return repairs
+
+    def _record(
+        self,
+        containers: ContainerRepository,
+        container: Container | None,
+        repair: Repair,
+        extra: dict[str, object],
+    ) -> None:
+        log.warning(
+            "reconciler on %s repaired %s (container %s)", self._node, repair, repair.container_id
+        )
+        if repair.container_id is None:
+            return
+        containers.add_event_by_id(
+            repair.container_id,
+            container.name if container is not None else "",
+            self._node,
+            "reconcile",
+            {"repair": repair.kind, "subject": repair.subject, **extra},
+        )
+
+
+def _suspects(view: NodeView) -> set[str]:
+    """Containers that hold something on the node (each gets a locked, re-checked repair)."""
+    found = set(view.tasks) | set(view.containerd_containers) | set(view.attachments)
+    found |= {path.name for path in view.netns_files}
+    found |= set(view.reservations.values())
+    found |= {h.container_id for h in view.holders}
+    return {c for c in found if not view.busy(c) and _holds_too_much(view, c)}
+
+
+def _holds_too_much(view: NodeView, container_id: str) -> bool:
+    """Whether a container holds anything beyond what its state allows (or any dead holder)."""
+    if not view.live(container_id):
+        return True
+    # A live container may still hold export holders of ended workflows: check them too.
+    return any(h.container_id == container_id and h.holder != TASK_HOLDER for h in view.holders)
+
+
+def _exit_monitor_findings(view: NodeView, paths: NodePaths) -> list[Finding]:
+    return [f for f in find_leaks(view, paths) if f.kind is LeakKind.TASK_MISSING]

@@ -1,0 +1,163 @@
+"""The reconciler repairs what terminated sagas and lost agents left on node-2."""
+
+# ruff: noqa: F811  (the node-2 fixtures are imported by name, then requested)
+from __future__ import annotations
+
+import asyncio
+import json
+
+from sqlalchemy import select
+from temporalio.client import Client
+
+from activities.mount import MountActivities
+from activities.network import NetworkActivities
+from activities.shim import ShimActivities
+from activities.spec import SpecActivities
+from berth.contract import ContainerConfig
+from berth.db.models import ContainerEvent
+from berth.leaks import LeakKind
+from berth.reconciler import Reconciler, Undo, temporal_workflow_running
+from berth.runtime.image import DEFAULT_REF
+from berth.runtime.mounts import is_mounted, mount_rootfs
+from berth.runtime.netns import create_netns, netns_exists
+from berth.runtime.oci_spec import build_spec
+from tests.integration.node_agent import (  # noqa: F401  (fixtures)
+    Node2,
+    node2,
+    node2_agent,
+    node2_runtime,
+)
+from tests.integration.test_crash_safety import RESULT_TIMEOUT, wait_until
+
+
+def reconciler(node2: Node2, temporal: Client) -> Reconciler:
+    paths = node2.settings.node_paths()
+    runtime = node2.runtime
+    undo = Undo(
+        mount=MountActivities(node2.sessions, runtime.containerd, paths),
+        network=NetworkActivities(node2.sessions, runtime.cni, paths),
+        spec=SpecActivities(paths),
+        shim=ShimActivities(runtime.containerd, paths),
+    )
+    return Reconciler(
+        "node-2",
+        paths,
+        runtime.containerd,
+        runtime.cni,
+        node2.sessions,
+        undo,
+        temporal_workflow_running(temporal),
+    )
+
+
+async def repair_events(node2: Node2, container_id: str) -> list[str]:
+    async with node2.sessions() as session:
+        events = await session.scalars(
+            select(ContainerEvent).where(
+                ContainerEvent.container_id == container_id, ContainerEvent.action == "reconcile"
+            )
+        )
+        return [e.attributes["repair"] for e in events]
+
+
+async def test_reconciler_unmounts_a_mount_without_holder(node2: Node2, temporal: Client) -> None:
+    container_id = await node2.create()
+    containerd = node2.runtime.containerd
+    image = await containerd.resolve_image(DEFAULT_REF)
+    mounts = await containerd.prepare_snapshot(container_id, image.chain_id)
+    target = node2.settings.node_paths().rootfs(container_id)
+    await asyncio.to_thread(mount_rootfs, mounts, target)
+    assert LeakKind.MOUNT_WITHOUT_HOLDER in {f.kind for f in await node2.leaks()}
+
+    repairs = await reconciler(node2, temporal).reconcile()
+
+    assert [r.kind for r in repairs] == ["mount-without-holder"]
+    assert not is_mounted(target)
+    assert await repair_events(node2, container_id) == ["mount-without-holder"]
+    assert await node2.leaks() == []
+
+
+async def test_reconciler_removes_a_netns_without_container(node2: Node2, temporal: Client) -> None:
+    container_id = await node2.create()
+    netns = node2.settings.node_paths().netns(container_id)
+    await asyncio.to_thread(create_netns, netns)
+    await asyncio.to_thread(node2.runtime.cni.attach, container_id, netns)
+    kinds = {f.kind for f in await node2.leaks()}
+    assert {LeakKind.NETNS_WITHOUT_ATTACHMENT, LeakKind.IP_WITHOUT_ATTACHMENT} <= kinds
+
+    repairs = await reconciler(node2, temporal).reconcile()
+
+    assert [r.kind for r in repairs] == ["network-leftover"]
+    assert not netns_exists(netns) and not netns.exists()
+    assert container_id not in node2.runtime.cni.reservations().values()
+    assert await node2.leaks() == []
+
+
+async def test_reconciler_deletes_a_containerd_container_postgres_does_not_know(
+    node2: Node2, temporal: Client
+) -> None:
+    container_id = await node2.create()
+    containerd = node2.runtime.containerd
+    image = await containerd.resolve_image(DEFAULT_REF)
+    config = ContainerConfig(name="ghost", image=DEFAULT_REF, cmd=["sleep", "60"])
+    spec = build_spec(
+        container_id, config, image.config, node2.settings.node_paths().rootfs(container_id), None
+    )
+    await containerd.prepare_snapshot(container_id, image.chain_id)
+    await containerd.create_container(
+        container_id, DEFAULT_REF, snapshot_key=container_id, spec=spec, labels={}
+    )
+    assert LeakKind.CONTAINERD_CONTAINER_UNKNOWN in {f.kind for f in await node2.leaks()}
+
+    repairs = await reconciler(node2, temporal).reconcile()
+
+    assert [r.kind for r in repairs] == ["containerd-leftover"]
+    assert container_id not in await containerd.list_containers()
+    assert await node2.leaks() == []
+
+
+async def test_reconciler_undoes_a_terminated_start_and_resets_the_state(
+    node2: Node2, temporal: Client
+) -> None:
+    container_id = await node2.create()
+    node2.agent.set_faults(
+        {"point": "task:before", "action": "sleep", "seconds": 30, "container": container_id}
+    )
+    handle = await node2.start_workflow(container_id)
+
+    async def shim_created() -> bool:
+        return container_id in await node2.runtime.containerd.list_containers()
+
+    await wait_until(shim_created)  # the saga stalls before starting the task
+    await handle.terminate("test: a terminated saga runs no compensation")
+    node2.agent.clear_faults()
+    record = await node2.record(container_id)
+    assert (record.state, record.operation) == ("starting", handle.id)
+    assert (await node2.footprint(container_id)).rootfs_mounts == 1
+
+    repairs = await asyncio.wait_for(reconciler(node2, temporal).reconcile(), RESULT_TIMEOUT)
+
+    assert [r.kind for r in repairs] == ["terminated-operation"]
+    record = await node2.record(container_id)
+    assert (record.state, record.operation) == ("created", None)
+    assert (await node2.footprint(container_id)).empty
+    assert await repair_events(node2, container_id) == ["terminated-operation"]
+    assert await node2.leaks() == []
+
+
+async def test_agent_reconciles_at_start(node2: Node2) -> None:
+    container_id = await node2.create()
+    netns = node2.settings.node_paths().netns(container_id)
+    await asyncio.to_thread(create_netns, netns)
+
+    node2.agent.stop()
+    await node2.agent.start()
+
+    for _ in range(100):
+        if not netns.exists():
+            break
+        await asyncio.sleep(0.1)
+    assert not netns.exists()
+    assert await node2.leaks() == []
+    log = node2.agent.tail()
+    assert "reconciler on node-2 repaired network-leftover" in log, json.dumps(log[-2000:])

@@ -1,0 +1,139 @@
+"""``ContainerExitedOnNode``: a task that exited by itself, recorded, cleaned up and restarted.
+
+The node agent's exit monitor (:mod:`berth.exit_monitor`) starts one per exit, with the id
+``container-exit-<id>-<pid>`` so duplicate reports of one exit collapse. It records the exit
+(``exited``, exit code, finished-at, event ``die``) unless a lifecycle operation holds the
+container (that operation records it), releases what the start made with the stop's release
+steps, honours auto-remove, and applies the restart policy: after the restart manager's
+back-off (a durable timer) it claims the container for a policy restart and runs the start saga
+``ContainerStartOnNode`` as a child, which the Web UI shows under this workflow.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ChildWorkflowError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.state_lifecycle import (
+        ClaimRestartInput,
+        EndExitInput,
+        LifecycleStateActivities,
+        RecordExitInput,
+    )
+    from activities.types import StepModel
+    from berth.contract import ContainerStartInput
+    from berth.errors import BerthError
+    from workflows import visibility
+    from workflows.container_start import ContainerStartOnNode, NodeStartInput
+    from workflows.container_stop import abort, release_host, remove_snapshot, state_step
+    from workflows.routing import set_outcome
+    from workflows.saga import failure_message, run_to_completion
+
+
+class ExitInput(StepModel):
+    """One exit of a container's task, as containerd reported it (or as found on catch-up)."""
+
+    container_id: str
+    node: str
+    pid: int
+    exit_code: int
+
+
+class ExitOutput(StepModel):
+    # False when the exit was not this workflow's to record (an operation held the container).
+    recorded: bool
+    restarted: bool = False
+    error: str | None = None
+
+
+def exit_workflow_id(container_id: str, pid: int) -> str:
+    return f"container-exit-{container_id}-{pid}"
+
+
+def policy_restart_id(container_id: str, attempt: int) -> str:
+    return f"container-policy-restart-{container_id}-{attempt}"
+
+
+@workflow.defn(name="ContainerExitedOnNode", failure_exception_types=[BerthError])
+class ContainerExitedOnNode:
+    """Record an exit, release the container's resources, apply its restart policy."""
+
+    @workflow.run
+    async def run(self, exited: ExitInput) -> ExitOutput:
+        operation = workflow.info().workflow_id
+        plan = await state_step(
+            LifecycleStateActivities.record_exit,
+            RecordExitInput(
+                container_id=exited.container_id,
+                pid=exited.pid,
+                exit_code=exited.exit_code,
+                operation=operation,
+            ),
+            f"record exit {exited.exit_code} of pid {exited.pid}",
+        )
+        held = plan.holding
+        if held is None:
+            set_outcome("ignored")
+            return ExitOutput(recorded=False)
+        workflow.set_current_details(f"{held.name} exited with {exited.exit_code}")
+        steps = await release_host(held)
+        ended = await run_to_completion(
+            lambda: state_step(
+                LifecycleStateActivities.end_exit,
+                EndExitInput(holding=held, steps=steps),
+                f"release container {held.name} after its exit",
+            )
+        )
+        if ended.removed:
+            await remove_snapshot(held)
+            set_outcome("removed")
+            return ExitOutput(recorded=True)
+        if not plan.restart:
+            set_outcome("exited")
+            return ExitOutput(recorded=True)
+
+        policy = held.config.restart_policy.name
+        workflow.set_current_details(
+            f"restart {held.name} (policy {policy}) in {plan.backoff_ms} ms"
+        )
+        await workflow.sleep(timedelta(milliseconds=plan.backoff_ms))
+        start_operation = policy_restart_id(held.container_id, plan.restart_count + 1)
+        claim = await state_step(
+            LifecycleStateActivities.claim_policy_restart,
+            ClaimRestartInput(
+                container_id=held.container_id,
+                restart_count=plan.restart_count,
+                start_operation=start_operation,
+            ),
+            f"claim {held.name} for a policy restart",
+        )
+        if not claim.claimed:
+            set_outcome("exited")
+            return ExitOutput(recorded=True)
+        try:
+            await workflow.execute_child_workflow(
+                ContainerStartOnNode.run,
+                NodeStartInput(
+                    request=ContainerStartInput(container=held.container_id),
+                    operation=start_operation,
+                ),
+                id=start_operation,
+                task_queue=workflow.info().task_queue,
+                search_attributes=visibility.container_attributes(
+                    held.container_id, held.name, held.node
+                ),
+                static_summary=(
+                    f"restart {held.name} (policy {policy}, restart {claim.restart_count})"
+                ),
+            )
+        except ChildWorkflowError as err:
+            # A failed start recorded itself (docker's restart manager gives up here too); a
+            # terminated one did not: release the container from it.
+            await abort(held.model_copy(update={"operation": start_operation}), err)
+            set_outcome("restart-failed")
+            return ExitOutput(recorded=True, error=failure_message(err))
+        set_outcome("restarted")
+        return ExitOutput(recorded=True, restarted=True)

@@ -1,0 +1,104 @@
+"""``ContainerPause`` / ``ContainerUnpause``: freeze and thaw a container's task (docker pause).
+
+Both run ``ContainerPauseOnNode`` on the container's node: hold the running (or paused)
+container under its row lock, pause (or resume) the containerd task, record ``paused`` (or
+``running``) with the event ``pause`` (or ``unpause``). A failure hands the container back
+unchanged. A paused container cannot be started (Conflict); it can be stopped or removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from activities.state_lifecycle import (
+        BeginPauseInput,
+        CommitPauseInput,
+        LifecycleStateActivities,
+    )
+    from activities.task import TaskActivities
+    from activities.types import ContainerRef, StepModel
+    from berth.contract import ContainerPauseInput, ContainerPauseOutput
+    from berth.errors import BerthError, as_berth_error
+    from workflows.container_stop import abort, state_step
+    from workflows.routing import local_step, locate, run_on_node, set_outcome
+    from workflows.saga import run_to_completion
+
+
+class NodePauseInput(StepModel):
+    """Input of ``ContainerPauseOnNode``: pause (True) or unpause (False), as one operation."""
+
+    request: ContainerPauseInput
+    pause: bool
+    operation: str = ""
+
+
+async def _pause_on_node(request: ContainerPauseInput, pause: bool) -> ContainerPauseOutput:
+    where = await locate(request.container)
+    verb = "pause" if pause else "unpause"
+    result = await run_on_node(
+        verb,
+        ContainerPauseOnNode.run,
+        lambda operation: NodePauseInput(request=request, pause=pause, operation=operation),
+        where,
+    )
+    set_outcome(f"{verb}d")
+    return result
+
+
+@workflow.defn(name="ContainerPause", failure_exception_types=[BerthError])
+class ContainerPause:
+    """Pause a running container; the public entry point on queue ``berth``."""
+
+    @workflow.run
+    async def run(self, request: ContainerPauseInput) -> ContainerPauseOutput:
+        return await _pause_on_node(request, pause=True)
+
+
+@workflow.defn(name="ContainerUnpause", failure_exception_types=[BerthError])
+class ContainerUnpause:
+    """Unpause a paused container; the public entry point on queue ``berth``."""
+
+    @workflow.run
+    async def run(self, request: ContainerPauseInput) -> ContainerPauseOutput:
+        return await _pause_on_node(request, pause=False)
+
+
+@workflow.defn(name="ContainerPauseOnNode", failure_exception_types=[BerthError])
+class ContainerPauseOnNode:
+    """Pause or unpause on the container's node."""
+
+    @workflow.run
+    async def run(self, request: NodePauseInput) -> ContainerPauseOutput:
+        operation = request.operation or workflow.info().workflow_id
+        verb = "pause" if request.pause else "unpause"
+        held = await state_step(
+            LifecycleStateActivities.begin_pause,
+            BeginPauseInput(
+                container=request.request.container, operation=operation, pause=request.pause
+            ),
+            f"check and lock container {request.request.container} for {verb}",
+        )
+        try:
+            await local_step(
+                TaskActivities.pause_task if request.pause else TaskActivities.resume_task,
+                ContainerRef(container_id=held.container_id, node=held.node),
+                f"{verb} task of {held.name}",
+            )
+        except (Exception, asyncio.CancelledError) as err:
+            await abort(held, err)
+            if isinstance(err, asyncio.CancelledError):
+                raise
+            raise as_berth_error(err) from None
+        state = await run_to_completion(
+            lambda: state_step(
+                LifecycleStateActivities.commit_pause,
+                CommitPauseInput(holding=held, pause=request.pause),
+                f"record {held.name} {verb}d",
+            )
+        )
+        return ContainerPauseOutput(
+            id=held.container_id, name=held.name, node=held.node, state=state
+        )

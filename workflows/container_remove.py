@@ -1,0 +1,111 @@
+"""``ContainerRemove``: docker rm [-f] as a durable operation.
+
+``ContainerRemoveOnNode`` refuses a running container without ``force`` (Conflict) and
+otherwise marks it ``removing`` under its row lock, so a start meanwhile gets Conflict
+("marked for removal"). With force a live task is SIGKILLed; then the stop's release steps
+run (harmless when nothing is left), the writable snapshot is removed and the record deleted
+(events ``die`` if it was running, then ``destroy``). A removal that fails leaves the
+container ``dead`` with its error, as docker does; ``rm`` may be tried again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from activities.state_lifecycle import (
+        BeginRemoveInput,
+        FailOperationInput,
+        FinishRemoveInput,
+        Holding,
+        LifecycleStateActivities,
+    )
+    from activities.types import StepModel
+    from berth.contract import ContainerRemoveInput, ContainerRemoveOutput
+    from berth.errors import BerthError, System, as_berth_error
+    from workflows.container_stop import (
+        release_error,
+        release_host,
+        remove_snapshot,
+        state_step,
+        stop_task,
+    )
+    from workflows.routing import locate, run_on_node, set_outcome
+    from workflows.saga import failure_message, run_to_completion
+
+# How long a SIGKILLed task may take to be reaped.
+KILL_WAIT_SECONDS = 10
+
+
+class NodeRemoveInput(StepModel):
+    """Input of ``ContainerRemoveOnNode``: the remove request and the operation it runs as."""
+
+    request: ContainerRemoveInput
+    operation: str = ""
+
+
+@workflow.defn(name="ContainerRemove", failure_exception_types=[BerthError])
+class ContainerRemove:
+    """Remove a container by id or name; the public entry point on queue ``berth``."""
+
+    @workflow.run
+    async def run(self, request: ContainerRemoveInput) -> ContainerRemoveOutput:
+        where = await locate(request.container)
+        result = await run_on_node(
+            "remove",
+            ContainerRemoveOnNode.run,
+            lambda operation: NodeRemoveInput(request=request, operation=operation),
+            where,
+        )
+        set_outcome("removed")
+        return result
+
+
+@workflow.defn(name="ContainerRemoveOnNode", failure_exception_types=[BerthError])
+class ContainerRemoveOnNode:
+    """Kill (with force), release, remove the snapshot and the record, on the node."""
+
+    @workflow.run
+    async def run(self, remove: NodeRemoveInput) -> ContainerRemoveOutput:
+        request = remove.request
+        operation = remove.operation or workflow.info().workflow_id
+        plan = await state_step(
+            LifecycleStateActivities.begin_remove,
+            BeginRemoveInput(container=request.container, operation=operation, force=request.force),
+            f"check and lock container {request.container} for removal",
+        )
+        held = plan.holding
+        try:
+            exit_code = None
+            if plan.was_running:
+                exit_code = await stop_task(held, "SIGKILL", KILL_WAIT_SECONDS)
+            steps = await release_host(held)
+            failed = release_error(steps)
+            if failed:
+                raise System(f"cannot remove container {held.name}: {failed}")
+            await remove_snapshot(held)
+            await run_to_completion(
+                lambda: state_step(
+                    LifecycleStateActivities.finish_remove,
+                    FinishRemoveInput(holding=held, exit_code=exit_code, steps=steps),
+                    f"delete the record of {held.name}",
+                )
+            )
+        except (Exception, asyncio.CancelledError) as err:
+            await _fail(held, err)
+            if isinstance(err, asyncio.CancelledError):
+                raise
+            raise as_berth_error(err) from None
+        return ContainerRemoveOutput(id=held.container_id, name=held.name, node=held.node)
+
+
+async def _fail(held: Holding, err: BaseException) -> None:
+    await run_to_completion(
+        lambda: state_step(
+            LifecycleStateActivities.fail_removal,
+            FailOperationInput(holding=held, error=failure_message(err)),
+            f"record failed removal of {held.name}",
+        )
+    )
