@@ -270,6 +270,95 @@ class ContainerExportOutput(Model):
     size_bytes: int
 
 
+class FleetSelector(Model):
+    """Which containers a fleet restart takes; every given criterion must match (AND).
+
+    ``ids`` are container ids or names; ``labels`` must all be present with these values.
+    """
+
+    ids: list[ContainerReference] = Field(default_factory=list, max_length=100_000)
+    labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_LABELS)
+    node: str | None = None
+    state: ContainerState | None = None
+
+
+FleetName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,99}$")]
+Seconds = Annotated[float, Field(ge=0, le=86_400)]
+
+
+class FleetCarry(Model):
+    """What a fleet restart carries over continue-as-new (set by the workflow, not by callers)."""
+
+    run_id: str
+    paused: bool = False
+    paused_reason: str = ""
+    cancelled: bool = False
+    acknowledged_failures: int = 0
+    canary_checked: bool = False
+    runs: int = 1
+
+
+class FleetRestartInput(Model):
+    """Input of ``FleetRestart``: the selection (paged from PostgreSQL, not carried) and knobs.
+
+    ``max_failures`` / ``max_failure_ratio`` (of the selection) is the failure budget; on breach
+    the run pauses (``on_failure="pause"``, the default) or stops (``"abort"``); with neither set
+    the first failure breaches it. A restarted container counts as healthy when it still runs
+    with the new task after ``min_healthy`` seconds, reached within ``healthy_deadline`` of its
+    restart. With ``batch_delay`` the run goes in batches of ``max_parallel`` with that pause
+    between them; without it, a rolling window. An item whose node agent does not pick it up
+    within ``node_wait`` seconds fails with that reason.
+    """
+
+    name: FleetName
+    selector: FleetSelector = Field(default_factory=FleetSelector)
+    max_parallel: Annotated[int, Field(ge=1, le=1000)] = 8
+    max_parallel_per_node: Annotated[int, Field(ge=1, le=1000)] | None = None
+    canary: Annotated[int, Field(ge=0)] = 0
+    min_healthy: Seconds = 0.0
+    healthy_deadline: Seconds = 300.0
+    max_failures: Annotated[int, Field(ge=0)] | None = None
+    max_failure_ratio: Annotated[float, Field(ge=0, le=1)] | None = None
+    on_failure: Literal["pause", "abort"] = "pause"
+    batch_delay: Seconds = 0.0
+    stop_timeout: StopTimeout = DEFAULT_STOP_TIMEOUT
+    node_wait: Annotated[float, Field(ge=1, le=86_400)] = 120.0
+    continue_as_new_after: Annotated[int, Field(ge=1)] = 1000
+    carry: FleetCarry | None = None
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> FleetRestartInput:
+        if self.max_failures is not None and self.max_failure_ratio is not None:
+            raise ValueError("give max_failures or max_failure_ratio, not both")
+        return self
+
+
+class FleetCounts(Model):
+    """How many items of a fleet restart (or of one node's share) stand where."""
+
+    total: int = 0
+    restarted: int = 0
+    failed: int = 0
+    busy: int = 0
+    in_flight: int = 0
+    remaining: int = 0
+
+
+class FleetProgress(Model):
+    """The ``progress`` query's answer, and ``FleetRestart``'s output when it ends.
+
+    ``status``: running, paused, cancelling, completed, aborted or cancelled.
+    """
+
+    name: str
+    run_id: str
+    status: str
+    reason: str = ""
+    counts: FleetCounts
+    nodes: dict[str, FleetCounts] = Field(default_factory=dict)
+    errors: list[str] = Field(default_factory=list)
+
+
 # Every public workflow type and its input and output; schemas/ is generated from this table.
 WORKFLOW_CONTRACTS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     "ContainerCreate": (ContainerCreateInput, ContainerCreateOutput),
@@ -280,4 +369,5 @@ WORKFLOW_CONTRACTS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     "ContainerUnpause": (ContainerPauseInput, ContainerPauseOutput),
     "ContainerRemove": (ContainerRemoveInput, ContainerRemoveOutput),
     "ContainerExport": (ContainerExportInput, ContainerExportOutput),
+    "FleetRestart": (FleetRestartInput, FleetProgress),
 }

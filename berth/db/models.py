@@ -133,3 +133,37 @@ class ContainerEvent(Base):
     action: Mapped[str] = mapped_column(String(32))
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
     time: Mapped[datetime] = _now()
+
+
+class FleetRun(Base):
+    """One fleet restart (``fleet-restart-<name>``), across its continue-as-new runs."""
+
+    __tablename__ = "fleet_runs"
+
+    # The workflow's first run id: stable across continue-as-new.
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    total: Mapped[int] = mapped_column(Integer, server_default="0")
+    created_at: Mapped[datetime] = _now()
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class FleetItem(Base):
+    """One container of a fleet restart: selected at the run's start, then its outcome."""
+
+    __tablename__ = "fleet_items"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("fleet_runs.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    container_id: Mapped[str] = mapped_column(String(64))
+    container_name: Mapped[str] = mapped_column(String(128))
+    node: Mapped[str] = mapped_column(String(63))
+    # pending | restarted | failed | busy | cancelled
+    outcome: Mapped[str] = mapped_column(String(16), server_default="pending")
+    error: Mapped[str | None] = mapped_column(Text)
+    pid: Mapped[int | None] = mapped_column(Integer)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -130,6 +130,11 @@ async def test_reconciler_undoes_a_terminated_start_and_resets_the_state(
 
     await wait_until(shim_created)  # the saga stalls before starting the task
     await handle.terminate("test: a terminated saga runs no compensation")
+    # Local activities already running in the agent's workflow task would go on after a
+    # terminate (the agent learns of it only when it completes the task); the node is lost
+    # too here, so nothing of the saga runs any more.
+    node2.agent.kill()
+    await node2.agent.wait_dead()
     node2.agent.clear_faults()
     record = await node2.record(container_id)
     assert (record.state, record.operation) == ("starting", handle.id)
