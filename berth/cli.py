@@ -274,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def cmd_codec_server(args: argparse.Namespace) -> int:
     settings = Settings()
-    keys = CodecKeys.load(settings.codec_keys, settings.codec_keys_file)
+    keys = CodecKeys.from_settings(settings)
     if keys is None:
         raise InvalidParameter("set BERTH_CODEC_KEYS or BERTH_CODEC_KEYS_FILE first")
     origins = args.allow_origin or ["http://127.0.0.1:8233", "http://localhost:8233"]

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import uuid
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.service import TLSConfig
 
 from berth.codec import AesGcmCodec, CodecKeys
 from berth.config import Settings, node_task_queue
@@ -45,7 +47,7 @@ from berth.converter import data_converter
 from berth.db.models import Container, ContainerEvent
 from berth.db.repository import ContainerRepository
 from berth.db.session import make_engine, make_sessionmaker
-from berth.errors import as_berth_error
+from berth.errors import InvalidParameter, as_berth_error
 from workflows.container_export import NodeExportInput
 from workflows.container_pause import NodePauseInput
 from workflows.container_remove import NodeRemoveInput
@@ -60,7 +62,7 @@ T = TypeVar("T")
 
 async def connect(settings: Settings) -> Client:
     """A Temporal client with Berth's data converter (and metrics endpoint, if configured)."""
-    keys = CodecKeys.load(settings.codec_keys, settings.codec_keys_file)
+    keys = CodecKeys.from_settings(settings)
     converter = (
         dataclasses.replace(data_converter, payload_codec=AesGcmCodec(keys))
         if keys
@@ -70,8 +72,29 @@ async def connect(settings: Settings) -> Client:
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=converter,
+        tls=tls_config(settings),
+        api_key=settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None,
         runtime=metrics_runtime(settings.metrics_address) if settings.metrics_address else None,
     )
+
+
+def tls_config(settings: Settings) -> TLSConfig | bool:
+    """TLS for the Temporal connection: off, system roots, or a CA and a client pair (mTLS)."""
+    files = (settings.temporal_tls_ca_file, settings.temporal_tls_cert_file)
+    if not settings.temporal_tls and not any(files):
+        return False
+    if settings.temporal_tls_cert_file and not settings.temporal_tls_key_file:
+        raise InvalidParameter("temporal_tls_key_file: required with temporal_tls_cert_file")
+    return TLSConfig(
+        server_root_ca_cert=_read(settings.temporal_tls_ca_file),
+        client_cert=_read(settings.temporal_tls_cert_file),
+        client_private_key=_read(settings.temporal_tls_key_file),
+        domain=settings.temporal_tls_server_name,
+    )
+
+
+def _read(path: Path | None) -> bytes | None:
+    return path.read_bytes() if path is not None else None
 
 
 def metrics_runtime(bind_address: str) -> Runtime:

@@ -18,7 +18,6 @@ import json
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from aiohttp import web
 from cryptography.exceptions import InvalidTag
@@ -27,6 +26,7 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.converter import PayloadCodec
 
+from berth.config import Settings
 from berth.errors import InvalidParameter
 
 ENCODING = b"binary/encrypted"
@@ -56,12 +56,12 @@ class CodecKeys:
         return cls(active, keys)
 
     @classmethod
-    def load(cls, inline: str | None, path: Path | None) -> CodecKeys | None:
-        """The keys from the environment's inline JSON or file; ``None`` when neither is set."""
-        if inline:
-            return cls.parse(inline)
-        if path is not None:
-            return cls.parse(path.read_text())
+    def from_settings(cls, settings: Settings) -> CodecKeys | None:
+        """The configured keys (inline JSON or a file); ``None`` when neither is set."""
+        if settings.codec_keys is not None:
+            return cls.parse(settings.codec_keys.get_secret_value())
+        if settings.codec_keys_file is not None:
+            return cls.parse(settings.codec_keys_file.read_text())
         return None
 
 

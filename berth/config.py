@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 CONTROL_TASK_QUEUE = "berth"
@@ -79,8 +79,16 @@ class Settings(BaseSettings):
     bridge: str = "berth0"
     subnet: str = "10.213.0.0/24"
     cni_bin_dir: Path = Path("/usr/lib/cni")
+    # Temporal connection security: TLS (server CA, and a client pair for mTLS) and an API key.
+    temporal_tls: bool = False
+    temporal_tls_ca_file: Path | None = None
+    temporal_tls_cert_file: Path | None = None
+    temporal_tls_key_file: Path | None = None
+    temporal_tls_server_name: str | None = None
+    temporal_api_key: SecretStr | None = None
+    # PostgreSQL TLS rides on the URL, as libpq reads it: ...?sslmode=verify-full&sslrootcert=...
     # Payload encryption keys (see berth.codec): inline JSON, or a file holding it.
-    codec_keys: str | None = Field(default=None, repr=False)
+    codec_keys: SecretStr | None = None
     codec_keys_file: Path | None = None
     # host:port of this process's Prometheus endpoint (workers); unset means no endpoint.
     metrics_address: str | None = None

@@ -36,8 +36,8 @@ from berth.worker import NodeRuntime, node_runtime, running
 ROOT = Path(__file__).resolve().parents[2]
 TEST_NAMESPACE = "berth-test"
 # A fixed, test-only key: histories in the test namespace outlive one test session.
-TEST_CODEC_KEYS = '{"active": "test-1", "keys": {"test-1": "%s"}}' % (
-    "QmVydGgtdGVzdC1rZXktMzItYnl0ZXMtbG9uZyEhIT0="
+TEST_CODEC_KEYS = (
+    '{"active": "test-1", "keys": {"test-1": "QmVydGgtdGVzdC1rZXktMzItYnl0ZXMtbG9uZyEhIT0="}}'
 )
 TEST_DATABASE_URL = os.environ.get(
     "BERTH_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/berth_test"

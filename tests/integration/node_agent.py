@@ -35,7 +35,7 @@ from berth.leaks import Finding, check_node
 from berth.runtime.image import DEFAULT_REF, import_image
 from berth.teardown import tear_down_host
 from berth.worker import NodeRuntime, node_runtime
-from tests.integration.conftest import ROOT, TEST_NAMESPACE, Stack
+from tests.integration.conftest import ROOT, TEST_CODEC_KEYS, TEST_NAMESPACE, Stack
 from workflows.container_start import NodeStartInput
 from workflows.visibility import start_workflow_id
 
@@ -72,7 +72,7 @@ class NodeAgent:
             "BERTH_CONTAINERD_NAMESPACE": self.settings.containerd_namespace,
             "BERTH_RECONCILE_INTERVAL_SECONDS": "3600",
             # The same payload encryption keys as this test session's clients and workers.
-            **({"BERTH_CODEC_KEYS": self.settings.codec_keys} if self.settings.codec_keys else {}),
+            "BERTH_CODEC_KEYS": TEST_CODEC_KEYS,
             ENABLE_VARIABLE: ENABLE_VALUE,
             FILE_VARIABLE: str(self.fault_file),
         }

@@ -10,7 +10,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from tests.integration.conftest import Stack
+from tests.integration.conftest import TEST_CODEC_KEYS, Stack
 
 BERTH = Path(sys.executable).parent / "berth"
 
@@ -21,7 +21,7 @@ def berth(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
         "BERTH_DATABASE_URL": stack.settings.database_url,
         "BERTH_TEMPORAL_NAMESPACE": stack.settings.temporal_namespace,
         "BERTH_STATE_DIR": str(stack.settings.state_dir),
-        "BERTH_CODEC_KEYS": stack.settings.codec_keys or "",
+        "BERTH_CODEC_KEYS": TEST_CODEC_KEYS,
     }
     return subprocess.run([str(BERTH), *args], capture_output=True, text=True, env=env, timeout=60)
 

@@ -47,7 +47,7 @@ async def test_codec_server_decodes_history_payloads_for_the_web_ui(stack: Stack
     )
     history = await raw.get_workflow_handle(start_workflow_id(container_id)).fetch_history()
     started = history.events[0].workflow_execution_started_event_attributes
-    keys = CodecKeys.load(stack.settings.codec_keys, None)
+    keys = CodecKeys.from_settings(stack.settings)
     assert keys is not None
     runner = web.AppRunner(codec_app(AesGcmCodec(keys), [UI_ORIGIN]))
     await runner.setup()
