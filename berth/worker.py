@@ -35,6 +35,7 @@ from berth.db.repository import NodeRepository
 from berth.db.session import make_engine, make_sessionmaker
 from berth.exit_monitor import ExitMonitor
 from berth.faults import NO_FAULTS, FaultHook, faults_from_env
+from berth.logs import configure as configure_logging
 from berth.reconciler import Reconciler, Undo, temporal_workflow_running
 from berth.runtime.cni import CniNetwork
 from berth.runtime.containerd import ContainerdClient
@@ -256,7 +257,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m berth.worker")
     parser.add_argument("role", choices=["control", "node"])
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging()
     asyncio.run(serve(args.role, Settings()))
 
 

@@ -77,6 +77,7 @@ class ContainerStartOnNode:
 
     def __init__(self) -> None:
         self._phase = "pending"
+        self._context: dict[str, str] = {}
         self._steps: list[StepOutcome] = []
 
     @workflow.query
@@ -100,6 +101,11 @@ class ContainerStartOnNode:
         except Exception as err:
             self._enter("refused", failure_message(err))
             raise as_berth_error(err) from None
+        self._context = {
+            "container_id": plan.container_id,
+            "container_name": plan.name,
+            "node": plan.node,
+        }
         if plan.not_modified:
             record_action("start", "not-modified", began)
             self._enter("running", f"{plan.name} is already running")
@@ -275,6 +281,7 @@ class ContainerStartOnNode:
     def _enter(self, phase: str, details: str) -> None:
         self._phase = phase
         workflow.set_current_details(details)
+        workflow.logger.info(details, extra={"step": phase, **self._context})
         workflow.upsert_search_attributes([visibility.SAGA_PHASE.value_set(phase)])
 
     def _done(self, step: str, handle: dict[str, Any]) -> None:
