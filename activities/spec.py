@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from activities.types import ContainerRef, StepModel
 from berth.config import NodePaths
 from berth.contract import ContainerConfig
 from berth.faults import NO_FAULTS, FaultHook, fault_point
+from berth.host_paths import check_bind_sources
 from berth.runtime.oci_spec import build_spec
 
 
@@ -37,14 +39,21 @@ class WriteSpecOutput(StepModel):
 class SpecActivities:
     """OCI specs of one node."""
 
-    def __init__(self, paths: NodePaths, faults: FaultHook = NO_FAULTS) -> None:
+    def __init__(
+        self,
+        paths: NodePaths,
+        faults: FaultHook = NO_FAULTS,
+        allowed_host_paths: Sequence[Path] = (),
+    ) -> None:
         self._paths = paths
         self._faults = faults
+        self._allowed_host_paths = allowed_host_paths
 
     @activity.defn(name="write_spec")
     @fault_point("spec")
     async def write_spec(self, request: WriteSpecInput) -> WriteSpecOutput:
-        """Build the spec and persist it."""
+        """Check bind sources on this host, build the spec and persist it."""
+        check_bind_sources(request.config.binds, self._allowed_host_paths, resolve=True)
         spec = build_spec(
             request.container_id,
             request.config,

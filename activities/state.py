@@ -8,7 +8,9 @@ one transaction and converges when run again for the same operation.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -28,6 +30,7 @@ from berth.contract import (
 from berth.db.models import Container
 from berth.db.repository import ContainerRepository, NodeRepository, SagaStepRepository
 from berth.errors import Conflict, Forbidden, InvalidParameter, NotFound
+from berth.host_paths import check_bind_sources
 
 
 class StartPlan(Frozen):
@@ -100,13 +103,17 @@ def _now() -> datetime:
 class StateActivities:
     """Lifecycle transitions in PostgreSQL; registered on the control worker and node agents."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], allowed_host_paths: Sequence[Path] = ()
+    ) -> None:
         self._sessions = sessions
+        self._allowed_host_paths = allowed_host_paths
 
     @activity.defn(name="create_container")
     async def create_container(self, request: ContainerCreateInput) -> ContainerCreateOutput:
         """Register a container on its node (the given one, or the one with fewest containers)."""
         config = request.config
+        check_bind_sources(config.binds, self._allowed_host_paths, resolve=False)
         async with self._sessions.begin() as session:
             containers = ContainerRepository(session)
             nodes = await NodeRepository(session).names()

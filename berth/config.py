@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     # Payload encryption keys (see berth.codec): inline JSON, or a file holding it.
     codec_keys: SecretStr | None = None
     codec_keys_file: Path | None = None
+    # Host paths containers may bind-mount (anything at or below these); empty allows none.
+    allowed_host_paths: list[Path] = Field(default_factory=list)
     # host:port of this process's Prometheus endpoint (workers); unset means no endpoint.
     metrics_address: str | None = None
     # Activities routed to a node whose agent is down fail after this long instead of waiting.

@@ -70,6 +70,30 @@ class Resources(Model):
     pids_limit: Annotated[int, Field(ge=1)] | None = None
 
 
+class BindMount(Model):
+    """A host path mounted into the container; the host path must be under an allowed root."""
+
+    source: Annotated[str, Field(min_length=1, max_length=4096)]
+    target: Annotated[str, Field(min_length=1, max_length=4096)]
+    read_only: bool = False
+
+    @field_validator("source", "target")
+    @classmethod
+    def _absolute_clean_path(cls, value: str) -> str:
+        if not value.startswith("/") or "\x00" in value:
+            raise ValueError(f"must be an absolute path, got {value!r}")
+        if ".." in value.split("/"):
+            raise ValueError(f"must not contain '..', got {value!r}")
+        return value
+
+    @field_validator("target")
+    @classmethod
+    def _not_the_root(cls, value: str) -> str:
+        if value.rstrip("/") == "":
+            raise ValueError("cannot mount over the container's root")
+        return value
+
+
 class ContainerConfig(Model):
     """What ``berth create`` registers: the container's config and host config."""
 
@@ -85,6 +109,7 @@ class ContainerConfig(Model):
     auto_remove: bool = False
     restart_policy: RestartPolicy = Field(default_factory=RestartPolicy)
     resources: Resources = Field(default_factory=Resources)
+    binds: list[BindMount] = Field(default_factory=list, max_length=64)
     node: str | None = None
 
     @field_validator("name")

@@ -6,15 +6,17 @@ naming the fields, which fails the workflow at once instead of retrying its task
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import temporalio.api.common.v1
 from pydantic import ValidationError
 from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter
 from temporalio.converter import (
+    BinaryNullPayloadConverter,
     CompositePayloadConverter,
     DataConverter,
     DefaultPayloadConverter,
+    EncodingPayloadConverter,
     JSONPlainPayloadConverter,
 )
 
@@ -42,14 +44,38 @@ class ValidatingJSONPayloadConverter(PydanticJSONPlainPayloadConverter):
             raise InvalidParameter(describe_validation_error(err)) from None
 
 
+class ValidatingNullPayloadConverter(BinaryNullPayloadConverter):
+    """``null`` is accepted only where ``None`` is: elsewhere it is an ``InvalidParameter``.
+
+    Without this, a client sending ``null`` as a workflow's input hands the workflow ``None``,
+    which fails its task on every retry instead of failing the workflow.
+    """
+
+    def from_payload(
+        self, payload: temporalio.api.common.v1.Payload, type_hint: type | None = None
+    ) -> Any:
+        if not _admits_none(type_hint):
+            raise InvalidParameter("invalid input: input: expected an object, got null")
+        return super().from_payload(payload, type_hint)
+
+
+def _admits_none(type_hint: object) -> bool:
+    if type_hint is None or type_hint is Any or type_hint is type(None):
+        return True
+    return type(None) in get_args(type_hint)
+
+
 class BerthPayloadConverter(CompositePayloadConverter):
-    """The default converters with JSON replaced by :class:`ValidatingJSONPayloadConverter`."""
+    """The default converters, with JSON and null replaced by validating ones."""
 
     def __init__(self) -> None:
-        json_converter = ValidatingJSONPayloadConverter()
+        replacements: dict[type, EncodingPayloadConverter] = {
+            JSONPlainPayloadConverter: ValidatingJSONPayloadConverter(),
+            BinaryNullPayloadConverter: ValidatingNullPayloadConverter(),
+        }
         super().__init__(
             *(
-                json_converter if isinstance(conv, JSONPlainPayloadConverter) else conv
+                replacements.get(type(conv), conv)
                 for conv in DefaultPayloadConverter.default_encoding_payload_converters
             )
         )

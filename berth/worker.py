@@ -22,6 +22,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.export import ExportActivities
+from activities.fleet import FleetActivities
 from activities.mount import MountActivities
 from activities.network import NetworkActivities
 from activities.shim import ShimActivities
@@ -47,6 +48,7 @@ from workflows.container_remove import ContainerRemove, ContainerRemoveOnNode
 from workflows.container_restart import ContainerRestart, ContainerRestartOnNode
 from workflows.container_start import ContainerStart, ContainerStartOnNode
 from workflows.container_stop import ContainerStop, ContainerStopOnNode
+from workflows.fleet_restart import FleetRestart
 
 log = logging.getLogger("berth.worker")
 
@@ -68,7 +70,8 @@ def control_worker(
     client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession]
 ) -> Worker:
     """The control worker: public workflows and their PostgreSQL steps, on queue ``berth``."""
-    state = StateActivities(sessions)
+    state = StateActivities(sessions, settings.allowed_host_paths)
+    fleet = FleetActivities(sessions, client)
     return Worker(
         client,
         task_queue=settings.task_queue,
@@ -81,9 +84,20 @@ def control_worker(
             ContainerPause,
             ContainerUnpause,
             ContainerRemove,
+            FleetRestart,
         ],
         workflow_runner=workflow_runner(),
-        activities=[state.create_container, state.locate_container, state.abort_operation],
+        activities=[
+            state.create_container,
+            state.locate_container,
+            state.abort_operation,
+            fleet.begin_fleet_run,
+            fleet.next_fleet_items,
+            fleet.record_fleet_item,
+            fleet.set_fleet_status,
+            fleet.check_healthy,
+            fleet.stalled_children,
+        ],
     )
 
 
@@ -158,10 +172,10 @@ def node_worker(
 ) -> Worker:
     """A node agent: the saga's host-bound steps, on queue ``berth-node-<node>``."""
     paths = settings.node_paths()
-    state = StateActivities(sessions)
+    state = StateActivities(sessions, settings.allowed_host_paths)
     mount = MountActivities(sessions, runtime.containerd, paths, runtime.faults)
     network = NetworkActivities(sessions, runtime.cni, paths, runtime.faults)
-    spec = SpecActivities(paths, runtime.faults)
+    spec = SpecActivities(paths, runtime.faults, settings.allowed_host_paths)
     shim = ShimActivities(runtime.containerd, paths, runtime.faults)
     task = TaskActivities(runtime.containerd, runtime.faults)
     export = ExportActivities(sessions, paths, runtime.faults)

@@ -10,7 +10,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from berth.contract import ContainerConfig
+from berth.contract import BindMount, ContainerConfig
 from berth.errors import InvalidParameter
 
 OCI_VERSION = "1.0.2"
@@ -206,6 +206,16 @@ def _resources(config: ContainerConfig) -> dict[str, Any]:
     return resources
 
 
+def _bind(bind: BindMount) -> dict[str, Any]:
+    mode = "ro" if bind.read_only else "rw"
+    return {
+        "destination": bind.target,
+        "type": "bind",
+        "source": bind.source,
+        "options": ["rbind", "rprivate", mode],
+    }
+
+
 def build_spec(
     container_id: str,
     config: ContainerConfig,
@@ -261,7 +271,7 @@ def build_spec(
         },
         "root": {"path": str(rootfs), "readonly": False},
         "hostname": hostname,
-        "mounts": _default_mounts(),
+        "mounts": _default_mounts() + [_bind(bind) for bind in config.binds],
         "linux": {
             "resources": _resources(config),
             "cgroupsPath": f"{CGROUP_PARENT}/{container_id}",

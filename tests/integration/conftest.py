@@ -39,6 +39,8 @@ TEST_NAMESPACE = "berth-test"
 TEST_CODEC_KEYS = (
     '{"active": "test-1", "keys": {"test-1": "QmVydGgtdGVzdC1rZXktMzItYnl0ZXMtbG9uZyEhIT0="}}'
 )
+# The only host paths test containers may bind-mount.
+BIND_ROOT = ROOT / "test-artifacts" / "binds"
 TEST_DATABASE_URL = os.environ.get(
     "BERTH_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/berth_test"
 )
@@ -68,6 +70,7 @@ def settings() -> Settings:
         metrics_address=f"127.0.0.1:{free_port()}",
         # The whole suite runs with encrypted payloads, as a security-minded operator would.
         codec_keys=TEST_CODEC_KEYS,
+        allowed_host_paths=[BIND_ROOT],
     )
 
 
