@@ -9,10 +9,11 @@ run in this process against them.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +63,17 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def settings() -> Settings:
+def exclusive_stack() -> Iterator[None]:
+    """One test session at a time: sessions share the test database, namespace and queues."""
+    lock_path = Settings().state_dir / "integration-tests.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+@pytest.fixture(scope="session")
+def settings(exclusive_stack: None) -> Settings:
     return Settings(
         database_url=TEST_DATABASE_URL,
         temporal_namespace=TEST_NAMESPACE,
