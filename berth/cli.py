@@ -17,6 +17,7 @@ from berth.config import Settings
 from berth.contract import ContainerConfig, Resources, RestartPolicy
 from berth.converter import describe_validation_error
 from berth.errors import BerthError, InvalidParameter
+from berth.fleet_cli import add_fleet_parser
 
 
 def parse_restart(value: str) -> RestartPolicy:
@@ -179,6 +180,9 @@ async def cmd_events(berth: BerthClient, args: argparse.Namespace) -> int:
     return 0
 
 
+Command = Callable[[BerthClient, argparse.Namespace], Awaitable[int]]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="berth", description="Durable container lifecycle")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -201,40 +205,25 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("cmd", nargs=argparse.REMAINDER)
     create.set_defaults(run=cmd_create)
 
-    start = commands.add_parser("start", help="start one or more containers")
-    start.add_argument("containers", nargs="+")
-    start.set_defaults(run=cmd_start)
+    def per_container(name: str, help_text: str, handler: Command) -> argparse.ArgumentParser:
+        """A verb that takes one or more containers, as docker's do."""
+        verb = commands.add_parser(name, help=help_text)
+        verb.add_argument("containers", nargs="+")
+        verb.set_defaults(run=handler)
+        return verb
 
-    stop = commands.add_parser("stop", help="stop one or more running containers")
-    stop.add_argument("-t", "--time", type=int, help="seconds to wait before SIGKILL (10)")
-    stop.add_argument("containers", nargs="+")
-    stop.set_defaults(run=cmd_stop)
-
-    restart = commands.add_parser("restart", help="restart one or more containers")
-    restart.add_argument("-t", "--time", type=int, help="seconds to wait before SIGKILL (10)")
-    restart.add_argument("containers", nargs="+")
-    restart.set_defaults(run=cmd_restart)
-
-    pause = commands.add_parser("pause", help="pause all processes of containers")
-    pause.add_argument("containers", nargs="+")
-    pause.set_defaults(run=cmd_pause)
-
-    unpause = commands.add_parser("unpause", help="unpause all processes of containers")
-    unpause.add_argument("containers", nargs="+")
-    unpause.set_defaults(run=cmd_unpause)
-
-    rm = commands.add_parser("rm", help="remove one or more containers")
-    rm.add_argument("-f", "--force", action="store_true", help="kill a running container first")
-    rm.add_argument("containers", nargs="+")
-    rm.set_defaults(run=cmd_rm)
-
-    wait = commands.add_parser("wait", help="block until containers stop; print exit codes")
-    wait.add_argument("containers", nargs="+")
-    wait.set_defaults(run=cmd_wait)
-
-    inspect = commands.add_parser("inspect", help="show containers as JSON")
-    inspect.add_argument("containers", nargs="+")
-    inspect.set_defaults(run=cmd_inspect)
+    per_container("start", "start one or more containers", cmd_start)
+    for name, handler in (("stop", cmd_stop), ("restart", cmd_restart)):
+        per_container(name, f"{name} one or more containers", handler).add_argument(
+            "-t", "--time", type=int, help="seconds to wait before SIGKILL (10)"
+        )
+    per_container("pause", "pause all processes of containers", cmd_pause)
+    per_container("unpause", "unpause all processes of containers", cmd_unpause)
+    per_container("rm", "remove one or more containers", cmd_rm).add_argument(
+        "-f", "--force", action="store_true", help="kill a running container first"
+    )
+    per_container("wait", "block until containers stop; print exit codes", cmd_wait)
+    per_container("inspect", "show containers as JSON", cmd_inspect)
 
     ps = commands.add_parser("ps", help="list containers")
     ps.add_argument("-a", "--all", action="store_true")
@@ -252,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     events = commands.add_parser("events", help="print container events")
     events.add_argument("container", nargs="?")
     events.set_defaults(run=cmd_events)
+
+    add_fleet_parser(commands)
 
     codec_server = commands.add_parser(
         "codec-server", help="serve the payload codec for the Temporal Web UI"

@@ -48,6 +48,7 @@ from berth.db.models import Container, ContainerEvent
 from berth.db.repository import ContainerRepository
 from berth.db.session import make_engine, make_sessionmaker
 from berth.errors import InvalidParameter, as_berth_error
+from berth.fleet_client import FleetClient
 from workflows.container_export import NodeExportInput
 from workflows.container_pause import NodePauseInput
 from workflows.container_remove import NodeRemoveInput
@@ -55,7 +56,7 @@ from workflows.container_restart import NodeRestartInput
 from workflows.container_start import NodeStartInput
 from workflows.container_stop import NodeStopInput
 from workflows.metrics import ACTION_DURATION, DURATION_BUCKETS_MS
-from workflows.visibility import container_attributes, start_workflow_id
+from workflows.visibility import container_attributes
 
 T = TypeVar("T")
 
@@ -122,6 +123,8 @@ class BerthClient:
         self.settings = settings
         self._engine = engine
         self._sessions: async_sessionmaker[AsyncSession] = make_sessionmaker(engine)
+        # Fleet restarts: start, progress, pause / resume / cancel, show (berth.fleet_client).
+        self.fleet = FleetClient(temporal, self._sessions, settings)
 
     @classmethod
     async def connect(cls, settings: Settings) -> BerthClient:
@@ -159,21 +162,13 @@ class BerthClient:
         (``ContainerStartOnNode``) instead of through ``ContainerStart``'s extra hop.
         """
         container = await self.get(ref)
-        try:
-            return await self.temporal.execute_workflow(
-                "ContainerStartOnNode",
-                NodeStartInput(request=ContainerStartInput(container=container.id)),
-                id=start_workflow_id(container.id),
-                task_queue=node_task_queue(container.node),
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                search_attributes=container_attributes(
-                    container.id, container.name, container.node
-                ),
-                result_type=ContainerStartOutput,
-            )
-        except WorkflowFailureError as err:
-            raise as_berth_error(err.cause) from None
+        return await self._on_node(
+            "ContainerStartOnNode",
+            "start",
+            container,
+            NodeStartInput(request=ContainerStartInput(container=container.id)),
+            ContainerStartOutput,
+        )
 
     async def export(self, ref: str, output: str) -> ContainerExportOutput:
         """Write a tar of the container's filesystem to ``output`` on its node (docker export).
