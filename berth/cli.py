@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from berth.client import BerthClient, dumps
 from berth.codec import AesGcmCodec, CodecKeys, codec_app, generate_keys
 from berth.config import Settings
-from berth.contract import ContainerConfig, Resources, RestartPolicy
+from berth.contract import ContainerConfig, HealthCheck, Resources, RestartPolicy
 from berth.converter import describe_validation_error
 from berth.errors import BerthError, InvalidParameter
 from berth.fleet_cli import add_fleet_parser
@@ -35,6 +35,22 @@ def parse_labels(values: list[str]) -> dict[str, str]:
     return labels
 
 
+def healthcheck_from_args(args: argparse.Namespace) -> HealthCheck | None:
+    """docker create's ``--health-*`` flags and ``--no-healthcheck`` as a check (None: image's)."""
+    if args.no_healthcheck:
+        return HealthCheck(test=["NONE"])
+    if not args.health_cmd:
+        return None
+    timing = {
+        "interval": args.health_interval,
+        "timeout": args.health_timeout,
+        "start_period": args.health_start_period,
+        "retries": args.health_retries,
+    }
+    given = {k: v for k, v in timing.items() if v is not None}
+    return HealthCheck.model_validate({"test": ["CMD-SHELL", args.health_cmd], **given})
+
+
 def config_from_args(args: argparse.Namespace) -> ContainerConfig:
     try:
         return ContainerConfig(
@@ -53,6 +69,7 @@ def config_from_args(args: argparse.Namespace) -> ContainerConfig:
                 memory_bytes=args.memory, cpu_shares=args.cpu_shares, pids_limit=args.pids_limit
             ),
             node=args.node,
+            healthcheck=healthcheck_from_args(args),
         )
     except ValidationError as err:
         raise InvalidParameter(describe_validation_error(err)) from None
@@ -133,12 +150,23 @@ async def cmd_inspect(berth: BerthClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def health_label(statuses: dict[str, str], container_id: str) -> str:
+    """docker ps's suffix: `` (healthy)``, `` (unhealthy)``, `` (health: starting)`` or none."""
+    status = statuses.get(container_id)
+    if status is None:
+        return ""
+    return f" (health: {status})" if status == "starting" else f" ({status})"
+
+
 async def cmd_ps(berth: BerthClient, args: argparse.Namespace) -> int:
     rows = [("CONTAINER ID", "IMAGE", "STATUS", "NODE", "IP", "NAMES")]
+    health = await berth.health_statuses()
     for container in await berth.ps(all_states=args.all):
         status = container.state
         if container.state == "exited":
             status = f"exited ({container.exit_code or 0})"
+        elif container.state == "running":
+            status += health_label(health, container.id)
         rows.append(
             (
                 container.id[:12],
@@ -201,6 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("-w", "--workdir", default="")
     create.add_argument("-u", "--user", default="")
     create.add_argument("--node")
+    create.add_argument("--health-cmd", help="command run by /bin/sh -c inside the container")
+    create.add_argument("--health-interval", type=float, help="seconds between checks (30)")
+    create.add_argument("--health-timeout", type=float, help="seconds before a check fails (30)")
+    create.add_argument("--health-start-period", type=float, help="grace period, seconds (0)")
+    create.add_argument("--health-retries", type=int, help="failures before unhealthy (3)")
+    create.add_argument("--no-healthcheck", action="store_true", help="disable the image's check")
     create.add_argument("image")
     create.add_argument("cmd", nargs=argparse.REMAINDER)
     create.set_defaults(run=cmd_create)

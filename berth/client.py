@@ -19,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -44,11 +45,12 @@ from berth.contract import (
     ContainerStopOutput,
 )
 from berth.converter import data_converter
-from berth.db.models import Container, ContainerEvent
+from berth.db.models import Container, ContainerEvent, ContainerHealth
 from berth.db.repository import ContainerRepository
 from berth.db.session import make_engine, make_sessionmaker
 from berth.errors import InvalidParameter, as_berth_error
 from berth.fleet_client import FleetClient
+from berth.health import describe_health
 from workflows.container_export import NodeExportInput
 from workflows.container_pause import NodePauseInput
 from workflows.container_remove import NodeRemoveInput
@@ -298,7 +300,23 @@ class BerthClient:
 
     async def inspect(self, ref: str) -> dict[str, Any]:
         """The container as docker inspect shows it (the fields Berth has)."""
-        return describe(await self.get(ref))
+        async with self._sessions() as session:
+            container = await ContainerRepository(session).get(ref)
+            health = await session.get(ContainerHealth, container.id)
+        described = describe(container)
+        if health is not None:
+            described["State"]["Health"] = describe_health(health)
+        return described
+
+    async def health_statuses(self) -> dict[str, str]:
+        """Each health-checked container's status for its current task, by container id."""
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(ContainerHealth.container_id, ContainerHealth.status)
+                .join(Container, Container.id == ContainerHealth.container_id)
+                .where(ContainerHealth.pid == Container.pid)
+            )
+            return {cid: status for cid, status in rows.all()}
 
     async def ps(self, all_states: bool = False) -> list[Container]:
         async with self._sessions() as session:

@@ -17,10 +17,21 @@ def node_task_queue(node: str) -> str:
 
 
 class NodePaths:
-    """Where one node keeps its host state; every path is derived, so undo can find it."""
+    """Where one node keeps its host state; every path is derived, so undo can find it.
 
-    def __init__(self, state_dir: Path, node: str) -> None:
+    The node's containerd is shared; everything per container lives under the containerd
+    namespace's own directory, so two Berth deployments on one node (say, a developer's and the
+    test suite's) never see each other's mounts, namespaces or address reservations.
+    """
+
+    def __init__(self, state_dir: Path, node: str, namespace: str = CONTAINERD_NAMESPACE) -> None:
         self.root = state_dir / "nodes" / node
+        self.workload_root = self.workloads_dir / namespace
+
+    @property
+    def workloads_dir(self) -> Path:
+        """The parent of every deployment's per-container state on this node."""
+        return self.root / "ns"
 
     @property
     def containerd_dir(self) -> Path:
@@ -32,32 +43,32 @@ class NodePaths:
 
     @property
     def rootfs_dir(self) -> Path:
-        return self.root / "rootfs"
+        return self.workload_root / "rootfs"
 
     def rootfs(self, container_id: str) -> Path:
         return self.rootfs_dir / container_id
 
     @property
     def netns_dir(self) -> Path:
-        return self.root / "netns"
+        return self.workload_root / "netns"
 
     def netns(self, container_id: str) -> Path:
         return self.netns_dir / container_id
 
     @property
     def cni_dir(self) -> Path:
-        return self.root / "cni"
+        return self.workload_root / "cni"
 
     @property
     def logs_dir(self) -> Path:
-        return self.root / "logs"
+        return self.workload_root / "logs"
 
     def log(self, container_id: str) -> Path:
         return self.logs_dir / f"{container_id}.log"
 
     @property
     def specs_dir(self) -> Path:
-        return self.root / "specs"
+        return self.workload_root / "specs"
 
     def spec(self, container_id: str) -> Path:
         return self.specs_dir / f"{container_id}.json"
@@ -100,4 +111,4 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: float = 60.0
 
     def node_paths(self, node: str | None = None) -> NodePaths:
-        return NodePaths(self.state_dir, node or self.node)
+        return NodePaths(self.state_dir, node or self.node, self.containerd_namespace)

@@ -94,6 +94,48 @@ class BindMount(Model):
         return value
 
 
+# A health check's probe: docker's HEALTHCHECK test forms.
+HEALTH_TEST_KINDS = ("CMD", "CMD-SHELL", "NONE")
+HealthSeconds = Annotated[float, Field(gt=0, le=86_400)]
+
+
+class HealthCheck(Model):
+    """Docker's ``HEALTHCHECK``: a probe run inside the container's task, and its timing.
+
+    ``test`` is ``["CMD", arg, ...]`` (exec form), ``["CMD-SHELL", "command"]`` (run by
+    ``/bin/sh -c`` inside the container) or ``["NONE"]`` (no check, also none of the image's).
+    The check is healthy after one probe exits 0 and unhealthy after ``retries`` failures in a
+    row; failures within ``start_period`` of the start do not count. Durations are seconds.
+    """
+
+    test: list[str] = Field(min_length=1, max_length=1024)
+    interval: HealthSeconds = 30.0
+    timeout: HealthSeconds = 30.0
+    start_period: Annotated[float, Field(ge=0, le=86_400)] = 0.0
+    retries: Annotated[int, Field(ge=1, le=1_000_000)] = 3
+
+    @field_validator("test")
+    @classmethod
+    def _valid_test(cls, value: list[str]) -> list[str]:
+        kind = value[0]
+        if kind not in HEALTH_TEST_KINDS:
+            raise ValueError(f"test must start with CMD, CMD-SHELL or NONE, got {kind!r}")
+        if kind == "NONE" and len(value) != 1:
+            raise ValueError("test ['NONE'] takes no arguments")
+        if kind == "CMD" and (len(value) < 2 or not value[1]):
+            raise ValueError("test ['CMD', ...] needs the command to run")
+        if kind == "CMD-SHELL" and (len(value) != 2 or not value[1].strip()):
+            raise ValueError("test ['CMD-SHELL', ...] takes exactly one command string")
+        if any("\x00" in arg or len(arg.encode()) > MAX_VALUE_BYTES for arg in value):
+            raise ValueError("test arguments must not contain NUL or exceed 4096 bytes")
+        return value
+
+    @property
+    def disabled(self) -> bool:
+        """``["NONE"]``: no health check, not even the image's."""
+        return self.test[0] == "NONE"
+
+
 class ContainerConfig(Model):
     """What ``berth create`` registers: the container's config and host config."""
 
@@ -111,6 +153,8 @@ class ContainerConfig(Model):
     resources: Resources = Field(default_factory=Resources)
     binds: list[BindMount] = Field(default_factory=list, max_length=64)
     node: str | None = None
+    # Wins over the image's Healthcheck when given; ["NONE"] disables the image's too.
+    healthcheck: HealthCheck | None = None
 
     @field_validator("name")
     @classmethod
@@ -330,8 +374,10 @@ class FleetRestartInput(Model):
     the run pauses (``on_failure="pause"``, the default) or stops (``"abort"``); with neither set
     the first failure breaches it. A restarted container counts as healthy when it still runs
     with the new task after ``min_healthy`` seconds, reached within ``healthy_deadline`` of its
-    restart. With ``batch_delay`` the run goes in batches of ``max_parallel`` with that pause
-    between them; without it, a rolling window. An item whose node agent does not pick it up
+    restart; a container with a health check counts as healthy when its new task's check says
+    ``healthy`` within ``healthy_deadline`` (``unhealthy``, or still ``starting`` then, fails).
+    With ``batch_delay`` the run goes in batches of ``max_parallel`` with that pause between
+    them; without it, a rolling window. An item whose node agent does not pick it up
     within ``node_wait`` seconds fails with that reason.
     """
 

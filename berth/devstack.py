@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import secrets
 import signal
 import socket
@@ -561,7 +562,7 @@ async def stop_node_containerd(paths: StackPaths, node: str) -> None:
 
 
 def unmount_rootfs_dirs(node_paths: NodePaths) -> None:
-    points = mounts_under(node_paths.rootfs_dir)
+    points = mounts_under(node_paths.workloads_dir)
     # unmount_rootfs takes everything below its target too, so only the topmost points.
     for target in points:
         if not any(parent in points for parent in target.parents):
@@ -570,18 +571,19 @@ def unmount_rootfs_dirs(node_paths: NodePaths) -> None:
 
 
 def delete_netns_files(node_paths: NodePaths) -> None:
-    for path in list_netns(node_paths.netns_dir):
-        delete_netns(path)
-        log(f"{'network':<14} deleted netns {path}")
+    for deployment in sorted(node_paths.workloads_dir.glob("*/netns")):
+        for path in list_netns(deployment):
+            delete_netns(path)
+            log(f"{'network':<14} deleted netns {path}")
 
 
 def berth_bridges() -> list[str]:
-    """The per-node bridges ``berth<i>`` on this host."""
+    """The per-node bridges here: ``berth<i>`` (dev), ``btest<i>`` (tests), ``bbench<i>``."""
     result = subprocess.run(
         ["ip", "-o", "link", "show", "type", "bridge"], capture_output=True, text=True, check=True
     )
     names = [line.split(":")[1].strip().split("@")[0] for line in result.stdout.splitlines()]
-    return [name for name in names if name.startswith("berth") and name[5:].isdigit()]
+    return [name for name in names if re.fullmatch(r"(berth|btest|bbench)[0-9]+", name)]
 
 
 def delete_bridges() -> None:

@@ -23,6 +23,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.export import ExportActivities
 from activities.fleet import FleetActivities
+from activities.health import HealthActivities
 from activities.mount import MountActivities
 from activities.network import NetworkActivities
 from activities.shim import ShimActivities
@@ -36,6 +37,7 @@ from berth.db.repository import NodeRepository
 from berth.db.session import make_engine, make_sessionmaker
 from berth.exit_monitor import ExitMonitor
 from berth.faults import NO_FAULTS, FaultHook, faults_from_env
+from berth.health_prober import HealthProber
 from berth.logs import configure as configure_logging
 from berth.reconciler import Reconciler, Undo, temporal_workflow_running
 from berth.runtime.cni import CniNetwork
@@ -72,6 +74,7 @@ def control_worker(
     """The control worker: public workflows and their PostgreSQL steps, on queue ``berth``."""
     state = StateActivities(sessions, settings.allowed_host_paths)
     fleet = FleetActivities(sessions, client)
+    health = HealthActivities(sessions)
     return Worker(
         client,
         task_queue=settings.task_queue,
@@ -96,6 +99,7 @@ def control_worker(
             fleet.record_fleet_item,
             fleet.set_fleet_status,
             fleet.check_healthy,
+            health.container_health,
             fleet.stalled_children,
         ],
     )
@@ -254,6 +258,10 @@ async def running(
             stack.push_async_callback(_cancel, repairs)
             exits = ExitMonitor(client, sessions, runtime.containerd, settings.node)
             stack.push_async_callback(_cancel, asyncio.create_task(exits.run()))
+            prober = HealthProber(
+                sessions, runtime.containerd, settings.node_paths(), settings.node
+            )
+            stack.push_async_callback(_cancel, asyncio.create_task(prober.run()))
         yield worker
 
 

@@ -78,6 +78,30 @@ class Container(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class ContainerHealth(Base):
+    """A container's health check state (docker's ``State.Health``), kept by its node agent.
+
+    ``pid`` is the task the status belongs to: a new task starts over at ``starting``.
+    ``exec_id`` is the probe in flight, written before the exec exists, so an agent that
+    restarts after a crash finds and deletes what the crashed one left in the task.
+    """
+
+    __tablename__ = "container_health"
+
+    container_id: Mapped[str] = mapped_column(
+        ForeignKey("containers.id", ondelete="CASCADE"), primary_key=True
+    )
+    node: Mapped[str] = mapped_column(String(63), index=True)
+    pid: Mapped[int | None] = mapped_column(Integer)
+    # starting | healthy | unhealthy
+    status: Mapped[str] = mapped_column(String(16))
+    failing_streak: Mapped[int] = mapped_column(Integer, server_default="0")
+    # The last results, oldest first: start, end, exit_code, output (at most 4 KiB each).
+    log: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default="[]")
+    exec_id: Mapped[str | None] = mapped_column(String(76))
+    updated_at: Mapped[datetime] = _now()
+
+
 class SagaStep(Base):
     """One step of one lifecycle operation: what it did, how to undo it, how undo went."""
 

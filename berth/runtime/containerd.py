@@ -46,6 +46,7 @@ from berth.runtime.types import Mount
 SNAPSHOTTER = "overlayfs"
 RUNTIME = "io.containerd.runc.v2"
 SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
+PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 NAMESPACE_HEADER = "containerd-namespace"
 # Snapshots that no container or image references are garbage to containerd's GC; Berth's rootfs
 # snapshots outlive their containerd container (stop deletes it), so each one is a GC root.
@@ -142,6 +143,24 @@ def _task_info(process: Any) -> TaskInfo:
         status=task_pb2.Status.Name(process.status),
         exit_status=process.exit_status,
     )
+
+
+def _process_details_exec_id(value: bytes) -> str:
+    """The ``exec_id`` (field 1) of the runc shim's ``ProcessDetails``; "" for init.
+
+    The message is not among the generated stubs, and field 1 is all it has.
+    """
+    if len(value) < 2 or value[0] != 0x0A:
+        return ""
+    length, shift, index = 0, 0, 1
+    while index < len(value):
+        byte = value[index]
+        length |= (byte & 0x7F) << shift
+        index += 1
+        if not byte & 0x80:
+            break
+        shift += 7
+    return value[index : index + length].decode(errors="replace")
 
 
 class ContainerdClient:
@@ -457,6 +476,85 @@ class ContainerdClient:
             self._tasks.Resume,
             tasks_pb2.ResumeTaskRequest(container_id=container_id),
         )
+
+    # --- exec processes ----------------------------------------------------------------------
+
+    async def exec_process(
+        self, container_id: str, exec_id: str, process: Mapping[str, Any], output: Path
+    ) -> None:
+        """Add the exec process ``exec_id`` (an OCI process spec) to the task; not started.
+
+        The runc v2 shim's ``file://`` stdio writes both streams to ``output``.
+        """
+        uri = output.absolute().as_uri()
+        await self._call(
+            f"exec {exec_id} in task {container_id}",
+            self._tasks.Exec,
+            tasks_pb2.ExecProcessRequest(
+                container_id=container_id,
+                exec_id=exec_id,
+                stdout=uri,
+                stderr=uri,
+                terminal=False,
+                spec=any_pb2.Any(type_url=PROCESS_TYPE_URL, value=json.dumps(process).encode()),
+            ),
+        )
+
+    async def start_process(self, container_id: str, exec_id: str) -> int:
+        """Start the exec process and return its pid."""
+        response = await self._call(
+            f"start exec {exec_id} in task {container_id}",
+            self._tasks.Start,
+            tasks_pb2.StartRequest(container_id=container_id, exec_id=exec_id),
+        )
+        return int(response.pid)
+
+    async def wait_process(self, container_id: str, exec_id: str) -> int:
+        """Wait for the exec process to exit and return its exit status."""
+        response = await self._call(
+            f"wait exec {exec_id} in task {container_id}",
+            self._tasks.Wait,
+            tasks_pb2.WaitRequest(container_id=container_id, exec_id=exec_id),
+        )
+        return int(response.exit_status)
+
+    async def kill_process(self, container_id: str, exec_id: str, signal: int) -> None:
+        """Signal the exec process; a missing or finished one is success."""
+        with contextlib.suppress(NotFound, Conflict):
+            await self._call(
+                f"kill exec {exec_id} in task {container_id}",
+                self._tasks.Kill,
+                tasks_pb2.KillRequest(container_id=container_id, exec_id=exec_id, signal=signal),
+            )
+
+    async def delete_process(self, container_id: str, exec_id: str) -> None:
+        """Delete the exited exec process (a live one is SIGKILLed first); missing is success."""
+        what = f"delete exec {exec_id} in task {container_id}"
+        request = tasks_pb2.DeleteProcessRequest(container_id=container_id, exec_id=exec_id)
+        try:
+            await self._call(what, self._tasks.DeleteProcess, request)
+        except NotFound:
+            return
+        except (Conflict, System):
+            # Still running (runc refuses to delete a live process): kill, wait, delete.
+            await self.kill_process(container_id, exec_id, signals.SIGKILL)
+            with contextlib.suppress(NotFound):
+                await asyncio.wait_for(self.wait_process(container_id, exec_id), 10)
+                await self._call(what, self._tasks.DeleteProcess, request)
+
+    async def exec_ids(self, container_id: str) -> list[str]:
+        """The exec ids of the task's live exec processes (from ``ListPids``)."""
+        response = await self._call(
+            f"list pids of task {container_id}",
+            self._tasks.ListPids,
+            tasks_pb2.ListPidsRequest(container_id=container_id),
+        )
+        found = []
+        for process in response.processes:
+            exec_id = _process_details_exec_id(process.info.value)
+            if exec_id:
+                found.append(exec_id)
+        return found
 
     # --- events ------------------------------------------------------------------------------
 

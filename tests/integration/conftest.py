@@ -82,6 +82,10 @@ def settings(exclusive_stack: None) -> Settings:
         # The whole suite runs with encrypted payloads, as a security-minded operator would.
         codec_keys=TEST_CODEC_KEYS,
         allowed_host_paths=[BIND_ROOT],
+        # The tests' own bridge and subnet (``btest<i>``, 10.213.100+i.0/24), apart from a
+        # developer's stack on the same nodes.
+        bridge="btest0",
+        subnet="10.213.100.0/24",
     )
 
 

@@ -40,8 +40,8 @@ from workflows.container_start import NodeStartInput
 from workflows.visibility import start_workflow_id
 
 NODE = "node-2"
-BRIDGE = "berth1"
-SUBNET = "10.213.1.0/24"
+BRIDGE = "btest1"
+SUBNET = "10.213.101.0/24"
 READY_LINE = "worker running"
 # A short workflow-task timeout: a task on a killed agent is retried elsewhere after this long.
 TASK_TIMEOUT = timedelta(seconds=2)

@@ -1,0 +1,54 @@
+"""Health status look-up for orchestration: what a container's health check says of a task.
+
+``container_health`` reads PostgreSQL only (the node agent's prober writes it), so it runs on
+the control worker, as the fleet restart's health gate. It has no side effect and no undo.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+
+from activities.types import StepModel
+from berth.health import health_report
+
+
+class ContainerHealthInput(StepModel):
+    container_id: str
+    # The task the status must belong to; None for whatever task runs now.
+    pid: int | None = None
+
+
+class ContainerHealthOutput(StepModel):
+    """``status`` is None without a check, else ``starting``, ``healthy`` or ``unhealthy``."""
+
+    has_check: bool
+    running: bool
+    status: str | None = None
+    failing_streak: int = 0
+    last_output: str = ""
+    # The check's interval in seconds: how often the status can change.
+    interval: float = 30.0
+    reason: str = ""
+
+
+class HealthActivities:
+    """Reads of the health records the node agents keep."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    @activity.defn(name="container_health")
+    async def container_health(self, request: ContainerHealthInput) -> ContainerHealthOutput:
+        """The container's health for the task ``pid``, and whether it still runs that task."""
+        async with self._sessions() as session:
+            report = await health_report(session, request.container_id, request.pid)
+        return ContainerHealthOutput(
+            has_check=report.has_check,
+            running=report.running,
+            status=report.status,
+            failing_streak=report.failing_streak,
+            last_output=report.last_output,
+            interval=report.interval,
+            reason=report.reason,
+        )
