@@ -102,7 +102,7 @@ class HealthProber:
 
     @property
     def _output_dir(self) -> Path:
-        return self._paths.root / "health"
+        return self._paths.workload_root / "health"
 
     async def run(self) -> None:
         """Clean up after a crashed agent, then keep monitors in step with the tasks."""
