@@ -203,3 +203,9 @@ async def force_remove(stack: Stack, container_id: str) -> None:
     await tear_down_host(
         container_id, stack.settings.node_paths(), stack.containerd, stack.runtime.cni
     )
+
+
+# The node-2 agent fixtures live beside their helper; registering them here, once, makes each
+# session-scoped fixture one instance for the whole session (imported into several test
+# modules, pytest would start one node-2 agent per module, and they would race for tasks).
+from tests.integration.node_agent import node2, node2_agent, node2_runtime  # noqa: E402, F401

@@ -22,6 +22,7 @@ def berth(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
         "BERTH_TEMPORAL_NAMESPACE": stack.settings.temporal_namespace,
         "BERTH_STATE_DIR": str(stack.settings.state_dir),
         "BERTH_CODEC_KEYS": TEST_CODEC_KEYS,
+        "BERTH_CONTAINERD_NAMESPACE": stack.settings.containerd_namespace,
     }
     return subprocess.run([str(BERTH), *args], capture_output=True, text=True, env=env, timeout=60)
 

@@ -1,6 +1,5 @@
 """``berth export``: a second mount holder beside start, on node-2's real agent."""
 
-# ruff: noqa: F811  (the node-2 fixtures are imported by name, then requested)
 from __future__ import annotations
 
 import asyncio
@@ -14,11 +13,8 @@ from temporalio.client import WorkflowFailureError
 
 from berth.errors import InvalidParameter
 from berth.runtime.netns import netns_exists
-from tests.integration.node_agent import (  # noqa: F401  (fixtures)
+from tests.integration.node_agent import (
     Node2,
-    node2,
-    node2_agent,
-    node2_runtime,
 )
 from tests.integration.test_crash_safety import RESULT_TIMEOUT, wait_until
 

@@ -4,7 +4,6 @@ Every test ends with the leak checker: no mount, netns, IP, containerd container
 or attachment that PostgreSQL and the host disagree about.
 """
 
-# ruff: noqa: F811  (the node-2 fixtures are imported by name, then requested)
 from __future__ import annotations
 
 import asyncio
@@ -16,11 +15,8 @@ from temporalio.client import WorkflowFailureError
 
 from berth.db.models import SagaStep
 from berth.runtime.netns import netns_exists
-from tests.integration.node_agent import (  # noqa: F401  (fixtures)
+from tests.integration.node_agent import (
     Node2,
-    node2,
-    node2_agent,
-    node2_runtime,
 )
 
 STEPS = ["mount", "network", "spec", "shim", "task"]

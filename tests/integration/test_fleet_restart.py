@@ -5,7 +5,6 @@ One fleet of 60 running containers (20 per node) is created once for the module;
 restarts all of it or a slice. Every test ends with the leak checker on every node.
 """
 
-# ruff: noqa: F811  (the node-2 fixtures are imported by name, then requested)
 from __future__ import annotations
 
 import asyncio
@@ -33,10 +32,8 @@ from berth.runtime.image import DEFAULT_REF, import_image
 from berth.teardown import tear_down_host
 from berth.worker import NodeRuntime, node_runtime
 from tests.integration.conftest import TEST_CODEC_KEYS, TEST_NAMESPACE
-from tests.integration.node_agent import (  # noqa: F401  (fixtures)
+from tests.integration.node_agent import (
     NodeAgent,
-    node2_agent,
-    node2_runtime,
 )
 
 PER_NODE = 20

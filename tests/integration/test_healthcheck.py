@@ -3,7 +3,6 @@
 Short intervals keep the file fast; the rules under test are docker's (``berth.health``).
 """
 
-# ruff: noqa: F811  (the node-2 fixtures are imported by name, then requested)
 from __future__ import annotations
 
 import asyncio
@@ -23,11 +22,8 @@ from berth.health_prober import EXEC_PREFIX
 from berth.runtime.containerd import ContainerdClient
 from berth.runtime.image import DEFAULT_REF
 from tests.integration.conftest import Stack
-from tests.integration.node_agent import (  # noqa: F401  (fixtures)
+from tests.integration.node_agent import (
     Node2,
-    node2,
-    node2_agent,
-    node2_runtime,
 )
 
 T = TypeVar("T")

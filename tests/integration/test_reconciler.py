@@ -1,6 +1,5 @@
 """The reconciler repairs what terminated sagas and lost agents left on node-2."""
 
-# ruff: noqa: F811  (the node-2 fixtures are imported by name, then requested)
 from __future__ import annotations
 
 import asyncio
@@ -21,11 +20,8 @@ from berth.runtime.image import DEFAULT_REF
 from berth.runtime.mounts import is_mounted, mount_rootfs
 from berth.runtime.netns import create_netns, netns_exists
 from berth.runtime.oci_spec import build_spec
-from tests.integration.node_agent import (  # noqa: F401  (fixtures)
+from tests.integration.node_agent import (
     Node2,
-    node2,
-    node2_agent,
-    node2_runtime,
 )
 from tests.integration.test_crash_safety import RESULT_TIMEOUT, wait_until
 
