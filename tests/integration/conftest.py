@@ -193,11 +193,12 @@ async def force_remove(stack: Stack, container_id: str) -> None:
     """
     for _ in range(100):
         try:
-            await stack.berth.remove(container_id, force=True)
+            # Bounded: a test that broke its node's agent must not hang the whole session.
+            await asyncio.wait_for(stack.berth.remove(container_id, force=True), 30)
         except Conflict:
             await asyncio.sleep(0.2)
             continue
-        except BerthError:
+        except (BerthError, TimeoutError):
             pass
         break
     await tear_down_host(

@@ -138,9 +138,10 @@ async def test_healthcheck_restart_starts_over_at_starting_for_the_new_task(stac
 async def test_healthcheck_node_agent_killed_mid_probe_resumes_streak_without_stray_execs(
     node2: Node2,
 ) -> None:
-    # Each probe takes ~1 s and fails: the agent is killed while one is in flight.
+    # Each probe takes ~3 s and fails: the agent is killed while one is in flight (long enough
+    # that the probe seen in PostgreSQL is still running when containerd is asked, under load).
     cid = await node2.create(
-        healthcheck={"test": ["CMD-SHELL", "sleep 1; exit 1"], "interval": 0.3, "retries": 4}
+        healthcheck={"test": ["CMD-SHELL", "sleep 3; exit 1"], "interval": 0.3, "retries": 4}
     )
     started = await (await node2.start_workflow(cid)).result()
     in_flight = await eventually(
@@ -164,6 +165,7 @@ async def test_healthcheck_node_agent_killed_mid_probe_resumes_streak_without_st
     health = await eventually(
         lambda: health_of(node2.sessions, cid),
         lambda h: h is not None and h.status == "unhealthy",
+        timeout=60.0,
     )
     assert health is not None and health.failing_streak == 4
 
