@@ -53,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
     from berth.errors import BerthError, as_berth_error
     from workflows import visibility
     from workflows.container_restart import ContainerRestartOnNode, NodeRestartInput
+    from workflows.metrics import record_fleet_item
     from workflows.policies import STATE_RETRY
     from workflows.routing import local_step, set_outcome
     from workflows.saga import failure_message
@@ -350,6 +351,7 @@ class FleetRestart:
         del self._in_flight[item.ref.seq]
         self._finished_here += 1
         self._count(item.ref.node, outcome, 1)
+        record_fleet_item(self._request.name, item.ref.node, outcome)
         if error and outcome == "failed":
             self._errors.append(error)
         self._check_budget()

@@ -7,6 +7,8 @@ Exported with the Temporal SDK's metrics on each worker's Prometheus endpoint
   how long each lifecycle action took, like dockerd's ``container_actions``.
 - ``berth_container_actions`` (counter; ``action``, ``outcome`` = ok / failed / not-modified).
 - ``berth_compensations`` (counter; ``step``, ``outcome`` = ok / failed): undo steps run.
+- ``berth_fleet_items`` (counter; ``fleet``, ``node``, ``outcome`` = restarted / failed / busy):
+  fleet restart progress, item by item.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from temporalio import workflow
 ACTION_DURATION = "berth_container_action_duration"
 ACTIONS = "berth_container_actions"
 COMPENSATIONS = "berth_compensations"
+FLEET_ITEMS = "berth_fleet_items"
 DURATION_BUCKETS_MS = (10.0, 25.0, 50.0, 100.0, 200.0, 300.0, 500.0, 1000.0, 2500.0, 10000.0)
 
 
@@ -36,4 +39,10 @@ def record_action(action: str, outcome: str, started: datetime) -> None:
 def record_compensation(step: str, ok: bool) -> None:
     workflow.metric_meter().create_counter(COMPENSATIONS, "Saga compensations run").add(
         1, {"step": step, "outcome": "ok" if ok else "failed"}
+    )
+
+
+def record_fleet_item(fleet: str, node: str, outcome: str) -> None:
+    workflow.metric_meter().create_counter(FLEET_ITEMS, "Fleet restart items finished").add(
+        1, {"fleet": fleet, "node": node, "outcome": outcome}
     )

@@ -150,7 +150,12 @@ async def test_healthcheck_node_agent_killed_mid_probe_resumes_streak_without_st
     )
     assert in_flight is not None
     left_behind, streak = in_flight.exec_id, in_flight.failing_streak
-    assert left_behind in await health_execs(node2.runtime.containerd, cid)
+    # The id is recorded before the exec is created, so containerd may show it a moment later.
+    await eventually(
+        lambda: health_execs(node2.runtime.containerd, cid),
+        lambda execs: left_behind in execs,
+        timeout=2.5,
+    )
 
     node2.agent.kill()
     await node2.agent.start()
