@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,11 @@ from berth.contract import (
 )
 from berth.db.models import Container
 from berth.db.repository import ContainerRepository, NodeRepository, SagaStepRepository
-from berth.errors import Conflict, Forbidden, InvalidParameter, NotFound
+from berth.errors import Conflict, Forbidden, InvalidParameter, Unavailable
 from berth.host_paths import check_bind_sources
+
+# A node whose agent has not refreshed its row for this long is not given new containers.
+NODE_LIVENESS = timedelta(seconds=30)
 
 
 class StartPlan(Frozen):
@@ -116,14 +119,17 @@ class StateActivities:
         check_bind_sources(config.binds, self._allowed_host_paths, resolve=False)
         async with self._sessions.begin() as session:
             containers = ContainerRepository(session)
-            nodes = await NodeRepository(session).names()
+            registry = NodeRepository(session)
+            nodes = await registry.names()
             if config.node is not None and config.node not in nodes:
                 raise InvalidParameter(f"node: no such node {config.node!r}")
-            if not nodes:
-                raise NotFound("no node is registered; start a node agent first")
+            # Placement picks among nodes whose agent is alive (heartbeat), never a dead one.
+            live = await registry.live_names(NODE_LIVENESS)
+            if config.node is None and not live:
+                raise Unavailable("no node agent is running; start one first")
             if await containers.find(config.name) is not None:
                 raise Conflict(f'Conflict. The container name "/{config.name}" is already in use')
-            node = config.node or _least_loaded(nodes, await containers.list())
+            node = config.node or _least_loaded(live, await containers.list())
             container = Container(
                 id=secrets.token_hex(32),
                 name=config.name,

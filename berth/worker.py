@@ -53,6 +53,7 @@ from workflows.container_stop import ContainerStop, ContainerStopOnNode
 from workflows.fleet_restart import FleetRestart
 
 log = logging.getLogger("berth.worker")
+NODE_HEARTBEAT_SECONDS = 5.0
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
@@ -168,6 +169,21 @@ async def register_node(settings: Settings, sessions: async_sessionmaker[AsyncSe
         await NodeRepository(session).register(settings.node, settings.bridge, settings.subnet)
 
 
+async def leave_node(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> None:
+    async with sessions.begin() as session:
+        await NodeRepository(session).leave(settings.node)
+
+
+async def heartbeat(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Refresh the node's ``last_seen_at`` so placement only picks nodes whose agent runs."""
+    while True:
+        await asyncio.sleep(NODE_HEARTBEAT_SECONDS)
+        try:
+            await register_node(settings, sessions)
+        except Exception:
+            log.exception("node heartbeat failed; retrying")
+
+
 def node_worker(
     client: Client,
     settings: Settings,
@@ -248,6 +264,7 @@ async def running(
             runtime = node_runtime(settings)
             stack.push_async_callback(runtime.containerd.close)
             await register_node(settings, sessions)
+            stack.push_async_callback(leave_node, settings, sessions)
             worker = node_worker(client, settings, sessions, runtime)
         await stack.enter_async_context(worker)
         if role != "control":
@@ -262,6 +279,7 @@ async def running(
                 sessions, runtime.containerd, settings.node_paths(), settings.node
             )
             stack.push_async_callback(_cancel, asyncio.create_task(prober.run()))
+            stack.push_async_callback(_cancel, asyncio.create_task(heartbeat(settings, sessions)))
         yield worker
 
 

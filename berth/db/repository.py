@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -110,6 +111,17 @@ class NodeRepository:
 
     async def names(self) -> list[str]:
         return list((await self._session.scalars(select(Node.name).order_by(Node.name))).all())
+
+    async def leave(self, name: str) -> None:
+        """Mark the node's agent as gone (a clean shutdown), so placement skips it at once."""
+        await self._session.execute(
+            update(Node).where(Node.name == name).values(last_seen_at=func.to_timestamp(0))
+        )
+
+    async def live_names(self, max_age: timedelta) -> list[str]:
+        """Nodes whose agent refreshed its row within ``max_age`` (its heartbeat)."""
+        query = select(Node.name).where(Node.last_seen_at > func.now() - max_age)
+        return list((await self._session.scalars(query.order_by(Node.name))).all())
 
 
 class MountHolderRepository:
