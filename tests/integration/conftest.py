@@ -154,6 +154,9 @@ class Stack:
     async def create(self, **fields: object) -> str:
         """Create a container with a unique name; returns its id."""
         fields.setdefault("image", DEFAULT_REF)
+        # On this session's in-process node (its paths, containerd and metrics are the ones
+        # the tests look at), not wherever placement would put it.
+        fields.setdefault("node", self.settings.node)
         fields.setdefault("cmd", ["sleep", "3600"])
         name = f"t-{uuid.uuid4().hex[:10]}"
         created = await self.berth.create(ContainerConfig.model_validate({"name": name, **fields}))
