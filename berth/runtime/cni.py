@@ -126,14 +126,22 @@ class CniNetwork:
         """
         # Plugins reject a path that is not a namespace; an empty one means "already gone".
         netns_arg = os.fspath(netns) if netns_exists(netns) else ""
+        failure = self._delete_chain(container_id, netns_arg, ifname)
+        if failure is not None and netns_arg and not netns_exists(netns):
+            # The namespace went away while DEL ran (a concurrent cleanup): free what is left.
+            failure = self._delete_chain(container_id, "", ifname)
+        if failure is not None:
+            raise failure
+
+    def _delete_chain(self, container_id: str, netns_arg: str, ifname: str) -> BerthError | None:
+        """Run every plugin's DEL, last first; the first failure, after all were attempted."""
         failure: BerthError | None = None
         for plugin in reversed(self.plugins()):
             try:
                 self._exec("DEL", plugin, container_id, netns_arg, ifname, None)
             except BerthError as error:
                 failure = failure or error
-        if failure is not None:
-            raise failure
+        return failure
 
     def reservations(self) -> dict[str, str]:
         """host-local's reservations on this network: IP -> container id."""

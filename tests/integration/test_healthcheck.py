@@ -178,7 +178,13 @@ async def test_healthcheck_node_agent_killed_mid_probe_resumes_streak_without_st
 async def create_named(stack: Stack, name: str, **fields: object) -> str:
     created = await stack.berth.create(
         ContainerConfig.model_validate(
-            {"name": name, "image": DEFAULT_REF, "cmd": ["sleep", "3600"], **fields}
+            {
+                "name": name,
+                "image": DEFAULT_REF,
+                "cmd": ["sleep", "3600"],
+                "node": stack.settings.node,  # one node, so the selection runs in name order
+                **fields,
+            }
         )
     )
     stack.created.append(created.id)
