@@ -68,7 +68,7 @@ TEMPORAL_NAMESPACES = ("default", TEST_NAMESPACE)
 SEARCH_ATTRIBUTES = ("ContainerId", "ContainerName", "Node", "SagaPhase", "Outcome")
 
 TEST_DATABASE = "berth_test"
-CONTAINERD_NAMESPACES = ("berth", "berth-test")
+CONTAINERD_NAMESPACES = ("berth", "berth-test", "berth-bench")
 BUSYBOX_REF = "local/busybox:latest"
 
 STARTUP_TIMEOUT = 60.0
