@@ -329,7 +329,10 @@ async def run(argv: list[str] | None = None) -> int:
             return 1
     command: Callable[[BerthClient, argparse.Namespace], Awaitable[int]] = args.run
     try:
-        async with await BerthClient.connect(Settings()) as berth:
+        # The CLI serves no metrics: the workers own the metrics ports (BERTH_METRICS_ADDRESS
+        # may be set in an environment shared with them, as the dev stack's is).
+        settings = Settings().model_copy(update={"metrics_address": None})
+        async with await BerthClient.connect(settings) as berth:
             return await command(berth, args)
     except BerthError as err:
         print(f"Error response from daemon: {err.message}", file=sys.stderr)
