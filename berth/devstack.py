@@ -562,7 +562,11 @@ async def stop_node_containerd(paths: StackPaths, node: str) -> None:
 
 
 def unmount_rootfs_dirs(node_paths: NodePaths) -> None:
-    points = mounts_under(node_paths.workloads_dir)
+    points = [
+        point
+        for rootfs_dir in sorted(node_paths.workloads_dir.glob("*/rootfs"))
+        for point in mounts_under(rootfs_dir)
+    ]
     # unmount_rootfs takes everything below its target too, so only the topmost points.
     for target in points:
         if not any(parent in points for parent in target.parents):
