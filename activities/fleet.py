@@ -22,8 +22,9 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.types import StepModel
-from berth.contract import FleetSelector
-from berth.db.models import Container, FleetItem, FleetRun
+from berth.contract import FleetSelector, HealthCheck
+from berth.db.models import Container, ContainerHealth, FleetItem, FleetRun
+from berth.health import has_health_check
 
 
 class BeginFleetInput(StepModel):
@@ -51,6 +52,8 @@ class FleetItemRef(StepModel):
     container_id: str
     name: str
     node: str
+    # The container has a health check (as paged); without one the gate needs no look-up.
+    health_check: bool = True
 
 
 class FleetItems(StepModel):
@@ -106,6 +109,25 @@ def selection(selector: FleetSelector) -> Any:
     if selector.state is not None:
         clauses.append(Container.state == selector.state.value)
     return and_(True, *clauses)
+
+
+async def _with_health_check(session: AsyncSession, container_ids: list[str]) -> set[str]:
+    """Which of these containers have a health check (declared, or probed from the image)."""
+    if not container_ids:
+        return set()
+    rows = await session.execute(
+        select(Container.id, Container.config["healthcheck"], ContainerHealth.container_id)
+        .outerjoin(ContainerHealth, ContainerHealth.container_id == Container.id)
+        .where(Container.id.in_(container_ids))
+    )
+    return {
+        container_id
+        for container_id, declared, probed in rows.all()
+        if has_health_check(
+            None if declared is None else HealthCheck.model_validate(declared),
+            probed=probed is not None,
+        )
+    }
 
 
 def interleaved(rows: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
@@ -193,12 +215,18 @@ class FleetActivities:
                 .order_by(FleetItem.seq)
                 .limit(request.limit)
             )
+            items = found.all()
+            checked = await _with_health_check(session, [i.container_id for i in items])
             return FleetItems(
                 items=[
                     FleetItemRef(
-                        seq=i.seq, container_id=i.container_id, name=i.container_name, node=i.node
+                        seq=i.seq,
+                        container_id=i.container_id,
+                        name=i.container_name,
+                        node=i.node,
+                        health_check=i.container_id in checked,
                     )
-                    for i in found.all()
+                    for i in items
                 ]
             )
 

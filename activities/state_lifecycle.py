@@ -16,7 +16,7 @@ from temporalio import activity
 
 from activities.state import StepOutcome
 from activities.types import StepModel as Frozen
-from berth.contract import ContainerConfig, ContainerState
+from berth.contract import ContainerConfig, ContainerStartOutput, ContainerState
 from berth.db.models import Container
 from berth.db.repository import ContainerRepository, SagaStepRepository
 from berth.errors import Conflict
@@ -34,6 +34,8 @@ class Holding(Frozen):
     operation: str
     config: ContainerConfig
     stop_signal: str | None = None
+    # The task's pid when the operation began (None: no task).
+    pid: int | None = None
 
 
 class BeginStopInput(Frozen):
@@ -56,6 +58,14 @@ class FinishStopInput(Frozen):
     then_start: bool
     steps: list[StepOutcome]
     error: str | None = None
+
+
+class CommitRestartInput(Frozen):
+    holding: Holding
+    # How the old task ended, and the pid of the task that replaced it.
+    exit_code: int
+    pid: int
+    steps: list[StepOutcome]
 
 
 class FinishOutput(Frozen):
@@ -141,6 +151,7 @@ def _holding(container: Container, operation: str) -> Holding:
         operation=operation,
         config=ContainerConfig.model_validate(container.config),
         stop_signal=container.stop_signal,
+        pid=container.pid,
     )
 
 
@@ -238,6 +249,36 @@ class LifecycleStateActivities:
             container.has_been_manually_stopped = True
             container.operation = None
             return FinishOutput(removed=await _auto_remove(containers, container))
+
+    @activity.defn(name="commit_restart")
+    async def commit_restart(self, request: CommitRestartInput) -> ContainerStartOutput:
+        """Record a restart in place: the old task's exit (``die``, ``stop``) and the new
+        task running (``start``), in one transaction; the network and its IP are unchanged."""
+        holding = request.holding
+        async with self._sessions.begin() as session:
+            containers = ContainerRepository(session)
+            container = await containers.get(holding.container_id, for_update=True)
+            ip = container.ip
+            if container.operation == holding.operation:
+                await _journal(session, holding, request.steps)
+                _stopped(container, request.exit_code)
+                containers.add_event(container, "die", {"exitCode": request.exit_code})
+                containers.add_event(container, "stop")
+                container.state = ContainerState.RUNNING
+                container.pid = request.pid
+                container.ip = ip
+                container.exit_code = 0
+                container.error = None
+                container.started_at = _now()
+                container.has_been_manually_stopped = False
+                # docker restart resets the restart manager, like a manual start.
+                container.restart_count = 0
+                container.restart_backoff_ms = 0
+                container.operation = None
+                containers.add_event(container, "start", {"pid": request.pid})
+        return ContainerStartOutput(
+            id=holding.container_id, name=holding.name, node=holding.node, pid=request.pid, ip=ip
+        )
 
     @activity.defn(name="begin_pause")
     async def begin_pause(self, request: BeginPauseInput) -> Holding:

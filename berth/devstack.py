@@ -334,6 +334,13 @@ def temporal_process(paths: StackPaths) -> BackgroundProcess:
         TEST_NAMESPACE,
         "--log-level",
         "warn",
+        # A write-ahead log, synced at checkpoints: state survives a crash of the server
+        # process (not of the machine), and each write is not a journal file created, synced
+        # and deleted again.
+        "--sqlite-pragma",
+        "journal_mode=wal",
+        "--sqlite-pragma",
+        "synchronous=normal",
     ]
     # start-dev registers these in every namespace it creates; register_search_attributes
     # below still checks each namespace, since an existing db file may predate a namespace.

@@ -134,6 +134,14 @@ class HealthReport:
     reason: str = ""
 
 
+def has_health_check(declared: HealthCheck | None, probed: bool) -> bool:
+    """Whether a container has a health check: one declared and not disabled, or none declared
+    and its node agent has probed it (a check from its image)."""
+    if declared is not None:
+        return not declared.disabled
+    return probed
+
+
 async def health_report(session: AsyncSession, container_id: str, pid: int | None) -> HealthReport:
     """The health of ``container_id`` for its task ``pid`` (None: whatever task runs now)."""
     container = await session.get(Container, container_id)
@@ -150,9 +158,7 @@ async def health_report(session: AsyncSession, container_id: str, pid: int | Non
     record = await session.get(ContainerHealth, container_id, populate_existing=True)
     config = ContainerConfig.model_validate(container.config)
     declared = config.healthcheck
-    if declared is not None and declared.disabled:
-        return HealthReport(has_check=False, running=running, reason=reason)
-    if declared is None and record is None:
+    if not has_health_check(declared, probed=record is not None):
         return HealthReport(has_check=False, running=running, reason=reason)
     interval = declared.interval if declared is not None else 30.0
     if record is None or record.pid != pid:

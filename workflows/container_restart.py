@@ -1,10 +1,13 @@
 """``ContainerRestart``: docker restart as ONE operation on the container (stop, then start).
 
-``ContainerRestartOnNode`` holds the container from the stop's row lock to the start's commit:
-it stops it as ``ContainerStopOnNode`` does (a stopped one skips that part), records the exit
-while keeping the container held (``starting``), and then runs the start saga inline as the
-same operation, so no other operation can slip in between and a failed start unwinds as any
-start does.
+``ContainerRestartOnNode`` holds the container from the stop's row lock to the start's commit.
+A running container is restarted in place: its task is stopped and replaced by a new one in the
+same containerd container, and the rootfs mount, network namespace and IP stay (a Kubernetes pod
+sandbox does the same across container restarts); the old exit and the new start are recorded
+in one transaction. If the replacement fails, or there is no containerd container to restart,
+the host is released as a stop does and the full start saga runs inline as the same operation,
+so no other operation can slip in between and a failed start unwinds and is recorded as any
+start is. A container that was not running gets that full start directly.
 """
 
 from __future__ import annotations
@@ -12,9 +15,13 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from activities.shim import ReplaceTaskInput, ShimActivities
+    from activities.state import StepOutcome
     from activities.state_lifecycle import (
         BeginStopInput,
+        CommitRestartInput,
         FinishStopInput,
+        Holding,
         LifecycleStateActivities,
     )
     from activities.types import StepModel
@@ -32,8 +39,9 @@ with workflow.unsafe.imports_passed_through():
         state_step,
         stop_task_or_abort,
     )
-    from workflows.routing import locate, run_on_node, set_outcome
-    from workflows.saga import run_to_completion
+    from workflows.metrics import record_action
+    from workflows.routing import local_step, locate, run_on_node, set_outcome
+    from workflows.saga import failure_message, run_to_completion
 
 
 class NodeRestartInput(StepModel):
@@ -66,6 +74,16 @@ class ContainerRestartOnNode:
 
     @workflow.run
     async def run(self, restart: NodeRestartInput) -> ContainerStartOutput:
+        began = workflow.now()
+        try:
+            result = await self._restart(restart)
+        except BaseException:
+            record_action("restart", "failed", began)
+            raise
+        record_action("restart", "ok", began)
+        return result
+
+    async def _restart(self, restart: NodeRestartInput) -> ContainerStartOutput:
         request = restart.request
         operation = restart.operation or workflow.info().workflow_id
         plan = await state_step(
@@ -78,7 +96,12 @@ class ContainerRestartOnNode:
         if plan.was_running:
             timeout = DEFAULT_STOP_TIMEOUT if request.timeout is None else request.timeout
             exit_code = await stop_task_or_abort(held, held.stop_signal, timeout)
+            replaced, failure = await self._replace_task(held)
+            if replaced is not None:
+                return await self._commit_in_place(held, exit_code, replaced)
             steps = await release_host(held)
+            if failure is not None:
+                steps.insert(0, failure)
         await run_to_completion(
             lambda: state_step(
                 LifecycleStateActivities.finish_stop,
@@ -93,9 +116,53 @@ class ContainerRestartOnNode:
             )
         )
         # The start saga, inline and as this same operation: begin_start finds it held by us.
+        workflow.set_current_details(f"start {held.name} from scratch")
         start = ContainerStartOnNode()
         return await start.run(
             NodeStartInput(
                 request=ContainerStartInput(container=held.container_id), operation=operation
             )
         )
+
+    async def _replace_task(self, held: Holding) -> tuple[int | None, StepOutcome | None]:
+        """The new task's pid, or None (with why, if it failed) when it must start from scratch.
+
+        Whatever a failed replacement left is released with the rest of the host afterwards. A
+        cancel does not cut the replacement short: the restart then finishes.
+        """
+        workflow.set_current_details(f"replace the task of {held.name} in place")
+        try:
+            replaced = await run_to_completion(
+                lambda: local_step(
+                    ShimActivities.replace_task,
+                    ReplaceTaskInput(
+                        container_id=held.container_id, node=held.node, old_pid=held.pid
+                    ),
+                    f"replace the task of {held.name} on {held.node}",
+                )
+            )
+        except Exception as err:
+            message = failure_message(err)
+            workflow.logger.warning(
+                f"restart of {held.name} in place failed ({message}); starting it from scratch"
+            )
+            return None, StepOutcome(step="replace-task", status="failed", error=message)
+        return replaced.pid, None
+
+    async def _commit_in_place(
+        self, held: Holding, exit_code: int, pid: int
+    ) -> ContainerStartOutput:
+        result: ContainerStartOutput = await run_to_completion(
+            lambda: state_step(
+                LifecycleStateActivities.commit_restart,
+                CommitRestartInput(
+                    holding=held,
+                    exit_code=exit_code,
+                    pid=pid,
+                    steps=[StepOutcome(step="replace-task", status="done", handle={"pid": pid})],
+                ),
+                f"record {held.name} restarted with pid {pid}",
+            )
+        )
+        workflow.set_current_details(f"{held.name} restarted in place with pid {pid}")
+        return result

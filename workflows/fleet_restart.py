@@ -294,9 +294,10 @@ class FleetRestart:
 
     async def _health_gate(self, item: InFlight, pid: int) -> tuple[str, str | None]:
         request = self._request
-        checked = await self._health_of(item, pid)
-        if checked.has_check:
-            return await self._wait_healthy(item, pid, checked)
+        if item.ref.health_check:
+            checked = await self._health_of(item, pid)
+            if checked.has_check:
+                return await self._wait_healthy(item, pid, checked)
         if request.min_healthy <= 0:
             return "restarted", None
         await workflow.sleep(request.min_healthy)

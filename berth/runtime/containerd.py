@@ -343,6 +343,18 @@ class ContainerdClient:
                 containers_pb2.DeleteContainerRequest(id=container_id),
             )
 
+    async def has_container(self, container_id: str) -> bool:
+        """Whether the containerd container exists."""
+        try:
+            await self._call(
+                f"container {container_id}",
+                self._containers.Get,
+                containers_pb2.GetContainerRequest(id=container_id),
+            )
+        except NotFound:
+            return False
+        return True
+
     async def list_containers(self) -> list[str]:
         """The ids of every container of this namespace."""
         response = await self._call(

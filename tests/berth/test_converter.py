@@ -6,7 +6,7 @@ import pytest
 from temporalio.api.common.v1 import Payload
 
 from berth.contract import ContainerStartInput
-from berth.converter import data_converter
+from berth.converter import data_converter, type_adapter
 from berth.errors import InvalidParameter
 
 
@@ -41,3 +41,9 @@ def test_converter_with_malformed_input_raises_invalid_parameter_naming_the_fiel
 
 def test_converter_accepts_null_where_none_is_the_type() -> None:
     assert decode(payload(b"binary/null", b""), type(None)) is None
+
+
+def test_converter_builds_each_type_adapter_once_per_process() -> None:
+    # Workers make a converter per workflow run; the adapters outlive them.
+    assert type_adapter(ContainerStartInput) is type_adapter(ContainerStartInput)
+    assert type_adapter(list[str]) is type_adapter(list[str])

@@ -238,7 +238,7 @@ async def test_fleet_restart_sixty_containers_keeps_limits_and_restarts_every_ta
 
 
 def fail_start_of(*ids: str) -> list[dict[str, Any]]:
-    return [{"point": "spec:before", "action": "fail", "container": cid} for cid in ids]
+    return [{"point": "task:before", "action": "fail", "container": cid} for cid in ids]
 
 
 async def test_fleet_restart_failures_over_budget_pause_and_resume_finishes(fleet: Fleet) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from activities.mount import MountActivities, MountRootfsInput, ReleaseRootfsInput
 from activities.network import NetworkActivities, NetworkInput
-from activities.shim import CreateShimInput, ShimActivities
+from activities.shim import CreateShimInput, ReplaceTaskInput, ShimActivities
 from activities.spec import SpecActivities, WriteSpecInput
 from activities.task import TaskActivities
 from activities.types import ContainerRef
@@ -213,3 +213,29 @@ async def test_task_start_twice_runs_one_task_and_stop_twice_removes_it(steps: S
     await steps.task.stop_task(steps.ref)
 
     assert (await steps.stack.footprint(steps.container_id)).task_status is None
+
+
+async def test_replace_task_twice_starts_one_new_task(steps: Steps) -> None:
+    shim = await steps.spec_and_shim()
+    old = (await steps.shim.create_shim(shim)).pid
+    await steps.task.start_task(steps.ref)
+    replace = ReplaceTaskInput(container_id=steps.container_id, node=steps.node, old_pid=old)
+
+    first = await steps.shim.replace_task(replace)
+    second = await steps.shim.replace_task(replace)
+
+    task = await steps.stack.containerd.get_task(steps.container_id)
+    assert first.pid is not None and first.pid != old
+    assert (task.status, task.pid, second.pid) == ("RUNNING", first.pid, first.pid)
+    await steps.shim.delete_shim(steps.ref)
+
+
+async def test_replace_task_without_containerd_container_says_start_from_scratch(
+    steps: Steps,
+) -> None:
+    replace = ReplaceTaskInput(container_id=steps.container_id, node=steps.node, old_pid=None)
+
+    replaced = await steps.shim.replace_task(replace)
+
+    assert replaced.pid is None
+    assert steps.container_id not in await steps.stack.containerd.list_containers()
