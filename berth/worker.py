@@ -62,12 +62,6 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     Re-importing them for every workflow run costs tens of milliseconds per start; they hold no
     per-run state, and the workflows that use them do no I/O.
     """
-    import os
-
-    if os.environ.get("XX_UNSANDBOXED"):
-        from temporalio.worker import UnsandboxedWorkflowRunner
-
-        return UnsandboxedWorkflowRunner()  # type: ignore[return-value]
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(
             "activities", "berth", "workflows", "pydantic", "pydantic_core", "sqlalchemy", "grpc"
