@@ -31,6 +31,7 @@ from pathlib import Path
 import psycopg
 from alembic import command
 from alembic.config import Config
+from docker_baseline import bench_docker, import_busybox, private_dockerd
 from google.protobuf.duration_pb2 import Duration
 from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import Client
@@ -149,8 +150,9 @@ def ctr_restart(base: list[str], container_id: str) -> None:
     subprocess.run([*base, "task", "start", "-d", container_id], check=True, capture_output=True)
 
 
-def bench_ctr(nodes: list[Settings], count: int, run: str) -> tuple[float, list[tuple[list, str]]]:
-    work = [(ctr(nodes[i % len(nodes)]), f"bench-ctr-{run}-{i}") for i in range(count)]
+def bench_ctr(nodes: list[Settings], count: int, run: str, work: list[tuple[list, str]]) -> float:
+    """Create the containers (listed in ``work`` for the clean-up), then time their restarts."""
+    work += [(ctr(nodes[i % len(nodes)]), f"bench-ctr-{run}-{i}") for i in range(count)]
     with ThreadPoolExecutor(PARALLEL) as pool:
         list(
             pool.map(
@@ -164,7 +166,7 @@ def bench_ctr(nodes: list[Settings], count: int, run: str) -> tuple[float, list[
         )
         began = time.perf_counter()
         list(pool.map(lambda w: ctr_restart(*w), work))
-        return time.perf_counter() - began, work
+        return time.perf_counter() - began
 
 
 def clean_ctr(work: list[tuple[list, str]]) -> None:
@@ -237,11 +239,22 @@ async def clean_berth(berth: BerthClient, nodes: list[Settings], ids: list[tuple
     await asyncio.gather(*(one(cid, node) for cid, node in ids))
 
 
+def run_docker(own: Settings, count: int, run: str) -> float:
+    """``docker restart`` of ``count`` containers, 8 at a time, on node-1's containerd."""
+    log = own.state_dir / "logs" / "fleet-bench-dockerd.log"
+    with private_dockerd(own.state_dir, own.node_paths().containerd_socket, log) as docker:
+        import_busybox(docker)
+        return bench_docker(docker, count, PARALLEL, run)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--nodes", type=int, default=4)
     parser.add_argument("--only", choices=["berth", "ctr"], help="run one side (for profiling)")
+    parser.add_argument(
+        "--docker", action="store_true", help="also docker restart (scripts/dev bench installs it)"
+    )
     parser.add_argument("--agent", help=argparse.SUPPRESS)
     args = parser.parse_args()
     settings = Settings(
@@ -275,24 +288,33 @@ async def main() -> None:
                 agents.append(start_agent(own, log))
                 await wait_ready(agents[-1], log)
             await stack.enter_async_context(running("control", settings, berth.temporal))
-            berth_seconds = ctr_seconds = float("nan")
+            berth_seconds = ctr_seconds = docker_seconds = float("nan")
             if args.only != "ctr":
                 berth_seconds = await bench_berth(berth, nodes, args.count, run, ids)
             if args.only != "berth":
-                ctr_seconds, work = await asyncio.to_thread(bench_ctr, nodes, args.count, run)
+                ctr_seconds = await asyncio.to_thread(bench_ctr, nodes, args.count, run, work)
         finally:
             await clean_berth(berth, nodes, ids)
             await asyncio.to_thread(clean_ctr, work)
             for agent in agents:
                 agent.terminate()
                 agent.wait(30)
+    if args.docker:
+        docker_seconds = await asyncio.to_thread(run_docker, nodes[0], args.count, run)
     count = args.count
     print(f"restart of {count} running containers over {args.nodes} nodes, {PARALLEL} in parallel")
     print(
         f"berth FleetRestart (durable)      {berth_seconds:7.2f} s   {count / berth_seconds:6.1f}/s"
     )
     print(f"ctr delete -f + start (baseline)  {ctr_seconds:7.2f} s   {count / ctr_seconds:6.1f}/s")
+    if args.docker:
+        print(
+            f"docker restart -t 0 (one dockerd)  {docker_seconds:7.2f} s   "
+            f"{count / docker_seconds:6.1f}/s"
+        )
     print(f"throughput ratio berth / ctr: {ctr_seconds / berth_seconds:.2f}")
+    if args.docker:
+        print(f"throughput ratio berth / docker: {docker_seconds / berth_seconds:.2f}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ the control worker and the node agents.
     status                          what runs, per component
     demo                            up, then start a real container through the saga
     test                            up --infra-only --nodes 3, then ruff, mypy and pytest
+    bench [ARGS]                    up --infra-only --nodes 4, then the fleet restart bench
+                                    beside ctr and docker (scripts/dev installs docker.io)
 
 Every background process is started detached with a pid file under ``<state>/run`` and a log
 under ``<state>/logs``, and stopped by that recorded pid only.
@@ -64,6 +66,7 @@ TEMPORAL_UI_PORT = 8233
 TEMPORAL_ADDRESS = f"{TEMPORAL_IP}:{TEMPORAL_PORT}"
 WEB_UI = f"http://{TEMPORAL_IP}:{TEMPORAL_UI_PORT}"
 TEST_NAMESPACE = "berth-test"
+BENCH_NODES = 4
 TEMPORAL_NAMESPACES = ("default", TEST_NAMESPACE)
 SEARCH_ATTRIBUTES = ("ContainerId", "ContainerName", "Node", "SagaPhase", "Outcome")
 
@@ -738,6 +741,21 @@ def test(settings: Settings, paths: StackPaths, pytest_args: Sequence[str]) -> i
     return 0
 
 
+def bench(settings: Settings, paths: StackPaths, bench_args: Sequence[str]) -> int:
+    """The fleet restart benchmark on 4 nodes, beside ctr and docker; takes down what it started."""
+    was_running = running_pid(paths, temporal_process(paths)) is not None
+    try:
+        up(settings, paths, nodes=BENCH_NODES, infra_only=True)
+        env = {**os.environ, "BERTH_STATE_DIR": str(paths.state)}
+        argv = [str(VENV_BIN / "python"), "bench/fleet_bench.py", "--docker", *bench_args]
+        ok = run_check(argv, env)
+    finally:
+        if not was_running:
+            log("\ntaking down the stack this bench brought up")
+            down(paths)
+    return 0 if ok else 1
+
+
 def search_attributes(settings: Settings, namespaces: Sequence[str]) -> None:
     """Register the search attributes on any Temporal (used by docker-compose's control)."""
     asyncio.run(register_search_attributes(settings.temporal_address, namespaces))
@@ -759,7 +777,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser = commands.add_parser("demo", help="up, then start a container via the saga")
     demo_parser.add_argument("--nodes", type=int, default=1)
     commands.add_parser("test", help="up --infra-only --nodes 3, lint, types, tests")
-    # Any further arguments (see main) are passed to pytest.
+    # Any further arguments (see main) are passed to pytest, or to bench/fleet_bench.py.
+    commands.add_parser("bench", help="up --infra-only --nodes 4, fleet restart bench")
     sa_parser = commands.add_parser("search-attributes", help="register search attributes")
     sa_parser.add_argument("--namespace", action="append", help="default: BERTH_TEMPORAL_NAMESPACE")
     node_parser = commands.add_parser("node-runtime", help="containerd + image for one node")
@@ -770,7 +789,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "test":
+    if extra and args.command not in ("test", "bench"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     settings = Settings()
     paths = StackPaths(settings.state_dir)
@@ -786,6 +805,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 demo(settings, paths, args.nodes)
             case "test":
                 return test(settings, paths, extra)
+            case "bench":
+                return bench(settings, paths, extra)
             case "search-attributes":
                 search_attributes(settings, args.namespace or [settings.temporal_namespace])
             case "node-runtime":

@@ -90,6 +90,14 @@ def _layer(busybox: Path) -> bytes:
     return _tar(entries)
 
 
+def busybox_rootfs_tar(out_tar: Path, busybox: Path = BUSYBOX) -> Path:
+    """Write the busybox image's root filesystem as one plain tar (for ``docker import``)."""
+    if not busybox.is_file():
+        raise System(f"{busybox} not found: install the Debian package busybox-static")
+    out_tar.write_bytes(_layer(busybox))
+    return out_tar
+
+
 def build_busybox_image(out_tar: Path, ref: str = DEFAULT_REF, busybox: Path = BUSYBOX) -> Path:
     """Write an OCI image-layout tar of a busybox image named ``ref`` to ``out_tar``.
 
