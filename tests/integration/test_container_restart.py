@@ -117,3 +117,15 @@ async def test_restart_whose_start_keeps_failing_is_recorded_and_leaks_nothing(
     assert (await events(node2, container_id))[-3:] == ["die", "stop", "start-failed"]
     assert (await node2.footprint(container_id)).empty
     assert await node2.leaks() == []
+
+
+async def test_restart_of_paused_container_thaws_and_replaces_its_task(node2: Node2) -> None:
+    container_id, first = await started(node2)
+    await node2.stack.berth.pause(container_id)
+
+    again = await asyncio.wait_for((await restart(node2, container_id)).result(), RESULT_TIMEOUT)
+
+    task = await node2.runtime.containerd.get_task(container_id)
+    assert (task.status, task.pid, again.ip) == ("RUNNING", again.pid, first.ip)
+    assert (await node2.record(container_id)).state == "running"
+    assert await node2.leaks() == []
