@@ -208,7 +208,7 @@ class StateActivities:
                 container.stop_signal = request.stop_signal
                 container.operation = None
                 containers.add_event(container, "start", {"pid": request.pid})
-                await _journal(session, plan, request.steps)
+                await journal(session, plan.operation, plan.container_id, request.steps)
         return ContainerStartOutput(
             id=plan.container_id, name=plan.name, node=plan.node, pid=request.pid, ip=request.ip
         )
@@ -222,7 +222,7 @@ class StateActivities:
             container = await containers.find(plan.container_id, for_update=True)
             if container is None:
                 return FailStartOutput(removed=True)
-            await _journal(session, plan, request.steps)
+            await journal(session, plan.operation, plan.container_id, request.steps)
             if container.operation != plan.operation:
                 return FailStartOutput(removed=False)
             container.operation = None
@@ -286,14 +286,12 @@ def _least_loaded(nodes: list[str], containers: Any) -> str:
     return min(nodes, key=lambda node: (counts[node], node))
 
 
-async def _journal(session: AsyncSession, plan: StartPlan, steps: list[StepOutcome]) -> None:
-    journal = SagaStepRepository(session)
+async def journal(
+    session: AsyncSession, operation: str, container_id: str, steps: list[StepOutcome]
+) -> None:
+    """Write how each step of ``operation`` ended to ``saga_steps`` (again: unchanged)."""
+    saga_steps = SagaStepRepository(session)
     for outcome in steps:
-        await journal.record(
-            plan.operation,
-            plan.container_id,
-            outcome.step,
-            outcome.status,
-            outcome.handle,
-            outcome.error,
+        await saga_steps.record(
+            operation, container_id, outcome.step, outcome.status, outcome.handle, outcome.error
         )

@@ -14,11 +14,11 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
-from activities.state import StepOutcome
+from activities.state import StepOutcome, journal
 from activities.types import StepModel as Frozen
 from berth.contract import ContainerConfig, ContainerStartOutput, ContainerState
 from berth.db.models import Container
-from berth.db.repository import ContainerRepository, SagaStepRepository
+from berth.db.repository import ContainerRepository
 from berth.errors import Conflict
 from berth.restart_policy import decide_restart
 
@@ -180,19 +180,6 @@ async def _auto_remove(containers: ContainerRepository, container: Container) ->
     return True
 
 
-async def _journal(session: AsyncSession, holding: Holding, steps: list[StepOutcome]) -> None:
-    journal = SagaStepRepository(session)
-    for outcome in steps:
-        await journal.record(
-            holding.operation,
-            holding.container_id,
-            outcome.step,
-            outcome.status,
-            outcome.handle,
-            outcome.error,
-        )
-
-
 class LifecycleStateActivities:
     """Stop, restart, pause, remove and exit transitions; registered on the node agents."""
 
@@ -233,7 +220,7 @@ class LifecycleStateActivities:
                 return FinishOutput(removed=True)
             if container.operation != holding.operation:
                 return FinishOutput(removed=False)
-            await _journal(session, holding, request.steps)
+            await journal(session, holding.operation, holding.container_id, request.steps)
             if container.state in (ContainerState.STOPPING, *LIVE_STATES):
                 _stopped(container, request.exit_code)
                 containers.add_event(container, "die", {"exitCode": request.exit_code})
@@ -260,7 +247,7 @@ class LifecycleStateActivities:
             container = await containers.get(holding.container_id, for_update=True)
             ip = container.ip
             if container.operation == holding.operation:
-                await _journal(session, holding, request.steps)
+                await journal(session, holding.operation, holding.container_id, request.steps)
                 _stopped(container, request.exit_code)
                 containers.add_event(container, "die", {"exitCode": request.exit_code})
                 containers.add_event(container, "stop")
@@ -342,7 +329,7 @@ class LifecycleStateActivities:
             container = await containers.find(holding.container_id, for_update=True)
             if container is None or container.operation != holding.operation:
                 return
-            await _journal(session, holding, request.steps)
+            await journal(session, holding.operation, holding.container_id, request.steps)
             if request.exit_code is not None:
                 containers.add_event(container, "die", {"exitCode": request.exit_code})
             containers.add_event(container, "destroy")
@@ -414,7 +401,7 @@ class LifecycleStateActivities:
                 return FinishOutput(removed=True)
             if container.operation != holding.operation:
                 return FinishOutput(removed=False)
-            await _journal(session, holding, request.steps)
+            await journal(session, holding.operation, holding.container_id, request.steps)
             container.operation = None
             return FinishOutput(removed=await _auto_remove(containers, container))
 
