@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +31,6 @@ from berth.db.models import Container
 from berth.db.repository import ContainerRepository, NodeRepository, SagaStepRepository
 from berth.errors import Conflict, Forbidden, InvalidParameter, Unavailable
 from berth.host_paths import check_bind_sources
-
-# A node whose agent has not refreshed its row for this long is not given new containers.
-NODE_LIVENESS = timedelta(seconds=30)
 
 
 class StartPlan(Frozen):
@@ -124,7 +121,7 @@ class StateActivities:
             if config.node is not None and config.node not in nodes:
                 raise InvalidParameter(f"node: no such node {config.node!r}")
             # Placement picks among nodes whose agent is alive (heartbeat), never a dead one.
-            live = await registry.live_names(NODE_LIVENESS)
+            live = await registry.live_names()
             if config.node is None and not live:
                 raise Unavailable("no node agent is running; start one first")
             if await containers.find(config.name) is not None:

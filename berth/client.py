@@ -46,9 +46,9 @@ from berth.contract import (
 )
 from berth.converter import data_converter
 from berth.db.models import Container, ContainerEvent, ContainerHealth
-from berth.db.repository import ContainerRepository
+from berth.db.repository import NODE_LIVENESS, ContainerRepository, NodeRepository
 from berth.db.session import make_engine, make_sessionmaker
-from berth.errors import InvalidParameter, as_berth_error
+from berth.errors import InvalidParameter, Unavailable, as_berth_error
 from berth.fleet_client import FleetClient
 from berth.health import describe_health
 from workflows.container_export import NodeExportInput
@@ -275,8 +275,16 @@ class BerthClient:
     ) -> T:
         """Run ``workflow_type`` on the container's node as ``container-<verb>-<id>``.
 
-        A second call while one runs attaches to it instead of starting another.
+        A second call while one runs attaches to it instead of starting another. A node whose
+        agent is down gets nothing (``Unavailable``): the call would wait for it unbounded.
         """
+        async with self._sessions() as session:
+            live = await NodeRepository(session).is_live(container.node)
+        if not live:
+            raise Unavailable(
+                f"node {container.node} has no running agent (no heartbeat in the last "
+                f"{NODE_LIVENESS.total_seconds():g}s); nothing was done to {container.name}"
+            )
         try:
             return await self.temporal.execute_workflow(
                 workflow_type,

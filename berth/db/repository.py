@@ -93,6 +93,11 @@ class ContainerRepository:
         return (await self._session.scalars(query.order_by(ContainerEvent.id))).all()
 
 
+# A node whose agent has not refreshed its row for this long counts as down: it is given no new
+# containers, and the Berth client does not hand it operations.
+NODE_LIVENESS = timedelta(seconds=30)
+
+
 class NodeRepository:
     """Nodes and their liveness."""
 
@@ -118,7 +123,12 @@ class NodeRepository:
             update(Node).where(Node.name == name).values(last_seen_at=func.to_timestamp(0))
         )
 
-    async def live_names(self, max_age: timedelta) -> list[str]:
+    async def is_live(self, name: str, max_age: timedelta = NODE_LIVENESS) -> bool:
+        """Whether the node's agent refreshed its row within ``max_age``."""
+        query = select(Node.name).where(Node.name == name, Node.last_seen_at > func.now() - max_age)
+        return (await self._session.scalar(query)) is not None
+
+    async def live_names(self, max_age: timedelta = NODE_LIVENESS) -> list[str]:
         """Nodes whose agent refreshed its row within ``max_age`` (its heartbeat)."""
         query = select(Node.name).where(Node.last_seen_at > func.now() - max_age)
         return list((await self._session.scalars(query.order_by(Node.name))).all())
