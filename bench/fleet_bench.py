@@ -45,7 +45,7 @@ from berth.devstack import register_search_attributes
 from berth.errors import BerthError, Conflict
 from berth.runtime.image import DEFAULT_REF, import_image
 from berth.teardown import tear_down_host
-from berth.worker import node_runtime, node_worker, register_node, running
+from berth.worker import heartbeat, node_runtime, node_worker, register_node, running
 
 ROOT = Path(__file__).resolve().parents[1]
 PARALLEL = 8
@@ -112,16 +112,21 @@ def start_agent(own: Settings, log: Path) -> subprocess.Popen[bytes]:
 
 
 async def serve_agent(own: Settings) -> None:
-    """A node agent without the reconciler and exit monitor: they know only this bench's
-    database, and would take other worlds' rootfs mounts on the same node for orphans."""
+    """A node agent (with its heartbeat) without the reconciler and exit monitor: they know
+    only this bench's database, and would take other worlds' rootfs mounts for orphans."""
     engine = make_engine(own.database_url)
     runtime = node_runtime(own)
     try:
-        await register_node(own, make_sessionmaker(engine))
+        sessions = make_sessionmaker(engine)
+        await register_node(own, sessions)
         client = await connect(own)
-        async with node_worker(client, own, make_sessionmaker(engine), runtime):
-            print("worker running", flush=True)
-            await asyncio.Event().wait()
+        beating = asyncio.create_task(heartbeat(own, sessions))
+        try:
+            async with node_worker(client, own, sessions, runtime):
+                print("worker running", flush=True)
+                await asyncio.Event().wait()
+        finally:
+            beating.cancel()
     finally:
         await runtime.containerd.close()
         await engine.dispose()
