@@ -39,7 +39,7 @@ with workflow.unsafe.imports_passed_through():
         state_step,
         stop_task_or_abort,
     )
-    from workflows.metrics import record_action
+    from workflows.metrics import recorded
     from workflows.routing import local_step, locate, run_on_node, set_outcome
     from workflows.saga import failure_message, run_to_completion
 
@@ -74,14 +74,7 @@ class ContainerRestartOnNode:
 
     @workflow.run
     async def run(self, restart: NodeRestartInput) -> ContainerStartOutput:
-        began = workflow.now()
-        try:
-            result = await self._restart(restart)
-        except BaseException:
-            record_action("restart", "failed", began)
-            raise
-        record_action("restart", "ok", began)
-        return result
+        return await recorded("restart", workflow.now(), lambda: self._restart(restart))
 
     async def _restart(self, restart: NodeRestartInput) -> ContainerStartOutput:
         request = restart.request

@@ -38,7 +38,7 @@ with workflow.unsafe.imports_passed_through():
     from berth.contract import ContainerStartInput, ContainerStartOutput
     from berth.errors import BerthError, as_berth_error, exit_code_from_runtime_error
     from workflows import visibility
-    from workflows.metrics import record_action, record_compensation
+    from workflows.metrics import record_action, record_compensation, recorded
     from workflows.policies import STATE_RETRY, UNDO_RETRY
     from workflows.routing import local_step, locate, run_on_node, set_outcome
     from workflows.saga import Saga, failure_message, run_to_completion
@@ -117,13 +117,7 @@ class ContainerStartOnNode:
                 ip=plan.ip,
                 not_modified=True,
             )
-        try:
-            result = await self._saga(plan)
-        except BaseException:
-            record_action("start", "failed", began)
-            raise
-        record_action("start", "ok", began)
-        return result
+        return await recorded("start", began, lambda: self._saga(plan))
 
     async def _saga(self, plan: StartPlan) -> ContainerStartOutput:
         saga = Saga()

@@ -13,9 +13,13 @@ Exported with the Temporal SDK's metrics on each worker's Prometheus endpoint
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import TypeVar
 
 from temporalio import workflow
+
+T = TypeVar("T")
 
 ACTION_DURATION = "berth_container_action_duration"
 ACTIONS = "berth_container_actions"
@@ -34,6 +38,17 @@ def record_action(action: str, outcome: str, started: datetime) -> None:
         meter.create_histogram_timedelta(
             ACTION_DURATION, "Duration of container lifecycle actions", "ms"
         ).record(workflow.now() - started, {"action": action, "outcome": outcome})
+
+
+async def recorded(action: str, began: datetime, run: Callable[[], Awaitable[T]]) -> T:
+    """Await ``run()`` and record the action as ``ok``, or ``failed`` when it raises."""
+    try:
+        result = await run()
+    except BaseException:
+        record_action(action, "failed", began)
+        raise
+    record_action(action, "ok", began)
+    return result
 
 
 def record_compensation(step: str, ok: bool) -> None:
