@@ -54,3 +54,24 @@ async def test_metrics_count_a_start_and_a_failed_start_with_its_compensations(
             sample(before, "berth_compensations", step=step, outcome="ok") + 1
         )
     assert "temporal_workflow_completed" in after
+
+
+async def test_metrics_count_a_restart_as_one_action(stack: Stack) -> None:
+    address = stack.settings.metrics_address
+    assert address is not None
+    container_id = await stack.create()
+    await stack.berth.start(container_id)
+    before = await asyncio.to_thread(scrape, address)
+
+    await stack.berth.restart(container_id, timeout=0)
+
+    after = await asyncio.to_thread(scrape, address)
+    restarts = {"action": "restart", "outcome": "ok"}
+    assert sample(after, "berth_container_actions", **restarts) == (
+        sample(before, "berth_container_actions", **restarts) + 1
+    )
+    # Restarted in place: no start saga ran.
+    starts = {"action": "start", "outcome": "ok"}
+    assert sample(after, "berth_container_actions", **starts) == (
+        sample(before, "berth_container_actions", **starts)
+    )
