@@ -194,17 +194,8 @@ class StateActivities:
             containers = ContainerRepository(session)
             container = await containers.get(plan.container_id, for_update=True)
             if container.operation == plan.operation:
-                container.state = ContainerState.RUNNING
-                container.pid = request.pid
-                container.ip = request.ip
-                container.exit_code = 0
-                container.error = None
-                container.started_at = _now()
-                container.has_been_started_before = True
-                container.has_been_manually_stopped = False
                 container.stop_signal = request.stop_signal
-                container.operation = None
-                containers.add_event(container, "start", {"pid": request.pid})
+                mark_running(containers, container, request.pid, request.ip)
                 await journal(session, plan.operation, plan.container_id, request.steps)
         return ContainerStartOutput(
             id=plan.container_id, name=plan.name, node=plan.node, pid=request.pid, ip=request.ip
@@ -266,6 +257,22 @@ class StateActivities:
         return ContainerLocation(
             container_id=container.id, name=container.name, node=container.node
         )
+
+
+def mark_running(
+    containers: ContainerRepository, container: Container, pid: int, ip: str | None
+) -> None:
+    """The container runs the task ``pid``: its operation ends (event ``start``)."""
+    container.state = ContainerState.RUNNING
+    container.pid = pid
+    container.ip = ip
+    container.exit_code = 0
+    container.error = None
+    container.started_at = _now()
+    container.has_been_started_before = True
+    container.has_been_manually_stopped = False
+    container.operation = None
+    containers.add_event(container, "start", {"pid": pid})
 
 
 def _reset_state(container: Container) -> str:

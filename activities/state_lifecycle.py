@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
-from activities.state import StepOutcome, journal
+from activities.state import StepOutcome, journal, mark_running
 from activities.types import StepModel as Frozen
 from berth.contract import ContainerConfig, ContainerStartOutput, ContainerState
 from berth.db.models import Container
@@ -164,6 +164,13 @@ def _refuse_if_busy(container: Container, operation: str) -> None:
         )
 
 
+def _record_stop(containers: ContainerRepository, container: Container, exit_code: int) -> None:
+    """The task was stopped by an operation: its exit is recorded (events ``die``, ``stop``)."""
+    _stopped(container, exit_code)
+    containers.add_event(container, "die", {"exitCode": exit_code})
+    containers.add_event(container, "stop")
+
+
 def _stopped(container: Container, exit_code: int) -> None:
     """The task is gone: record how it ended (docker's ``SetStopped``)."""
     container.exit_code = exit_code
@@ -222,9 +229,7 @@ class LifecycleStateActivities:
                 return FinishOutput(removed=False)
             await journal(session, holding.operation, holding.container_id, request.steps)
             if container.state in (ContainerState.STOPPING, *LIVE_STATES):
-                _stopped(container, request.exit_code)
-                containers.add_event(container, "die", {"exitCode": request.exit_code})
-                containers.add_event(container, "stop")
+                _record_stop(containers, container, request.exit_code)
             container.error = request.error
             if request.then_start:
                 # docker restart resets the restart manager, like a manual start.
@@ -248,21 +253,11 @@ class LifecycleStateActivities:
             ip = container.ip
             if container.operation == holding.operation:
                 await journal(session, holding.operation, holding.container_id, request.steps)
-                _stopped(container, request.exit_code)
-                containers.add_event(container, "die", {"exitCode": request.exit_code})
-                containers.add_event(container, "stop")
-                container.state = ContainerState.RUNNING
-                container.pid = request.pid
-                container.ip = ip
-                container.exit_code = 0
-                container.error = None
-                container.started_at = _now()
-                container.has_been_manually_stopped = False
+                _record_stop(containers, container, request.exit_code)
                 # docker restart resets the restart manager, like a manual start.
                 container.restart_count = 0
                 container.restart_backoff_ms = 0
-                container.operation = None
-                containers.add_event(container, "start", {"pid": request.pid})
+                mark_running(containers, container, request.pid, ip)
         return ContainerStartOutput(
             id=holding.container_id, name=holding.name, node=holding.node, pid=request.pid, ip=ip
         )

@@ -8,6 +8,7 @@ pid, also when a test fails.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -225,14 +226,20 @@ async def node2_agent(
     workers: None,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[NodeAgent]:
-    own = node2_settings(settings)
-    tar = settings.state_dir / "images" / "busybox.tar"
-    await import_image(own.node_paths(), TEST_NAMESPACE, tar, DEFAULT_REF)
     agent = NodeAgent(settings, tmp_path_factory.mktemp("node2"))
+    async with serving(agent, node2_settings(settings)):
+        yield agent
+
+
+@contextlib.asynccontextmanager
+async def serving(agent: NodeAgent, own: Settings) -> AsyncIterator[None]:
+    """Run ``agent`` for node ``own`` (test image imported, no faults); stop it afterwards."""
+    tar = own.state_dir / "images" / "busybox.tar"
+    await import_image(own.node_paths(), TEST_NAMESPACE, tar, DEFAULT_REF)
     agent.clear_faults()
     try:
         await agent.start()
-        yield agent
+        yield
     finally:
         agent.stop()
 

@@ -28,13 +28,11 @@ from berth.db.models import Container, FleetItem
 from berth.errors import BerthError, Conflict
 from berth.fleet_cli import progress_line
 from berth.leaks import check_node
-from berth.runtime.image import DEFAULT_REF, import_image
+from berth.runtime.image import DEFAULT_REF
 from berth.teardown import tear_down_host
 from berth.worker import NodeRuntime, node_runtime
-from tests.integration.conftest import TEST_CODEC_KEYS, TEST_NAMESPACE
-from tests.integration.node_agent import (
-    NodeAgent,
-)
+from tests.integration.conftest import TEST_CODEC_KEYS
+from tests.integration.node_agent import NodeAgent, serving
 
 PER_NODE = 20
 NODES = ("node-1", "node-2", "node-3")
@@ -68,16 +66,9 @@ def node_settings(settings: Settings, node: str) -> Settings:
 async def node3_agent(
     settings: Settings, workers: None, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Node3Agent]:
-    own = node_settings(settings, "node-3")
-    tar = settings.state_dir / "images" / "busybox.tar"
-    await import_image(own.node_paths(), TEST_NAMESPACE, tar, DEFAULT_REF)
     agent = Node3Agent(settings, tmp_path_factory.mktemp("node3"))
-    agent.clear_faults()
-    try:
-        await agent.start()
+    async with serving(agent, node_settings(settings, "node-3")):
         yield agent
-    finally:
-        agent.stop()
 
 
 @dataclass
