@@ -80,7 +80,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BERTH_")
 
     state_dir: Path = Field(default=Path("/var/lib/berth"))
-    database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/berth"
+    # A secret: a URL with a password must never reach a log line, an error or a repr.
+    database_url: SecretStr = SecretStr("postgresql+psycopg://postgres@127.0.0.1:5432/berth")
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
     task_queue: str = CONTROL_TASK_QUEUE

@@ -302,10 +302,11 @@ def migrate_database(database_url: str) -> None:
 
 
 def bring_up_postgresql(settings: Settings) -> None:
-    ensure_postgresql(settings.database_url)
-    main_database = make_url(settings.database_url).database or "berth"
-    create_databases(settings.database_url, [main_database, TEST_DATABASE])
-    migrate_database(settings.database_url)
+    database_url = settings.database_url.get_secret_value()
+    ensure_postgresql(database_url)
+    main_database = make_url(database_url).database or "berth"
+    create_databases(database_url, [main_database, TEST_DATABASE])
+    migrate_database(database_url)
     log(f"{'postgresql':<14} ready ({main_database} migrated, {TEST_DATABASE} present)")
 
 
@@ -468,7 +469,7 @@ def worker_env(settings: Settings, paths: StackPaths, node: str | None = None) -
     env = {
         **os.environ,
         "BERTH_STATE_DIR": str(paths.state),
-        "BERTH_DATABASE_URL": settings.database_url,
+        "BERTH_DATABASE_URL": settings.database_url.get_secret_value(),
         "BERTH_TEMPORAL_ADDRESS": settings.temporal_address,
         "BERTH_TEMPORAL_NAMESPACE": settings.temporal_namespace,
         "BERTH_CONTAINERD_NAMESPACE": settings.containerd_namespace,
@@ -639,8 +640,8 @@ def down(paths: StackPaths) -> None:
 def status(settings: Settings, paths: StackPaths) -> int:
     """Print what runs, per component; return 0 when all of it does."""
     rows: list[tuple[str, bool, str]] = []
-    url = make_url(settings.database_url)
-    pg_up = postgresql_answers(settings.database_url)
+    url = make_url(settings.database_url.get_secret_value())
+    pg_up = postgresql_answers(settings.database_url.get_secret_value())
     rows.append(("postgresql", pg_up, f"{'answers' if pg_up else 'DOWN'} at {url.host}:{url.port}"))
     temporal = temporal_process(paths)
     rows.append(("temporal", *describe_pid(paths, temporal.name, temporal.marker)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from logging.config import fileConfig
 
 from alembic import context
+from pydantic import SecretStr
 from sqlalchemy import create_engine, pool
 
 from berth.config import Settings
@@ -18,7 +19,8 @@ target_metadata = Base.metadata
 
 
 def database_url() -> str:
-    return config.attributes.get("database_url") or Settings().database_url
+    url = config.attributes.get("database_url") or Settings().database_url
+    return url.get_secret_value() if isinstance(url, SecretStr) else str(url)
 
 
 def run_migrations_offline() -> None:

@@ -91,7 +91,7 @@ def settings(exclusive_stack: None) -> Settings:
 
 @pytest.fixture(scope="session")
 def sessions(settings: Settings) -> async_sessionmaker[AsyncSession]:
-    migrate_fresh(settings.database_url)
+    migrate_fresh(settings.database_url.get_secret_value())
     return make_sessionmaker(make_engine(settings.database_url))
 
 

@@ -68,7 +68,7 @@ class NodeAgent:
             "BERTH_BRIDGE": BRIDGE,
             "BERTH_SUBNET": SUBNET,
             "BERTH_STATE_DIR": str(self.settings.state_dir),
-            "BERTH_DATABASE_URL": self.settings.database_url,
+            "BERTH_DATABASE_URL": self.settings.database_url.get_secret_value(),
             "BERTH_TEMPORAL_NAMESPACE": self.settings.temporal_namespace,
             "BERTH_CONTAINERD_NAMESPACE": self.settings.containerd_namespace,
             "BERTH_RECONCILE_INTERVAL_SECONDS": "3600",

@@ -18,7 +18,7 @@ BERTH = Path(sys.executable).parent / "berth"
 def berth(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
-        "BERTH_DATABASE_URL": stack.settings.database_url,
+        "BERTH_DATABASE_URL": stack.settings.database_url.get_secret_value(),
         "BERTH_TEMPORAL_NAMESPACE": stack.settings.temporal_namespace,
         "BERTH_STATE_DIR": str(stack.settings.state_dir),
         "BERTH_CODEC_KEYS": TEST_CODEC_KEYS,

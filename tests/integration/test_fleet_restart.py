@@ -422,7 +422,7 @@ def cli_env(settings: Settings) -> dict[str, str]:
 
     return {
         **os.environ,
-        "BERTH_DATABASE_URL": settings.database_url,
+        "BERTH_DATABASE_URL": settings.database_url.get_secret_value(),
         "BERTH_TEMPORAL_NAMESPACE": settings.temporal_namespace,
         "BERTH_CONTAINERD_NAMESPACE": settings.containerd_namespace,
         "BERTH_CODEC_KEYS": TEST_CODEC_KEYS,
