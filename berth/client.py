@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.service import TLSConfig
+from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from berth.codec import AesGcmCodec, CodecKeys
 from berth.config import Settings, node_task_queue
@@ -48,7 +49,7 @@ from berth.converter import data_converter
 from berth.db.models import Container, ContainerEvent, ContainerHealth
 from berth.db.repository import NODE_LIVENESS, ContainerRepository, NodeRepository
 from berth.db.session import make_engine, make_sessionmaker
-from berth.errors import InvalidParameter, Unavailable, as_berth_error
+from berth.errors import BerthError, Forbidden, InvalidParameter, Unavailable, as_berth_error
 from berth.fleet_client import FleetClient
 from berth.health import describe_health
 from workflows.container_export import NodeExportInput
@@ -71,14 +72,48 @@ async def connect(settings: Settings) -> Client:
         if keys
         else data_converter
     )
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        data_converter=converter,
-        tls=tls_config(settings),
-        api_key=settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None,
-        runtime=metrics_runtime(settings.metrics_address) if settings.metrics_address else None,
-    )
+    tls = tls_config(settings)
+    try:
+        return await Client.connect(
+            settings.temporal_address,
+            namespace=settings.temporal_namespace,
+            data_converter=converter,
+            tls=tls,
+            api_key=(
+                settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
+            ),
+            runtime=metrics_runtime(settings.metrics_address) if settings.metrics_address else None,
+        )
+    except (RPCError, RuntimeError) as err:
+        raise connect_error(settings.temporal_address, err) from None
+
+
+# gRPC status codes (as the SDK's core spells them) that say the server refused who we are.
+_REFUSED_IDENTITY = {"Unauthenticated", "PermissionDenied"}
+_REFUSED_STATUSES = {RPCStatusCode.UNAUTHENTICATED, RPCStatusCode.PERMISSION_DENIED}
+# How the SDK's core renders a call's status inside a connect failure's message.
+_CORE_STATUS = re.compile(r'Status \{ code: (\w+), message: "((?:[^"\\]|\\.)*)"')
+
+
+def connect_error(address: str, err: RPCError | RuntimeError) -> BerthError:
+    """The typed error for a failed connect to Temporal: the one place that reads them.
+
+    A gRPC status UNAUTHENTICATED or PERMISSION_DENIED (a gateway refusing a missing or untrusted
+    client certificate, the server refusing the client) is ``Forbidden``: retrying with the same
+    credentials cannot help. Anything else (nothing listening, a TLS handshake this client aborts
+    because it does not trust the server's certificate, TLS on one side only, a server that drops
+    the connection) is ``Unavailable``. Both name the address tried.
+    """
+    if isinstance(err, RPCError):
+        code, detail = err.status.name, err.message
+        refused = err.status in _REFUSED_STATUSES
+    else:
+        status = _CORE_STATUS.search(str(err))
+        code, detail = (status.group(1), status.group(2)) if status else ("", str(err))
+        refused = code in _REFUSED_IDENTITY
+    if refused:
+        return Forbidden(f"Temporal at {address} refused this client ({code}): {detail}")
+    return Unavailable(f"cannot connect to Temporal at {address}: {err}")
 
 
 def tls_config(settings: Settings) -> TLSConfig | bool:
@@ -89,15 +124,21 @@ def tls_config(settings: Settings) -> TLSConfig | bool:
     if settings.temporal_tls_cert_file and not settings.temporal_tls_key_file:
         raise InvalidParameter("temporal_tls_key_file: required with temporal_tls_cert_file")
     return TLSConfig(
-        server_root_ca_cert=_read(settings.temporal_tls_ca_file),
-        client_cert=_read(settings.temporal_tls_cert_file),
-        client_private_key=_read(settings.temporal_tls_key_file),
+        server_root_ca_cert=_read("temporal_tls_ca_file", settings.temporal_tls_ca_file),
+        client_cert=_read("temporal_tls_cert_file", settings.temporal_tls_cert_file),
+        client_private_key=_read("temporal_tls_key_file", settings.temporal_tls_key_file),
         domain=settings.temporal_tls_server_name,
     )
 
 
-def _read(path: Path | None) -> bytes | None:
-    return path.read_bytes() if path is not None else None
+def _read(field: str, path: Path | None) -> bytes | None:
+    """A PEM file the settings name; unreadable is ``InvalidParameter`` naming the field."""
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise InvalidParameter(f"{field}: cannot read {path}: {err.strerror}") from None
 
 
 def metrics_runtime(bind_address: str) -> Runtime:
