@@ -155,6 +155,9 @@ class ContainerConfig(Model):
     node: str | None = None
     # Wins over the image's Healthcheck when given; ["NONE"] disables the image's too.
     healthcheck: HealthCheck | None = None
+    # None or "default": Docker's default profile; "unconfined": none (only where the node
+    # permits it); else an absolute path on the node, under its allowed seccomp paths.
+    seccomp_profile: str | None = None
 
     @field_validator("name")
     @classmethod
@@ -210,6 +213,25 @@ class ContainerConfig(Model):
     def _valid_node(cls, value: str | None) -> str | None:
         if value is not None and not NODE_NAME.match(value):
             raise ValueError(f"invalid node name {value!r}")
+        return value
+
+    @field_validator("seccomp_profile")
+    @classmethod
+    def _valid_seccomp_profile(cls, value: str | None) -> str | None:
+        if value is None or value in ("default", "unconfined"):
+            return value
+        parts = value.split("/")
+        if (
+            not value.startswith("/")
+            or value.endswith("/")
+            or ".." in parts
+            or "\x00" in value
+            or len(value.encode()) > MAX_VALUE_BYTES
+        ):
+            raise ValueError(
+                "seccomp_profile must be 'default', 'unconfined' or an absolute file path "
+                f"without '..', got {value!r}"
+            )
         return value
 
 
