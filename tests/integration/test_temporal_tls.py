@@ -1,0 +1,178 @@
+"""Berth's Temporal TLS settings against a real mTLS endpoint (nginx in front of the dev server).
+
+Only the client under test goes through the proxy; the session's workers connect directly. A
+client with the CA and a client certificate the proxy's CA signed starts a real container; every
+other client is refused with a typed error naming the address, and nothing was started: the
+container stays ``created`` with no task, mount or netns, and no start workflow exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from temporalio.service import RPCError, RPCStatusCode
+
+from berth.client import BerthClient
+from berth.config import Settings
+from berth.contract import ContainerConfig
+from berth.errors import BerthError, Forbidden, Unavailable
+from berth.runtime.image import DEFAULT_REF
+from tests.integration.conftest import Stack, free_port
+from tests.integration.tls_proxy import TlsMaterial, TlsProxy, make_tls_material, tls_proxy
+from workflows.visibility import start_workflow_id
+
+
+@pytest.fixture(scope="module")
+def material(tmp_path_factory: pytest.TempPathFactory) -> TlsMaterial:
+    return make_tls_material(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory: pytest.TempPathFactory, material: TlsMaterial) -> Iterator[TlsProxy]:
+    with tls_proxy(tmp_path_factory.mktemp("nginx"), free_port(), material) as running:
+        yield running
+
+
+def through_proxy(
+    settings: Settings,
+    proxy: TlsProxy,
+    *,
+    tls: bool = True,
+    ca: Path | None = None,
+    cert: Path | None = None,
+    key: Path | None = None,
+) -> Settings:
+    """The session's settings, but Temporal reached through ``proxy`` with these TLS files."""
+    return settings.model_copy(
+        update={
+            "temporal_address": proxy.address,
+            "temporal_tls": tls,
+            "temporal_tls_ca_file": ca,
+            "temporal_tls_cert_file": cert,
+            "temporal_tls_key_file": key,
+            # The session's client already serves the metrics port; a second one cannot bind it.
+            "metrics_address": None,
+        }
+    )
+
+
+async def refused_start(stack: Stack, settings: Settings) -> tuple[str, BerthError]:
+    """Create a container directly, then try to start it as a client with ``settings``."""
+    container_id = await stack.create()
+    with pytest.raises(BerthError) as refused:
+        async with await BerthClient.connect(settings) as berth:
+            await berth.start(container_id)
+    return container_id, refused.value
+
+
+async def assert_nothing_started(stack: Stack, container_id: str) -> None:
+    record = await stack.berth.get(container_id)
+    assert (record.state, record.pid) == ("created", None)
+    assert (await stack.footprint(container_id)).empty
+    with pytest.raises(RPCError) as missing:
+        await stack.berth.temporal.get_workflow_handle(start_workflow_id(container_id)).describe()
+    assert missing.value.status == RPCStatusCode.NOT_FOUND
+
+
+async def test_connect_with_ca_and_client_cert_starts_a_container_through_the_proxy(
+    stack: Stack, proxy: TlsProxy, material: TlsMaterial
+) -> None:
+    settings = through_proxy(
+        stack.settings,
+        proxy,
+        ca=material.ca_cert,
+        cert=material.client_cert,
+        key=material.client_key,
+    )
+
+    async with await BerthClient.connect(settings) as berth:
+        created = await berth.create(
+            ContainerConfig(
+                name=f"tls-{free_port()}",
+                image=DEFAULT_REF,
+                node=stack.settings.node,
+                cmd=["sleep", "3600"],
+            )
+        )
+        stack.created.append(created.id)
+        started = await berth.start(created.id)
+
+    task = await stack.containerd.get_task(created.id)
+    assert (task.status, task.pid) == ("RUNNING", started.pid)
+    assert (await stack.berth.get(created.id)).state == "running"
+    # The calls went through the proxy, over TLS, and were passed on (200).
+    access = (proxy.error_log.parent / "access.log").read_text()
+    assert '"POST /temporal.api.workflowservice.v1.WorkflowService/StartWorkflowExecution' in access
+
+
+async def test_connect_without_client_cert_is_forbidden_and_starts_nothing(
+    stack: Stack, proxy: TlsProxy, material: TlsMaterial
+) -> None:
+    settings = through_proxy(stack.settings, proxy, ca=material.ca_cert)
+
+    container_id, error = await refused_start(stack, settings)
+
+    assert isinstance(error, Forbidden)
+    assert proxy.address in error.message
+    assert "client certificate required" in error.message
+    await assert_nothing_started(stack, container_id)
+
+
+async def test_connect_with_client_cert_of_an_untrusted_ca_is_forbidden_and_starts_nothing(
+    stack: Stack, proxy: TlsProxy, material: TlsMaterial
+) -> None:
+    settings = through_proxy(
+        stack.settings,
+        proxy,
+        ca=material.ca_cert,
+        cert=material.foreign_client_cert,
+        key=material.foreign_client_key,
+    )
+
+    container_id, error = await refused_start(stack, settings)
+
+    assert isinstance(error, Forbidden)
+    assert proxy.address in error.message
+    assert "client certificate not trusted" in error.message
+    await assert_nothing_started(stack, container_id)
+
+
+async def test_connect_not_trusting_the_server_ca_is_unavailable_and_starts_nothing(
+    stack: Stack, proxy: TlsProxy, material: TlsMaterial
+) -> None:
+    # A valid client pair, but the CA this client trusts did not sign the server's certificate.
+    settings = through_proxy(
+        stack.settings,
+        proxy,
+        ca=material.foreign_ca_cert,
+        cert=material.client_cert,
+        key=material.client_key,
+    )
+
+    container_id, error = await refused_start(stack, settings)
+
+    assert isinstance(error, Unavailable)
+    assert proxy.address in error.message
+    assert "UnknownIssuer" in error.message
+    await assert_nothing_started(stack, container_id)
+
+
+async def test_connect_with_tls_off_against_the_tls_port_is_unavailable_and_starts_nothing(
+    stack: Stack, proxy: TlsProxy
+) -> None:
+    settings = through_proxy(stack.settings, proxy, tls=False)
+
+    container_id, error = await refused_start(stack, settings)
+
+    assert isinstance(error, Unavailable)
+    assert proxy.address in error.message
+    await assert_nothing_started(stack, container_id)
+
+
+async def test_connect_with_nothing_listening_is_unavailable_naming_the_address() -> None:
+    address = f"127.0.0.1:{free_port()}"
+
+    with pytest.raises(Unavailable, match=address):
+        await BerthClient.connect(Settings(temporal_address=address))
