@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,14 @@ from typing import Any
 from temporalio import activity
 
 from activities.types import ContainerRef, StepModel
-from berth.config import NodePaths
+from berth.config import NodePaths, make_private_dir
 from berth.contract import ContainerConfig
 from berth.faults import NO_FAULTS, FaultHook, fault_point
 from berth.host_paths import check_bind_sources
 from berth.runtime.oci_spec import build_spec
+
+# The spec holds the container's environment (its secrets): the agent's alone.
+SPEC_FILE_MODE = 0o600
 
 
 class WriteSpecInput(StepModel):
@@ -73,7 +77,12 @@ class SpecActivities:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Replace ``path`` with ``text``: 0600 in a 0700 directory (a spec holds the env)."""
+    make_private_dir(path.parent)
     partial = path.with_suffix(".partial")
-    partial.write_text(text)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(partial, flags, SPEC_FILE_MODE)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(fd, SPEC_FILE_MODE)  # a partial an older version left with the umask's mode
+        out.write(text)
     partial.replace(path)

@@ -3,6 +3,10 @@
 Everything a stop needs is derived from ``NodePaths``: the pid is in ``containerd.pid`` and the
 log in ``containerd.log`` under ``paths.containerd_dir``. Starting is idempotent (a live daemon
 that answers is reused) and stopping signals only the pid in the pidfile.
+
+containerd gets an allow-listed environment (``daemon_environment``), never the agent's: the
+shims and runc inherit it, and the agent's carries ``BERTH_*`` settings and secrets. Its
+directory, config and log are the owner's alone.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
-from berth.config import NodePaths
+from berth.config import NodePaths, make_private_dir
 from berth.errors import BerthError, System
 from berth.runtime.containerd import ContainerdClient
 
@@ -24,6 +29,12 @@ START_TIMEOUT_SECONDS = 15.0
 STOP_TIMEOUT_SECONDS = 10.0
 _POLL_SECONDS = 0.05
 _LOG_TAIL_BYTES = 4000
+# What containerd, and the shims and runc it starts, take from the agent's environment: PATH (to
+# find runc and containerd-shim-runc-v2), the temporary directory and time zone, and the Go
+# runtime's knobs. No proxy variables (containerd pulls nothing here; they may embed
+# credentials), nothing of Berth's (BERTH_*: the database URL, codec keys, API key).
+DAEMON_ENV_ALLOWED = ("PATH", "TMPDIR", "TZ", "GOMAXPROCS", "GOGC", "GOMEMLIMIT", "GOTRACEBACK")
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def config_path(paths: NodePaths) -> Path:
@@ -39,6 +50,13 @@ def pid_path(paths: NodePaths) -> Path:
 def log_path(paths: NodePaths) -> Path:
     """The node's containerd log."""
     return paths.containerd_dir / "containerd.log"
+
+
+def daemon_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """containerd's environment: the allow-listed variables of ``environ``, and a PATH."""
+    env = {name: environ[name] for name in DAEMON_ENV_ALLOWED if environ.get(name)}
+    env.setdefault("PATH", DEFAULT_PATH)
+    return env
 
 
 def render_config(paths: NodePaths) -> str:
@@ -163,16 +181,17 @@ async def start_containerd(paths: NodePaths, timeout: float = START_TIMEOUT_SECO
     binary = shutil.which("containerd")
     if binary is None:
         raise System("containerd binary not found on PATH (install the Debian package containerd)")
-    paths.containerd_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(paths.containerd_dir)
     config_path(paths).write_text(render_config(paths))
     with contextlib.suppress(FileNotFoundError):
         paths.containerd_socket.unlink()  # a stale socket from a dead daemon
-    log_fd = os.open(log_path(paths), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    log_fd = os.open(log_path(paths), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     try:
+        os.fchmod(log_fd, 0o600)  # a log an older version created with the umask's mode
         pid = os.posix_spawn(
             binary,
             [binary, "--config", str(config_path(paths))],
-            dict(os.environ),
+            daemon_environment(os.environ),
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_DUP2, log_fd, 1),
