@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -9,6 +10,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 CONTROL_TASK_QUEUE = "berth"
 CONTAINERD_NAMESPACE = "berth"
+
+
+# Docker keeps its container dirs 0700/0710: no other host user walks into a container's files.
+PRIVATE_DIR_MODE = 0o700
+
+
+def make_private_dir(path: Path) -> Path:
+    """Create ``path`` (and its parents) and make it the owner's alone (0700)."""
+    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o777 != PRIVATE_DIR_MODE:
+        os.chmod(path, PRIVATE_DIR_MODE)
+    return path
 
 
 def node_task_queue(node: str) -> str:
@@ -73,6 +86,31 @@ class NodePaths:
     def spec(self, container_id: str) -> Path:
         return self.specs_dir / f"{container_id}.json"
 
+    @property
+    def health_dir(self) -> Path:
+        """Health probes' output files, one per running probe."""
+        return self.workload_root / "health"
+
+    @property
+    def log_driver(self) -> Path:
+        """The containerd ``binary://`` log driver the shims run (``berth.log_driver``)."""
+        return self.workload_root / "bin" / "berth-log-driver"
+
+    def make_private_dirs(self) -> None:
+        """Make the workload root and its directories 0700 (they hold rootfs mounts, network
+        namespaces, specs with the containers' env, logs); idempotent."""
+        for path in (
+            self.workload_root,
+            self.rootfs_dir,
+            self.netns_dir,
+            self.cni_dir,
+            self.logs_dir,
+            self.specs_dir,
+            self.health_dir,
+            self.log_driver.parent,
+        ):
+            make_private_dir(path)
+
 
 class Settings(BaseSettings):
     """Berth's configuration; every field can be set as ``BERTH_<FIELD>``."""
@@ -108,6 +146,11 @@ class Settings(BaseSettings):
     metrics_address: str | None = None
     # Activities routed to a node whose agent is down fail after this long instead of waiting.
     node_schedule_to_start_seconds: float = 60.0
+    # Container logs, rotated by the node's log driver as Docker's json-file driver does
+    # (--log-opt max-size / max-file): at most log_max_bytes * log_max_files bytes per container.
+    # Docker's default is unlimited; Berth bounds it by default.
+    log_max_bytes: int = Field(default=10 * 1024 * 1024, ge=4096)
+    log_max_files: int = Field(default=3, ge=1, le=100)
     # How often a node agent's reconciler repairs what ended sagas left (it also runs at start).
     reconcile_interval_seconds: float = 60.0
 
