@@ -49,6 +49,9 @@ class StartPlan(Frozen):
 class BeginStartInput(Frozen):
     request: ContainerStartInput
     operation: str
+    # The parent run's operation (set by Temporal, not a caller): a hold it took for this
+    # start (a policy restart's claim) passes to this operation.
+    parent_operation: str | None = None
 
 
 class StepOutcome(Frozen):
@@ -165,6 +168,9 @@ class StateActivities:
             )
             if container.operation == request.operation:
                 return plan  # this operation already began (the activity ran again): converge
+            if container.operation is not None and container.operation == request.parent_operation:
+                container.operation = request.operation  # the parent's claim, handed to us
+                return plan
             if state is ContainerState.PAUSED:
                 raise Conflict("cannot start a paused container, try unpause instead")
             if state is ContainerState.RUNNING:

@@ -131,7 +131,8 @@ class ClaimRestartInput(Frozen):
     container_id: str
     # The restart count the exit saw; a different one means a manual start came in between.
     restart_count: int
-    start_operation: str
+    # The exit workflow's own operation; its child start takes the hold over as its parent's.
+    operation: str
 
 
 class ClaimRestartOutput(Frozen):
@@ -412,7 +413,7 @@ class LifecycleStateActivities:
             )
             if container is None:
                 return ClaimRestartOutput(claimed=False)
-            if container.operation == request.start_operation:
+            if container.operation == request.operation:
                 return ClaimRestartOutput(claimed=True, restart_count=container.restart_count)
             if (
                 container.operation is not None
@@ -422,6 +423,6 @@ class LifecycleStateActivities:
             ):
                 return ClaimRestartOutput(claimed=False)
             container.restart_count += 1
-            container.operation = request.start_operation
+            container.operation = request.operation
             container.state = ContainerState.STARTING
         return ClaimRestartOutput(claimed=True, restart_count=container.restart_count)

@@ -7,6 +7,8 @@ gone or stopped gets a ``ContainerExitedOnNode`` workflow with the id
 ``container-exit-<id>-<pid>``: duplicates of one exit collapse, and the workflow re-checks under
 the row lock. The sweep is also the catch-up after the agent was down, and it catches exits
 that raced a start (the task died before the start committed, while the start held the row).
+The workflow is told only the container and the task's pid: it asks containerd itself whether
+that task ended and how, as it must for a report from any other client.
 """
 
 from __future__ import annotations
@@ -115,11 +117,11 @@ class ExitMonitor:
     async def _report(self, container: Container, pid: int, exit_code: int) -> None:
         await self._temporal.start_workflow(
             ContainerExitedOnNode.run,
-            ExitInput(container_id=container.id, node=self._node, pid=pid, exit_code=exit_code),
+            ExitInput(container_id=container.id, pid=pid),
             id=exit_workflow_id(container.id, pid),
             task_queue=node_task_queue(self._node),
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             search_attributes=container_attributes(container.id, container.name, self._node),
-            static_summary=f"{container.name} exited with {exit_code}",
+            static_summary=f"{container.name} (pid {pid}) exited with {exit_code}",
         )

@@ -59,11 +59,15 @@ WorkflowRunning = Callable[[str], Awaitable[bool]]
 
 
 def temporal_workflow_running(client: Client) -> WorkflowRunning:
-    """Whether a workflow id has a running execution, asked of Temporal."""
+    """Whether an operation's run (``<workflow id>@<run id>``, or a bare workflow id) runs."""
 
-    async def running(workflow_id: str) -> bool:
+    async def running(operation: str) -> bool:
+        workflow_id, sep, run_id = operation.rpartition("@")
+        if not sep:
+            workflow_id, run_id = operation, ""
         try:
-            described = await client.get_workflow_handle(workflow_id).describe()
+            handle = client.get_workflow_handle(workflow_id, run_id=run_id or None)
+            described = await handle.describe()
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 return False

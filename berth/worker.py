@@ -21,6 +21,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.exit import ExitActivities
 from activities.export import ExportActivities
 from activities.fleet import FleetActivities
 from activities.health import HealthActivities
@@ -200,6 +201,7 @@ def node_worker(
     task = TaskActivities(runtime.containerd, runtime.faults)
     export = ExportActivities(sessions, paths, runtime.faults)
     lifecycle = LifecycleStateActivities(sessions)
+    exits = ExitActivities(sessions, runtime.containerd, settings.node)
     return Worker(
         client,
         task_queue=node_task_queue(settings.node),
@@ -246,6 +248,7 @@ def node_worker(
             lifecycle.record_exit,
             lifecycle.end_exit,
             lifecycle.claim_policy_restart,
+            exits.verify_exit,
         ],
     )
 

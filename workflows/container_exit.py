@@ -7,6 +7,12 @@ container (that operation records it), releases what the start made with the sto
 steps, honours auto-remove, and applies the restart policy: after the restart manager's
 back-off (a durable timer) it claims the container for a policy restart and runs the start saga
 ``ContainerStartOnNode`` as a child, which the Web UI shows under this workflow.
+
+Any Temporal client can start this workflow, so its input is only a claim: the exit is verified
+against PostgreSQL and containerd first (:mod:`activities.exit`), and the exit code recorded is
+containerd's. A claim about a task that still runs, or a pid that is not the container's task,
+changes nothing. The policy restart's claim is held as this run's operation and handed to the
+child, which takes it over as its parent's (Temporal names the parent; no input does).
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ from temporalio import workflow
 from temporalio.exceptions import ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import ConfigDict
+
+    from activities.exit import ExitActivities, VerifyExitInput
     from activities.state_lifecycle import (
         ClaimRestartInput,
         EndExitInput,
@@ -29,17 +38,18 @@ with workflow.unsafe.imports_passed_through():
     from workflows import visibility
     from workflows.container_start import ContainerStartOnNode, NodeStartInput
     from workflows.container_stop import abort, release_host, remove_snapshot, state_step
-    from workflows.routing import set_outcome
+    from workflows.policies import STATE_RETRY
+    from workflows.routing import local_step, operation_id, operation_of, set_outcome
     from workflows.saga import failure_message, run_to_completion
 
 
 class ExitInput(StepModel):
-    """One exit of a container's task, as containerd reported it (or as found on catch-up)."""
+    """One exit of a container's task: the task's pid (the exit code is asked of containerd)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     container_id: str
-    node: str
     pid: int
-    exit_code: int
 
 
 class ExitOutput(StepModel):
@@ -63,22 +73,33 @@ class ContainerExitedOnNode:
 
     @workflow.run
     async def run(self, exited: ExitInput) -> ExitOutput:
-        operation = workflow.info().workflow_id
+        operation = operation_id()
+        verified = await local_step(
+            ExitActivities.verify_exit,
+            VerifyExitInput(container_id=exited.container_id, pid=exited.pid),
+            f"check that task {exited.pid} of {exited.container_id} exited",
+            retry=STATE_RETRY,
+        )
+        if not verified.exited:
+            set_outcome("ignored")
+            workflow.set_current_details(f"no exit to record: {verified.reason}")
+            return ExitOutput(recorded=False, error=verified.reason)
+        exit_code = verified.exit_code
         plan = await state_step(
             LifecycleStateActivities.record_exit,
             RecordExitInput(
                 container_id=exited.container_id,
                 pid=exited.pid,
-                exit_code=exited.exit_code,
+                exit_code=exit_code,
                 operation=operation,
             ),
-            f"record exit {exited.exit_code} of pid {exited.pid}",
+            f"record exit {exit_code} of pid {exited.pid}",
         )
         held = plan.holding
         if held is None:
             set_outcome("ignored")
             return ExitOutput(recorded=False)
-        workflow.set_current_details(f"{held.name} exited with {exited.exit_code}")
+        workflow.set_current_details(f"{held.name} exited with {exit_code}")
         steps = await release_host(held)
         ended = await run_to_completion(
             lambda: state_step(
@@ -100,27 +121,26 @@ class ContainerExitedOnNode:
             f"restart {held.name} (policy {policy}) in {plan.backoff_ms} ms"
         )
         await workflow.sleep(timedelta(milliseconds=plan.backoff_ms))
-        start_operation = policy_restart_id(held.container_id, plan.restart_count + 1)
+        child_id = policy_restart_id(held.container_id, plan.restart_count + 1)
+        # Held as this run's operation until the start saga takes it over as its parent's.
         claim = await state_step(
             LifecycleStateActivities.claim_policy_restart,
             ClaimRestartInput(
                 container_id=held.container_id,
                 restart_count=plan.restart_count,
-                start_operation=start_operation,
+                operation=operation,
             ),
             f"claim {held.name} for a policy restart",
         )
         if not claim.claimed:
             set_outcome("exited")
             return ExitOutput(recorded=True)
+        child_operation: str | None = None
         try:
-            await workflow.execute_child_workflow(
+            child = await workflow.start_child_workflow(
                 ContainerStartOnNode.run,
-                NodeStartInput(
-                    request=ContainerStartInput(container=held.container_id),
-                    operation=start_operation,
-                ),
-                id=start_operation,
+                NodeStartInput(request=ContainerStartInput(container=held.container_id)),
+                id=child_id,
                 task_queue=workflow.info().task_queue,
                 search_attributes=visibility.container_attributes(
                     held.container_id, held.name, held.node
@@ -129,10 +149,14 @@ class ContainerExitedOnNode:
                     f"restart {held.name} (policy {policy}, restart {claim.restart_count})"
                 ),
             )
+            child_operation = operation_of(child_id, child.first_execution_run_id or "")
+            await child
         except ChildWorkflowError as err:
             # A failed start recorded itself (docker's restart manager gives up here too); a
-            # terminated one did not: release the container from it.
-            await abort(held.model_copy(update={"operation": start_operation}), err)
+            # terminated one did not: release the container from it, or from our claim.
+            await abort(held, err)
+            if child_operation is not None:
+                await abort(held.model_copy(update={"operation": child_operation}), err)
             set_outcome("restart-failed")
             return ExitOutput(recorded=True, error=failure_message(err))
         set_outcome("restarted")

@@ -5,6 +5,8 @@ holder ``export:<operation>`` (mounting it if no other holder has), write the ta
 holder (unmounting when it was the last). The release is registered before the mount and runs to
 completion whatever happens, including a cancel. Export is not a lifecycle operation: it runs
 beside a start or stop of the same container, and the holder set keeps one mount between them.
+Writing the tar takes as long as the container's filesystem makes it, so it is a regular
+activity (on the node's own queue) that heartbeats, not a local one under a workflow task.
 
 ``ContainerExport`` on the control queue routes it to the node, like ``ContainerStart``.
 """
@@ -12,10 +14,14 @@ beside a start or stop of the same container, and the holder set keeps one mount
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import ConfigDict
+
     from activities.export import (
         BeginExportInput,
         ExportActivities,
@@ -25,17 +31,22 @@ with workflow.unsafe.imports_passed_through():
     from activities.types import StepModel
     from berth.contract import ContainerExportInput, ContainerExportOutput
     from berth.errors import BerthError, System, as_berth_error
-    from workflows.policies import STATE_RETRY, UNDO_RETRY
-    from workflows.routing import local_step, locate, run_on_node, set_outcome
+    from workflows.policies import STATE_RETRY, STEP_RETRY, UNDO_RETRY
+    from workflows.routing import local_step, locate, operation_id, run_on_node, set_outcome
     from workflows.saga import Saga
 
 
+# The tar step heartbeats every couple of seconds; a dead agent is noticed after this long.
+EXPORT_HEARTBEAT_TIMEOUT = timedelta(seconds=30)
+EXPORT_TIMEOUT = timedelta(hours=6)
+
+
 class NodeExportInput(StepModel):
-    """Input of ``ContainerExportOnNode``: the request and the operation that holds the rootfs."""
+    """Input of ``ContainerExportOnNode``: the request (the rootfs holder is this run's own)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     request: ContainerExportInput
-    # The workflow id the holder is named after; empty means this workflow's own id.
-    operation: str = ""
 
 
 def export_holder(operation: str) -> str:
@@ -53,7 +64,7 @@ class ContainerExport:
         result = await run_on_node(
             "export",
             ContainerExportOnNode.run,
-            lambda operation: NodeExportInput(request=request, operation=operation),
+            NodeExportInput(request=request),
             where,
         )
         set_outcome("exported")
@@ -67,7 +78,7 @@ class ContainerExportOnNode:
     @workflow.run
     async def run(self, start: NodeExportInput) -> ContainerExportOutput:
         request = start.request
-        holder = export_holder(start.operation or workflow.info().workflow_id)
+        holder = export_holder(operation_id())
         try:
             target = await local_step(
                 ExportActivities.begin_export,
@@ -94,10 +105,14 @@ class ContainerExportOnNode:
                 MountRootfsInput(container_id=cid, node=node, image=target.image, holder=holder),
                 f"hold rootfs of {name} as {holder}",
             )
-            written = await local_step(
+            written = await workflow.execute_activity_method(
                 ExportActivities.export_rootfs,
                 ExportRootfsInput(container_id=cid, node=node, output=request.output),
-                f"write tar of {name} to {request.output}",
+                start_to_close_timeout=EXPORT_TIMEOUT,
+                heartbeat_timeout=EXPORT_HEARTBEAT_TIMEOUT,
+                retry_policy=STEP_RETRY,
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                summary=f"write tar of {name} to {request.output}",
             )
         except (Exception, asyncio.CancelledError) as err:
             await saga.compensate()

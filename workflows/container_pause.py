@@ -13,6 +13,8 @@ import asyncio
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import ConfigDict
+
     from activities.state_lifecycle import (
         BeginPauseInput,
         CommitPauseInput,
@@ -23,16 +25,17 @@ with workflow.unsafe.imports_passed_through():
     from berth.contract import ContainerPauseInput, ContainerPauseOutput
     from berth.errors import BerthError, as_berth_error
     from workflows.container_stop import abort, state_step
-    from workflows.routing import local_step, locate, run_on_node, set_outcome
+    from workflows.routing import local_step, locate, operation_id, run_on_node, set_outcome
     from workflows.saga import run_to_completion
 
 
 class NodePauseInput(StepModel):
     """Input of ``ContainerPauseOnNode``: pause (True) or unpause (False), as one operation."""
 
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
     request: ContainerPauseInput
     pause: bool
-    operation: str = ""
 
 
 async def _pause_on_node(request: ContainerPauseInput, pause: bool) -> ContainerPauseOutput:
@@ -41,7 +44,7 @@ async def _pause_on_node(request: ContainerPauseInput, pause: bool) -> Container
     result = await run_on_node(
         verb,
         ContainerPauseOnNode.run,
-        lambda operation: NodePauseInput(request=request, pause=pause, operation=operation),
+        NodePauseInput(request=request, pause=pause),
         where,
     )
     set_outcome(f"{verb}d")
@@ -72,7 +75,7 @@ class ContainerPauseOnNode:
 
     @workflow.run
     async def run(self, request: NodePauseInput) -> ContainerPauseOutput:
-        operation = request.operation or workflow.info().workflow_id
+        operation = operation_id()
         verb = "pause" if request.pause else "unpause"
         held = await state_step(
             LifecycleStateActivities.begin_pause,

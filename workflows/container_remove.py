@@ -15,6 +15,8 @@ import asyncio
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import ConfigDict
+
     from activities.state_lifecycle import (
         BeginRemoveInput,
         FailOperationInput,
@@ -32,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
         state_step,
         stop_task,
     )
-    from workflows.routing import locate, run_on_node, set_outcome
+    from workflows.routing import locate, operation_id, run_on_node, set_outcome
     from workflows.saga import failure_message, run_to_completion
 
 # How long a SIGKILLed task may take to be reaped.
@@ -40,10 +42,11 @@ KILL_WAIT_SECONDS = 10
 
 
 class NodeRemoveInput(StepModel):
-    """Input of ``ContainerRemoveOnNode``: the remove request and the operation it runs as."""
+    """Input of ``ContainerRemoveOnNode``: the remove request (the operation is this run's own)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     request: ContainerRemoveInput
-    operation: str = ""
 
 
 @workflow.defn(name="ContainerRemove", failure_exception_types=[BerthError])
@@ -56,7 +59,7 @@ class ContainerRemove:
         result = await run_on_node(
             "remove",
             ContainerRemoveOnNode.run,
-            lambda operation: NodeRemoveInput(request=request, operation=operation),
+            NodeRemoveInput(request=request),
             where,
         )
         set_outcome("removed")
@@ -70,7 +73,7 @@ class ContainerRemoveOnNode:
     @workflow.run
     async def run(self, remove: NodeRemoveInput) -> ContainerRemoveOutput:
         request = remove.request
-        operation = remove.operation or workflow.info().workflow_id
+        operation = operation_id()
         plan = await state_step(
             LifecycleStateActivities.begin_remove,
             BeginRemoveInput(container=request.container, operation=operation, force=request.force),

@@ -15,6 +15,8 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import ConfigDict
+
     from activities.shim import ReplaceTaskInput, ShimActivities
     from activities.state import StepOutcome
     from activities.state_lifecycle import (
@@ -40,15 +42,16 @@ with workflow.unsafe.imports_passed_through():
         stop_task_or_abort,
     )
     from workflows.metrics import recorded
-    from workflows.routing import local_step, locate, run_on_node, set_outcome
+    from workflows.routing import local_step, locate, operation_id, run_on_node, set_outcome
     from workflows.saga import failure_message, run_to_completion
 
 
 class NodeRestartInput(StepModel):
-    """Input of ``ContainerRestartOnNode``: the restart request and the operation it runs as."""
+    """Input of ``ContainerRestartOnNode``: the restart (the operation is this run's own)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     request: ContainerRestartInput
-    operation: str = ""
 
 
 @workflow.defn(name="ContainerRestart", failure_exception_types=[BerthError])
@@ -61,7 +64,7 @@ class ContainerRestart:
         result = await run_on_node(
             "restart",
             ContainerRestartOnNode.run,
-            lambda operation: NodeRestartInput(request=request, operation=operation),
+            NodeRestartInput(request=request),
             where,
         )
         set_outcome("restarted")
@@ -78,7 +81,7 @@ class ContainerRestartOnNode:
 
     async def _restart(self, restart: NodeRestartInput) -> ContainerStartOutput:
         request = restart.request
-        operation = restart.operation or workflow.info().workflow_id
+        operation = operation_id()
         plan = await state_step(
             LifecycleStateActivities.begin_stop,
             BeginStopInput(container=request.container, operation=operation, then_start=True),
@@ -108,13 +111,11 @@ class ContainerRestartOnNode:
                 f"record {held.name} stopped for restart",
             )
         )
-        # The start saga, inline and as this same operation: begin_start finds it held by us.
+        # The start saga, inline and as this same run's operation: begin_start finds it held by us.
         workflow.set_current_details(f"start {held.name} from scratch")
         start = ContainerStartOnNode()
         return await start.run(
-            NodeStartInput(
-                request=ContainerStartInput(container=held.container_id), operation=operation
-            )
+            NodeStartInput(request=ContainerStartInput(container=held.container_id))
         )
 
     async def _replace_task(self, held: Holding) -> tuple[int | None, StepOutcome | None]:

@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import ConfigDict
+
     from activities.mount import MountActivities, MountRootfsInput, ReleaseRootfsInput
     from activities.network import NetworkActivities, NetworkInput
     from activities.shim import CreateShimInput, ShimActivities
@@ -40,18 +42,29 @@ with workflow.unsafe.imports_passed_through():
     from workflows import visibility
     from workflows.metrics import record_action, record_compensation, recorded
     from workflows.policies import STATE_RETRY, UNDO_RETRY
-    from workflows.routing import local_step, locate, run_on_node, set_outcome
+    from workflows.routing import (
+        local_step,
+        locate,
+        operation_id,
+        parent_operation,
+        run_on_node,
+        set_outcome,
+    )
     from workflows.saga import Saga, failure_message, run_to_completion
 
 In = TypeVar("In")
 
 
 class NodeStartInput(StepModel):
-    """Input of ``ContainerStartOnNode``: the start request and the operation it runs as."""
+    """Input of ``ContainerStartOnNode``: the start request.
+
+    The operation it holds the container as is not an input: it is this run's own
+    (:func:`workflows.routing.operation_id`), so a caller cannot name another one's hold.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     request: ContainerStartInput
-    # The workflow id that holds the container; empty means this workflow's own id.
-    operation: str = ""
 
 
 @workflow.defn(name="ContainerStart", failure_exception_types=[BerthError])
@@ -64,7 +77,7 @@ class ContainerStart:
         result = await run_on_node(
             "start",
             ContainerStartOnNode.run,
-            lambda operation: NodeStartInput(request=request, operation=operation),
+            NodeStartInput(request=request),
             where,
         )
         set_outcome("not-modified" if result.not_modified else "started")
@@ -93,7 +106,9 @@ class ContainerStartOnNode:
             plan = await local_step(
                 StateActivities.begin_start,
                 BeginStartInput(
-                    request=start.request, operation=start.operation or workflow.info().workflow_id
+                    request=start.request,
+                    operation=operation_id(),
+                    parent_operation=parent_operation(),
                 ),
                 f"check and lock container {start.request.container}",
                 retry=STATE_RETRY,

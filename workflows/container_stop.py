@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import ConfigDict
+
     from activities.mount import MountActivities, ReleaseRootfsInput
     from activities.network import NetworkActivities, NetworkInput
     from activities.shim import ShimActivities
@@ -38,7 +40,7 @@ with workflow.unsafe.imports_passed_through():
     from berth.contract import DEFAULT_STOP_TIMEOUT, ContainerStopInput, ContainerStopOutput
     from berth.errors import BerthError, as_berth_error
     from workflows.policies import STATE_RETRY, UNDO_RETRY
-    from workflows.routing import local_step, locate, run_on_node, set_outcome
+    from workflows.routing import local_step, locate, operation_id, run_on_node, set_outcome
     from workflows.saga import failure_message, run_to_completion
 
 In = TypeVar("In")
@@ -47,11 +49,11 @@ STOP_SLACK = timedelta(seconds=30)
 
 
 class NodeStopInput(StepModel):
-    """Input of ``ContainerStopOnNode``: the stop request and the operation it runs as."""
+    """Input of ``ContainerStopOnNode``: the stop request (the operation is this run's own)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     request: ContainerStopInput
-    # The workflow id that holds the container; empty means this workflow's own id.
-    operation: str = ""
 
 
 @workflow.defn(name="ContainerStop", failure_exception_types=[BerthError])
@@ -64,7 +66,7 @@ class ContainerStop:
         result = await run_on_node(
             "stop",
             ContainerStopOnNode.run,
-            lambda operation: NodeStopInput(request=request, operation=operation),
+            NodeStopInput(request=request),
             where,
         )
         set_outcome("not-modified" if result.not_modified else "stopped")
@@ -78,7 +80,7 @@ class ContainerStopOnNode:
     @workflow.run
     async def run(self, stop: NodeStopInput) -> ContainerStopOutput:
         request = stop.request
-        operation = stop.operation or workflow.info().workflow_id
+        operation = operation_id()
         plan = await state_step(
             LifecycleStateActivities.begin_stop,
             BeginStopInput(container=request.container, operation=operation),

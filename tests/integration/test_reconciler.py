@@ -133,7 +133,7 @@ async def test_reconciler_undoes_a_terminated_start_and_resets_the_state(
     await node2.agent.wait_dead()
     node2.agent.clear_faults()
     record = await node2.record(container_id)
-    assert (record.state, record.operation) == ("starting", handle.id)
+    assert (record.state, record.operation) == ("starting", f"{handle.id}@{handle.result_run_id}")
     assert (await node2.footprint(container_id)).rootfs_mounts == 1
 
     repairs = await asyncio.wait_for(reconciler(node2, temporal).reconcile(), RESULT_TIMEOUT)
