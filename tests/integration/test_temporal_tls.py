@@ -12,9 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.service import RPCError, RPCStatusCode
 
-from berth.client import BerthClient
+from berth.client import BerthClient, connect
 from berth.config import Settings
 from berth.contract import ContainerConfig
 from berth.errors import BerthError, Forbidden, Unavailable
@@ -105,6 +106,24 @@ async def test_connect_with_ca_and_client_cert_starts_a_container_through_the_pr
     # The calls went through the proxy, over TLS, and were passed on (200).
     access = (proxy.error_log.parent / "access.log").read_text()
     assert '"POST /temporal.api.workflowservice.v1.WorkflowService/StartWorkflowExecution' in access
+
+
+async def test_connect_with_a_ca_bundle_of_old_and_new_ca_trusts_the_server(
+    settings: Settings, proxy: TlsProxy, material: TlsMaterial, tmp_path: Path
+) -> None:
+    # During a CA rotation the CA file holds both CAs; the server's (the second) is found.
+    bundle = tmp_path / "ca-bundle.pem"
+    bundle.write_bytes(material.foreign_ca_cert.read_bytes() + material.ca_cert.read_bytes())
+    rotating = through_proxy(
+        settings, proxy, ca=bundle, cert=material.client_cert, key=material.client_key
+    )
+
+    client = await connect(rotating)
+
+    described = await client.workflow_service.describe_namespace(
+        DescribeNamespaceRequest(namespace=settings.temporal_namespace)
+    )
+    assert described.namespace_info.name == settings.temporal_namespace
 
 
 async def test_connect_without_client_cert_is_forbidden_and_starts_nothing(
