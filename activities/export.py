@@ -1,24 +1,41 @@
 """Step ``export``: a tar of a container's filesystem, read from its mounted rootfs.
 
 The rootfs is held for the export through the mount step's holder set (holder
-``export:<workflow id>``), so an export of a running container reuses its mount and an export of
+``export:<operation>``), so an export of a running container reuses its mount and an export of
 a stopped one mounts it; the mount goes away when the last holder releases it. This module only
 looks the container up (``begin_export``) and writes the tar (``export_rootfs``).
 
-The tar is written to a temporary file created (``O_EXCL | O_NOFOLLOW``) in the output's
-directory, which is opened without following symlinks, then renamed over the output: a symlink
-at the output is replaced, never followed, so nothing is written outside that directory. A
-failed export leaves no temporary file; running it again writes the same tar.
+Where the tar goes is a client's choice, so it is confined, on the node, at every export: the
+output's directory must be at or below an allowed export directory (the node's own
+``<state_dir>/nodes/<node>/exports``, created 0700 on first use, plus the operator's
+``allowed_export_paths``), reached from that directory one component at a time with
+``O_NOFOLLOW`` (a symlink on the way is ``Forbidden``), and an existing output must be a regular
+file or a symlink. The tar is written to a temporary file created (``O_EXCL | O_NOFOLLOW``)
+relative to that directory's fd, then renamed over the output: a symlink at the output is
+replaced, never followed. A failed export leaves no temporary file; running it again writes the
+same tar.
+
+What goes into the tar is the container's, so the rootfs is walked through
+:mod:`berth.runtime.rootfs_files`: every entry is opened relative to its parent's fd without
+following it, symlinks are stored as symlinks, a file's header comes from ``fstat`` of the fd its
+bytes are read from, device nodes and FIFOs are stored as headers and never opened, and nothing
+on another filesystem (a mount under the rootfs) is entered. The walk runs in a thread and the
+activity heartbeats while it runs; a cancel stops the walk and removes the temporary file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import secrets
+import stat
 import tarfile
+import threading
+from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
@@ -27,8 +44,12 @@ from activities.types import StepModel
 from berth.config import NodePaths
 from berth.contract import ContainerState
 from berth.db.repository import ContainerRepository
-from berth.errors import Conflict, InvalidParameter, System
+from berth.errors import Conflict, Forbidden, InvalidParameter, System
 from berth.faults import NO_FAULTS, FaultHook, fault_point
+from berth.runtime import rootfs_files
+
+HEARTBEAT_SECONDS = 2.0
+_BUFFER = 1 << 20
 
 
 class BeginExportInput(StepModel):
@@ -62,10 +83,12 @@ class ExportActivities:
         sessions: async_sessionmaker[AsyncSession],
         paths: NodePaths,
         faults: FaultHook = NO_FAULTS,
+        allowed_export_paths: Sequence[Path] = (),
     ) -> None:
         self._sessions = sessions
         self._paths = paths
         self._faults = faults
+        self._allowed_export_paths = allowed_export_paths
 
     @activity.defn(name="begin_export")
     async def begin_export(self, request: BeginExportInput) -> ExportTarget:
@@ -84,25 +107,70 @@ class ExportActivities:
     @activity.defn(name="export_rootfs")
     @fault_point("export")
     async def export_rootfs(self, request: ExportRootfsInput) -> ExportRootfsOutput:
-        """Write the tar of the mounted rootfs to ``request.output``."""
+        """Write the tar of the mounted rootfs to ``request.output``, heartbeating meanwhile."""
         rootfs = self._paths.rootfs(request.container_id)
-        size = await asyncio.to_thread(write_tar, rootfs, Path(request.output))
-        return ExportRootfsOutput(size_bytes=size)
+        stop = threading.Event()
+        written = Progress()
+        work = asyncio.ensure_future(
+            asyncio.to_thread(
+                export_to,
+                rootfs,
+                Path(request.output),
+                ExportDirectories(self._paths.exports_dir, self._allowed_export_paths),
+                stop,
+                written,
+            )
+        )
+        try:
+            while not (await asyncio.wait({work}, timeout=HEARTBEAT_SECONDS))[0]:
+                if not activity.info().is_local:
+                    activity.heartbeat(written.entries)
+        except asyncio.CancelledError:
+            stop.set()  # the walk stops at its next entry and removes its temporary file
+            await asyncio.wait({work})
+            raise
+        return ExportRootfsOutput(size_bytes=work.result())
 
 
-def write_tar(rootfs: Path, output: Path) -> int:
-    """Tar ``rootfs`` (symlinks kept as links) into ``output``; returns the tar's size.
+class ExportDirectories:
+    """Where exports may be written on this node: its own directory and the operator's."""
+
+    def __init__(self, own: Path, allowed: Sequence[Path] = ()) -> None:
+        self.own = own
+        self.allowed = list(allowed)
+
+    def roots(self) -> list[Path]:
+        """Every allowed directory, resolved now (the operator's may be reached via symlinks)."""
+        return [Path(os.path.realpath(root)) for root in (self.own, *self.allowed)]
+
+
+class Progress:
+    """How far a tar has got; written by the walk's thread, read by the heartbeat."""
+
+    def __init__(self) -> None:
+        self.entries = 0
+
+
+class _Stopped(Exception):
+    """The export was cancelled while the walk ran."""
+
+
+def export_to(
+    rootfs: Path,
+    output: Path,
+    directories: ExportDirectories,
+    stop: threading.Event | None = None,
+    progress: Progress | None = None,
+) -> int:
+    """Tar ``rootfs`` into ``output`` (confined to ``directories``); returns the tar's size.
 
     Raises:
-        InvalidParameter: the output path is not absolute, or its directory is missing, not a
-            directory, or reached through a symlink.
+        InvalidParameter: ``output`` is not an absolute file path, or its directory is missing.
+        Forbidden: ``output`` is outside every allowed export directory, reached through a
+            symlink, or an existing file there is not a regular file.
         System: the tar could not be written.
     """
-    directory, name = _checked_output(output)
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    except OSError as error:
-        raise InvalidParameter(f"output directory {directory}: {error.strerror}") from error
+    dir_fd, name = open_output_directory(output, directories)
     partial = f".{name}.{secrets.token_hex(4)}.partial"
     try:
         fd = os.open(
@@ -112,29 +180,155 @@ def write_tar(rootfs: Path, output: Path) -> int:
             dir_fd=dir_fd,
         )
         try:
-            with os.fdopen(fd, "wb") as stream, tarfile.open(fileobj=stream, mode="w") as tar:
-                tar.add(os.fspath(rootfs), arcname=".", recursive=True)
+            with os.fdopen(fd, "wb") as stream:
+                write_tar(rootfs, stream, stop or threading.Event(), progress or Progress())
+            _check_replaceable(dir_fd, name, output)
             os.replace(partial, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             return os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_size
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(partial, dir_fd=dir_fd)
             raise
+    except _Stopped:
+        raise System(f"export to {output}: cancelled") from None
     except OSError as error:
         raise System(f"export to {output}: {error.strerror or error}") from error
     finally:
         os.close(dir_fd)
 
 
-def _checked_output(output: Path) -> tuple[Path, str]:
+def open_output_directory(output: Path, directories: ExportDirectories) -> tuple[int, str]:
+    """The output's directory as an fd, walked without following symlinks, and the file name.
+
+    Raises:
+        InvalidParameter: the path is not absolute, has ``..`` or no name, or the directory is
+            missing or not a directory.
+        Forbidden: the directory is outside every allowed export directory or is reached
+            through a symlink, or an existing output is not a regular file or a symlink.
+    """
     if not output.is_absolute() or ".." in output.parts or not output.name:
-        raise InvalidParameter(f"output {output}: must be an absolute file path without '..'")
+        raise InvalidParameter(f"output: {output} must be an absolute file path without '..'")
     directory = output.parent
-    if os.path.realpath(directory) != os.fspath(directory):
-        raise InvalidParameter(
-            f"output directory {directory} is reached through a symlink; "
-            f"give the resolved path {os.path.realpath(directory)}"
+    roots = directories.roots()
+    root = next((r for r in roots if directory == r or r in directory.parents), None)
+    if root is None:
+        raise Forbidden(
+            f"output: {output} is not in an allowed export directory of this node "
+            f"({', '.join(map(str, roots))})"
         )
-    if not directory.is_dir():
-        raise InvalidParameter(f"output directory {directory} does not exist")
-    return directory, output.name
+    if root == Path(os.path.realpath(directories.own)):
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as error:
+        raise InvalidParameter(f"output: export directory {root}: {error.strerror}") from error
+    try:
+        for part in directory.relative_to(root).parts:
+            child = os.open(
+                part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
+            )
+            os.close(fd)
+            fd = child
+        _check_replaceable(fd, output.name, output)
+    except BaseException as error:
+        os.close(fd)
+        if isinstance(error, OSError):
+            raise _directory_error(error, directory) from error
+        raise
+    return fd, output.name
+
+
+def _directory_error(error: OSError, directory: Path) -> InvalidParameter | Forbidden:
+    if error.errno == errno.ELOOP:
+        return Forbidden(f"output: directory {directory} is reached through a symlink")
+    if error.errno == errno.ENOENT:
+        return InvalidParameter(f"output: directory {directory} does not exist")
+    return InvalidParameter(f"output: directory {directory}: {error.strerror}")
+
+
+def _check_replaceable(dir_fd: int, name: str, output: Path) -> None:
+    """Only a regular file or a symlink (replaced, not followed) may be overwritten."""
+    try:
+        mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        raise Forbidden(f"output: {output} exists and is {rootfs_files.kind(mode)}")
+
+
+def write_tar(rootfs: Path, stream: BinaryIO, stop: threading.Event, progress: Progress) -> None:
+    """Write the tar of ``rootfs`` to ``stream``, every entry read as the module doc says."""
+    root_fd = rootfs_files.open_root(rootfs)
+    skipped = rootfs_files.Skipped([])
+    # The first name each multiply-linked file was stored under, for hard-link members.
+    stored: dict[tuple[int, int], str] = {}
+    try:
+        with tarfile.open(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            tar.addfile(_header(".", os.fstat(root_fd)))
+            for entry in rootfs_files.walk(root_fd, skipped):
+                if stop.is_set():
+                    raise _Stopped
+                _add(tar, entry, stored)
+                progress.entries += 1
+    finally:
+        os.close(root_fd)
+    if skipped.paths:
+        activity.logger.info("export of %s left out mounts: %s", rootfs, skipped.paths)
+
+
+def _add(
+    tar: tarfile.TarFile, entry: rootfs_files.Entry, stored: dict[tuple[int, int], str]
+) -> None:
+    info = _header(f"./{entry.path}", entry.stat)
+    mode = entry.stat.st_mode
+    if stat.S_ISREG(mode):
+        key = (entry.stat.st_dev, entry.stat.st_ino)
+        if entry.stat.st_nlink > 1 and key in stored:
+            info.type, info.linkname, info.size = tarfile.LNKTYPE, stored[key], 0
+            tar.addfile(info)
+            return
+        stored[key] = info.name
+        info.size = entry.stat.st_size
+        fd = rootfs_files.open_regular(entry.fd, f"/{entry.path}")
+        with os.fdopen(fd, "rb", buffering=0) as data:
+            tar.addfile(info, _Exactly(data, info.size))
+    elif stat.S_ISDIR(mode):
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+    elif stat.S_ISLNK(mode):
+        info.type, info.linkname = tarfile.SYMTYPE, rootfs_files.read_link(entry.fd)
+        tar.addfile(info)
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        info.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
+        info.devmajor, info.devminor = os.major(entry.stat.st_rdev), os.minor(entry.stat.st_rdev)
+        tar.addfile(info)
+    elif stat.S_ISFIFO(mode):
+        info.type = tarfile.FIFOTYPE
+        tar.addfile(info)
+    # A socket has no tar form (as with tar(1) and docker export): left out.
+
+
+def _header(name: str, info: os.stat_result) -> tarfile.TarInfo:
+    header = tarfile.TarInfo(name)
+    header.mode = stat.S_IMODE(info.st_mode)
+    header.uid, header.gid = info.st_uid, info.st_gid
+    # Numeric owners only: names would come from the host's user database, not the container's.
+    header.uname = header.gname = ""
+    header.mtime = int(info.st_mtime)
+    return header
+
+
+class _Exactly:
+    """``size`` bytes of a file that a running container may be changing: cut or zero-padded."""
+
+    def __init__(self, stream: BinaryIO, size: int) -> None:
+        self._stream = stream
+        self._left = size
+
+    def read(self, size: int = _BUFFER) -> bytes:
+        want = min(size, self._left)
+        chunk = self._stream.read(want) or b""
+        if len(chunk) < want:  # the file shrank: keep the header's size
+            chunk += b"\0" * (want - len(chunk))
+        self._left -= want
+        return chunk

@@ -58,7 +58,9 @@ class SpecActivities:
     async def write_spec(self, request: WriteSpecInput) -> WriteSpecOutput:
         """Check bind sources on this host, build the spec and persist it."""
         check_bind_sources(request.config.binds, self._allowed_host_paths, resolve=True)
-        spec = build_spec(
+        # In a thread: it reads the rootfs' passwd and group files, which the container controls.
+        spec = await asyncio.to_thread(
+            build_spec,
             request.container_id,
             request.config,
             request.image_config,

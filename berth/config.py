@@ -80,6 +80,11 @@ class NodePaths:
         return self.logs_dir / f"{container_id}.log"
 
     @property
+    def exports_dir(self) -> Path:
+        """The node's own export directory: always allowed, created (0700) on first use."""
+        return self.root / "exports"
+
+    @property
     def specs_dir(self) -> Path:
         return self.workload_root / "specs"
 
@@ -142,6 +147,9 @@ class Settings(BaseSettings):
     codec_keys_file: Path | None = None
     # Host paths containers may bind-mount (anything at or below these); empty allows none.
     allowed_host_paths: list[Path] = Field(default_factory=list)
+    # Directories exports may write to (anything at or below these, resolved on the node at each
+    # export), besides the node's own ``<state_dir>/nodes/<node>/exports``, which is always allowed.
+    allowed_export_paths: list[Path] = Field(default_factory=list)
     # host:port of this process's Prometheus endpoint (workers); unset means no endpoint.
     metrics_address: str | None = None
     # Activities routed to a node whose agent is down fail after this long instead of waiting.

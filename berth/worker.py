@@ -199,7 +199,7 @@ def node_worker(
     spec = SpecActivities(paths, runtime.faults, settings.allowed_host_paths)
     shim = ShimActivities(runtime.containerd, paths, runtime.faults)
     task = TaskActivities(runtime.containerd, runtime.faults)
-    export = ExportActivities(sessions, paths, runtime.faults)
+    export = ExportActivities(sessions, paths, runtime.faults, settings.allowed_export_paths)
     lifecycle = LifecycleStateActivities(sessions)
     exits = ExitActivities(sessions, runtime.containerd, settings.node)
     return Worker(

@@ -6,12 +6,12 @@ and ``/etc/group`` to resolve a named user), so the spec step can rebuild it on 
 
 from __future__ import annotations
 
-import os
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from berth.contract import BindMount, ContainerConfig
 from berth.errors import InvalidParameter
+from berth.runtime import rootfs_files
 
 OCI_VERSION = "1.0.2"
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -108,33 +108,16 @@ def merge_env(*layers: list[str]) -> list[str]:
 
 
 def _read_in_rootfs(rootfs: Path, relative: str) -> str | None:
-    """A file of the rootfs, following symlinks without ever leaving the rootfs."""
-    parts = list(PurePosixPath(relative).parts)
-    current = PurePosixPath("/")
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part in ("", "/", "."):
-            continue
-        if part == "..":
-            current = current.parent
-            continue
-        candidate = current / part
-        host = rootfs / candidate.relative_to("/")
-        if host.is_symlink():
-            hops += 1
-            if hops > 40:
-                return None
-            target = PurePosixPath(os.readlink(host))
-            if target.is_absolute():
-                current = PurePosixPath("/")
-            parts = list(target.parts) + parts
-            continue
-        current = candidate
+    """A file of the rootfs, resolved without ever leaving it; None when it has none.
+
+    Raises:
+        InvalidParameter: the file is not a regular file or is over the size bound.
+    """
     try:
-        return (rootfs / current.relative_to("/")).read_text(errors="replace")
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        data = rootfs_files.read_file(rootfs, relative)
+    except FileNotFoundError:  # no rootfs at all: nothing to resolve names against
         return None
+    return None if data is None else data.decode(errors="replace")
 
 
 def _entries(text: str | None) -> list[list[str]]:
@@ -154,8 +137,8 @@ def resolve_user(user: str, rootfs: Path) -> tuple[int, int, list[int]]:
         InvalidParameter: a named user or group is not in the rootfs' passwd or group file.
     """
     name, _, group = user.partition(":")
-    passwd = _entries(_read_in_rootfs(rootfs, "etc/passwd"))
-    groups = _entries(_read_in_rootfs(rootfs, "etc/group"))
+    # Only the files a lookup needs are read: the empty user (root) reads none.
+    passwd = _entries(_read_in_rootfs(rootfs, "etc/passwd")) if name else []
     uid, gid, login = 0, 0, ""
     if name:
         match = next((e for e in passwd if name in (e[0], e[2])), None)
@@ -167,6 +150,7 @@ def resolve_user(user: str, rootfs: Path) -> tuple[int, int, list[int]]:
             raise InvalidParameter(
                 f"unable to find user {name}: no matching entries in passwd file"
             )
+    groups = _entries(_read_in_rootfs(rootfs, "etc/group")) if group or login else []
     if group:
         match = next((e for e in groups if group in (e[0], e[2])), None)
         if match is not None:
