@@ -1,7 +1,8 @@
 """PostgreSQL and Temporal look-ups of a fleet restart (control worker, run as local activities).
 
 ``begin_fleet_run`` snapshots the selection into ``fleet_items`` once (a run that exists is only
-read back, so it converges when run again and after continue-as-new); ``next_fleet_items`` pages
+read back, so it converges when run again and after continue-as-new; a run recorded under
+another fleet's name is a ``Conflict``); ``next_fleet_items`` pages
 the pending ones; ``record_fleet_item`` and ``set_fleet_status`` write outcomes, idempotently.
 ``check_healthy`` is the health gate, ``stalled_children`` the check for node agents that do not
 pick up their work. None of them touches a host.
@@ -24,6 +25,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.types import StepModel
 from berth.contract import FleetSelector, HealthCheck
 from berth.db.models import Container, ContainerHealth, FleetItem, FleetRun
+from berth.errors import Conflict
 from berth.health import has_health_check
 
 
@@ -151,7 +153,13 @@ class FleetActivities:
     async def begin_fleet_run(self, request: BeginFleetInput) -> FleetTally:
         """Record the run and its selection once; return the tally (also after continue-as-new)."""
         async with self._sessions.begin() as session:
-            if await session.get(FleetRun, request.run_id) is None:
+            run = await session.get(FleetRun, request.run_id)
+            if run is not None and run.name != request.name:
+                raise Conflict(
+                    f"fleet run {request.run_id} belongs to fleet restart {run.name}, "
+                    f"not {request.name}"
+                )
+            if run is None:
                 found = await session.execute(
                     select(Container.id, Container.name, Container.node).where(
                         selection(request.selector)

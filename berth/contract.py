@@ -10,7 +10,15 @@ import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 # moby's validContainerNamePattern: the first character alphanumeric, then [a-zA-Z0-9_.-].
 CONTAINER_NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
@@ -24,6 +32,65 @@ CONTAINER_ID = re.compile(r"^[a-f0-9]{64}$")
 MAX_LABELS = 256
 MAX_ENV = 1024
 MAX_VALUE_BYTES = 4096
+# containerd refuses a label whose key and value together exceed 4096 bytes.
+MAX_LABEL_BYTES = 4096
+MAX_LABEL_KEY = 255
+# An OCI spec's integers are int64 (memory limit, pids limit).
+INT64_MAX = 2**63 - 1
+# Arguments of a process: Linux takes one up to 128 KiB; the whole list is bounded too.
+MAX_ARGS = 4096
+MAX_ARG_BYTES = 128 * 1024
+MAX_ARGS_TOTAL_BYTES = 1024 * 1024
+# A fleet selector's ids stay well below PostgreSQL's 65,535 bind parameters (ids and names).
+MAX_SELECTOR_IDS = 10_000
+# Counts a fleet restart's knobs can meaningfully take (a selection is at most this many).
+MAX_FLEET_COUNT = 1_000_000
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+# A string that PostgreSQL, containerd and the kernel can all take: no NUL character.
+Text = Annotated[str, AfterValidator(_no_nul)]
+
+
+def check_labels(value: dict[str, str]) -> dict[str, str]:
+    """Container labels (and selector labels): containerd's limits, no NUL, no empty key."""
+    for key, val in value.items():
+        if not key or len(key) > MAX_LABEL_KEY:
+            raise ValueError(f"invalid label {key[:64]!r}: empty key or longer than 255")
+        if "\x00" in key or "\x00" in val:
+            raise ValueError(f"invalid label {key[:64]!r}: must not contain NUL characters")
+        if len(key.encode()) + len(val.encode()) > MAX_LABEL_BYTES:
+            raise ValueError(
+                f"invalid label {key[:64]!r}: key and value exceed {MAX_LABEL_BYTES} bytes"
+            )
+    return value
+
+
+def check_args(value: list[str] | None) -> list[str] | None:
+    """A process's arguments: at most 4096, each at most 128 KiB, 1 MiB in all, no NUL."""
+    if value is None:
+        return value
+    if len(value) > MAX_ARGS:
+        raise ValueError(f"at most {MAX_ARGS} arguments, got {len(value)}")
+    total = 0
+    for arg in value:
+        if "\x00" in arg:
+            raise ValueError("arguments must not contain NUL")
+        size = len(arg.encode())
+        if size > MAX_ARG_BYTES:
+            raise ValueError(f"an argument exceeds {MAX_ARG_BYTES} bytes")
+        total += size
+    if total > MAX_ARGS_TOTAL_BYTES:
+        raise ValueError(f"arguments exceed {MAX_ARGS_TOTAL_BYTES} bytes in all")
+    return value
+
+
+Labels = Annotated[dict[str, str], Field(max_length=MAX_LABELS), AfterValidator(check_labels)]
 
 
 class Model(BaseModel):
@@ -65,9 +132,9 @@ class RestartPolicy(Model):
 class Resources(Model):
     """Limits applied through the OCI spec's cgroup section."""
 
-    memory_bytes: Annotated[int, Field(ge=6 * 1024 * 1024)] | None = None
+    memory_bytes: Annotated[int, Field(ge=6 * 1024 * 1024, le=INT64_MAX)] | None = None
     cpu_shares: Annotated[int, Field(ge=2, le=262144)] | None = None
-    pids_limit: Annotated[int, Field(ge=1)] | None = None
+    pids_limit: Annotated[int, Field(ge=1, le=INT64_MAX)] | None = None
 
 
 class BindMount(Model):
@@ -96,7 +163,25 @@ class BindMount(Model):
 
 # A health check's probe: docker's HEALTHCHECK test forms.
 HEALTH_TEST_KINDS = ("CMD", "CMD-SHELL", "NONE")
-HealthSeconds = Annotated[float, Field(gt=0, le=86_400)]
+# Docker's minimum for a health check duration.
+MIN_HEALTH_SECONDS = 0.001
+
+
+def _health_duration(default: float) -> BeforeValidator:
+    """0 means Docker's default; else at least 1 ms (Docker refuses shorter ones)."""
+
+    def check(value: object) -> object:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if value == 0:
+                return default
+            if 0 < value < MIN_HEALTH_SECONDS:
+                raise ValueError(f"must be 0 (the default) or at least {MIN_HEALTH_SECONDS} s")
+        return value
+
+    return BeforeValidator(check)
+
+
+HealthSeconds = Annotated[float, Field(gt=0, le=86_400), _health_duration(30.0)]
 
 
 class HealthCheck(Model):
@@ -111,7 +196,7 @@ class HealthCheck(Model):
     test: list[str] = Field(min_length=1, max_length=1024)
     interval: HealthSeconds = 30.0
     timeout: HealthSeconds = 30.0
-    start_period: Annotated[float, Field(ge=0, le=86_400)] = 0.0
+    start_period: Annotated[float, Field(ge=0, le=86_400), _health_duration(0.0)] = 0.0
     retries: Annotated[int, Field(ge=1, le=1_000_000)] = 3
 
     @field_validator("test")
@@ -144,9 +229,9 @@ class ContainerConfig(Model):
     entrypoint: list[str] | None = None
     cmd: list[str] | None = None
     env: list[str] = Field(default_factory=list, max_length=MAX_ENV)
-    working_dir: str = ""
-    user: str = ""
-    labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_LABELS)
+    working_dir: Annotated[Text, Field(max_length=4096)] = ""
+    user: Annotated[Text, Field(max_length=256)] = ""
+    labels: Labels = Field(default_factory=dict)
     network_mode: NetworkMode = NetworkMode.BRIDGE
     auto_remove: bool = False
     restart_policy: RestartPolicy = Field(default_factory=RestartPolicy)
@@ -186,14 +271,6 @@ class ContainerConfig(Model):
                 raise ValueError(f"invalid environment variable {key!r}: too long or has NUL")
         return value
 
-    @field_validator("labels")
-    @classmethod
-    def _valid_labels(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, val in value.items():
-            if not key or len(key) > 255 or len(val.encode()) > MAX_VALUE_BYTES:
-                raise ValueError(f"invalid label {key!r}: empty key or too long")
-        return value
-
     @field_validator("working_dir")
     @classmethod
     def _absolute_working_dir(cls, value: str) -> str:
@@ -203,10 +280,8 @@ class ContainerConfig(Model):
 
     @field_validator("entrypoint", "cmd")
     @classmethod
-    def _no_nul(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None and any("\x00" in arg for arg in value):
-            raise ValueError("arguments must not contain NUL")
-        return value
+    def _valid_args(cls, value: list[str] | None) -> list[str] | None:
+        return check_args(value)
 
     @field_validator("node")
     @classmethod
@@ -256,9 +331,9 @@ class ContainerStartInput(Model):
     refuses them without experimental mode.
     """
 
-    container: Annotated[str, Field(min_length=1, max_length=128)]
-    checkpoint: str = ""
-    checkpoint_dir: str = ""
+    container: Annotated[Text, Field(min_length=1, max_length=128)]
+    checkpoint: Annotated[Text, Field(max_length=4096)] = ""
+    checkpoint_dir: Annotated[Text, Field(max_length=4096)] = ""
 
 
 class ContainerStartOutput(Model):
@@ -274,7 +349,7 @@ class ContainerStartOutput(Model):
 
 # docker stop's default grace period before SIGKILL, in seconds.
 DEFAULT_STOP_TIMEOUT = 10
-ContainerReference = Annotated[str, Field(min_length=1, max_length=128)]
+ContainerReference = Annotated[Text, Field(min_length=1, max_length=128)]
 StopTimeout = Annotated[int, Field(ge=0, le=86_400)]
 
 
@@ -367,10 +442,17 @@ class FleetSelector(Model):
     ``ids`` are container ids or names; ``labels`` must all be present with these values.
     """
 
-    ids: list[ContainerReference] = Field(default_factory=list, max_length=100_000)
-    labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_LABELS)
+    ids: list[ContainerReference] = Field(default_factory=list, max_length=MAX_SELECTOR_IDS)
+    labels: Labels = Field(default_factory=dict)
     node: str | None = None
     state: ContainerState | None = None
+
+    @field_validator("node")
+    @classmethod
+    def _valid_node(cls, value: str | None) -> str | None:
+        if value is not None and not NODE_NAME.match(value):
+            raise ValueError(f"invalid node name {value!r}")
+        return value
 
 
 FleetName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,99}$")]
@@ -378,15 +460,19 @@ Seconds = Annotated[float, Field(ge=0, le=86_400)]
 
 
 class FleetCarry(Model):
-    """What a fleet restart carries over continue-as-new (set by the workflow, not by callers)."""
+    """What a fleet restart carries over continue-as-new: set by the workflow, never by callers.
 
-    run_id: str
+    A run that Temporal did not continue as new from an earlier one (no ``continued_run_id``, or a
+    retry or cron run) refuses it with ``InvalidParameter``; the run's record in PostgreSQL is
+    named by the first run's id, which Temporal sets, so no carry can point at another run.
+    """
+
     paused: bool = False
-    paused_reason: str = ""
+    paused_reason: Annotated[Text, Field(max_length=4096)] = ""
     cancelled: bool = False
-    acknowledged_failures: int = 0
+    acknowledged_failures: Annotated[int, Field(ge=0, le=MAX_FLEET_COUNT)] = 0
     canary_checked: bool = False
-    runs: int = 1
+    runs: Annotated[int, Field(ge=1, le=INT64_MAX)] = 1
 
 
 class FleetRestartInput(Model):
@@ -407,16 +493,17 @@ class FleetRestartInput(Model):
     selector: FleetSelector = Field(default_factory=FleetSelector)
     max_parallel: Annotated[int, Field(ge=1, le=1000)] = 8
     max_parallel_per_node: Annotated[int, Field(ge=1, le=1000)] | None = None
-    canary: Annotated[int, Field(ge=0)] = 0
+    canary: Annotated[int, Field(ge=0, le=MAX_FLEET_COUNT)] = 0
     min_healthy: Seconds = 0.0
     healthy_deadline: Seconds = 300.0
-    max_failures: Annotated[int, Field(ge=0)] | None = None
+    max_failures: Annotated[int, Field(ge=0, le=MAX_FLEET_COUNT)] | None = None
     max_failure_ratio: Annotated[float, Field(ge=0, le=1)] | None = None
     on_failure: Literal["pause", "abort"] = "pause"
     batch_delay: Seconds = 0.0
     stop_timeout: StopTimeout = DEFAULT_STOP_TIMEOUT
     node_wait: Annotated[float, Field(ge=1, le=86_400)] = 120.0
-    continue_as_new_after: Annotated[int, Field(ge=1)] = 1000
+    continue_as_new_after: Annotated[int, Field(ge=1, le=MAX_FLEET_COUNT)] = 1000
+    # Internal: only a continue-as-new of the same fleet restart may pass it (see FleetCarry).
     carry: FleetCarry | None = None
 
     @model_validator(mode="after")

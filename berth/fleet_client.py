@@ -28,7 +28,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from berth.config import Settings
 from berth.contract import FleetProgress, FleetRestartInput
 from berth.db.models import FleetItem, FleetRun
-from berth.errors import Conflict, NotFound, as_berth_error
+from berth.errors import Conflict, InvalidParameter, NotFound, as_berth_error
 from workflows.fleet_restart import workflow_id
 
 
@@ -43,7 +43,12 @@ class FleetClient:
         self._settings = settings
 
     async def restart(self, request: FleetRestartInput) -> WorkflowHandle[Any, FleetProgress]:
-        """Start a fleet restart; ``Conflict`` while one of the same name runs."""
+        """Start a fleet restart; ``Conflict`` while one of the same name runs.
+
+        ``carry`` is the workflow's own state across continue-as-new: a caller's is refused.
+        """
+        if request.carry is not None:
+            raise InvalidParameter("carry: set only by a fleet restart continuing as new")
         try:
             return await self._temporal.start_workflow(
                 "FleetRestart",

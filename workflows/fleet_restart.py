@@ -13,6 +13,11 @@ search attribute ``SagaPhase`` and the progress line the current details in the 
 ``continue_as_new_after`` items the run drains and continues as new; its counters come back from
 PostgreSQL. A watchdog fails the items of a node whose agent leaves them unpicked for
 ``node_wait`` seconds, and asks their children to cancel (they unwind if the agent returns).
+
+The run's record is ``fleet_runs`` row ``first_execution_run_id`` (set by Temporal, the same
+across continue-as-new), so no input names it. The state carried over continue-as-new
+(``carry``: paused, cancelled, acknowledged failures, canary checked) is accepted only by a run
+that Temporal continued as new (:func:`carry_allowed`); a client's ``carry`` is refused.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         FleetActivities,
         FleetItemRef,
         FleetStatusInput,
+        FleetTally,
         HealthInput,
         NextItemsInput,
         RecordItemInput,
@@ -50,7 +56,7 @@ with workflow.unsafe.imports_passed_through():
         FleetProgress,
         FleetRestartInput,
     )
-    from berth.errors import BerthError, as_berth_error
+    from berth.errors import BerthError, InvalidParameter, as_berth_error
     from workflows import visibility
     from workflows.container_restart import ContainerRestartOnNode, NodeRestartInput
     from workflows.metrics import record_fleet_item
@@ -78,6 +84,13 @@ def workflow_id(name: str) -> str:
     return f"fleet-restart-{name}"
 
 
+def carry_allowed(info: workflow.Info) -> bool:
+    """Whether this run was continued as new by the workflow itself (Temporal sets all three:
+    a retry has ``attempt`` > 1, a cron run a schedule; a client's first run has no
+    ``continued_run_id``)."""
+    return info.continued_run_id is not None and info.attempt == 1 and not info.cron_schedule
+
+
 def _empty_counts() -> dict[str, int]:
     return {"restarted": 0, "failed": 0, "busy": 0, "pending": 0}
 
@@ -89,7 +102,10 @@ class FleetRestart:
     @workflow.init
     def __init__(self, request: FleetRestartInput) -> None:
         self._request = request
-        carry = request.carry or FleetCarry(run_id=workflow.info().first_execution_run_id)
+        info = workflow.info()
+        self._run_id = info.first_execution_run_id
+        self._forged_carry = request.carry is not None and not carry_allowed(info)
+        carry = FleetCarry() if request.carry is None or self._forged_carry else request.carry
         self._carry = carry
         self._paused = carry.paused
         self._reason = carry.paused_reason
@@ -111,17 +127,14 @@ class FleetRestart:
 
     @workflow.run
     async def run(self, request: FleetRestartInput) -> FleetProgress:
-        tally = await local_step(
-            FleetActivities.begin_fleet_run,
-            BeginFleetInput(
-                run_id=self._carry.run_id,
-                name=request.name,
-                selector=request.selector,
-                spec=request.model_dump(mode="json", exclude={"carry"}),
-            ),
-            f"select the containers of fleet restart {request.name}",
-            retry=STATE_RETRY,
-        )
+        if self._forged_carry:
+            raise InvalidParameter(
+                "carry: set only by a fleet restart continuing as new, never by a caller"
+            )
+        try:
+            tally = await self._begin(request)
+        except Exception as err:
+            raise as_berth_error(err) from None
         for node, outcomes in tally.nodes.items():
             counts = self._nodes.setdefault(node, _empty_counts())
             for outcome, count in outcomes.items():
@@ -141,6 +154,19 @@ class FleetRestart:
         await self._set_status(final, self._reason, finished=True)
         set_outcome(final)
         return self.progress()
+
+    async def _begin(self, request: FleetRestartInput) -> FleetTally:
+        return await local_step(
+            FleetActivities.begin_fleet_run,
+            BeginFleetInput(
+                run_id=self._run_id,
+                name=request.name,
+                selector=request.selector,
+                spec=request.model_dump(mode="json", exclude={"carry"}),
+            ),
+            f"select the containers of fleet restart {request.name}",
+            retry=STATE_RETRY,
+        )
 
     # -- the scheduler -------------------------------------------------------------------------
 
@@ -193,7 +219,7 @@ class FleetRestart:
             return
         page = await local_step(
             FleetActivities.next_fleet_items,
-            NextItemsInput(run_id=self._carry.run_id, after_seq=self._cursor, limit=PAGE_SIZE),
+            NextItemsInput(run_id=self._run_id, after_seq=self._cursor, limit=PAGE_SIZE),
             f"page the containers of fleet restart {self._request.name}",
             retry=STATE_RETRY,
         )
@@ -272,7 +298,7 @@ class FleetRestart:
         await local_step(
             FleetActivities.record_fleet_item,
             RecordItemInput(
-                run_id=self._carry.run_id,
+                run_id=self._run_id,
                 seq=ref.seq,
                 outcome=outcome,
                 error=error,
@@ -460,7 +486,7 @@ class FleetRestart:
         )
         return FleetProgress(
             name=self._request.name,
-            run_id=self._carry.run_id,
+            run_id=self._run_id,
             status=self._status,
             reason=self._reason,
             counts=overall,
@@ -498,16 +524,13 @@ class FleetRestart:
         workflow.set_current_details(self._summary())
         await local_step(
             FleetActivities.set_fleet_status,
-            FleetStatusInput(
-                run_id=self._carry.run_id, status=status, reason=reason, finished=finished
-            ),
+            FleetStatusInput(run_id=self._run_id, status=status, reason=reason, finished=finished),
             f"record fleet restart {self._request.name} {status}",
             retry=STATE_RETRY,
         )
 
     def _next_carry(self) -> FleetCarry:
         return FleetCarry(
-            run_id=self._carry.run_id,
             paused=self._paused,
             paused_reason=self._reason if self._paused else "",
             cancelled=self._cancelled,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -20,6 +21,9 @@ from berth.db.models import (
 )
 from berth.errors import NotFound
 
+# A container id prefix as docker takes it: 12 or more lower-case hex digits.
+ID_PREFIX = re.compile(r"^[0-9a-f]{12,64}$")
+
 
 class ContainerRepository:
     """Containers and their events."""
@@ -28,13 +32,14 @@ class ContainerRepository:
         self._session = session
 
     async def find(self, ref: str, *, for_update: bool = False) -> Container | None:
-        """The container whose id, unique id prefix (12+ chars) or name is ``ref``."""
+        """The container whose id, unique id prefix (12+ hex digits) or name is ``ref``."""
         query = select(Container).where(or_(Container.id == ref, Container.name == ref.lstrip("/")))
         if for_update:
             query = query.with_for_update()
         found = (await self._session.scalars(query)).first()
-        if found is None and len(ref) >= 12:
-            prefixed = select(Container).where(Container.id.startswith(ref))
+        if found is None and ID_PREFIX.match(ref):
+            # Only hex reaches LIKE, escaped besides: '%' and '_' are never wildcards here.
+            prefixed = select(Container).where(Container.id.startswith(ref, autoescape=True))
             if for_update:
                 prefixed = prefixed.with_for_update()
             matches = (await self._session.scalars(prefixed.limit(2))).all()
