@@ -15,6 +15,7 @@ import dataclasses
 import json
 import re
 import uuid
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -29,6 +30,7 @@ from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from berth.codec import AesGcmCodec, CodecKeys
 from berth.config import Settings, node_task_queue
+from berth.container_logs import follow_log, read_log
 from berth.contract import (
     ContainerConfig,
     ContainerCreateInput,
@@ -42,6 +44,7 @@ from berth.contract import (
     ContainerRestartInput,
     ContainerStartInput,
     ContainerStartOutput,
+    ContainerState,
     ContainerStopInput,
     ContainerStopOutput,
 )
@@ -49,7 +52,14 @@ from berth.converter import data_converter
 from berth.db.models import Container, ContainerEvent, ContainerHealth
 from berth.db.repository import NODE_LIVENESS, ContainerRepository, NodeRepository
 from berth.db.session import make_engine, make_sessionmaker
-from berth.errors import BerthError, Forbidden, InvalidParameter, Unavailable, as_berth_error
+from berth.errors import (
+    BerthError,
+    Forbidden,
+    InvalidParameter,
+    NotFound,
+    Unavailable,
+    as_berth_error,
+)
 from berth.fleet_client import FleetClient
 from berth.health import describe_health
 from workflows.container_export import NodeExportInput
@@ -119,7 +129,11 @@ def connect_error(address: str, err: RPCError | RuntimeError) -> BerthError:
 def tls_config(settings: Settings) -> TLSConfig | bool:
     """TLS for the Temporal connection: off, system roots, or a CA and a client pair (mTLS)."""
     files = (settings.temporal_tls_ca_file, settings.temporal_tls_cert_file)
-    if not settings.temporal_tls and not any(files):
+    # As the SDK does: an API key is a bearer secret, so it turns TLS on (system roots) unless
+    # BERTH_TEMPORAL_TLS was set to false on purpose; it never goes out in cleartext by default.
+    tls_chosen = "temporal_tls" in settings.model_fields_set
+    bearer = settings.temporal_api_key is not None and not tls_chosen
+    if not settings.temporal_tls and not any(files) and not bearer:
         return False
     if settings.temporal_tls_cert_file and not settings.temporal_tls_key_file:
         raise InvalidParameter("temporal_tls_key_file: required with temporal_tls_cert_file")
@@ -378,11 +392,48 @@ class BerthClient:
             container_id = (await repository.get(ref)).id if ref else None
             return list(await repository.events(container_id, since_id))
 
-    async def logs(self, ref: str) -> bytes:
-        """The container's stdout and stderr, as the shim wrote them on this host."""
+    async def logs(self, ref: str, tail: int | None = None) -> bytes:
+        """The container's stdout and stderr (only the last ``tail`` lines, if given), as the
+        node's log driver wrote them on this host: at most the node's log bound; to read
+        without holding it all, use ``stream_logs``."""
+        return b"".join([chunk async for chunk in self.stream_logs(ref, tail=tail)])
+
+    async def stream_logs(
+        self, ref: str, tail: int | None = None, follow: bool = False
+    ) -> AsyncIterator[bytes]:
+        """The container's output in chunks of at most 64 KiB, oldest first, across its rotated
+        files. ``tail``: only the last N lines (read backwards, not the whole log); ``follow``:
+        then what it writes, across rotations, until the container stops."""
+        if tail is not None and tail < 0:
+            raise InvalidParameter(f"tail: must be 0 or more, not {tail}")
         container = await self.get(ref)
         path = self.settings.node_paths(container.node).log(container.id)
-        return path.read_bytes() if path.exists() else b""
+        if not follow:
+            chunks = read_log(path, tail)
+            while chunk := await asyncio.to_thread(next, chunks, b""):
+                yield chunk
+            return
+
+        async def still_running() -> bool:
+            try:
+                current = await self.get(container.id)
+            except NotFound:
+                return False
+            return current.state in _FOLLOWED_STATES
+
+        async for chunk in follow_log(path, tail, still_running):
+            yield chunk
+
+
+# The states in which ``logs --follow`` keeps waiting for output (docker's: until it stops).
+_FOLLOWED_STATES = frozenset(
+    {
+        ContainerState.STARTING.value,
+        ContainerState.RUNNING.value,
+        ContainerState.PAUSED.value,
+        ContainerState.STOPPING.value,
+    }
+)
 
 
 def _time(value: datetime | None) -> str | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from berth.client import connect_error, tls_config
 from berth.config import Settings
@@ -58,3 +58,19 @@ def test_connect_error_core_transport_message_is_unavailable() -> None:
 def test_tls_config_with_an_unreadable_ca_file_is_invalid_parameter(tmp_path: Path) -> None:
     with pytest.raises(InvalidParameter, match="temporal_tls_ca_file"):
         tls_config(Settings(temporal_tls_ca_file=tmp_path / "missing.pem"))
+
+
+def test_tls_config_with_an_api_key_and_no_tls_setting_is_tls() -> None:
+    assert isinstance(tls_config(Settings(temporal_api_key="key")), TLSConfig)
+
+
+def test_tls_config_with_an_api_key_and_tls_set_false_is_off() -> None:
+    assert tls_config(Settings(temporal_api_key="key", temporal_tls=False)) is False
+
+
+def test_tls_config_with_an_api_key_from_the_environment_is_tls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BERTH_TEMPORAL_API_KEY", "key")
+
+    assert isinstance(tls_config(Settings()), TLSConfig)

@@ -8,6 +8,7 @@ container stays ``created`` with no task, mount or netns, and no start workflow 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -195,3 +196,27 @@ async def test_connect_with_nothing_listening_is_unavailable_naming_the_address(
 
     with pytest.raises(Unavailable, match=address):
         await BerthClient.connect(Settings(temporal_address=address))
+
+
+async def test_connect_with_an_api_key_and_no_tls_settings_never_sends_the_key_in_cleartext() -> (
+    None
+):
+    key = "berth-test-api-key-5f0c"
+    received = bytearray()
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.extend(await reader.read(65536))
+        writer.close()
+
+    server = await asyncio.start_server(record, "127.0.0.1", 0)
+    address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        with pytest.raises(Unavailable, match=address):
+            await BerthClient.connect(Settings(temporal_address=address, temporal_api_key=key))
+    finally:
+        server.close()
+        await server.wait_closed()
+
+    # A TLS handshake record (content type 22), not an HTTP/2 preface carrying the bearer header.
+    assert received[:1] == b"\x16"
+    assert key.encode() not in received
