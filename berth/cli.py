@@ -193,8 +193,25 @@ async def cmd_export(berth: BerthClient, args: argparse.Namespace) -> int:
 
 
 async def cmd_logs(berth: BerthClient, args: argparse.Namespace) -> int:
-    sys.stdout.buffer.write(await berth.logs(args.container))
+    out = sys.stdout.buffer
+    async for chunk in berth.stream_logs(args.container, tail=args.tail, follow=args.follow):
+        out.write(chunk)
+        if args.follow:
+            out.flush()
     return 0
+
+
+def parse_tail(value: str) -> int | None:
+    """docker logs' ``--tail``: a number of lines, or ``all``."""
+    if value == "all":
+        return None
+    try:
+        lines = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of lines or 'all': {value!r}") from None
+    if lines < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {lines}")
+    return lines
 
 
 async def cmd_events(berth: BerthClient, args: argparse.Namespace) -> int:
@@ -270,6 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     logs = commands.add_parser("logs", help="print a container's output")
     logs.add_argument("container")
+    logs.add_argument(
+        "-n", "--tail", type=parse_tail, default=None, help="lines from the end ('all')"
+    )
+    logs.add_argument("-f", "--follow", action="store_true", help="follow until it stops")
     logs.set_defaults(run=cmd_logs)
 
     events = commands.add_parser("events", help="print container events")

@@ -10,6 +10,10 @@ folds the result into ``container_health`` (``berth.health``). A status change i
 
 Durability: the status, streak and log live in PostgreSQL and belong to a task pid, so a
 restarted agent resumes the same task's streak, and a new task starts over at ``starting``.
+Bounded output: a probe writes through the node's log driver in ``head`` mode, which keeps
+the first 4 KiB (and a byte, to tell it was cut) and discards the rest, so a probe that prints
+gigabytes leaves 4 KiB on disk, not gigabytes (the shim's ``file://`` copy had no bound).
+
 No stray execs: each probe's exec id (prefix ``berth-health-``) is written to PostgreSQL before
 the exec is created, and the exec is deleted after every probe, also when the monitor is
 cancelled. An agent that starts deletes what a killed one left: the recorded exec ids, and any
@@ -35,11 +39,13 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from berth.config import NodePaths
+from berth.container_logs import LogPolicy, prepare_log
 from berth.contract import ContainerConfig, ContainerState, HealthCheck
 from berth.db.models import Container, ContainerHealth
 from berth.db.repository import ContainerRepository
 from berth.errors import BerthError, NotFound
 from berth.health import (
+    MAX_OUTPUT_BYTES,
     PROBE_ERROR_EXIT_CODE,
     STARTING,
     ProbeResult,
@@ -53,7 +59,9 @@ from berth.runtime.containerd import ContainerdClient
 log = logging.getLogger("berth.health_prober")
 
 EXEC_PREFIX = "berth-health-"
-_OUTPUT_READ = 4097
+_OUTPUT_READ = MAX_OUTPUT_BYTES + 1
+# What the log driver keeps of a probe's output: as much as is stored, and a byte to tell a cut.
+PROBE_OUTPUT_POLICY = LogPolicy(max_bytes=_OUTPUT_READ, max_files=1, head=True)
 
 
 @dataclass(frozen=True)
@@ -102,7 +110,7 @@ class HealthProber:
 
     @property
     def _output_dir(self) -> Path:
-        return self._paths.workload_root / "health"
+        return self._paths.health_dir
 
     async def run(self) -> None:
         """Clean up after a crashed agent, then keep monitors in step with the tasks."""
@@ -247,11 +255,13 @@ class HealthProber:
         exec_id = EXEC_PREFIX + secrets.token_hex(8)
         await self._set_exec_id(cid, exec_id)
         output = self._output_dir / f"{cid}-{exec_id}.out"
-        output.parent.mkdir(parents=True, exist_ok=True)
+        uri = await asyncio.to_thread(
+            prepare_log, self._paths.log_driver, output, PROBE_OUTPUT_POLICY
+        )
         start = datetime.now(UTC)
         try:
             try:
-                await self._containerd.exec_process(cid, exec_id, process, output)
+                await self._containerd.exec_process(cid, exec_id, process, uri)
                 await self._containerd.start_process(cid, exec_id)
             except BerthError as error:
                 if not await self._task_running(cid):

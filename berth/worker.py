@@ -267,6 +267,7 @@ async def running(
             worker = control_worker(client, settings, sessions)
         else:
             runtime = node_runtime(settings)
+            await asyncio.to_thread(settings.node_paths().make_private_dirs)
             stack.push_async_callback(runtime.containerd.close)
             await register_node(settings, sessions)
             stack.push_async_callback(leave_node, settings, sessions)

@@ -163,6 +163,11 @@ def _process_details_exec_id(value: bytes) -> str:
     return value[index : index + length].decode(errors="replace")
 
 
+def stdio_uri(target: Path | str) -> str:
+    """A task's stdio URI: a path is a ``file://`` URI; a string is already a URI."""
+    return target if isinstance(target, str) else target.absolute().as_uri()
+
+
 class ContainerdClient:
     """A connection to one node's containerd, scoped to one containerd namespace."""
 
@@ -364,13 +369,14 @@ class ContainerdClient:
 
     # --- tasks -------------------------------------------------------------------------------
 
-    async def create_task(self, container_id: str, stdout: Path, stderr: Path) -> int:
-        """Create (not start) the container's task with stdio to files; return the init pid.
+    async def create_task(self, container_id: str, stdout: Path | str, stderr: Path | str) -> int:
+        """Create (not start) the container's task; return the init pid.
 
         Converges: a CREATED, RUNNING or PAUSED task is kept and its pid returned; a STOPPED one
         is deleted and created again. No rootfs mounts are passed: the spec's root.path is
-        already mounted by the caller. The runc v2 shim's ``file://`` stdio writes both streams
-        to the stdout file (it ignores the stderr URI); pass the same path for both.
+        already mounted by the caller. ``stdout``/``stderr``: a file (the shim's ``file://``
+        copy, which writes both streams to the stdout file, unbounded) or a stdio URI, such as
+        the ``binary://`` log driver's (``berth.container_logs.driver_uri``) that gets both.
         """
         while True:
             try:
@@ -383,8 +389,8 @@ class ContainerdClient:
                 await self.delete_task(container_id)
             request = tasks_pb2.CreateTaskRequest(
                 container_id=container_id,
-                stdout=stdout.absolute().as_uri(),
-                stderr=stderr.absolute().as_uri(),
+                stdout=stdio_uri(stdout),
+                stderr=stdio_uri(stderr),
                 terminal=False,
             )
             try:
@@ -492,13 +498,13 @@ class ContainerdClient:
     # --- exec processes ----------------------------------------------------------------------
 
     async def exec_process(
-        self, container_id: str, exec_id: str, process: Mapping[str, Any], output: Path
+        self, container_id: str, exec_id: str, process: Mapping[str, Any], output: Path | str
     ) -> None:
         """Add the exec process ``exec_id`` (an OCI process spec) to the task; not started.
 
-        The runc v2 shim's ``file://`` stdio writes both streams to ``output``.
+        Both streams go to ``output``: a file (the shim's ``file://`` copy) or a stdio URI.
         """
-        uri = output.absolute().as_uri()
+        uri = stdio_uri(output)
         await self._call(
             f"exec {exec_id} in task {container_id}",
             self._tasks.Exec,

@@ -1,0 +1,248 @@
+"""Container logs on a node: where the log driver writes them, and how they are read back.
+
+Each task's stdout and stderr go to ``<node>/ns/<namespace>/logs/<id>.log`` through the
+``binary://`` log driver (``berth.log_driver``), which the runc shim runs beside the task and
+which rotates the file as Docker's json-file driver does: ``<id>.log.1`` is the newest rotated
+file, ``<id>.log.<max_files - 1>`` the oldest, and the whole stays within
+``max_bytes * max_files``. Readers stream: ``read_log`` yields the files oldest first in chunks,
+``read_log_tail`` finds the last N lines by reading backwards, and ``follow_log`` keeps reading
+across rotations. Memory is one chunk at a time, whatever the log's size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import quote, urlencode
+
+from berth import log_driver
+from berth.config import make_private_dir
+
+CHUNK_BYTES = 64 * 1024
+DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+DEFAULT_MAX_FILES = 3
+_FOLLOW_POLL_SECONDS = 0.2
+
+
+@dataclass(frozen=True)
+class LogPolicy:
+    """How the log driver bounds a file: ``max_bytes`` per file, ``max_files`` kept; ``head``
+    keeps only the first ``max_bytes`` (a health probe's output)."""
+
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_files: int = DEFAULT_MAX_FILES
+    head: bool = False
+
+
+DEFAULT_LOG_POLICY = LogPolicy()
+
+_installed: set[Path] = set()
+
+
+def ensure_log_driver(target: Path) -> Path:
+    """Install the log driver at ``target`` once per process (an upgrade reinstalls it)."""
+    if target not in _installed:
+        log_driver.install(target)
+        _installed.add(target)
+    return target
+
+
+def driver_uri(driver: Path, log: Path, policy: LogPolicy) -> str:
+    """The ``binary://`` stdio URI that has the shim run ``driver`` writing ``log``."""
+    query = {
+        "path": str(log.absolute()),
+        "max-size": str(policy.max_bytes),
+        "max-file": str(policy.max_files),
+        "mode": log_driver.HEAD if policy.head else log_driver.ROTATE,
+    }
+    return "binary://" + quote(str(driver.absolute())) + "?" + urlencode(query, quote_via=quote)
+
+
+def prepare_log(driver: Path, log: Path, policy: LogPolicy) -> str:
+    """Install the driver, make the log's directory private, and return the stdio URI."""
+    ensure_log_driver(driver)
+    make_private_dir(log.parent)
+    return driver_uri(driver, log, policy)
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+def rotated(log: Path, index: int) -> Path:
+    return log.with_name(f"{log.name}.{index}")
+
+
+def _identity(stream: BinaryIO) -> tuple[int, int]:
+    info = os.fstat(stream.fileno())
+    return info.st_dev, info.st_ino
+
+
+def open_log_files(log: Path) -> list[BinaryIO]:
+    """The log's files, opened, oldest first (the live file last).
+
+    Opened newest first, so a rotation while opening shows the same file twice rather than
+    missing one; a file seen twice is kept once.
+    """
+    streams: list[BinaryIO] = []
+    seen: set[tuple[int, int]] = set()
+    index = 0
+    while True:
+        path = log if index == 0 else rotated(log, index)
+        try:
+            stream = path.open("rb")
+        except FileNotFoundError:
+            if index == 0:
+                index += 1
+                continue  # a rotation in progress: the live file is back in a moment
+            break
+        if _identity(stream) in seen:
+            stream.close()
+        else:
+            seen.add(_identity(stream))
+            streams.append(stream)
+        index += 1
+    streams.reverse()
+    return streams
+
+
+def _close_all(streams: list[BinaryIO]) -> None:
+    for stream in streams:
+        stream.close()
+
+
+def _chunks(stream: BinaryIO) -> Iterator[bytes]:
+    while chunk := stream.read(CHUNK_BYTES):
+        yield chunk
+
+
+def read_log(log: Path, tail: int | None = None) -> Iterator[bytes]:
+    """The log, oldest first, in chunks of at most ``CHUNK_BYTES``; with ``tail``, only its
+    last ``tail`` lines (a last line without a newline counts)."""
+    streams = open_log_files(log)
+    try:
+        if tail is not None:
+            index, offset = tail_start(streams, tail)
+            streams = streams[index:]
+            if streams:
+                streams[0].seek(offset)
+        for stream in streams:
+            yield from _chunks(stream)
+    finally:
+        _close_all(streams)
+
+
+def tail_start(streams: list[BinaryIO], lines: int) -> tuple[int, int]:
+    """Where the last ``lines`` lines begin: (index into ``streams``, byte offset).
+
+    Reads backwards one chunk at a time from the newest file; leaves the files after the
+    returned one at their starts.
+    """
+    if lines <= 0:
+        return len(streams), 0
+    remaining = lines
+    last_byte = True
+    for index in range(len(streams) - 1, -1, -1):
+        stream = streams[index]
+        end = stream.seek(0, os.SEEK_END)
+        while end > 0:
+            start = max(0, end - CHUNK_BYTES)
+            stream.seek(start)
+            block = stream.read(end - start)
+            stop = len(block)
+            if last_byte:
+                last_byte = False
+                if block.endswith(b"\n"):
+                    stop -= 1  # the log's final newline ends the last line, it starts none
+            while (found := block.rfind(b"\n", 0, stop)) >= 0:
+                remaining -= 1
+                if remaining == 0:
+                    return index, start + found + 1
+                stop = found
+            end = start
+        stream.seek(0)  # read forwards from its start once the tail begins in an older file
+    return 0, 0
+
+
+async def follow_log(
+    log: Path,
+    tail: int | None,
+    still_running: Callable[[], Awaitable[bool]],
+    poll_seconds: float = _FOLLOW_POLL_SECONDS,
+) -> AsyncIterator[bytes]:
+    """The log (or its last ``tail`` lines), then what is written to it, across rotations,
+    until ``still_running`` says the container stopped and the files hold nothing more."""
+    streams = await asyncio.to_thread(open_log_files, log)
+    try:
+        if tail is not None and streams:
+            index, offset = await asyncio.to_thread(tail_start, streams, tail)
+            if index == len(streams):  # --tail 0: only what comes next
+                index, offset = len(streams) - 1, streams[-1].seek(0, os.SEEK_END)
+            _close_all(streams[:index])
+            streams = streams[index:]
+            streams[0].seek(offset)
+        stopping = False
+        while True:
+            idle = True
+            for stream in streams:
+                while chunk := await asyncio.to_thread(stream.read, CHUNK_BYTES):
+                    idle = False
+                    yield chunk
+            _close_all(streams[:-1])
+            streams = streams[-1:]
+            newer = await asyncio.to_thread(newer_files, log, streams[0] if streams else None)
+            if newer:
+                streams += newer  # the live file is read to its end first, then the newer ones
+                continue
+            if idle and stopping:
+                return
+            if idle:
+                # One more pass after the container stopped: the driver may still be writing.
+                stopping = not await still_running()
+                await asyncio.sleep(poll_seconds)
+    finally:
+        _close_all(streams)
+
+
+def newer_files(log: Path, live: BinaryIO | None) -> list[BinaryIO]:
+    """The files written after ``live`` (rotated away since it was opened), oldest first.
+
+    Empty while ``live`` is still the live file. Rotation renames ``log`` to ``log.1`` and
+    shifts the others up, so ``live`` is now some ``log.k`` and the newer ones are
+    ``log.k-1`` ... ``log.1`` and ``log``; when ``live`` has already been dropped, every file
+    is newer.
+    """
+    try:
+        current = log.stat()
+    except FileNotFoundError:
+        return []  # mid-rotation: look again on the next poll
+    if live is None:
+        return open_log_files(log)
+    mine = _identity(live)
+    if (current.st_dev, current.st_ino) == mine:
+        return []
+    found: int | None = None
+    index = 1
+    while True:
+        try:
+            info = rotated(log, index).stat()
+        except FileNotFoundError:
+            break
+        if (info.st_dev, info.st_ino) == mine:
+            found = index
+            break
+        index += 1
+    candidates = [rotated(log, k) for k in range((found or index) - 1, 0, -1)] + [log]
+    streams: list[BinaryIO] = []
+    for path in candidates:
+        with contextlib.suppress(FileNotFoundError):
+            stream = path.open("rb")
+            if _identity(stream) == mine or any(_identity(s) == _identity(stream) for s in streams):
+                stream.close()
+            else:
+                streams.append(stream)
+    return streams

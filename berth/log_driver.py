@@ -1,0 +1,201 @@
+"""containerd's ``binary://`` log driver: a task's stdout and stderr to a file, rotated.
+
+The runc v2 shim starts this program for each task (and each exec) it creates with a
+``binary://<this file>?<query>`` stdio URI (containerd 1.6 ``pkg/process/io.go`` NewBinaryIO):
+the process's stdout pipe is fd 3, its stderr pipe fd 4, and fd 5 is closed once the driver is
+ready (the shim waits for that before it creates the task). The driver is the shim's child, not
+the agent's: the container keeps logging while the node agent or containerd restarts. The shim
+sends SIGTERM when the task is deleted; the driver then writes what the pipes still hold and
+exits. It also exits when both pipes are at end of file.
+
+Arguments come from the URI query as ``key value`` pairs, in any order (Go's map order):
+
+- ``path``: the log file. Rotated like Docker's json-file driver: ``<path>.1`` is the newest
+  rotated file, ``<path>.<max-file - 1>`` the oldest; a write that would take the live file past
+  ``max-size`` rotates first, cut after the last whole line that fits (a longer line is split).
+  On disk: at most ``max-size * max-file`` bytes.
+- ``max-size``: bytes per file. ``max-file``: files kept, the live one included (1: the live
+  file is truncated instead).
+- ``mode``: ``rotate`` (the default), or ``head``: keep the first ``max-size`` bytes and discard
+  the rest (a health probe's output, as Docker keeps it).
+
+Files are created 0600 (a container's output may hold its secrets). Only the standard library is
+imported; the agent installs this file with a ``#!<python> -IS`` line (``install``), so a start
+pays about 10 ms for it.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pathlib costs the driver's start-up a few ms; only install needs it
+    from pathlib import Path
+
+STDOUT_FD = 3
+STDERR_FD = 4
+READY_FD = 5
+FILE_MODE = 0o600
+_CHUNK = 64 * 1024
+ROTATE = "rotate"
+HEAD = "head"
+
+
+class RotatingFile:
+    """The live log file and its rotations; ``write`` keeps every file within ``max_size``."""
+
+    def __init__(self, path: str, max_size: int, max_files: int, mode: str = ROTATE) -> None:
+        if max_size < 1 or max_files < 1 or mode not in (ROTATE, HEAD):
+            raise ValueError(f"bad log policy: max-size {max_size}, max-file {max_files}, {mode}")
+        self.path = path
+        self.max_size = max_size
+        self.max_files = max_files
+        self.mode = mode
+        self._fd = self._open()
+        self.size = os.fstat(self._fd).st_size
+
+    def _open(self) -> int:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = os.open(self.path, flags, FILE_MODE)
+        os.fchmod(fd, FILE_MODE)  # a file an older writer left with the umask's mode
+        return fd
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            room = self.max_size - self.size
+            if self.mode == HEAD:
+                if room > 0:
+                    self._write_all(view[:room])
+                return  # the rest is read and dropped, so the writer never blocks
+            if len(view) <= room:
+                self._write_all(view)
+                return
+            cut = bytes(view[:room]).rfind(b"\n") + 1 if room > 0 else 0
+            if cut == 0:
+                if self.size > 0:
+                    self.rotate()
+                    continue
+                cut = room  # a line longer than a whole file: split it
+            self._write_all(view[:cut])
+            view = view[cut:]
+
+    def _write_all(self, data: memoryview) -> None:
+        while data:
+            written = os.write(self._fd, data)
+            self.size += written
+            data = data[written:]
+
+    def rotate(self) -> None:
+        """Shift ``path.N-1`` to ``path.N`` ... ``path`` to ``path.1`` and start an empty file."""
+        if self.max_files == 1:
+            os.ftruncate(self._fd, 0)
+            self.size = 0
+            return
+        os.close(self._fd)
+        for index in range(self.max_files - 1, 1, -1):
+            _move(f"{self.path}.{index - 1}", f"{self.path}.{index}")
+        _move(self.path, f"{self.path}.1")  # a live file removed under us: start a new one
+        self._fd = self._open()
+        self.size = 0
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def _move(source: str, target: str) -> None:
+    try:
+        os.replace(source, target)
+    except FileNotFoundError:
+        return
+
+
+def parse_args(argv: list[str]) -> dict[str, str]:
+    """The URI query's ``key value`` pairs (a key without a value gets ``""``)."""
+    if len(argv) % 2:
+        argv = [*argv, ""]
+    return dict(zip(argv[::2], argv[1::2], strict=True))
+
+
+def pump(sink: RotatingFile, fds: list[int], wakeup: int) -> None:
+    """Copy the pipes into ``sink`` until both end, or until a signal arrives on ``wakeup``."""
+    poller = select.poll()
+    for fd in (*fds, wakeup):
+        poller.register(fd, select.POLLIN)
+    open_fds = set(fds)
+    while open_fds:
+        for fd, _ in poller.poll():
+            if fd == wakeup:
+                drain(sink, sorted(open_fds))
+                return
+            data = os.read(fd, _CHUNK)
+            if data:
+                sink.write(data)
+            else:
+                poller.unregister(fd)
+                open_fds.discard(fd)
+
+
+def drain(sink: RotatingFile, fds: list[int]) -> None:
+    """Write what the pipes hold now, without waiting for more (the task is gone)."""
+    for fd in fds:
+        os.set_blocking(fd, False)
+        while True:
+            try:
+                data = os.read(fd, _CHUNK)
+            except BlockingIOError:
+                break
+            if not data:
+                break
+            sink.write(data)
+
+
+def main(argv: list[str]) -> int:
+    options = parse_args(argv)
+    sink = RotatingFile(
+        options["path"],
+        int(options.get("max-size", 10 * 1024 * 1024)),
+        int(options.get("max-file", 3)),
+        options.get("mode", ROTATE),
+    )
+    # SIGTERM (the shim's cancel) wakes the poll through a pipe rather than interrupting a write.
+    wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.close(READY_FD)
+    try:
+        pump(sink, [STDOUT_FD, STDERR_FD], wake_read)
+    finally:
+        sink.close()
+    return 0
+
+
+def install(target: Path, python: str | None = None) -> Path:
+    """Install this driver as an executable at ``target`` (atomically; unchanged is a no-op).
+
+    The shim runs it with no environment, so the interpreter is named by absolute path; ``-IS``
+    keeps start-up to the standard library.
+    """
+    from pathlib import Path
+
+    source = Path(__file__).read_text()
+    text = f"#!{python or sys.executable} -IS\n{source}"
+    try:
+        if target.read_text() == text:
+            return target
+    except FileNotFoundError:
+        pass
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    partial.write_text(text)
+    partial.chmod(0o700)
+    partial.replace(target)
+    return target
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
