@@ -224,26 +224,35 @@ def open_output_directory(output: Path, directories: ExportDirectories) -> tuple
         raise InvalidParameter(f"output: export directory {root}: {error.strerror}") from error
     try:
         for part in directory.relative_to(root).parts:
-            child = os.open(
-                part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
-            )
+            child = _open_subdirectory(fd, part, directory)
             os.close(fd)
             fd = child
         _check_replaceable(fd, output.name, output)
-    except BaseException as error:
+    except BaseException:
         os.close(fd)
-        if isinstance(error, OSError):
-            raise _directory_error(error, directory) from error
         raise
     return fd, output.name
 
 
-def _directory_error(error: OSError, directory: Path) -> InvalidParameter | Forbidden:
-    if error.errno == errno.ELOOP:
-        return Forbidden(f"output: directory {directory} is reached through a symlink")
-    if error.errno == errno.ENOENT:
-        return InvalidParameter(f"output: directory {directory} does not exist")
-    return InvalidParameter(f"output: directory {directory}: {error.strerror}")
+def _open_subdirectory(parent: int, name: str, directory: Path) -> int:
+    """``name`` in ``parent`` as a directory fd, never through a symlink."""
+    try:
+        return os.open(
+            name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent
+        )
+    except OSError as error:
+        if error.errno in (errno.ENOTDIR, errno.ELOOP) and _is_symlink(parent, name):
+            raise Forbidden(f"output: directory {directory} is reached through a symlink") from None
+        if error.errno == errno.ENOENT:
+            raise InvalidParameter(f"output: directory {directory} does not exist") from None
+        raise InvalidParameter(f"output: directory {directory}: {error.strerror}") from None
+
+
+def _is_symlink(dir_fd: int, name: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
 
 
 def _check_replaceable(dir_fd: int, name: str, output: Path) -> None:
