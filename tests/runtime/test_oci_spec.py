@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,25 @@ def test_build_spec_passwd_symlink_escaping_with_dotdot_stays_inside(tmp_path: P
     (rootfs / "etc/passwd").symlink_to("../../../passwd")
     with pytest.raises(InvalidParameter):
         _spec(_config(user="evil"), rootfs=rootfs)
+
+
+def test_build_spec_fifo_passwd_raises_invalid_parameter_without_blocking(rootfs: Path) -> None:
+    (rootfs / "etc/passwd").unlink()
+    os.mkfifo(rootfs / "etc/passwd")  # read as before, this would block forever
+    with pytest.raises(InvalidParameter, match=r"/etc/passwd .*FIFO"):
+        _spec(_config(user="app"), rootfs=rootfs)
+
+
+def test_build_spec_oversize_group_raises_invalid_parameter(rootfs: Path) -> None:
+    (rootfs / "etc/group").write_bytes(b"g:x:1:\n" * 200_000)
+    with pytest.raises(InvalidParameter, match=r"/etc/group .*larger than"):
+        _spec(_config(user="app"), rootfs=rootfs)
+
+
+def test_build_spec_empty_user_reads_no_rootfs_file(rootfs: Path) -> None:
+    (rootfs / "etc/passwd").unlink()
+    os.mkfifo(rootfs / "etc/passwd")
+    assert _spec(rootfs=rootfs)["process"]["user"] == {"uid": 0, "gid": 0}
 
 
 def test_build_spec_root_is_the_rootfs_path_writable() -> None:
