@@ -410,8 +410,11 @@ class ContainerRemoveOutput(Model):
 class ContainerExportInput(Model):
     """Input of ``ContainerExport``: a tar of the container's filesystem at ``output``.
 
-    ``output`` is an absolute path on the container's node; its directory must exist and must not
-    be reached through a symlink, and an existing file there is replaced (never followed).
+    ``output`` is an absolute path on the container's node, at or below one of the node's export
+    directories (its own ``<state_dir>/nodes/<node>/exports`` and the node's
+    ``allowed_export_paths``; anything else is ``Forbidden``); its directory must exist and must
+    not be reached through a symlink, and an existing regular file or symlink there is replaced
+    (never followed).
     """
 
     container: ContainerReference
