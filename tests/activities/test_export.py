@@ -6,14 +6,18 @@ tests/integration/test_container_export.py.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 import tarfile
 from pathlib import Path
 
 import pytest
+from temporalio.testing import ActivityEnvironment
 
-from activities.export import ExportDirectories, export_to
+from activities import export
+from activities.export import ExportActivities, ExportDirectories, ExportRootfsInput, export_to
+from berth.config import NodePaths
 from berth.errors import Forbidden, InvalidParameter
 
 
@@ -102,3 +106,54 @@ def test_export_keeps_symlinks_as_links_and_hard_links_once(rootfs: Path, own: P
         link, hard = tar.getmember("./etc/shadow"), tar.getmember("./etc/passwd-")
     assert link.issym() and link.linkname == "/etc/shadow"
     assert hard.islnk() and hard.linkname == "./etc/passwd"
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> tuple[ExportActivities, NodePaths, str]:
+    paths = NodePaths(tmp_path / "state", "node-t")
+    container_id = "c" * 64
+    for index in range(2000):  # enough entries for the walk to outlast a few heartbeats
+        directory = paths.rootfs(container_id) / f"d{index % 20}"
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / f"f{index}").write_bytes(b"x" * 512)
+    return ExportActivities(None, paths), paths, container_id  # type: ignore[arg-type]
+
+
+async def test_export_rootfs_heartbeats_while_the_walk_runs(
+    node: tuple[ExportActivities, NodePaths, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    activities, paths, container_id = node
+    monkeypatch.setattr(export, "HEARTBEAT_SECONDS", 0.001)
+    beats: list[object] = []
+    environment = ActivityEnvironment()
+    environment.on_heartbeat = lambda *details: beats.append(details)
+    output = paths.exports_dir / "fs.tar"
+
+    written = await environment.run(
+        activities.export_rootfs,
+        ExportRootfsInput(container_id=container_id, node="node-t", output=str(output)),
+    )
+
+    assert written.size_bytes == output.stat().st_size
+    assert beats
+
+
+async def test_export_rootfs_cancelled_stops_the_walk_and_leaves_no_file(
+    node: tuple[ExportActivities, NodePaths, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    activities, paths, container_id = node
+    monkeypatch.setattr(export, "HEARTBEAT_SECONDS", 0.001)
+    environment = ActivityEnvironment()
+    started = asyncio.Event()
+    environment.on_heartbeat = lambda *details: started.set()
+    request = ExportRootfsInput(
+        container_id=container_id, node="node-t", output=str(paths.exports_dir / "fs.tar")
+    )
+
+    running = asyncio.ensure_future(environment.run(activities.export_rootfs, request))
+    await asyncio.wait_for(started.wait(), 10)
+    environment.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+
+    assert os.listdir(paths.exports_dir) == []
