@@ -70,6 +70,14 @@ def prepare_log(driver: Path, log: Path, policy: LogPolicy) -> str:
     return driver_uri(driver, log, policy)
 
 
+def remove_log(log: Path) -> None:
+    """Remove the log and its rotated files (a removed container's); missing ones are success."""
+    log.unlink(missing_ok=True)
+    for rotation in log.parent.glob(f"{log.name}.*"):
+        if rotation.name[len(log.name) + 1 :].isdigit():
+            rotation.unlink(missing_ok=True)
+
+
 # --- reading -----------------------------------------------------------------------------------
 
 

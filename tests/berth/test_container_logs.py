@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from berth.container_logs import CHUNK_BYTES, follow_log, read_log
+from berth.container_logs import CHUNK_BYTES, follow_log, read_log, remove_log
 from berth.log_driver import RotatingFile
 
 
@@ -92,3 +92,15 @@ async def test_follow_log_reads_across_rotations_until_the_container_stops(
     sink.close()
 
     assert bytes(received) == lines(6, 2000)
+
+
+def test_remove_log_removes_the_log_and_its_rotations_only(tmp_path: Path) -> None:
+    log = tmp_path / "c.log"
+    write_rotated(log, 1, 1000, max_bytes=1000, max_files=3)
+    other = tmp_path / "c.log.partial"
+    other.write_bytes(b"")
+
+    remove_log(log)
+    remove_log(log)
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.log.partial"]

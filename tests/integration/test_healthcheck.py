@@ -261,3 +261,36 @@ async def test_healthcheck_invalid_test_is_refused_at_the_edge(stack: Stack) -> 
             ContainerConfig.model_validate(
                 {"name": "hc-bad", "image": DEFAULT_REF, "healthcheck": {"test": test}}
             )
+
+
+async def test_healthcheck_probe_printing_megabytes_keeps_4_kib_on_disk_and_stored(
+    stack: Stack,
+) -> None:
+    # 20 MB of output, then the probe lingers so its output file can be looked at.
+    check = "yes 0123456789abcdef | head -c 20000000; sleep 2"
+    cid = await stack.create(
+        healthcheck={"test": ["CMD-SHELL", check], "interval": 0.5, "timeout": 10.0, "retries": 3}
+    )
+    await stack.berth.start(cid)
+    output_dir = stack.settings.node_paths().health_dir
+    largest = seen = 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for path in output_dir.glob(f"{cid}-*.out"):
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue
+            seen += 1
+            largest = max(largest, size)
+        health = await health_of(stack.sessions, cid)
+        if health is not None and health.log:
+            break
+        await asyncio.sleep(0.05)
+
+    assert health is not None and health.log, "no probe result within 30s"
+    assert seen > 0  # the probe's output file was there to look at
+    assert largest <= 4097  # what the driver keeps: 4 KiB and a byte to tell it was cut
+    output = health.log[-1]["Output"]
+    assert health.log[-1]["ExitCode"] == 0
+    assert len(output) == 4096 + len("...") and output.startswith("0123456789abcdef\n")
