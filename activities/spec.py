@@ -17,9 +17,11 @@ from temporalio import activity
 
 from activities.types import ContainerRef, StepModel
 from berth.config import NodePaths, make_private_dir
-from berth.contract import ContainerConfig
+from berth.contract import ContainerConfig, NetworkMode
+from berth.errors import Forbidden
 from berth.faults import NO_FAULTS, FaultHook, fault_point
-from berth.host_paths import check_bind_sources
+from berth.host_paths import open_confined, resolve_bind_sources
+from berth.runtime import seccomp
 from berth.runtime.oci_spec import build_spec
 
 # The spec holds the container's environment (its secrets): the agent's alone.
@@ -48,16 +50,36 @@ class SpecActivities:
         paths: NodePaths,
         faults: FaultHook = NO_FAULTS,
         allowed_host_paths: Sequence[Path] = (),
+        *,
+        allowed_seccomp_paths: Sequence[Path] = (),
+        allow_unconfined_seccomp: bool = False,
+        allow_host_network: bool = False,
     ) -> None:
         self._paths = paths
         self._faults = faults
         self._allowed_host_paths = allowed_host_paths
+        self._allowed_seccomp_paths = allowed_seccomp_paths
+        self._allow_unconfined_seccomp = allow_unconfined_seccomp
+        self._allow_host_network = allow_host_network
 
     @activity.defn(name="write_spec")
     @fault_point("spec")
     async def write_spec(self, request: WriteSpecInput) -> WriteSpecOutput:
-        """Check bind sources on this host, build the spec and persist it."""
-        check_bind_sources(request.config.binds, self._allowed_host_paths, resolve=True)
+        """Check the node's permissions and host paths, build the spec and persist it.
+
+        Raises:
+            Forbidden: host networking, an unconfined or a seccomp profile or bind source
+                outside this node's allow-lists, where the node does not permit it.
+            InvalidParameter: a bind source that does not exist, or a profile that is not one.
+        """
+        config = request.config
+        if config.network_mode is NetworkMode.HOST and not self._allow_host_network:
+            raise Forbidden(
+                f"config.network_mode: host networking is not permitted on node {request.node} "
+                "(its setting allow_host_network is off)"
+            )
+        # In a thread: resolving host paths and reading a profile may touch slow filesystems.
+        bind_sources, profile = await asyncio.to_thread(self._host_inputs, request)
         # In a thread: it reads the rootfs' passwd and group files, which the container controls.
         spec = await asyncio.to_thread(
             build_spec,
@@ -66,10 +88,34 @@ class SpecActivities:
             request.image_config,
             Path(request.rootfs),
             Path(request.netns) if request.netns else None,
+            bind_sources=bind_sources,
+            seccomp=profile,
         )
         path = self._paths.spec(request.container_id)
         await asyncio.to_thread(_write_atomically, path, json.dumps(spec, indent=2))
         return WriteSpecOutput(path=str(path), spec=spec)
+
+    def _host_inputs(
+        self, request: WriteSpecInput
+    ) -> tuple[list[str], seccomp.SeccompProfile | None]:
+        """The bind sources resolved on this node, and the seccomp profile (None: unconfined)."""
+        config = request.config
+        sources = resolve_bind_sources(config.binds, self._allowed_host_paths)
+        choice = config.seccomp_profile or seccomp.DEFAULT
+        if choice == seccomp.DEFAULT:
+            return sources, seccomp.default_profile()
+        if choice == seccomp.UNCONFINED:
+            if not self._allow_unconfined_seccomp:
+                raise Forbidden(
+                    f"{seccomp.FIELD}: unconfined is not permitted on node {request.node} "
+                    "(its setting allow_unconfined_seccomp is off)"
+                )
+            return sources, None
+        fd = open_confined(choice, self._allowed_seccomp_paths, seccomp.FIELD)
+        try:
+            return sources, seccomp.read_profile_fd(fd, choice)
+        finally:
+            os.close(fd)
 
     @activity.defn(name="drop_spec")
     @fault_point("undo-spec")

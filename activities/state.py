@@ -30,7 +30,7 @@ from berth.contract import (
 from berth.db.models import Container
 from berth.db.repository import ContainerRepository, NodeRepository, SagaStepRepository
 from berth.errors import Conflict, Forbidden, InvalidParameter, Unavailable
-from berth.host_paths import check_bind_sources
+from berth.host_paths import check_bind_sources, check_host_path
 
 
 class StartPlan(Frozen):
@@ -107,16 +107,25 @@ class StateActivities:
     """Lifecycle transitions in PostgreSQL; registered on the control worker and node agents."""
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], allowed_host_paths: Sequence[Path] = ()
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        allowed_host_paths: Sequence[Path] = (),
+        allowed_seccomp_paths: Sequence[Path] = (),
     ) -> None:
         self._sessions = sessions
         self._allowed_host_paths = allowed_host_paths
+        self._allowed_seccomp_paths = allowed_seccomp_paths
 
     @activity.defn(name="create_container")
     async def create_container(self, request: ContainerCreateInput) -> ContainerCreateOutput:
         """Register a container on its node (the given one, or the one with fewest containers)."""
         config = request.config
         check_bind_sources(config.binds, self._allowed_host_paths, resolve=False)
+        if config.seccomp_profile not in (None, "default", "unconfined"):
+            # Lexically here; the node resolves it against its own allow-list at each start.
+            check_host_path(
+                config.seccomp_profile, self._allowed_seccomp_paths, "config.seccomp_profile"
+            )
         async with self._sessions.begin() as session:
             containers = ContainerRepository(session)
             registry = NodeRepository(session)

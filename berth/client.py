@@ -461,6 +461,8 @@ def describe(container: Container) -> dict[str, Any]:
         "Operation": container.operation,
         "NetworkSettings": {"IPAddress": container.ip or ""},
         "Config": container.config,
+        # The profile the node applies: Docker's default unless the config names another.
+        "SeccompProfile": container.config.get("seccomp_profile") or "default",
     }
 
 

@@ -84,6 +84,10 @@ class NodePaths:
         """The node's own export directory: always allowed, created (0700) on first use."""
         return self.root / "exports"
 
+    def bind_pins(self, container_id: str) -> Path:
+        """Where a task creation pins the container's checked bind sources (``host_paths``)."""
+        return self.workload_root / "binds" / container_id
+
     @property
     def specs_dir(self) -> Path:
         return self.workload_root / "specs"
@@ -147,6 +151,12 @@ class Settings(BaseSettings):
     codec_keys_file: Path | None = None
     # Host paths containers may bind-mount (anything at or below these); empty allows none.
     allowed_host_paths: list[Path] = Field(default_factory=list)
+    # Node permissions beyond Docker's defaults, each off by default (refused with Forbidden):
+    # seccomp profile files containers may name (at or below these, resolved on the node),
+    # seccomp_profile "unconfined", and network_mode "host".
+    allowed_seccomp_paths: list[Path] = Field(default_factory=list)
+    allow_unconfined_seccomp: bool = False
+    allow_host_network: bool = False
     # Directories exports may write to (anything at or below these, resolved on the node at each
     # export), besides the node's own ``<state_dir>/nodes/<node>/exports``, which is always allowed.
     allowed_export_paths: list[Path] = Field(default_factory=list)

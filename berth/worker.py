@@ -34,6 +34,7 @@ from activities.state_lifecycle import LifecycleStateActivities
 from activities.task import TaskActivities
 from berth.client import connect
 from berth.config import Settings, node_task_queue
+from berth.container_logs import LogPolicy
 from berth.db.repository import NodeRepository
 from berth.db.session import make_engine, make_sessionmaker
 from berth.exit_monitor import ExitMonitor
@@ -74,7 +75,7 @@ def control_worker(
     client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession]
 ) -> Worker:
     """The control worker: public workflows and their PostgreSQL steps, on queue ``berth``."""
-    state = StateActivities(sessions, settings.allowed_host_paths)
+    state = StateActivities(sessions, settings.allowed_host_paths, settings.allowed_seccomp_paths)
     fleet = FleetActivities(sessions, client)
     health = HealthActivities(sessions)
     return Worker(
@@ -193,11 +194,24 @@ def node_worker(
 ) -> Worker:
     """A node agent: the saga's host-bound steps, on queue ``berth-node-<node>``."""
     paths = settings.node_paths()
-    state = StateActivities(sessions, settings.allowed_host_paths)
+    state = StateActivities(sessions, settings.allowed_host_paths, settings.allowed_seccomp_paths)
     mount = MountActivities(sessions, runtime.containerd, paths, runtime.faults)
     network = NetworkActivities(sessions, runtime.cni, paths, runtime.faults)
-    spec = SpecActivities(paths, runtime.faults, settings.allowed_host_paths)
-    shim = ShimActivities(runtime.containerd, paths, runtime.faults)
+    spec = SpecActivities(
+        paths,
+        runtime.faults,
+        settings.allowed_host_paths,
+        allowed_seccomp_paths=settings.allowed_seccomp_paths,
+        allow_unconfined_seccomp=settings.allow_unconfined_seccomp,
+        allow_host_network=settings.allow_host_network,
+    )
+    shim = ShimActivities(
+        runtime.containerd,
+        paths,
+        runtime.faults,
+        LogPolicy(max_bytes=settings.log_max_bytes, max_files=settings.log_max_files),
+        allowed_host_paths=settings.allowed_host_paths,
+    )
     task = TaskActivities(runtime.containerd, runtime.faults)
     export = ExportActivities(sessions, paths, runtime.faults, settings.allowed_export_paths)
     lifecycle = LifecycleStateActivities(sessions)

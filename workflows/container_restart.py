@@ -130,7 +130,10 @@ class ContainerRestartOnNode:
                 lambda: local_step(
                     ShimActivities.replace_task,
                     ReplaceTaskInput(
-                        container_id=held.container_id, node=held.node, old_pid=held.pid
+                        container_id=held.container_id,
+                        node=held.node,
+                        old_pid=held.pid,
+                        binds=held.config.binds,
                     ),
                     f"replace the task of {held.name} on {held.node}",
                 )

@@ -205,6 +205,7 @@ class ContainerStartOnNode:
                     image=plan.config.image,
                     spec=spec.spec,
                     labels=plan.config.labels,
+                    binds=plan.config.binds,
                 ),
                 f"create containerd container and task of {name} on {node}",
             )

@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import any_pb2, empty_pb2
+from google.protobuf import any_pb2, empty_pb2, field_mask_pb2
 
 from berth._containerd_api.events import task_pb2 as task_events_pb2
 from berth._containerd_api.services.containers.v1 import containers_pb2, containers_pb2_grpc
@@ -359,6 +359,30 @@ class ContainerdClient:
         except NotFound:
             return False
         return True
+
+    async def container_spec(self, container_id: str) -> dict[str, Any]:
+        """The OCI spec the containerd container holds; NotFound if there is no container."""
+        response = await self._call(
+            f"container {container_id}",
+            self._containers.Get,
+            containers_pb2.GetContainerRequest(id=container_id),
+        )
+        spec: dict[str, Any] = json.loads(response.container.spec.value)
+        return spec
+
+    async def set_container_spec(self, container_id: str, spec: Mapping[str, Any]) -> None:
+        """Replace the containerd container's spec (its next task is created from it)."""
+        container = containers_pb2.Container(
+            id=container_id,
+            spec=any_pb2.Any(type_url=SPEC_TYPE_URL, value=json.dumps(spec).encode()),
+        )
+        await self._call(
+            f"update container {container_id}",
+            self._containers.Update,
+            containers_pb2.UpdateContainerRequest(
+                container=container, update_mask=field_mask_pb2.FieldMask(paths=["spec"])
+            ),
+        )
 
     async def list_containers(self) -> list[str]:
         """The ids of every container of this namespace."""

@@ -302,6 +302,19 @@ def _unmount_busy(point: Path) -> int:
     return umount(point, MNT_DETACH)
 
 
+def bind_mount_fd(fd: int, target: Path) -> None:
+    """Bind what the open descriptor ``fd`` refers to (recursively) at ``target``, private.
+
+    The kernel follows ``/proc/self/fd/<fd>`` to the very file the descriptor holds, so no name
+    is looked up again. Private: the pin's unmount does not propagate to other namespaces.
+
+    Raises:
+        System: the kernel refused.
+    """
+    _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC, None)
+    _mount(None, target, None, MS_PRIVATE | MS_REC, None)
+
+
 def umount(target: Path, flags: int = 0) -> int:
     """umount2(2); returns 0 or the errno, so callers decide which failures are success."""
     if _libc.umount2(os.fsencode(target), flags) == 0:

@@ -6,12 +6,14 @@ and ``/etc/group`` to resolve a named user), so the spec step can rebuild it on 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from berth.contract import BindMount, ContainerConfig
 from berth.errors import InvalidParameter
 from berth.runtime import rootfs_files
+from berth.runtime.seccomp import SeccompProfile, default_profile, to_oci
 
 OCI_VERSION = "1.0.2"
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -190,14 +192,53 @@ def _resources(config: ContainerConfig) -> dict[str, Any]:
     return resources
 
 
-def _bind(bind: BindMount) -> dict[str, Any]:
+def _bind(bind: BindMount, source: str) -> dict[str, Any]:
+    """The mount of ``bind`` from ``source``: the host path as the node resolved it, not as the
+    client wrote it (``berth.host_paths``)."""
     mode = "ro" if bind.read_only else "rw"
     return {
         "destination": bind.target,
         "type": "bind",
-        "source": bind.source,
+        "source": source,
         "options": ["rbind", "rprivate", mode],
     }
+
+
+def client_bind_indexes(spec: dict[str, Any], binds: Sequence[BindMount]) -> list[int]:
+    """The index in ``spec["mounts"]`` of each of ``binds``' mounts, in the order of ``binds``.
+
+    Each bind's mount is the next bind-type mount at its target, as ``build_spec`` lays them out.
+
+    Raises:
+        InvalidParameter: the spec has no mount for one of ``binds``.
+    """
+    mounts = spec.get("mounts", [])
+    found: list[int] = []
+    for index, bind in enumerate(binds):
+        at = next(
+            (
+                i
+                for i, mount in enumerate(mounts)
+                if i not in found
+                and mount.get("type") == "bind"
+                and mount.get("destination") == bind.target
+            ),
+            None,
+        )
+        if at is None:
+            raise InvalidParameter(f"config.binds[{index}]: the container's spec has no such mount")
+        found.append(at)
+    return found
+
+
+def with_bind_sources(
+    spec: dict[str, Any], binds: Sequence[BindMount], sources: Sequence[str]
+) -> dict[str, Any]:
+    """``spec`` with the mounts of ``binds`` taken from ``sources`` (a new dict; pure)."""
+    mounts = list(spec.get("mounts", []))
+    for at, bind, source in zip(client_bind_indexes(spec, binds), binds, sources, strict=True):
+        mounts[at] = _bind(bind, source)
+    return {**spec, "mounts": mounts}
 
 
 def build_spec(
@@ -206,6 +247,9 @@ def build_spec(
     image_config: dict[str, Any],
     rootfs: Path,
     netns: Path | None,
+    *,
+    bind_sources: Sequence[str] | None = None,
+    seccomp: SeccompProfile | Literal["default"] | None = "default",
 ) -> dict[str, Any]:
     """The OCI runtime spec (as JSON-ready dict) for ``config`` run from ``rootfs``.
 
@@ -215,6 +259,10 @@ def build_spec(
         image_config: the ``config`` section of the image's OCI config.
         rootfs: the mounted root filesystem.
         netns: the network namespace to join; None runs in the host's network.
+        bind_sources: the host paths of ``config.binds`` as resolved and checked on the node
+            (``berth.host_paths``); None takes the config's own (for tests).
+        seccomp: the profile to filter syscalls with, for the container's capabilities on this
+            node; ``"default"`` is Docker's default profile, None none (unconfined).
 
     Raises:
         InvalidParameter: no command, or a user or group that the rootfs does not know.
@@ -233,6 +281,12 @@ def build_spec(
     if netns is not None:
         namespaces.append({"type": "network", "path": str(netns)})
     capabilities = list(DEFAULT_CAPABILITIES)
+    sources = [bind.source for bind in config.binds] if bind_sources is None else bind_sources
+    binds = zip(config.binds, sources, strict=True)
+    linux_seccomp: dict[str, Any] = {}
+    if seccomp is not None:
+        profile = default_profile() if seccomp == "default" else seccomp
+        linux_seccomp["seccomp"] = to_oci(profile, capabilities)
     return {
         "ociVersion": OCI_VERSION,
         "process": {
@@ -255,12 +309,13 @@ def build_spec(
         },
         "root": {"path": str(rootfs), "readonly": False},
         "hostname": hostname,
-        "mounts": _default_mounts() + [_bind(bind) for bind in config.binds],
+        "mounts": _default_mounts() + [_bind(bind, source) for bind, source in binds],
         "linux": {
             "resources": _resources(config),
             "cgroupsPath": f"{CGROUP_PARENT}/{container_id}",
             "namespaces": namespaces,
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
+            **linux_seccomp,
         },
     }

@@ -42,6 +42,8 @@ TEST_CODEC_KEYS = (
 )
 # The only host paths test containers may bind-mount.
 BIND_ROOT = ROOT / "test-artifacts" / "binds"
+# The only directory test containers may name seccomp profiles in.
+SECCOMP_ROOT = ROOT / "test-artifacts" / "seccomp"
 # An operator-listed export directory of the in-process node (node-2 uses its own default).
 EXPORT_ROOT = ROOT / "test-artifacts" / "exports"
 TEST_DATABASE_URL = os.environ.get(
@@ -84,6 +86,7 @@ def settings(exclusive_stack: None) -> Settings:
         # The whole suite runs with encrypted payloads, as a security-minded operator would.
         codec_keys=TEST_CODEC_KEYS,
         allowed_host_paths=[BIND_ROOT],
+        allowed_seccomp_paths=[SECCOMP_ROOT],
         allowed_export_paths=[EXPORT_ROOT],
         # The tests' own bridge and subnet (``btest<i>``, 10.213.100+i.0/24), apart from a
         # developer's stack on the same nodes.
