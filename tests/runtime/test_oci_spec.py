@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from berth.contract import ContainerConfig, Resources
+from berth.contract import BindMount, ContainerConfig, Resources
 from berth.errors import InvalidParameter
-from berth.runtime.oci_spec import DEFAULT_CAPABILITIES, build_spec
+from berth.runtime.oci_spec import DEFAULT_CAPABILITIES, build_spec, with_bind_sources
 
 CONTAINER_ID = "0123456789abcdef" * 4
 IMAGE = {"Entrypoint": ["/entry"], "Cmd": ["image-cmd"], "Env": ["PATH=/image/bin", "A=image"]}
@@ -225,3 +225,49 @@ def test_build_spec_masked_and_readonly_paths_are_defaults() -> None:
 def test_build_spec_same_input_same_spec() -> None:
     assert _spec() == _spec()
     assert _spec()["ociVersion"] == "1.0.2"
+
+
+def test_spec_has_dockers_default_seccomp_profile_by_default() -> None:
+    seccomp = _spec()["linux"]["seccomp"]
+
+    assert seccomp["defaultAction"] == "SCMP_ACT_ERRNO"
+    assert "read" in seccomp["syscalls"][0]["names"]
+
+
+def test_spec_unconfined_has_no_seccomp_section() -> None:
+    spec = build_spec(CONTAINER_ID, _config(), IMAGE, Path("/nonexistent"), None, seccomp=None)
+
+    assert "seccomp" not in spec["linux"]
+
+
+def test_spec_binds_take_the_sources_the_node_resolved() -> None:
+    config = _config(binds=[BindMount(source="/srv/link", target="/data", read_only=True)])
+
+    spec = build_spec(
+        CONTAINER_ID, config, IMAGE, Path("/nonexistent"), None, bind_sources=["/srv/real"]
+    )
+
+    assert spec["mounts"][-1] == {
+        "destination": "/data",
+        "type": "bind",
+        "source": "/srv/real",
+        "options": ["rbind", "rprivate", "ro"],
+    }
+
+
+def test_with_bind_sources_rewrites_only_the_containers_binds_in_order() -> None:
+    binds = [BindMount(source="/a", target="/x"), BindMount(source="/b", target="/x")]
+    spec = build_spec(CONTAINER_ID, _config(binds=binds), IMAGE, Path("/nonexistent"), None)
+
+    rewritten = with_bind_sources(spec, binds, ["/pins/0", "/pins/1"])
+
+    assert [m["source"] for m in rewritten["mounts"][-2:]] == ["/pins/0", "/pins/1"]
+    assert rewritten["mounts"][:-2] == spec["mounts"][:-2]
+    assert [m["source"] for m in spec["mounts"][-2:]] == ["/a", "/b"]  # the input is untouched
+
+
+def test_with_bind_sources_for_a_bind_the_spec_lacks_is_invalid_parameter() -> None:
+    spec = build_spec(CONTAINER_ID, _config(), IMAGE, Path("/nonexistent"), None)
+
+    with pytest.raises(InvalidParameter, match=r"config\.binds\[0\]"):
+        with_bind_sources(spec, [BindMount(source="/a", target="/x")], ["/pins/0"])
