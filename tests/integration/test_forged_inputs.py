@@ -20,10 +20,11 @@ from temporalio.api.common.v1 import Payload
 from temporalio.client import WorkflowFailureError
 from temporalio.common import RawValue
 
+from activities.fleet import BeginFleetInput, FleetActivities
 from berth.config import node_task_queue
-from berth.contract import FleetRestartInput
+from berth.contract import FleetRestartInput, FleetSelector
 from berth.db.models import Container, ContainerEvent, FleetItem, FleetRun, Node
-from berth.errors import NotFound
+from berth.errors import Conflict, NotFound
 from tests.integration.conftest import Stack
 from workflows.container_exit import ExitOutput, exit_workflow_id
 
@@ -311,6 +312,15 @@ async def test_fleet_restart_with_another_runs_id_is_refused_and_its_rows_unchan
     assert await fleet_rows(stack, victim) == rows
     assert await fleet_rows(stack, name) == []
     assert await snapshot(stack, container_id) == after_victim
+    # Below the workflow too: a run recorded under another fleet's name is not attached to.
+    activities = FleetActivities(stack.sessions, stack.berth.temporal)
+    with pytest.raises(Conflict, match=victim):
+        await activities.begin_fleet_run(
+            BeginFleetInput(
+                run_id=done.run_id, name=name, selector=FleetSelector(ids=[container_id]), spec={}
+            )
+        )
+    assert await fleet_rows(stack, victim) == rows
 
 
 # -- prefix matching: '%' and '_' are not wildcards ------------------------------------------
