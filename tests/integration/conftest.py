@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -177,6 +178,18 @@ class Stack:
             self.runtime.cni,
             self.sessions,
         )
+
+
+@pytest.fixture
+def bind_dir() -> Iterator[Path]:
+    """A fresh path under the allowed bind root (not yet created), removed afterwards.
+
+    Removed without following links: attack tests leave a link to ``/`` in it, and nothing of a
+    test may stay under the repository (setuptools and other tree walkers would follow it).
+    """
+    directory = BIND_ROOT / uuid.uuid4().hex[:8]
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 Cleanup = Callable[[str], Awaitable[None]]

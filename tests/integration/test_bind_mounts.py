@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import uuid
 from pathlib import Path
 
 import pytest
@@ -22,9 +21,10 @@ from tests.integration.test_idempotent_steps import steps_release
 
 
 async def test_bind_under_the_allowed_root_is_visible_read_only_in_the_container(
+    bind_dir: Path,
     stack: Stack,
 ) -> None:
-    shared = BIND_ROOT / uuid.uuid4().hex[:8]
+    shared = bind_dir
     shared.mkdir(parents=True)
     (shared / "hello").write_text("from the host\n")
     script = "cat /data/hello; touch /data/new 2>/dev/null || echo read-only; sleep 60"
@@ -60,11 +60,12 @@ async def _wait_for_log(stack: Stack, container_id: str, text: bytes) -> bytes:
 
 
 async def test_bind_source_swapped_for_a_link_to_root_refuses_the_restart_and_host_is_untouched(
+    bind_dir: Path,
     stack: Stack,
 ) -> None:
     # Issue 12 item 3: a writable bind of the root's directory lets the container replace the
     # source of its second bind with a link to the host's "/"; the restart must not mount it.
-    shared = BIND_ROOT / uuid.uuid4().hex[:8]
+    shared = bind_dir
     (shared / "a").mkdir(parents=True)
     marker = Path("/tmp") / f"berth-escape-{shared.name}"
     script = (
@@ -100,9 +101,10 @@ async def test_bind_source_swapped_for_a_link_to_root_refuses_the_restart_and_ho
 
 
 async def test_bind_sources_reach_runc_as_pins_of_the_checked_directory_gone_after_start(
+    bind_dir: Path,
     stack: Stack,
 ) -> None:
-    shared = BIND_ROOT / uuid.uuid4().hex[:8]
+    shared = bind_dir
     shared.mkdir(parents=True)
     (shared / "hello").write_text("pinned\n")
     container_id = await stack.create(
@@ -125,9 +127,10 @@ async def test_bind_sources_reach_runc_as_pins_of_the_checked_directory_gone_aft
 
 
 async def test_bind_restart_in_place_checks_again_and_mounts_the_same_directory(
+    bind_dir: Path,
     stack: Stack,
 ) -> None:
-    shared = BIND_ROOT / uuid.uuid4().hex[:8]
+    shared = bind_dir
     shared.mkdir(parents=True)
     (shared / "hello").write_text("again\n")
     container_id = await stack.create(
@@ -146,9 +149,10 @@ async def test_bind_restart_in_place_checks_again_and_mounts_the_same_directory(
 
 
 async def test_bind_source_swapped_after_the_spec_step_refuses_the_task_creation(
+    bind_dir: Path,
     stack: Stack,
 ) -> None:
-    shared = BIND_ROOT / uuid.uuid4().hex[:8]
+    shared = bind_dir
     (shared / "a").mkdir(parents=True)
     paths, runtime = stack.settings.node_paths(), stack.runtime
     container_id, node = secrets.token_hex(32), stack.settings.node

@@ -14,9 +14,10 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import struct
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,16 +80,15 @@ def syscall_program(number: int, arg0: int = 0, arg1: int = 0) -> bytes:
 
 
 @pytest.fixture
-def tools() -> Path:
+def tools(bind_dir: Path) -> Path:
     """A bind source holding the keyctl program."""
     if platform.machine() != "x86_64":
         pytest.skip("the keyctl program is x86-64 machine code")
-    directory = BIND_ROOT / f"tools-{uuid.uuid4().hex[:8]}"
-    directory.mkdir(parents=True)
-    program = directory / "keyctl"
+    bind_dir.mkdir(parents=True)
+    program = bind_dir / "keyctl"
     program.write_bytes(syscall_program(X86_64_KEYCTL, KEYCTL_JOIN_SESSION_KEYRING))
     program.chmod(0o755)
-    return directory
+    return bind_dir
 
 
 async def _logs_with(stack: Stack, container_id: str, text: bytes) -> str:
@@ -142,11 +142,20 @@ async def test_seccomp_profile_outside_the_allowed_dirs_is_forbidden_at_create(
         await stack.create(seccomp_profile="/etc/passwd")
 
 
+@pytest.fixture
+def seccomp_dir() -> Iterator[Path]:
+    """A fresh directory under the allowed seccomp root, removed afterwards (links unfollowed)."""
+    directory = SECCOMP_ROOT / f"t-{uuid.uuid4().hex[:8]}"
+    directory.mkdir(parents=True)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 async def test_seccomp_profile_linked_out_of_the_allowed_dir_is_forbidden_at_start(
+    seccomp_dir: Path,
     stack: Stack,
 ) -> None:
-    SECCOMP_ROOT.mkdir(parents=True, exist_ok=True)
-    link = SECCOMP_ROOT / f"escape-{uuid.uuid4().hex[:8]}.json"
+    link = seccomp_dir / f"escape-{uuid.uuid4().hex[:8]}.json"
     link.symlink_to(DEFAULT_PROFILE_FILE)  # a real profile, but outside the allowed directory
     container_id = await stack.create(seccomp_profile=str(link))
 
@@ -157,10 +166,10 @@ async def test_seccomp_profile_linked_out_of_the_allowed_dir_is_forbidden_at_sta
 
 
 async def test_seccomp_profile_that_is_not_one_is_invalid_parameter_at_start(
+    seccomp_dir: Path,
     stack: Stack,
 ) -> None:
-    SECCOMP_ROOT.mkdir(parents=True, exist_ok=True)
-    bad = SECCOMP_ROOT / f"bad-{uuid.uuid4().hex[:8]}.json"
+    bad = seccomp_dir / f"bad-{uuid.uuid4().hex[:8]}.json"
     bad.write_text('{"defaultAction": "SCMP_ACT_SOMETIMES"}')
     container_id = await stack.create(seccomp_profile=str(bad))
 
@@ -168,13 +177,14 @@ async def test_seccomp_profile_that_is_not_one_is_invalid_parameter_at_start(
         await stack.berth.start(container_id)
 
 
-async def test_custom_seccomp_profile_under_the_allowed_dir_is_applied(stack: Stack) -> None:
+async def test_custom_seccomp_profile_under_the_allowed_dir_is_applied(
+    seccomp_dir: Path, stack: Stack
+) -> None:
     # Docker's default without mkdir: mkdir fails, everything else runs as by default.
     profile = json.loads(DEFAULT_PROFILE_FILE.read_text())
     for name in ("mkdir", "mkdirat"):
         profile["syscalls"][0]["names"].remove(name)
-    SECCOMP_ROOT.mkdir(parents=True, exist_ok=True)
-    path = SECCOMP_ROOT / f"no-mkdir-{uuid.uuid4().hex[:8]}.json"
+    path = seccomp_dir / f"no-mkdir-{uuid.uuid4().hex[:8]}.json"
     path.write_text(json.dumps(profile))
     script = "mkdir /tmp/new; echo mkdir=$?; echo ordinary $(echo ok | tr a-z A-Z); sleep 3600"
     container_id = await stack.create(cmd=["sh", "-c", script], seccomp_profile=str(path))
