@@ -19,6 +19,7 @@ from berth.contract import ContainerState
 from berth.db.models import Container
 from berth.errors import NotFound
 from berth.runtime.containerd import ContainerdClient
+from berth.runtime.types import TaskStatus
 
 LIVE_STATES = (ContainerState.RUNNING.value, ContainerState.PAUSED.value)
 
@@ -69,7 +70,7 @@ class ExitActivities:
             return VerifiedExit(
                 exited=False, reason=f"{container.name}'s task is pid {task.pid}, not {request.pid}"
             )
-        if task.status != "STOPPED":
+        if task.status is not TaskStatus.STOPPED:
             return VerifiedExit(
                 exited=False, reason=f"task {task.pid} of {container.name} is {task.status}"
             )

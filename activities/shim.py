@@ -37,6 +37,7 @@ from berth.faults import NO_FAULTS, FaultHook, fault_point
 from berth.host_paths import pinned_bind_sources, release_pins
 from berth.runtime.containerd import ContainerdClient
 from berth.runtime.oci_spec import client_bind_indexes, with_bind_sources
+from berth.runtime.types import TaskStatus
 
 
 class CreateShimInput(StepModel):
@@ -149,12 +150,14 @@ class ShimActivities:
             if not await self._containerd.has_container(cid):
                 return ReplaceTaskOutput(pid=None)
             task = None
-        if task is not None and task.pid != request.old_pid and task.status == "RUNNING":
+        if task is not None and task.pid != request.old_pid and task.status is TaskStatus.RUNNING:
             return ReplaceTaskOutput(pid=task.pid)
         stored = await self._containerd.container_spec(cid)
         # Checked (and the sources pinned) before the old task goes: a refusal leaves it as is.
         async with self._checked(cid, stored, request.binds) as spec:
-            if task is not None and (task.pid == request.old_pid or task.status != "CREATED"):
+            if task is not None and (
+                task.pid == request.old_pid or task.status is not TaskStatus.CREATED
+            ):
                 await self._containerd.delete_task(cid)
             if request.binds:
                 await self._containerd.set_container_spec(cid, spec)

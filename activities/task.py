@@ -18,6 +18,7 @@ from activities.types import ContainerRef, StepModel
 from berth.errors import Conflict, InvalidParameter, NotFound, System
 from berth.faults import NO_FAULTS, FaultHook, fault_point
 from berth.runtime.containerd import ContainerdClient
+from berth.runtime.types import TaskStatus
 
 # The exit code recorded when a task vanished and nothing knows how it ended.
 UNKNOWN_EXIT_CODE = 255
@@ -83,13 +84,13 @@ class TaskActivities:
             task = await self._containerd.get_task(cid)
         except NotFound:
             return TaskExitOutput(exit_code=UNKNOWN_EXIT_CODE)
-        if task.status == "STOPPED":
+        if task.status is TaskStatus.STOPPED:
             return TaskExitOutput(exit_code=task.exit_status)
         number = signal_number(request.signal)
         waiter = asyncio.ensure_future(self._containerd.wait_task(cid))
         try:
             await self._kill(cid, number, all_processes=number == signals.SIGKILL)
-            if task.status == "PAUSED":
+            if task.status is TaskStatus.PAUSED:
                 with contextlib.suppress(Conflict, System, NotFound):
                     await self._containerd.resume_task(cid)
             try:
@@ -111,11 +112,11 @@ class TaskActivities:
     @activity.defn(name="pause_task")
     async def pause_task(self, request: ContainerRef) -> None:
         """Freeze every process of the task (a paused task is success)."""
-        if (await self._containerd.get_task(request.container_id)).status != "PAUSED":
+        if (await self._containerd.get_task(request.container_id)).status is not TaskStatus.PAUSED:
             await self._containerd.pause_task(request.container_id)
 
     @activity.defn(name="resume_task")
     async def resume_task(self, request: ContainerRef) -> None:
         """Thaw the paused task (a running task is success)."""
-        if (await self._containerd.get_task(request.container_id)).status == "PAUSED":
+        if (await self._containerd.get_task(request.container_id)).status is TaskStatus.PAUSED:
             await self._containerd.resume_task(request.container_id)

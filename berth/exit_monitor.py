@@ -27,6 +27,7 @@ from berth.config import node_task_queue
 from berth.contract import ContainerState
 from berth.db.models import Container
 from berth.runtime.containerd import ContainerdClient
+from berth.runtime.types import TaskStatus
 from workflows.container_exit import ContainerExitedOnNode, ExitInput, exit_workflow_id
 from workflows.visibility import container_attributes
 
@@ -99,7 +100,7 @@ class ExitMonitor:
             task = tasks.get(container.id)
             if task is None:
                 await self._report(container, container.pid or 0, UNKNOWN_EXIT_CODE)
-            elif task.status == "STOPPED" and task.pid == container.pid:
+            elif task.status is TaskStatus.STOPPED and task.pid == container.pid:
                 await self._report(container, task.pid, task.exit_status)
 
     async def _live(self, container_id: str) -> Container | None:

@@ -55,6 +55,7 @@ from berth.health import (
     truncate_output,
 )
 from berth.runtime.containerd import ContainerdClient
+from berth.runtime.types import TaskStatus
 
 log = logging.getLogger("berth.health_prober")
 
@@ -149,7 +150,7 @@ class HealthProber:
             if exec_id:
                 await self._delete_exec(container_id, exec_id)
         for task in await self._containerd.list_tasks():
-            if task.status != "RUNNING":
+            if task.status is not TaskStatus.RUNNING:
                 continue
             try:
                 exec_ids = await self._containerd.exec_ids(task.id)
@@ -291,7 +292,7 @@ class HealthProber:
 
     async def _task_running(self, container_id: str) -> bool:
         try:
-            return (await self._containerd.get_task(container_id)).status == "RUNNING"
+            return (await self._containerd.get_task(container_id)).status is TaskStatus.RUNNING
         except NotFound:
             return False
 

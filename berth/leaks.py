@@ -30,6 +30,7 @@ from berth.runtime.cni import CniNetwork
 from berth.runtime.containerd import ContainerdClient, TaskInfo
 from berth.runtime.mounts import mounts_under
 from berth.runtime.netns import list_netns, netns_exists
+from berth.runtime.types import TaskStatus
 
 # The holder a running task keeps (activities.mount.TASK_HOLDER; not imported: no layering back).
 TASK_HOLDER = "task"
@@ -246,7 +247,7 @@ def _containerd_findings(view: NodeView) -> Iterable[Finding]:
             )
     for container_id, container in sorted(view.containers.items()):
         own = view.tasks.get(container_id)
-        gone = own is None or own.status == "STOPPED"
+        gone = own is None or own.status is TaskStatus.STOPPED
         if gone and container.state in LIVE_STATES and not view.busy(container_id):
             status = own.status if own else "no task"
             yield Finding(

@@ -52,6 +52,7 @@ from berth.runtime.cni import CniNetwork
 from berth.runtime.containerd import ContainerdClient
 from berth.runtime.mounts import is_mounted, unmount_rootfs
 from berth.runtime.netns import delete_netns
+from berth.runtime.types import TaskStatus
 
 log = logging.getLogger("berth.reconciler")
 
@@ -183,7 +184,9 @@ class Reconciler:
                 container.ip = None
             elif state in TRANSIENT_STATES:
                 task = await self._task_status(container_id)
-                container.state = ContainerState.RUNNING if task == "RUNNING" else container.state
+                container.state = (
+                    ContainerState.RUNNING if task is TaskStatus.RUNNING else container.state
+                )
             repair = Repair("terminated-operation", operation, container_id)
             self._record(containers, container, repair, {"state": container.state})
         return [repair]
@@ -207,7 +210,7 @@ class Reconciler:
             except Exception:
                 log.exception("reconciler: undo of %s failed; next pass retries", container_id)
 
-    async def _task_status(self, container_id: str) -> str | None:
+    async def _task_status(self, container_id: str) -> TaskStatus | None:
         try:
             return (await self._containerd.get_task(container_id)).status
         except Exception:

@@ -41,7 +41,7 @@ from berth.errors import (
     System,
     Unavailable,
 )
-from berth.runtime.types import Mount
+from berth.runtime.types import Mount, TaskStatus
 
 SNAPSHOTTER = "overlayfs"
 RUNTIME = "io.containerd.runc.v2"
@@ -103,7 +103,7 @@ class TaskInfo:
 
     id: str
     pid: int
-    status: str
+    status: TaskStatus
     exit_status: int
 
 
@@ -136,11 +136,21 @@ def _mounts(mounts: Any) -> list[Mount]:
     return [Mount(type=m.type, source=m.source, options=tuple(m.options)) for m in mounts]
 
 
+# The one translation from containerd's task status (protobuf) to ``TaskStatus``.
+_TASK_STATUSES: dict[int, TaskStatus] = {
+    task_pb2.CREATED: TaskStatus.CREATED,
+    task_pb2.RUNNING: TaskStatus.RUNNING,
+    task_pb2.STOPPED: TaskStatus.STOPPED,
+    task_pb2.PAUSED: TaskStatus.PAUSED,
+    task_pb2.PAUSING: TaskStatus.PAUSING,
+}
+
+
 def _task_info(process: Any) -> TaskInfo:
     return TaskInfo(
         id=process.container_id or process.id,
         pid=process.pid,
-        status=task_pb2.Status.Name(process.status),
+        status=_TASK_STATUSES.get(process.status, TaskStatus.UNKNOWN),
         exit_status=process.exit_status,
     )
 
@@ -408,7 +418,7 @@ class ContainerdClient:
             except NotFound:
                 pass
             else:
-                if task.status != "STOPPED":
+                if task.status is not TaskStatus.STOPPED:
                     return task.pid
                 await self.delete_task(container_id)
             request = tasks_pb2.CreateTaskRequest(
@@ -436,7 +446,7 @@ class ContainerdClient:
         except (Conflict, System):
             # runc says "cannot start a running process" as UNKNOWN: look before failing.
             task = await self.get_task(container_id)
-            if task.status in ("RUNNING", "PAUSED"):
+            if task.status in (TaskStatus.RUNNING, TaskStatus.PAUSED):
                 return task.pid
             raise
         return int(response.pid)
@@ -482,7 +492,7 @@ class ContainerdClient:
             task = await self.get_task(container_id)
         except NotFound:
             return None
-        if task.status != "STOPPED":
+        if task.status is not TaskStatus.STOPPED:
             # runc's kill --all thaws a paused cgroup after signalling, so SIGKILL suffices; a
             # CREATED task is killed too, since deleting it directly takes the shim ~2 s.
             waiter = asyncio.ensure_future(self.wait_task(container_id))

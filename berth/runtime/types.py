@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 
 @dataclass(frozen=True)
@@ -12,3 +13,18 @@ class Mount:
     type: str
     source: str
     options: tuple[str, ...] = ()
+
+
+class TaskStatus(StrEnum):
+    """A containerd task's status (``containerd.types.task.Status``), named as its protobuf is.
+
+    Translated once, where the runtime reads a task (``berth.runtime.containerd``); a status
+    containerd adds later reads as ``UNKNOWN``.
+    """
+
+    UNKNOWN = "UNKNOWN"
+    CREATED = "CREATED"
+    RUNNING = "RUNNING"
+    STOPPED = "STOPPED"
+    PAUSED = "PAUSED"
+    PAUSING = "PAUSING"
