@@ -23,7 +23,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.types import StepModel
-from berth.contract import FleetSelector, HealthCheck
+from berth.contract import ContainerState, FleetSelector, HealthCheck
 from berth.db.models import Container, ContainerHealth, FleetItem, FleetRun
 from berth.errors import Conflict
 from berth.health import has_health_check
@@ -272,7 +272,7 @@ class FleetActivities:
             container = await session.get(Container, request.container_id)
         if container is None:
             return HealthOutput(healthy=False, reason="removed during its health check")
-        if container.state != "running" or container.pid != request.pid:
+        if container.state is not ContainerState.RUNNING or container.pid != request.pid:
             return HealthOutput(
                 healthy=False,
                 reason=f"not healthy: {container.state} (exit code {container.exit_code}), "

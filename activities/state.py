@@ -290,7 +290,7 @@ def mark_running(
     containers.add_event(container, "start", {"pid": pid})
 
 
-def _reset_state(container: Container) -> str:
+def _reset_state(container: Container) -> ContainerState:
     """A failed start leaves the container as it was before: never half-started."""
     if container.has_been_started_before:
         return ContainerState.EXITED

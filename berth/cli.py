@@ -14,7 +14,13 @@ from pydantic import ValidationError
 from berth.client import BerthClient, dumps
 from berth.codec import AesGcmCodec, CodecKeys, codec_app, generate_keys
 from berth.config import Settings
-from berth.contract import ContainerConfig, HealthCheck, Resources, RestartPolicy
+from berth.contract import (
+    ContainerConfig,
+    ContainerState,
+    HealthCheck,
+    Resources,
+    RestartPolicy,
+)
 from berth.converter import describe_validation_error
 from berth.errors import BerthError, InvalidParameter
 from berth.fleet_cli import add_fleet_parser
@@ -162,10 +168,10 @@ async def cmd_ps(berth: BerthClient, args: argparse.Namespace) -> int:
     rows = [("CONTAINER ID", "IMAGE", "STATUS", "NODE", "IP", "NAMES")]
     health = await berth.health_statuses()
     for container in await berth.ps(all_states=args.all):
-        status = container.state
-        if container.state == "exited":
+        status: str = container.state
+        if container.state is ContainerState.EXITED:
             status = f"exited ({container.exit_code or 0})"
-        elif container.state == "running":
+        elif container.state is ContainerState.RUNNING:
             status += health_label(health, container.id)
         rows.append(
             (

@@ -316,7 +316,7 @@ class BerthClient:
                 if container is None:
                     dies = [e for e in await repository.events(container_id) if e.action == "die"]
                     return int(dies[-1].attributes.get("exitCode", 0)) if dies else 0
-                if container.state in ("created", "exited", "dead"):
+                if container.state in _ENDED_STATES:
                     return container.exit_code or 0
             await asyncio.sleep(poll_seconds)
 
@@ -384,7 +384,7 @@ class BerthClient:
     async def ps(self, all_states: bool = False) -> list[Container]:
         async with self._sessions() as session:
             containers = await ContainerRepository(session).list()
-        return [c for c in containers if all_states or c.state == "running"]
+        return [c for c in containers if all_states or c.state is ContainerState.RUNNING]
 
     async def events(self, ref: str | None = None, since_id: int = 0) -> list[ContainerEvent]:
         async with self._sessions() as session:
@@ -435,6 +435,9 @@ _FOLLOWED_STATES = frozenset(
     }
 )
 
+# The states in which a task no longer runs: ``wait`` returns the recorded exit code.
+_ENDED_STATES = frozenset({ContainerState.CREATED, ContainerState.EXITED, ContainerState.DEAD})
+
 
 def _time(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
@@ -449,8 +452,8 @@ def describe(container: Container) -> dict[str, Any]:
         "Created": _time(container.created_at),
         "State": {
             "Status": container.state,
-            "Running": container.state == "running",
-            "Paused": container.state == "paused",
+            "Running": container.state is ContainerState.RUNNING,
+            "Paused": container.state is ContainerState.PAUSED,
             "Pid": container.pid or 0,
             "ExitCode": container.exit_code or 0,
             "Error": container.error or "",

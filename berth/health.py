@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from berth.contract import ContainerConfig, HealthCheck
+from berth.contract import ContainerConfig, ContainerState, HealthCheck
 from berth.db.models import Container, ContainerHealth
 
 STARTING = "starting"
@@ -148,7 +148,7 @@ async def health_report(session: AsyncSession, container_id: str, pid: int | Non
     if container is None:
         return HealthReport(has_check=False, running=False, reason="the container was removed")
     pid = pid if pid is not None else container.pid
-    running = container.state == "running" and container.pid == pid
+    running = container.state is ContainerState.RUNNING and container.pid == pid
     reason = (
         ""
         if running

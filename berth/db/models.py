@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     DateTime,
+    Enum,
     ForeignKey,
     Index,
     Integer,
@@ -19,6 +20,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from berth.contract import ContainerState
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -59,7 +62,17 @@ class Container(Base):
     image: Mapped[str] = mapped_column(String(255))
     node: Mapped[str] = mapped_column(ForeignKey("nodes.name"), index=True)
     config: Mapped[dict[str, Any]] = mapped_column(JSONB)
-    state: Mapped[str] = mapped_column(String(16), index=True)
+    # The enum by value in a VARCHAR(16), as the migrations made it (no PostgreSQL enum type).
+    state: Mapped[ContainerState] = mapped_column(
+        Enum(
+            ContainerState,
+            native_enum=False,
+            create_constraint=False,
+            length=16,
+            values_callable=lambda states: [state.value for state in states],
+        ),
+        index=True,
+    )
     pid: Mapped[int | None] = mapped_column(Integer)
     exit_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
