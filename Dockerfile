@@ -22,6 +22,7 @@ COPY workflows workflows
 COPY activities activities
 COPY migrations migrations
 COPY scripts scripts
+COPY dev dev
 
 # The stubs are build output: generate them, then install the package that contains them.
 RUN pip install grpcio-tools \

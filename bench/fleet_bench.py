@@ -6,8 +6,8 @@ Needs PostgreSQL, Temporal and one containerd per node from the dev stack
 control worker in this process and one node agent subprocess per node, stopped by their pids at
 the end. Run:
 
-    .venv/bin/python bench/fleet_bench.py                       # 200 containers over 4 nodes
-    .venv/bin/python bench/fleet_bench.py --count 60 --nodes 3
+    .venv/bin/python -m bench.fleet_bench                       # 200 containers over 4 nodes
+    .venv/bin/python -m bench.fleet_bench --count 60 --nodes 3
 
 Berth: ``FleetRestart`` of N running containers, ``max_parallel`` 8, no per-node limit, stop
 timeout 0 (SIGKILL), each item a durable ``ContainerRestartOnNode`` child (lock and journal in
@@ -31,21 +31,21 @@ from pathlib import Path
 import psycopg
 from alembic import command
 from alembic.config import Config
-from docker_baseline import bench_docker, import_busybox, private_dockerd
 from google.protobuf.duration_pb2 import Duration
 from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from bench.docker_baseline import bench_docker, import_busybox, private_dockerd
 from berth.client import BerthClient, connect
 from berth.config import Settings
 from berth.contract import ContainerConfig, FleetRestartInput, FleetSelector
 from berth.db.session import make_engine, make_sessionmaker
-from berth.devstack import register_search_attributes
 from berth.errors import BerthError, Conflict
 from berth.runtime.image import DEFAULT_REF, import_image
 from berth.teardown import tear_down_host
 from berth.worker import heartbeat, node_runtime, node_worker, register_node, running
+from dev.stack import register_search_attributes
 
 ROOT = Path(__file__).resolve().parents[1]
 PARALLEL = 8

@@ -2,7 +2,7 @@
 
 Needs the dev stack with its workers (``scripts/dev up``). Run:
 
-    .venv/bin/python bench/start_bench.py --count 20
+    .venv/bin/python -m bench.start_bench --count 20
 
 Berth's figure is the client's view of a whole ``ContainerStart`` workflow (pre-checks under a
 row lock, mount, network with CNI bridge, spec, shim create, task start, commit to PostgreSQL).

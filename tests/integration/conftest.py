@@ -29,11 +29,11 @@ from berth.config import Settings
 from berth.contract import ContainerConfig
 from berth.db.session import make_engine, make_sessionmaker
 from berth.errors import BerthError, Conflict
-from berth.footprint import Footprint, footprint
 from berth.runtime.containerd import ContainerdClient
 from berth.runtime.image import DEFAULT_REF, build_busybox_image, import_image
 from berth.teardown import tear_down_host
 from berth.worker import NodeRuntime, node_runtime, running
+from tests.support.footprint import Footprint, footprint
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_NAMESPACE = "berth-test"

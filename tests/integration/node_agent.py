@@ -31,12 +31,12 @@ from berth.config import Settings, node_task_queue
 from berth.contract import ContainerConfig, ContainerStartInput, ContainerStartOutput
 from berth.db.models import Container, MountHolder, NetworkAttachment
 from berth.faults import ENABLE_VALUE, ENABLE_VARIABLE, FILE_VARIABLE
-from berth.footprint import Footprint, footprint
 from berth.leaks import Finding, check_node
 from berth.runtime.image import DEFAULT_REF, import_image
 from berth.teardown import tear_down_host
 from berth.worker import NodeRuntime, node_runtime
 from tests.integration.conftest import ROOT, TEST_CODEC_KEYS, TEST_NAMESPACE, Stack
+from tests.support.footprint import Footprint, footprint
 from workflows.container_start import NodeStartInput
 from workflows.visibility import start_workflow_id
 

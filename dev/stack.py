@@ -748,7 +748,7 @@ def bench(settings: Settings, paths: StackPaths, bench_args: Sequence[str]) -> i
     try:
         up(settings, paths, nodes=BENCH_NODES, infra_only=True)
         env = {**os.environ, "BERTH_STATE_DIR": str(paths.state)}
-        argv = [str(VENV_BIN / "python"), "bench/fleet_bench.py", "--docker", *bench_args]
+        argv = [str(VENV_BIN / "python"), "-m", "bench.fleet_bench", "--docker", *bench_args]
         ok = run_check(argv, env)
     finally:
         if not was_running:

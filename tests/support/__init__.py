@@ -1,0 +1,1 @@
+"""What the test suite builds around the code under test: its own stack, footprints."""
