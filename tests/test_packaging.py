@@ -172,7 +172,11 @@ def test_containerd_stubs_protobuf_gencode_pyproject_range_admits_only_compatibl
 
 
 def work_tree_files() -> list[Path]:
-    """What a fresh clone with the uncommitted work would hold: tracked and unignored files."""
+    """What a fresh clone with the uncommitted work would hold: tracked and unignored files.
+
+    Symlinks are listed as themselves (``berth/workflows`` -> ``../workflows`` once the packages
+    are renamed), not followed.
+    """
     listing = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT,
@@ -180,7 +184,11 @@ def work_tree_files() -> list[Path]:
         check=True,
         timeout=SUBPROCESS_SECONDS,
     ).stdout.decode()
-    return [Path(name) for name in listing.split("\0") if name and (ROOT / name).is_file()]
+    return [
+        Path(name)
+        for name in listing.split("\0")
+        if name and ((ROOT / name).is_symlink() or (ROOT / name).is_file())
+    ]
 
 
 def run(command: list[str | Path], cwd: Path, env: dict[str, str] | None = None) -> str:
@@ -205,7 +213,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     source = base / "src"
     for relative in work_tree_files():
         (source / relative).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / relative, source / relative)
+        shutil.copy2(ROOT / relative, source / relative, follow_symlinks=False)
     dist = base / "dist"
     offline = ["--no-deps", "--no-build-isolation", "--no-index"]
     run([sys.executable, "-m", "pip", "wheel", "-q", *offline, "-w", dist, source], cwd=base)
