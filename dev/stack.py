@@ -7,7 +7,7 @@ the control worker and the node agents.
     down                            stop workers, clean the nodes, stop containerd and Temporal
     status                          what runs, per component
     demo                            up, then start a real container through the saga
-    test                            up --infra-only --nodes 3, then ruff, mypy and pytest
+    test                            ruff, mypy and pytest (the suite runs a stack of its own)
     bench [ARGS]                    up --infra-only --nodes 4, then the fleet restart bench
                                     beside ctr and docker (scripts/dev installs docker.io)
 
@@ -63,15 +63,13 @@ VENV_BIN = Path(sys.executable).parent
 TEMPORAL_IP = "127.0.0.1"
 TEMPORAL_PORT = 7233
 TEMPORAL_UI_PORT = 8233
-TEMPORAL_ADDRESS = f"{TEMPORAL_IP}:{TEMPORAL_PORT}"
-WEB_UI = f"http://{TEMPORAL_IP}:{TEMPORAL_UI_PORT}"
-TEST_NAMESPACE = "berth-test"
 BENCH_NODES = 4
-TEMPORAL_NAMESPACES = ("default", TEST_NAMESPACE)
 SEARCH_ATTRIBUTES = ("ContainerId", "ContainerName", "Node", "SagaPhase", "Outcome")
 
-TEST_DATABASE = "berth_test"
-CONTAINERD_NAMESPACES = ("berth", "berth-test", "berth-bench")
+# The containerd namespaces the image is imported into; cleanup also clears "berth-test", which
+# test sessions of older checkouts used on these nodes.
+IMAGE_NAMESPACES = ("berth", "berth-bench")
+CONTAINERD_NAMESPACES = (*IMAGE_NAMESPACES, "berth-test")
 BUSYBOX_REF = "local/busybox:latest"
 
 STARTUP_TIMEOUT = 60.0
@@ -80,6 +78,29 @@ STOP_TIMEOUT = 10.0
 
 class DevStackError(Exception):
     """A step of the dev stack could not be completed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class TemporalServer:
+    """Where a Temporal dev server listens and the namespaces it serves."""
+
+    ip: str = TEMPORAL_IP
+    port: int = TEMPORAL_PORT
+    ui_port: int = TEMPORAL_UI_PORT
+    namespaces: tuple[str, ...] = ("default",)
+
+    @property
+    def address(self) -> str:
+        return f"{self.ip}:{self.port}"
+
+    @property
+    def web_ui(self) -> str:
+        return f"http://{self.ip}:{self.ui_port}"
+
+
+# The developer's stack; the test suite runs one of its own (tests/support/stack.py).
+DEV_TEMPORAL = TemporalServer()
+WEB_UI = DEV_TEMPORAL.web_ui
 
 
 @dataclass(frozen=True)
@@ -305,9 +326,9 @@ def bring_up_postgresql(settings: Settings) -> None:
     database_url = settings.database_url.get_secret_value()
     ensure_postgresql(database_url)
     main_database = make_url(database_url).database or "berth"
-    create_databases(database_url, [main_database, TEST_DATABASE])
+    create_databases(database_url, [main_database])
     migrate_database(database_url)
-    log(f"{'postgresql':<14} ready ({main_database} migrated, {TEST_DATABASE} present)")
+    log(f"{'postgresql':<14} ready ({main_database} migrated)")
 
 
 # --- Temporal ----------------------------------------------------------------------------------
@@ -321,21 +342,20 @@ def temporal_binary() -> Path:
     return binary
 
 
-def temporal_process(paths: StackPaths) -> BackgroundProcess:
+def temporal_process(paths: StackPaths, server: TemporalServer = DEV_TEMPORAL) -> BackgroundProcess:
+    """The dev server of ``server`` with its db file under ``paths`` (known by that file)."""
     argv = [
         str(temporal_binary()),
         "server",
         "start-dev",
         "--ip",
-        TEMPORAL_IP,
+        server.ip,
         "--port",
-        str(TEMPORAL_PORT),
+        str(server.port),
         "--ui-port",
-        str(TEMPORAL_UI_PORT),
+        str(server.ui_port),
         "--db-filename",
         str(paths.temporal_db),
-        "--namespace",
-        TEST_NAMESPACE,
         "--log-level",
         "warn",
         # A write-ahead log, synced at checkpoints: state survives a crash of the server
@@ -346,11 +366,15 @@ def temporal_process(paths: StackPaths) -> BackgroundProcess:
         "--sqlite-pragma",
         "synchronous=normal",
     ]
+    for namespace in server.namespaces:
+        if namespace != "default":  # start-dev always creates "default"
+            argv += ["--namespace", namespace]
     # start-dev registers these in every namespace it creates; register_search_attributes
     # below still checks each namespace, since an existing db file may predate a namespace.
     for name in SEARCH_ATTRIBUTES:
         argv += ["--search-attribute", f"{name}=Keyword"]
-    return BackgroundProcess("temporal", argv, marker="start-dev")
+    # The db file names this stack's server: another stack's dev server is never mistaken for it.
+    return BackgroundProcess("temporal", argv, marker=str(paths.temporal_db))
 
 
 async def connect_temporal(address: str, namespace: str, timeout: float) -> Client:
@@ -414,16 +438,22 @@ def port_answers(address: str) -> bool:
         return False
 
 
-def bring_up_temporal(paths: StackPaths, address: str) -> None:
-    process = temporal_process(paths)
-    if running_pid(paths, process) is None and port_answers(address):
-        # Someone else's server (another checkout, a compose stack): use it, never start a twin.
-        log(f"{'temporal':<14} {address} is served by a process this stack did not start")
+def bring_up_temporal(paths: StackPaths, server: TemporalServer = DEV_TEMPORAL) -> int | None:
+    """Start the dev server unless it runs; register the search attributes; its pid.
+
+    None when another process (another checkout, a compose stack) already serves the address:
+    that server is used, never a twin started beside it.
+    """
+    process = temporal_process(paths, server)
+    pid = running_pid(paths, process)
+    if pid is None and port_answers(server.address):
+        log(f"{'temporal':<14} {server.address} is served by a process this stack did not start")
     else:
         paths.temporal_db.parent.mkdir(parents=True, exist_ok=True)
-        start_background(paths, process)
-    asyncio.run(register_search_attributes(address, TEMPORAL_NAMESPACES))
-    log(f"{'temporal':<14} ready at {address}, Web UI {WEB_UI}")
+        pid = start_background(paths, process)
+    asyncio.run(register_search_attributes(server.address, server.namespaces))
+    log(f"{'temporal':<14} ready at {server.address}, Web UI {server.web_ui}")
+    return pid
 
 
 # --- containerd and the test image -------------------------------------------------------------
@@ -446,9 +476,9 @@ async def bring_up_busybox_image(paths: StackPaths, nodes: Sequence[str]) -> Non
         partial.replace(tar)
         log(f"{'image':<14} built {BUSYBOX_REF} into {tar}")
     for node in nodes:
-        for namespace in CONTAINERD_NAMESPACES:
+        for namespace in IMAGE_NAMESPACES:
             await import_image(paths.node(node), namespace, tar, BUSYBOX_REF)
-    namespaces = " and ".join(CONTAINERD_NAMESPACES)
+    namespaces = " and ".join(IMAGE_NAMESPACES)
     log(f"{'image':<14} {BUSYBOX_REF} in namespaces {namespaces} on {', '.join(nodes)}")
 
 
@@ -593,7 +623,11 @@ def delete_netns_files(node_paths: NodePaths) -> None:
 
 
 def berth_bridges() -> list[str]:
-    """The per-node bridges here: ``berth<i>`` (dev), ``btest<i>`` (tests), ``bbench<i>``."""
+    """The dev stack's per-node bridges: ``berth<i>``, ``bbench<i>`` (bench), ``btest<i>``.
+
+    ``btest<i>`` are what test sessions of older checkouts left; a running suite's bridges
+    (``btest<k>n<i>``, tests/support/stack.py) never match, so ``down`` leaves them alone.
+    """
     result = subprocess.run(
         ["ip", "-o", "link", "show", "type", "bridge"], capture_output=True, text=True, check=True
     )
@@ -619,7 +653,7 @@ def tear_down_node(paths: StackPaths, node: str) -> None:
 def up(settings: Settings, paths: StackPaths, nodes: int, infra_only: bool) -> None:
     names = node_names(nodes)
     bring_up_postgresql(settings)
-    bring_up_temporal(paths, settings.temporal_address)
+    bring_up_temporal(paths, temporal_server(settings))
     asyncio.run(bring_up_nodes(paths, names))
     if not infra_only:
         bring_up_workers(settings, paths, names)
@@ -635,6 +669,12 @@ def down(paths: StackPaths) -> None:
         tear_down_node(paths, node)
     delete_bridges()
     stop_background(paths, "temporal", temporal_process(paths).marker)
+
+
+def temporal_server(settings: Settings) -> TemporalServer:
+    """The dev server at the settings' address (the default's UI port is the gRPC port + 1000)."""
+    host, _, port = settings.temporal_address.rpartition(":")
+    return TemporalServer(ip=host, port=int(port), ui_port=int(port) + 1000)
 
 
 def status(settings: Settings, paths: StackPaths) -> int:
@@ -718,23 +758,18 @@ def run_check(argv: Sequence[str], env: Mapping[str, str]) -> bool:
     return code == 0
 
 
-def test(settings: Settings, paths: StackPaths, pytest_args: Sequence[str]) -> int:
-    # A stack this command brings up, it also takes down: a test run leaves no process behind.
-    was_running = running_pid(paths, temporal_process(paths)) is not None
-    try:
-        up(settings, paths, nodes=3, infra_only=True)
-        env = {**os.environ, "BERTH_STATE_DIR": str(paths.state)}
-        checks = [
-            [str(VENV_BIN / "ruff"), "check", "."],
-            [str(VENV_BIN / "ruff"), "format", "--check", "."],
-            [str(VENV_BIN / "mypy")],
-            [str(VENV_BIN / "pytest"), "-q", *pytest_args],
-        ]
-        failed = [check[0] for check in checks if not run_check(check, env)]
-    finally:
-        if not was_running:
-            log("\ntaking down the stack this test run brought up")
-            down(paths)
+def test(settings: Settings, pytest_args: Sequence[str]) -> int:
+    """Lint, types and the suite. The suite runs a stack of its own (tests/support/stack.py):
+    its Temporal, containerds, agents and database, ended when it ends; it needs only the
+    PostgreSQL server to answer, and never touches this stack."""
+    ensure_postgresql(settings.database_url.get_secret_value())
+    checks = [
+        [str(VENV_BIN / "ruff"), "check", "."],
+        [str(VENV_BIN / "ruff"), "format", "--check", "."],
+        [str(VENV_BIN / "mypy")],
+        [str(VENV_BIN / "pytest"), "-q", *pytest_args],
+    ]
+    failed = [check[0] for check in checks if not run_check(check, os.environ)]
     if failed:
         log(f"\nFAILED: {', '.join(Path(name).name for name in failed)}")
         return 1
@@ -777,7 +812,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("status", help="what runs")
     demo_parser = commands.add_parser("demo", help="up, then start a container via the saga")
     demo_parser.add_argument("--nodes", type=int, default=1)
-    commands.add_parser("test", help="up --infra-only --nodes 3, lint, types, tests")
+    commands.add_parser("test", help="lint, types, tests (the suite runs its own stack)")
     # Any further arguments (see main) are passed to pytest, or to bench/fleet_bench.py.
     commands.add_parser("bench", help="up --infra-only --nodes 4, fleet restart bench")
     sa_parser = commands.add_parser("search-attributes", help="register search attributes")
@@ -805,7 +840,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             case "demo":
                 demo(settings, paths, args.nodes)
             case "test":
-                return test(settings, paths, extra)
+                return test(settings, extra)
             case "bench":
                 return bench(settings, paths, extra)
             case "search-attributes":

@@ -1,26 +1,22 @@
 """The real stack for integration tests: PostgreSQL, Temporal, containerd, CNI.
 
-The services come from ``scripts/dev up --infra-only`` (the test command runs it). Tests keep
-their own world apart from a developer's: database ``berth_test``, Temporal namespace
-``berth-test`` and containerd namespace ``berth-test``; the control worker and the node agent
-run in this process against them.
+The session runs a stack of its own (tests/support/stack.py): its Temporal dev server, node-1..3
+containerds and PostgreSQL database, apart from a developer's stack and from any other session;
+the control worker and node-1's agent run in this process against it, node-2's and node-3's as
+subprocesses. While it runs, this process's ``BERTH_*`` environment names that stack, so a
+subprocess a test starts (the CLI, an agent) reaches it and never a developer's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
-import os
 import shutil
-import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
@@ -30,14 +26,22 @@ from berth.contract import ContainerConfig
 from berth.db.session import make_engine, make_sessionmaker
 from berth.errors import BerthError, Conflict
 from berth.runtime.containerd import ContainerdClient
-from berth.runtime.image import DEFAULT_REF, build_busybox_image, import_image
+from berth.runtime.image import DEFAULT_REF
 from berth.teardown import tear_down_host
 from berth.worker import NodeRuntime, node_runtime, running
 from tests.support.footprint import Footprint, footprint
+from tests.support.stack import (
+    NAMESPACE,
+    Suite,
+    SuiteStack,
+    environment,
+    free_port,
+    start_stack,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
-TEST_NAMESPACE = "berth-test"
-# A fixed, test-only key: histories in the test namespace outlive one test session.
+TEST_NAMESPACE = NAMESPACE
+# A fixed, test-only key, handed to the CLI and agent subprocesses too.
 TEST_CODEC_KEYS = (
     '{"active": "test-1", "keys": {"test-1": "QmVydGgtdGVzdC1rZXktMzItYnl0ZXMtbG9uZyEhIT0="}}'
 )
@@ -47,40 +51,23 @@ BIND_ROOT = ROOT / "test-artifacts" / "binds"
 SECCOMP_ROOT = ROOT / "test-artifacts" / "seccomp"
 # An operator-listed export directory of the in-process node (node-2 uses its own default).
 EXPORT_ROOT = ROOT / "test-artifacts" / "exports"
-TEST_DATABASE_URL = os.environ.get(
-    "BERTH_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/berth_test"
-)
-
-
-def migrate_fresh(database_url: str) -> None:
-    """Drop every table and run the migrations from scratch."""
-    config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["database_url"] = database_url
-    config.attributes["configure_logger"] = False
-    command.downgrade(config, "base")
-    command.upgrade(config, "head")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
-def exclusive_stack() -> Iterator[None]:
-    """One test session at a time: sessions share the test database, namespace and queues."""
-    lock_path = Settings().state_dir / "integration-tests.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+async def suite_stack(suite: Suite) -> AsyncIterator[SuiteStack]:
+    """The session's own Temporal, containerds and database (cleared with the suite claim)."""
+    stack = await start_stack(suite)
+    with environment(stack.environ()):
+        yield stack
 
 
 @pytest.fixture(scope="session")
-def settings(exclusive_stack: None) -> Settings:
-    return Settings(
-        database_url=TEST_DATABASE_URL,
+def settings(suite_stack: SuiteStack) -> Settings:
+    """node-1's settings: the in-process agent's, and the clients' and control worker's."""
+    base = Settings(
+        state_dir=suite_stack.suite.state_dir,
+        database_url=suite_stack.database_url,
+        temporal_address=suite_stack.temporal.address,
         temporal_namespace=TEST_NAMESPACE,
         containerd_namespace=TEST_NAMESPACE,
         metrics_address=f"127.0.0.1:{free_port()}",
@@ -89,41 +76,25 @@ def settings(exclusive_stack: None) -> Settings:
         allowed_host_paths=[BIND_ROOT],
         allowed_seccomp_paths=[SECCOMP_ROOT],
         allowed_export_paths=[EXPORT_ROOT],
-        # The tests' own bridge and subnet (``btest<i>``, 10.213.100+i.0/24), apart from a
-        # developer's stack on the same nodes.
-        bridge="btest0",
-        subnet="10.213.100.0/24",
     )
+    return suite_stack.node_settings(base, "node-1")
 
 
 @pytest.fixture(scope="session")
 def sessions(settings: Settings) -> async_sessionmaker[AsyncSession]:
-    migrate_fresh(settings.database_url.get_secret_value())
     return make_sessionmaker(make_engine(settings.database_url))
 
 
 @pytest.fixture(scope="session")
 async def runtime(settings: Settings) -> AsyncIterator[NodeRuntime]:
-    paths = settings.node_paths()
-    tar = settings.state_dir / "images" / "busybox.tar"
-    if not tar.exists():
-        await asyncio.to_thread(build_busybox_image, tar)
-    await import_image(paths, TEST_NAMESPACE, tar, DEFAULT_REF)
-    node = node_runtime(settings)
+    node = node_runtime(settings)  # the suite's stack imported the test image on every node
     yield node
     await node.containerd.close()
 
 
 @pytest.fixture(scope="session")
 async def temporal(settings: Settings) -> Client:
-    client = await connect(settings)
-    # The database starts empty each session: workflows an earlier session left running refer
-    # to nothing, so end them before this session's workers would pick them up.
-    async for execution in client.list_workflows('ExecutionStatus="Running"'):
-        await client.get_workflow_handle(execution.id, run_id=execution.run_id).terminate(
-            reason="stale from an earlier test session"
-        )
-    return client
+    return await connect(settings)
 
 
 @pytest.fixture(scope="session")
@@ -231,4 +202,9 @@ async def force_remove(stack: Stack, container_id: str) -> None:
 # The node-2 agent fixtures live beside their helper; registering them here, once, makes each
 # session-scoped fixture one instance for the whole session (imported into several test
 # modules, pytest would start one node-2 agent per module, and they would race for tasks).
-from tests.integration.node_agent import node2, node2_agent, node2_runtime  # noqa: E402, F401
+from tests.integration.node_agent import (  # noqa: E402, F401
+    node2,
+    node2_agent,
+    node2_runtime,
+    node2_settings,
+)

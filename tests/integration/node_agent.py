@@ -2,7 +2,8 @@
 
 Crash tests kill it with SIGKILL (or let an injected ``crash`` fault kill it), restart it, and
 check what the saga and the leak checker say. The fixture that owns it always stops it by its
-pid, also when a test fails.
+pid, also when a test fails; the pid is also recorded under the suite's state dir, so the suite's
+teardown (tests/support/stack.py) ends an agent that a crashed session left.
 """
 
 from __future__ import annotations
@@ -32,43 +33,41 @@ from berth.contract import ContainerConfig, ContainerStartInput, ContainerStartO
 from berth.db.models import Container, MountHolder, NetworkAttachment
 from berth.faults import ENABLE_VALUE, ENABLE_VARIABLE, FILE_VARIABLE
 from berth.leaks import Finding, check_node
-from berth.runtime.image import DEFAULT_REF, import_image
+from berth.runtime.image import DEFAULT_REF
 from berth.teardown import tear_down_host
 from berth.worker import NodeRuntime, node_runtime
-from tests.integration.conftest import ROOT, TEST_CODEC_KEYS, TEST_NAMESPACE, Stack
+from dev.stack import StackPaths
+from tests.integration.conftest import ROOT, TEST_CODEC_KEYS, Stack
 from tests.support.footprint import Footprint, footprint
+from tests.support.stack import SuiteStack
 from workflows.container_start import NodeStartInput
 from workflows.visibility import start_workflow_id
 
 NODE = "node-2"
-BRIDGE = "btest1"
-SUBNET = "10.213.101.0/24"
 READY_LINE = "worker running"
 # A short workflow-task timeout: a task on a killed agent is retried elsewhere after this long.
 TASK_TIMEOUT = timedelta(seconds=2)
 
 
-def node2_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"node": NODE, "bridge": BRIDGE, "subnet": SUBNET})
-
-
 class NodeAgent:
-    """``python -m berth.worker node`` for node-2, with a fault file."""
+    """``python -m berth.worker node`` for the node of ``settings``, with a fault file."""
 
     def __init__(self, settings: Settings, workdir: Path) -> None:
         self.settings = settings
         self.fault_file = workdir / "faults.json"
         self.log = workdir / "agent.log"
+        self.pid_file = StackPaths(settings.state_dir).pid_file(f"agent-{settings.node}")
         self.process: subprocess.Popen[bytes] | None = None
 
     def env(self) -> dict[str, str]:
         return {
             **os.environ,
-            "BERTH_NODE": NODE,
-            "BERTH_BRIDGE": BRIDGE,
-            "BERTH_SUBNET": SUBNET,
+            "BERTH_NODE": self.settings.node,
+            "BERTH_BRIDGE": self.settings.bridge,
+            "BERTH_SUBNET": self.settings.subnet,
             "BERTH_STATE_DIR": str(self.settings.state_dir),
             "BERTH_DATABASE_URL": self.settings.database_url.get_secret_value(),
+            "BERTH_TEMPORAL_ADDRESS": self.settings.temporal_address,
             "BERTH_TEMPORAL_NAMESPACE": self.settings.temporal_namespace,
             "BERTH_CONTAINERD_NAMESPACE": self.settings.containerd_namespace,
             "BERTH_RECONCILE_INTERVAL_SECONDS": "3600",
@@ -93,14 +92,19 @@ class NodeAgent:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+        self.pid_file.write_text(f"{self.process.pid}\n")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive:
-                raise AssertionError(f"node-2 agent died at start: {self.tail(offset)}")
+                raise AssertionError(f"{self.name} agent died at start: {self.tail(offset)}")
             if READY_LINE in self.tail(offset):
                 return
             await asyncio.sleep(0.1)
-        raise AssertionError(f"node-2 agent not ready after {timeout}s: {self.tail(offset)}")
+        raise AssertionError(f"{self.name} agent not ready after {timeout}s: {self.tail(offset)}")
+
+    @property
+    def name(self) -> str:
+        return self.settings.node
 
     def tail(self, offset: int = 0) -> str:
         try:
@@ -125,7 +129,7 @@ class NodeAgent:
             if code is not None:
                 return code
             await asyncio.sleep(0.05)
-        raise AssertionError("node-2 agent did not die")
+        raise AssertionError(f"{self.name} agent did not die")
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it lingers; only this agent's own pid."""
@@ -136,6 +140,7 @@ class NodeAgent:
             self.process.wait(15)
         except subprocess.TimeoutExpired:
             self.kill()
+        self.pid_file.unlink(missing_ok=True)
 
     def set_faults(self, *faults: dict[str, Any]) -> None:
         """Replace the fault file and reset its hit counts (the agent re-reads it)."""
@@ -221,21 +226,24 @@ class Node2:
 
 
 @pytest.fixture(scope="session")
+def node2_settings(settings: Settings, suite_stack: SuiteStack) -> Settings:
+    return suite_stack.node_settings(settings, NODE)
+
+
+@pytest.fixture(scope="session")
 async def node2_agent(
-    settings: Settings,
+    node2_settings: Settings,
     workers: None,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[NodeAgent]:
-    agent = NodeAgent(settings, tmp_path_factory.mktemp("node2"))
-    async with serving(agent, node2_settings(settings)):
+    agent = NodeAgent(node2_settings, tmp_path_factory.mktemp("node2"))
+    async with serving(agent):
         yield agent
 
 
 @contextlib.asynccontextmanager
-async def serving(agent: NodeAgent, own: Settings) -> AsyncIterator[None]:
-    """Run ``agent`` for node ``own`` (test image imported, no faults); stop it afterwards."""
-    tar = own.state_dir / "images" / "busybox.tar"
-    await import_image(own.node_paths(), TEST_NAMESPACE, tar, DEFAULT_REF)
+async def serving(agent: NodeAgent) -> AsyncIterator[None]:
+    """Run ``agent`` (no faults; the suite imported the test image on its node); stop it after."""
     agent.clear_faults()
     try:
         await agent.start()
@@ -245,8 +253,8 @@ async def serving(agent: NodeAgent, own: Settings) -> AsyncIterator[None]:
 
 
 @pytest.fixture(scope="session")
-async def node2_runtime(settings: Settings) -> AsyncIterator[NodeRuntime]:
-    runtime = node_runtime(node2_settings(settings))
+async def node2_runtime(node2_settings: Settings) -> AsyncIterator[NodeRuntime]:
+    runtime = node_runtime(node2_settings)
     yield runtime
     await runtime.containerd.close()
 
@@ -258,12 +266,12 @@ async def node2(
     node2_runtime: NodeRuntime,
     sessions: async_sessionmaker[AsyncSession],
     temporal: Client,
-    settings: Settings,
+    node2_settings: Settings,
 ) -> AsyncIterator[Node2]:
     node2_agent.clear_faults()
     if not node2_agent.alive:
         await node2_agent.start()
-    helper = Node2(stack, node2_agent, node2_settings(settings), node2_runtime, sessions, temporal)
+    helper = Node2(stack, node2_agent, node2_settings, node2_runtime, sessions, temporal)
     try:
         yield helper
     finally:

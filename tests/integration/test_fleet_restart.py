@@ -33,41 +33,28 @@ from berth.teardown import tear_down_host
 from berth.worker import NodeRuntime, node_runtime
 from tests.integration.conftest import TEST_CODEC_KEYS
 from tests.integration.node_agent import NodeAgent, serving
+from tests.support.stack import SuiteStack
 
 PER_NODE = 20
 NODES = ("node-1", "node-2", "node-3")
-NODE3 = {"node": "node-3", "bridge": "btest2", "subnet": "10.213.102.0/24"}
 DONE_TIMEOUT = 120
 
 
 class Node3Agent(NodeAgent):
     """The node-2 helper's agent, run as node-3 (its own bridge, subnet and fault file)."""
 
-    def env(self) -> dict[str, str]:
-        return {
-            **super().env(),
-            "BERTH_NODE": NODE3["node"],
-            "BERTH_BRIDGE": NODE3["bridge"],
-            "BERTH_SUBNET": NODE3["subnet"],
-        }
 
-
-def node_settings(settings: Settings, node: str) -> Settings:
-    if node == "node-3":
-        return settings.model_copy(update=NODE3)
-    if node == "node-2":
-        return settings.model_copy(
-            update={"node": "node-2", "bridge": "btest1", "subnet": "10.213.101.0/24"}
-        )
-    return settings
+@pytest.fixture(scope="module")
+def node3_settings(settings: Settings, suite_stack: SuiteStack) -> Settings:
+    return suite_stack.node_settings(settings, "node-3")
 
 
 @pytest.fixture(scope="module")
 async def node3_agent(
-    settings: Settings, workers: None, tmp_path_factory: pytest.TempPathFactory
+    node3_settings: Settings, workers: None, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Node3Agent]:
-    agent = Node3Agent(settings, tmp_path_factory.mktemp("node3"))
-    async with serving(agent, node_settings(settings, "node-3")):
+    agent = Node3Agent(node3_settings, tmp_path_factory.mktemp("node3"))
+    async with serving(agent):
         yield agent
 
 
@@ -165,8 +152,9 @@ async def fleet(
     node2_agent: NodeAgent,
     node2_runtime: NodeRuntime,
     node3_agent: Node3Agent,
+    node3_settings: Settings,
 ) -> AsyncIterator[Fleet]:
-    node3_runtime = node_runtime(node_settings(settings, "node-3"))
+    node3_runtime = node_runtime(node3_settings)
     runtimes = {"node-1": runtime, "node-2": node2_runtime, "node-3": node3_runtime}
     fleet = Fleet(berth, settings, sessions, temporal, runtimes, node2_agent, node3_agent)
     tag = uuid.uuid4().hex[:6]

@@ -2,7 +2,8 @@
 
 Each test holds the saga on node-2 just before a step (a ``sleep`` fault), restarts the
 service under it, releases the hold, and checks the start ended ``running`` with exactly one
-mount, one address and one task, and that the leak checker finds nothing.
+mount, one address and one task, and that the leak checker finds nothing. containerd and
+Temporal are the session's own (tests/support/stack.py), stopped and started by their pids.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from typing import Any
 
 from temporalio.service import RPCError
 
-from berth.devstack import StackPaths, bring_up_temporal, stop_background, temporal_process
 from berth.runtime.containerd_daemon import start_containerd, stop_containerd
 from tests.integration.node_agent import Node2
 from tests.integration.test_crash_safety import RESULT_TIMEOUT, assert_running
+from tests.support.stack import SuiteStack
 
 HOLD_SECONDS = 6
 
@@ -67,13 +68,12 @@ async def test_start_survives_containerd_restart_mid_saga(node2: Node2) -> None:
     assert await node2.leaks() == []
 
 
-async def test_start_survives_temporal_restart_mid_saga(node2: Node2) -> None:
-    stack = StackPaths(node2.settings.state_dir)
-    process = temporal_process(stack)
-
+async def test_start_survives_temporal_restart_mid_saga(
+    node2: Node2, suite_stack: SuiteStack
+) -> None:
     async def restart_temporal() -> None:
-        await asyncio.to_thread(stop_background, stack, "temporal", process.marker)
-        await asyncio.to_thread(bring_up_temporal, stack, node2.settings.temporal_address)
+        await asyncio.to_thread(suite_stack.stop_temporal)
+        await asyncio.to_thread(suite_stack.start_temporal)
 
     container_id = await hold_then_restart(node2, "task", restart_temporal)
 

@@ -15,9 +15,9 @@ from playwright.async_api import Browser, Page, async_playwright
 
 from berth.errors import System
 from tests.integration.conftest import ROOT, Stack
+from tests.support.stack import SuiteStack
 from workflows.visibility import start_workflow_id
 
-WEB_UI = "http://127.0.0.1:8233"
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts" / "web-ui"
 # Headless, and nothing that reaches outside this machine.
@@ -52,7 +52,7 @@ async def screenshot(page: Page, name: str) -> Path:
 
 
 async def test_web_ui_shows_failed_start_step_and_every_compensation(
-    stack: Stack, browser: Browser
+    stack: Stack, browser: Browser, suite_stack: SuiteStack
 ) -> None:
     container_id = await stack.create(cmd=["/no/such/binary"])
     name = (await stack.berth.get(container_id)).name
@@ -63,7 +63,8 @@ async def test_web_ui_shows_failed_start_step_and_every_compensation(
     page.set_default_timeout(20_000)
 
     query = urllib.parse.quote(f'ContainerName="{name}"')
-    await page.goto(f"{WEB_UI}/namespaces/{namespace}/workflows?query={query}")
+    web_ui = suite_stack.temporal.web_ui  # the session's own dev server's UI
+    await page.goto(f"{web_ui}/namespaces/{namespace}/workflows?query={query}")
     link = page.get_by_role("link", name=start_workflow_id(container_id))
     await link.first.wait_for()
     assert (await screenshot(page, "1-workflows-by-container-name")).exists()

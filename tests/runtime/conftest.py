@@ -1,17 +1,16 @@
 """A private containerd with the busybox image imported, and rootfs snapshots mounted for tests.
 
-containerd runs under a short /tmp path (unix socket paths are limited to 108 bytes) and is
-stopped, and everything under its directory unmounted and removed, when the session ends.
+containerd runs under the session's suite state dir (tests/support/stack.py: a short /tmp path,
+as unix socket paths are limited to 108 bytes) and is stopped when the session ends; the suite's
+teardown then ends whatever is left, unmounts everything under the dir and removes it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import shutil
 import subprocess
-import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from berth.runtime.containerd import ContainerdClient, ImageInfo
 from berth.runtime.containerd_daemon import start_containerd, stop_containerd
 from berth.runtime.image import DEFAULT_REF, build_busybox_image, import_image
 from berth.runtime.types import Mount
+from tests.support.stack import Suite
 
 NODE = "test-rt"
 NAMESPACE = "berth-test"
@@ -55,13 +55,9 @@ def unmount(target: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def state_dir() -> Iterator[Path]:
-    """A short-pathed state dir; everything mounted under it is unmounted before removal."""
-    directory = Path(tempfile.mkdtemp(prefix="berth-rt-", dir="/tmp"))
-    yield directory
-    for point in mounts_under(directory):
-        subprocess.run(["umount", "-l", str(point)], check=False, capture_output=True)
-    shutil.rmtree(directory, ignore_errors=True)
+def state_dir(suite: Suite) -> Path:
+    """The suite's short-pathed state dir, cleared by the suite's teardown."""
+    return suite.state_dir
 
 
 @pytest.fixture(scope="session")
