@@ -57,7 +57,8 @@ def delete_netns(path: Path) -> None:
         code = umount(path)
         if code != 0:
             code = umount(path, MNT_DETACH)
-        if code != 0:
+        # A concurrent delete (a saga's undo beside the reconciler) may have unbound it first.
+        if code != 0 and netns_exists(path):
             raise System(f"unmount network namespace {path}: {os.strerror(code)}")
     path.unlink(missing_ok=True)
 

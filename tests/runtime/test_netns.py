@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from berth.errors import NotFound
-from berth.runtime.mounts import mount_table, mounts_under
+from berth.runtime import netns
+from berth.runtime.mounts import mount_table, mounts_under, umount
 from berth.runtime.netns import (
     create_netns,
     delete_netns,
@@ -68,6 +70,25 @@ def test_create_netns_new_namespace_has_only_loopback_down(netns_dir: Path) -> N
 def test_delete_netns_bound_removes_mount_and_file(netns_dir: Path) -> None:
     path = create_netns(netns_dir / "c1")
     delete_netns(path)
+    assert nsfs_entries(path) == 0
+    assert not path.exists()
+
+
+def test_delete_netns_unbound_by_a_concurrent_delete_succeeds(
+    netns_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another deleter (a saga's undo beside the reconciler) unbinds it between our look and
+    # our unmount: ours then fails with EINVAL, and the namespace is gone all the same.
+    path = create_netns(netns_dir / "c1")
+
+    def raced_umount(target: Path, flags: int = 0) -> int:
+        umount(target)  # the other deleter wins
+        return errno.EINVAL  # as the kernel answers the late one
+
+    monkeypatch.setattr(netns, "umount", raced_umount)
+
+    delete_netns(path)
+
     assert nsfs_entries(path) == 0
     assert not path.exists()
 
