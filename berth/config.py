@@ -162,8 +162,6 @@ class Settings(BaseSettings):
     allowed_export_paths: list[Path] = Field(default_factory=list)
     # host:port of this process's Prometheus endpoint (workers); unset means no endpoint.
     metrics_address: str | None = None
-    # Activities routed to a node whose agent is down fail after this long instead of waiting.
-    node_schedule_to_start_seconds: float = 60.0
     # Container logs, rotated by the node's log driver as Docker's json-file driver does
     # (--log-opt max-size / max-file): at most log_max_bytes * log_max_files bytes per container.
     # Docker's default is unlimited; Berth bounds it by default.

@@ -76,9 +76,6 @@ ERROR_CLASSES: dict[str, type[BerthError]] = {
 }
 ERROR_CLASSES[Unknown.type_name] = Unknown
 
-# Types a workflow fails with at once instead of retrying its task.
-WORKFLOW_FAILURE_TYPES = tuple(ERROR_CLASSES.values())
-
 
 def error_from_type(type_name: str | None, message: str) -> BerthError:
     """Rebuild the typed error a client received as an ApplicationError type string."""

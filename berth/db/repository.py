@@ -243,7 +243,3 @@ class SagaStepRepository:
                 },
             )
         )
-
-    async def for_operation(self, operation: str) -> Sequence[SagaStep]:
-        query = select(SagaStep).where(SagaStep.operation == operation).order_by(SagaStep.id)
-        return (await self._session.scalars(query)).all()
