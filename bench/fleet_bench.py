@@ -2,7 +2,7 @@
 
 Needs PostgreSQL, Temporal and one containerd per node from the dev stack
 (``scripts/dev up --nodes 4 --infra-only``). The bench runs in a world of its own (database
-``berth_bench``, containerd namespace ``berth-bench``, the Temporal namespace ``berth-test``): its
+``berth_bench``, containerd namespace ``berth-bench``, the Temporal namespace ``berth-bench``): its
 control worker in this process and one node agent subprocess per node, stopped by their pids at
 the end. Run:
 
