@@ -13,28 +13,14 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
-from activities.task import UNKNOWN_EXIT_CODE
-from activities.types import StepModel
 from berth.contract import ContainerState
 from berth.db.models import Container
 from berth.errors import NotFound
 from berth.runtime.containerd import ContainerdClient
 from berth.runtime.types import TaskStatus
+from berth.steps import VerifiedExit, VerifyExitInput
 
 LIVE_STATES = (ContainerState.RUNNING.value, ContainerState.PAUSED.value)
-
-
-class VerifyExitInput(StepModel):
-    container_id: str
-    pid: int
-
-
-class VerifiedExit(StepModel):
-    """``exited`` with containerd's exit code, or not (and ``reason`` says why not)."""
-
-    exited: bool
-    exit_code: int = UNKNOWN_EXIT_CODE
-    reason: str = ""
 
 
 class ExitActivities:

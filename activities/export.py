@@ -40,39 +40,16 @@ from typing import BinaryIO
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
-from activities.types import StepModel
 from berth.config import NodePaths
 from berth.contract import ContainerState
 from berth.db.repository import ContainerRepository
 from berth.errors import Conflict, Forbidden, InvalidParameter, System
 from berth.faults import NO_FAULTS, FaultHook, fault_point
 from berth.runtime import rootfs_files
+from berth.steps import BeginExportInput, ExportRootfsInput, ExportRootfsOutput, ExportTarget
 
 HEARTBEAT_SECONDS = 2.0
 _BUFFER = 1 << 20
-
-
-class BeginExportInput(StepModel):
-    container: str
-
-
-class ExportTarget(StepModel):
-    """The container an export reads: enough to hold and find its rootfs."""
-
-    container_id: str
-    name: str
-    node: str
-    image: str
-
-
-class ExportRootfsInput(StepModel):
-    container_id: str
-    node: str
-    output: str
-
-
-class ExportRootfsOutput(StepModel):
-    size_bytes: int
 
 
 class ExportActivities:

@@ -14,7 +14,6 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import Field
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
@@ -22,80 +21,23 @@ from temporalio.api.enums.v1 import PendingWorkflowTaskState
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.types import StepModel
 from berth.contract import ContainerState, FleetSelector, HealthCheck
 from berth.db.models import Container, ContainerHealth, FleetItem, FleetRun
 from berth.errors import Conflict
 from berth.health import has_health_check
-
-
-class BeginFleetInput(StepModel):
-    run_id: str
-    name: str
-    selector: FleetSelector
-    spec: dict[str, Any]
-
-
-class FleetTally(StepModel):
-    """Per node, how many items have each outcome (``pending`` included); recent errors."""
-
-    nodes: dict[str, dict[str, int]]
-    errors: list[str] = Field(default_factory=list)
-
-
-class NextItemsInput(StepModel):
-    run_id: str
-    after_seq: int
-    limit: int
-
-
-class FleetItemRef(StepModel):
-    seq: int
-    container_id: str
-    name: str
-    node: str
-    # The container has a health check (as paged); without one the gate needs no look-up.
-    health_check: bool = True
-
-
-class FleetItems(StepModel):
-    items: list[FleetItemRef]
-
-
-class RecordItemInput(StepModel):
-    run_id: str
-    seq: int
-    outcome: str
-    error: str | None = None
-    pid: int | None = None
-    started_at: datetime
-    finished_at: datetime
-
-
-class FleetStatusInput(StepModel):
-    run_id: str
-    status: str
-    reason: str = ""
-    finished: bool = False
-
-
-class HealthInput(StepModel):
-    container_id: str
-    pid: int
-
-
-class HealthOutput(StepModel):
-    healthy: bool
-    reason: str = ""
-
-
-class StalledInput(StepModel):
-    workflow_ids: list[str]
-    waited_seconds: float
-
-
-class StalledOutput(StepModel):
-    workflow_ids: list[str]
+from berth.steps import (
+    BeginFleetInput,
+    FleetItemRef,
+    FleetItems,
+    FleetStatusInput,
+    FleetTally,
+    HealthInput,
+    HealthOutput,
+    NextItemsInput,
+    RecordItemInput,
+    StalledInput,
+    StalledOutput,
+)
 
 
 def selection(selector: FleetSelector) -> Any:

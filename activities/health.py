@@ -9,27 +9,8 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
-from activities.types import StepModel
 from berth.health import health_report
-
-
-class ContainerHealthInput(StepModel):
-    container_id: str
-    # The task the status must belong to; None for whatever task runs now.
-    pid: int | None = None
-
-
-class ContainerHealthOutput(StepModel):
-    """``status`` is None without a check, else ``starting``, ``healthy`` or ``unhealthy``."""
-
-    has_check: bool
-    running: bool
-    status: str | None = None
-    failing_streak: int = 0
-    last_output: str = ""
-    # The check's interval in seconds: how often the status can change.
-    interval: float = 30.0
-    reason: str = ""
+from berth.steps import ContainerHealthInput, ContainerHealthOutput
 
 
 class HealthActivities:

@@ -10,40 +10,17 @@ the container id and holder name, so it is safe when do never ran or half ran, a
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
-from activities.types import ContainerRef, StepModel
 from berth.config import NodePaths
 from berth.db.repository import MountHolderRepository
 from berth.faults import NO_FAULTS, FaultHook, fault_point
 from berth.runtime.containerd import ContainerdClient
 from berth.runtime.mounts import mount_rootfs as kernel_mount
 from berth.runtime.mounts import unmount_rootfs as kernel_unmount
-
-# The holder a running task keeps until the container stops.
-TASK_HOLDER = "task"
-
-
-class MountRootfsInput(StepModel):
-    container_id: str
-    node: str
-    image: str
-    holder: str = TASK_HOLDER
-
-
-class MountRootfsOutput(StepModel):
-    target: str
-    chain_id: str
-    image_config: dict[str, Any]
-
-
-class ReleaseRootfsInput(StepModel):
-    container_id: str
-    node: str
-    holder: str = TASK_HOLDER
+from berth.steps import ContainerRef, MountRootfsInput, MountRootfsOutput, ReleaseRootfsInput
 
 
 class MountActivities:

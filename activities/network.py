@@ -14,24 +14,13 @@ import asyncio
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
-from activities.types import StepModel
 from berth.config import NodePaths
 from berth.contract import NetworkMode
 from berth.db.repository import NetworkAttachmentRepository
 from berth.faults import NO_FAULTS, FaultHook, fault_point
 from berth.runtime.cni import CniNetwork
 from berth.runtime.netns import create_netns, delete_netns
-
-
-class NetworkInput(StepModel):
-    container_id: str
-    node: str
-    mode: NetworkMode
-
-
-class AttachNetworkOutput(StepModel):
-    netns: str | None
-    ip: str | None
+from berth.steps import AttachNetworkOutput, NetworkInput
 
 
 class NetworkActivities:

@@ -25,10 +25,8 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
 from temporalio import activity
 
-from activities.types import ContainerRef, StepModel
 from berth.config import NodePaths
 from berth.container_logs import DEFAULT_LOG_POLICY, LogPolicy, prepare_log
 from berth.contract import BindMount
@@ -38,34 +36,13 @@ from berth.host_paths import pinned_bind_sources, release_pins
 from berth.runtime.containerd import ContainerdClient
 from berth.runtime.oci_spec import client_bind_indexes, with_bind_sources
 from berth.runtime.types import TaskStatus
-
-
-class CreateShimInput(StepModel):
-    container_id: str
-    node: str
-    image: str
-    spec: dict[str, object]
-    labels: dict[str, str]
-    # The container's binds: their sources are checked again and pinned at task creation.
-    binds: list[BindMount] = Field(default_factory=list)
-
-
-class CreateShimOutput(StepModel):
-    pid: int
-
-
-class ReplaceTaskInput(StepModel):
-    container_id: str
-    node: str
-    # The pid of the task being replaced (already stopped by the caller).
-    old_pid: int | None
-    # The container's binds (its config's), checked again and pinned for the new task.
-    binds: list[BindMount] = Field(default_factory=list)
-
-
-class ReplaceTaskOutput(StepModel):
-    # The new task's pid; None when there is no containerd container to restart in place.
-    pid: int | None
+from berth.steps import (
+    ContainerRef,
+    CreateShimInput,
+    CreateShimOutput,
+    ReplaceTaskInput,
+    ReplaceTaskOutput,
+)
 
 
 class ShimActivities:

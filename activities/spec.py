@@ -11,35 +11,20 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from temporalio import activity
 
-from activities.types import ContainerRef, StepModel
 from berth.config import NodePaths, make_private_dir
-from berth.contract import ContainerConfig, NetworkMode
+from berth.contract import NetworkMode
 from berth.errors import Forbidden
 from berth.faults import NO_FAULTS, FaultHook, fault_point
 from berth.host_paths import open_confined, resolve_bind_sources
 from berth.runtime import seccomp
 from berth.runtime.oci_spec import build_spec
+from berth.steps import ContainerRef, WriteSpecInput, WriteSpecOutput
 
 # The spec holds the container's environment (its secrets): the agent's alone.
 SPEC_FILE_MODE = 0o600
-
-
-class WriteSpecInput(StepModel):
-    container_id: str
-    node: str
-    config: ContainerConfig
-    image_config: dict[str, Any]
-    rootfs: str
-    netns: str | None
-
-
-class WriteSpecOutput(StepModel):
-    path: str
-    spec: dict[str, Any]
 
 
 class SpecActivities:

@@ -13,17 +13,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
-from activities.types import StepModel as Frozen
 from berth.contract import (
     ContainerConfig,
     ContainerCreateInput,
     ContainerCreateOutput,
-    ContainerStartInput,
     ContainerStartOutput,
     ContainerState,
 )
@@ -31,72 +28,17 @@ from berth.db.models import Container
 from berth.db.repository import ContainerRepository, NodeRepository, SagaStepRepository
 from berth.errors import Conflict, Forbidden, InvalidParameter, Unavailable
 from berth.host_paths import check_bind_sources, check_host_path
-
-
-class StartPlan(Frozen):
-    """What a start needs, read once under the row lock and passed to every step."""
-
-    container_id: str
-    name: str
-    node: str
-    operation: str
-    config: ContainerConfig
-    not_modified: bool = False
-    pid: int | None = None
-    ip: str | None = None
-
-
-class BeginStartInput(Frozen):
-    request: ContainerStartInput
-    operation: str
-    # The parent run's operation (set by Temporal, not a caller): a hold it took for this
-    # start (a policy restart's claim) passes to this operation.
-    parent_operation: str | None = None
-
-
-class StepOutcome(Frozen):
-    """How one saga step or its compensation ended, for the journal."""
-
-    step: str
-    status: str  # done | failed | compensated | compensation_failed
-    handle: dict[str, Any] = Field(default_factory=dict)
-    error: str | None = None
-
-
-class CommitStartInput(Frozen):
-    plan: StartPlan
-    pid: int
-    ip: str | None
-    steps: list[StepOutcome]
-    # The image's StopSignal, which a later stop sends (None: SIGTERM).
-    stop_signal: str | None = None
-
-
-class FailStartInput(Frozen):
-    plan: StartPlan
-    error: str
-    exit_code: int
-    steps: list[StepOutcome]
-
-
-class FailStartOutput(Frozen):
-    removed: bool
-
-
-class AbortInput(Frozen):
-    container_id: str
-    operation: str
-    error: str
-
-
-class LocateInput(Frozen):
-    container: str
-
-
-class ContainerLocation(Frozen):
-    container_id: str
-    name: str
-    node: str
+from berth.steps import (
+    AbortInput,
+    BeginStartInput,
+    CommitStartInput,
+    ContainerLocation,
+    FailStartInput,
+    FailStartOutput,
+    LocateInput,
+    StartPlan,
+    StepOutcome,
+)
 
 
 def _now() -> datetime:

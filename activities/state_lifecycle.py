@@ -14,130 +14,33 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
-from activities.state import StepOutcome, journal, mark_running
-from activities.types import StepModel as Frozen
+from activities.state import journal, mark_running
 from berth.contract import ContainerConfig, ContainerStartOutput, ContainerState
 from berth.db.models import Container
 from berth.db.repository import ContainerRepository
 from berth.errors import Conflict
 from berth.restart_policy import decide_restart
+from berth.steps import (
+    BeginPauseInput,
+    BeginRemoveInput,
+    BeginStopInput,
+    ClaimRestartInput,
+    ClaimRestartOutput,
+    CommitPauseInput,
+    CommitRestartInput,
+    EndExitInput,
+    ExitPlan,
+    FailOperationInput,
+    FinishOutput,
+    FinishRemoveInput,
+    FinishStopInput,
+    Holding,
+    RecordExitInput,
+    RemovePlan,
+    StopPlan,
+)
 
 LIVE_STATES = (ContainerState.RUNNING, ContainerState.PAUSED)
-
-
-class Holding(Frozen):
-    """A container held by one operation: what its steps need, read once under the lock."""
-
-    container_id: str
-    name: str
-    node: str
-    operation: str
-    config: ContainerConfig
-    stop_signal: str | None = None
-    # The task's pid when the operation began (None: no task).
-    pid: int | None = None
-
-
-class BeginStopInput(Frozen):
-    container: str
-    operation: str
-    # A restart keeps holding the container after the stop, for its start.
-    then_start: bool = False
-
-
-class StopPlan(Frozen):
-    holding: Holding
-    # The task is alive (running or paused) and must be signalled.
-    was_running: bool
-    not_modified: bool = False
-
-
-class FinishStopInput(Frozen):
-    holding: Holding
-    exit_code: int
-    then_start: bool
-    steps: list[StepOutcome]
-    error: str | None = None
-
-
-class CommitRestartInput(Frozen):
-    holding: Holding
-    # How the old task ended, and the pid of the task that replaced it.
-    exit_code: int
-    pid: int
-    steps: list[StepOutcome]
-
-
-class FinishOutput(Frozen):
-    # The record is gone (auto-remove): the caller removes the snapshot.
-    removed: bool
-
-
-class BeginPauseInput(Frozen):
-    container: str
-    operation: str
-    pause: bool
-
-
-class CommitPauseInput(Frozen):
-    holding: Holding
-    pause: bool
-
-
-class BeginRemoveInput(Frozen):
-    container: str
-    operation: str
-    force: bool
-
-
-class RemovePlan(Frozen):
-    holding: Holding
-    was_running: bool
-
-
-class FinishRemoveInput(Frozen):
-    holding: Holding
-    exit_code: int | None
-    steps: list[StepOutcome]
-
-
-class FailOperationInput(Frozen):
-    holding: Holding
-    error: str
-
-
-class RecordExitInput(Frozen):
-    container_id: str
-    pid: int
-    exit_code: int
-    operation: str
-
-
-class ExitPlan(Frozen):
-    """How an exit was taken: ``holding`` is None when it was not this agent's to record."""
-
-    holding: Holding | None
-    restart: bool = False
-    backoff_ms: int = 0
-    restart_count: int = 0
-
-
-class EndExitInput(Frozen):
-    holding: Holding
-    steps: list[StepOutcome]
-
-
-class ClaimRestartInput(Frozen):
-    container_id: str
-    # The restart count the exit saw; a different one means a manual start came in between.
-    restart_count: int
-    # The exit workflow's own operation; its child start takes the hold over as its parent's.
-    operation: str
-
-
-class ClaimRestartOutput(Frozen):
-    claimed: bool
-    restart_count: int = 0
 
 
 def _now() -> datetime:

@@ -14,30 +14,20 @@ import signal as signals
 
 from temporalio import activity
 
-from activities.types import ContainerRef, StepModel
 from berth.errors import Conflict, InvalidParameter, NotFound, System
 from berth.faults import NO_FAULTS, FaultHook, fault_point
 from berth.runtime.containerd import ContainerdClient
 from berth.runtime.types import TaskStatus
+from berth.steps import (
+    UNKNOWN_EXIT_CODE,
+    ContainerRef,
+    SignalTaskInput,
+    StartTaskOutput,
+    TaskExitOutput,
+)
 
-# The exit code recorded when a task vanished and nothing knows how it ended.
-UNKNOWN_EXIT_CODE = 255
-
-
-class StartTaskOutput(StepModel):
-    pid: int
-
-
-class SignalTaskInput(StepModel):
-    container_id: str
-    node: str
-    # A name (SIGTERM, TERM) or a number, as an image's StopSignal; None means SIGTERM.
-    signal: str | None
-    timeout_seconds: float
-
-
-class TaskExitOutput(StepModel):
-    exit_code: int
+# A regular step that waits reports this often; its heartbeat timeout is the table's (30 s).
+HEARTBEAT_SECONDS = 2.0
 
 
 def signal_number(name: str | None) -> int:
@@ -51,6 +41,31 @@ def signal_number(name: str | None) -> int:
         return int(signals.Signals[upper if upper.startswith("SIG") else f"SIG{upper}"])
     except KeyError:
         raise InvalidParameter(f"invalid signal: {name}") from None
+
+
+async def _heartbeat_until(waiter: asyncio.Future[int], timeout_seconds: float) -> bool:
+    """Wait up to ``timeout_seconds`` for ``waiter``, heartbeating; whether it finished."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_seconds
+    while not waiter.done():
+        left = deadline - loop.time()
+        if left <= 0:
+            return False
+        await asyncio.wait({waiter}, timeout=min(left, HEARTBEAT_SECONDS))
+        _heartbeat()
+    return True
+
+
+async def _heartbeat_until_done(waiter: asyncio.Future[int]) -> int:
+    while not (await asyncio.wait({waiter}, timeout=HEARTBEAT_SECONDS))[0]:
+        _heartbeat()
+    return waiter.result()
+
+
+def _heartbeat() -> None:
+    """Tell Temporal the step is alive (a regular activity; a local one has no heartbeat)."""
+    if activity.in_activity() and not activity.info().is_local:
+        activity.heartbeat()
 
 
 class TaskActivities:
@@ -77,7 +92,9 @@ class TaskActivities:
         """Send the stop signal, wait up to the timeout, then SIGKILL; return the exit code.
 
         A paused task is thawed after the signal so that it can handle it, as docker does. A task
-        that is already stopped returns its exit code; a missing one returns 255.
+        that is already stopped returns its exit code; a missing one returns 255. The wait may be
+        as long as the user's grace period, so it heartbeats meanwhile (a regular activity), and
+        a cancel ends it at the next beat.
         """
         cid = request.container_id
         try:
@@ -93,11 +110,9 @@ class TaskActivities:
             if task.status is TaskStatus.PAUSED:
                 with contextlib.suppress(Conflict, System, NotFound):
                     await self._containerd.resume_task(cid)
-            try:
-                code = await asyncio.wait_for(asyncio.shield(waiter), request.timeout_seconds)
-            except TimeoutError:
+            if not await _heartbeat_until(waiter, request.timeout_seconds):
                 await self._kill(cid, signals.SIGKILL, all_processes=True)
-                code = await waiter
+            code = await _heartbeat_until_done(waiter)
         except NotFound:
             return TaskExitOutput(exit_code=UNKNOWN_EXIT_CODE)
         finally:

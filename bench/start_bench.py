@@ -25,9 +25,9 @@ from berth.contract import ContainerConfig, ContainerStartInput, ContainerStartO
 from berth.db.repository import ContainerRepository
 from berth.db.session import make_sessionmaker
 from berth.runtime.image import DEFAULT_REF
+from berth.steps import start_workflow_id
 from berth.teardown import tear_down_host
 from berth.worker import node_runtime
-from workflows.visibility import start_workflow_id
 
 
 def summary(label: str, samples_ms: list[float]) -> str:

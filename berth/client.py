@@ -62,14 +62,17 @@ from berth.errors import (
 )
 from berth.fleet_client import FleetClient
 from berth.health import describe_health
-from workflows.container_export import NodeExportInput
-from workflows.container_pause import NodePauseInput
-from workflows.container_remove import NodeRemoveInput
-from workflows.container_restart import NodeRestartInput
-from workflows.container_start import NodeStartInput
-from workflows.container_stop import NodeStopInput
-from workflows.metrics import ACTION_DURATION, DURATION_BUCKETS_MS
-from workflows.visibility import container_attributes
+from berth.steps import (
+    ACTION_DURATION,
+    DURATION_BUCKETS_MS,
+    NodeExportInput,
+    NodePauseInput,
+    NodeRemoveInput,
+    NodeRestartInput,
+    NodeStartInput,
+    NodeStopInput,
+    container_attributes,
+)
 
 T = TypeVar("T")
 

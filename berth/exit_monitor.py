@@ -22,14 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
-from activities.task import UNKNOWN_EXIT_CODE
 from berth.config import node_task_queue
 from berth.contract import ContainerState
 from berth.db.models import Container
 from berth.runtime.containerd import ContainerdClient
 from berth.runtime.types import TaskStatus
-from workflows.container_exit import ContainerExitedOnNode, ExitInput, exit_workflow_id
-from workflows.visibility import container_attributes
+from berth.steps import UNKNOWN_EXIT_CODE, ExitInput, container_attributes, exit_workflow_id
 
 log = logging.getLogger("berth.exit_monitor")
 
@@ -117,7 +115,7 @@ class ExitMonitor:
 
     async def _report(self, container: Container, pid: int, exit_code: int) -> None:
         await self._temporal.start_workflow(
-            ContainerExitedOnNode.run,
+            "ContainerExitedOnNode",
             ExitInput(container_id=container.id, pid=pid),
             id=exit_workflow_id(container.id, pid),
             task_queue=node_task_queue(self._node),

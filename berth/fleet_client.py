@@ -29,7 +29,7 @@ from berth.config import Settings
 from berth.contract import FleetProgress, FleetRestartInput
 from berth.db.models import FleetItem, FleetRun
 from berth.errors import Conflict, InvalidParameter, NotFound, as_berth_error
-from workflows.fleet_restart import workflow_id
+from berth.steps import fleet_workflow_id as workflow_id
 
 
 class FleetClient:

@@ -25,16 +25,17 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.mount import MountActivities, ReleaseRootfsInput
-from activities.network import NetworkActivities, NetworkInput
+from activities.mount import MountActivities
+from activities.network import NetworkActivities
 from activities.shim import ShimActivities
 from activities.spec import SpecActivities
-from activities.types import ContainerRef
+from activities.task import TaskActivities
 from berth.config import NodePaths
 from berth.contract import ContainerState, NetworkMode
 from berth.db.models import Container
@@ -53,6 +54,14 @@ from berth.runtime.containerd import ContainerdClient
 from berth.runtime.mounts import is_mounted, unmount_rootfs
 from berth.runtime.netns import delete_netns
 from berth.runtime.types import TaskStatus
+from berth.steps import (
+    HOST_CLEANUP,
+    CleanupStep,
+    ContainerRef,
+    HostTarget,
+    NetworkInput,
+    ReleaseRootfsInput,
+)
 
 log = logging.getLogger("berth.reconciler")
 
@@ -98,6 +107,18 @@ class Undo:
     network: NetworkActivities
     spec: SpecActivities
     shim: ShimActivities
+    task: TaskActivities
+
+    async def run(self, step: CleanupStep, target: HostTarget) -> None:
+        """Run one step of the host cleanup order, by its activity, for ``target``."""
+        undo: dict[str, Callable[[Any], Awaitable[None]]] = {
+            "stop_task": self.task.stop_task,
+            "delete_shim": self.shim.delete_shim,
+            "drop_spec": self.spec.drop_spec,
+            "detach_network": self.network.detach_network,
+            "release_rootfs": self.mount.release_rootfs,
+        }
+        await undo[step.activity](step.request(target))
 
 
 class Reconciler:
@@ -192,23 +213,15 @@ class Reconciler:
         return [repair]
 
     async def _undo_start(self, container_id: str, network: NetworkMode) -> None:
-        """The start saga's compensations, last in first out, every one attempted."""
-        ref = ContainerRef(container_id=container_id, node=self._node)
-        steps: list[Callable[[], Awaitable[object]]] = [
-            lambda: self._undo.shim.delete_shim(ref),
-            lambda: self._undo.spec.drop_spec(ref),
-            lambda: self._undo.network.detach_network(
-                NetworkInput(container_id=container_id, node=self._node, mode=network)
-            ),
-            lambda: self._undo.mount.release_rootfs(
-                ReleaseRootfsInput(container_id=container_id, node=self._node)
-            ),
-        ]
-        for step in steps:
+        """The start saga's compensations, in the one host cleanup order, every one attempted."""
+        target = HostTarget(container_id=container_id, node=self._node, mode=network)
+        for step in HOST_CLEANUP:
             try:
-                await step()
+                await self._undo.run(step, target)
             except Exception:
-                log.exception("reconciler: undo of %s failed; next pass retries", container_id)
+                log.exception(
+                    "reconciler: undo %s of %s failed; next pass retries", step.step, container_id
+                )
 
     async def _task_status(self, container_id: str) -> TaskStatus | None:
         try:

@@ -1,4 +1,8 @@
-"""JSON Schemas of every public workflow's input and output, generated from the contract.
+"""JSON Schemas of every workflow's input and output, generated from the contract.
+
+The public workflows on queue ``berth`` (:data:`berth.contract.WORKFLOW_CONTRACTS`) and the node
+workflows on ``berth-node-<node>`` that any Temporal client may start too
+(:data:`berth.steps.NODE_WORKFLOW_CONTRACTS`).
 
 ``python -m berth.schemas`` writes them under ``schemas/``; a test fails when they are stale.
 """
@@ -10,14 +14,16 @@ import sys
 from pathlib import Path
 
 from berth.contract import WORKFLOW_CONTRACTS
+from berth.steps import NODE_WORKFLOW_CONTRACTS
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
 
 def render() -> dict[str, str]:
-    """File name → schema text, for every public workflow's input and output."""
+    """File name → schema text, for every workflow's input and output."""
     files = {}
-    for workflow_type, (input_model, output_model) in sorted(WORKFLOW_CONTRACTS.items()):
+    contracts = {**WORKFLOW_CONTRACTS, **NODE_WORKFLOW_CONTRACTS}
+    for workflow_type, (input_model, output_model) in sorted(contracts.items()):
         for role, model in (("input", input_model), ("output", output_model)):
             schema = model.model_json_schema(
                 mode="validation" if role == "input" else "serialization"

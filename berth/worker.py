@@ -12,9 +12,10 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
@@ -53,6 +54,7 @@ from workflows.container_restart import ContainerRestart, ContainerRestartOnNode
 from workflows.container_start import ContainerStart, ContainerStartOnNode
 from workflows.container_stop import ContainerStop, ContainerStopOnNode
 from workflows.fleet_restart import FleetRestart
+from workflows.steps import CONTROL, NODE, check_registered
 
 log = logging.getLogger("berth.worker")
 NODE_HEARTBEAT_SECONDS = 5.0
@@ -62,11 +64,12 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     """The sandbox, with Berth's own and its libraries' modules passed through.
 
     Re-importing them for every workflow run costs tens of milliseconds per start; they hold no
-    per-run state, and the workflows that use them do no I/O.
+    per-run state, and the workflows that use them do no I/O. Workflows import only the contract,
+    the steps module and temporalio, so no activity, runtime or SQLAlchemy module is needed here.
     """
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(
-            "activities", "berth", "workflows", "pydantic", "pydantic_core", "sqlalchemy", "grpc"
+            "berth", "workflows", "pydantic", "pydantic_core"
         )
     )
 
@@ -78,6 +81,19 @@ def control_worker(
     state = StateActivities(sessions, settings.allowed_host_paths, settings.allowed_seccomp_paths)
     fleet = FleetActivities(sessions, client)
     health = HealthActivities(sessions)
+    activities: list[Callable[..., Any]] = [
+        state.create_container,
+        state.locate_container,
+        state.abort_operation,
+        fleet.begin_fleet_run,
+        fleet.next_fleet_items,
+        fleet.record_fleet_item,
+        fleet.set_fleet_status,
+        fleet.check_healthy,
+        health.container_health,
+        fleet.stalled_children,
+    ]
+    check_registered(CONTROL, activities)
     return Worker(
         client,
         task_queue=settings.task_queue,
@@ -93,18 +109,7 @@ def control_worker(
             FleetRestart,
         ],
         workflow_runner=workflow_runner(),
-        activities=[
-            state.create_container,
-            state.locate_container,
-            state.abort_operation,
-            fleet.begin_fleet_run,
-            fleet.next_fleet_items,
-            fleet.record_fleet_item,
-            fleet.set_fleet_status,
-            fleet.check_healthy,
-            health.container_health,
-            fleet.stalled_children,
-        ],
+        activities=activities,
     )
 
 
@@ -148,6 +153,7 @@ def node_reconciler(
         network=NetworkActivities(sessions, runtime.cni, paths),
         spec=SpecActivities(paths),
         shim=ShimActivities(runtime.containerd, paths),
+        task=TaskActivities(runtime.containerd),
     )
     return Reconciler(
         settings.node,
@@ -216,6 +222,42 @@ def node_worker(
     export = ExportActivities(sessions, paths, runtime.faults, settings.allowed_export_paths)
     lifecycle = LifecycleStateActivities(sessions)
     exits = ExitActivities(sessions, runtime.containerd, settings.node)
+    activities: list[Callable[..., Any]] = [
+        export.begin_export,
+        export.export_rootfs,
+        state.begin_start,
+        state.commit_start,
+        state.fail_start,
+        mount.mount_rootfs,
+        mount.release_rootfs,
+        mount.remove_rootfs_snapshot,
+        network.attach_network,
+        network.detach_network,
+        spec.write_spec,
+        spec.drop_spec,
+        shim.create_shim,
+        shim.delete_shim,
+        shim.replace_task,
+        task.start_task,
+        task.stop_task,
+        task.signal_and_wait,
+        task.pause_task,
+        task.resume_task,
+        state.abort_operation,
+        lifecycle.begin_stop,
+        lifecycle.finish_stop,
+        lifecycle.commit_restart,
+        lifecycle.begin_pause,
+        lifecycle.commit_pause,
+        lifecycle.begin_remove,
+        lifecycle.finish_remove,
+        lifecycle.fail_removal,
+        lifecycle.record_exit,
+        lifecycle.end_exit,
+        lifecycle.claim_policy_restart,
+        exits.verify_exit,
+    ]
+    check_registered(NODE, activities)
     return Worker(
         client,
         task_queue=node_task_queue(settings.node),
@@ -229,41 +271,7 @@ def node_worker(
             ContainerExitedOnNode,
         ],
         workflow_runner=workflow_runner(),
-        activities=[
-            export.begin_export,
-            export.export_rootfs,
-            state.begin_start,
-            state.commit_start,
-            state.fail_start,
-            mount.mount_rootfs,
-            mount.release_rootfs,
-            mount.remove_rootfs_snapshot,
-            network.attach_network,
-            network.detach_network,
-            spec.write_spec,
-            spec.drop_spec,
-            shim.create_shim,
-            shim.delete_shim,
-            shim.replace_task,
-            task.start_task,
-            task.stop_task,
-            task.signal_and_wait,
-            task.pause_task,
-            task.resume_task,
-            state.abort_operation,
-            lifecycle.begin_stop,
-            lifecycle.finish_stop,
-            lifecycle.commit_restart,
-            lifecycle.begin_pause,
-            lifecycle.commit_pause,
-            lifecycle.begin_remove,
-            lifecycle.finish_remove,
-            lifecycle.fail_removal,
-            lifecycle.record_exit,
-            lifecycle.end_exit,
-            lifecycle.claim_policy_restart,
-            exits.verify_exit,
-        ],
+        activities=activities,
     )
 
 

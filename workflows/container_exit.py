@@ -23,48 +23,25 @@ from temporalio import workflow
 from temporalio.exceptions import ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import ConfigDict
-
-    from activities.exit import ExitActivities, VerifyExitInput
-    from activities.state_lifecycle import (
-        ClaimRestartInput,
-        EndExitInput,
-        LifecycleStateActivities,
-        RecordExitInput,
-    )
-    from activities.types import StepModel
     from berth.contract import ContainerStartInput
     from berth.errors import BerthError
-    from workflows import visibility
-    from workflows.container_start import ContainerStartOnNode, NodeStartInput
-    from workflows.container_stop import abort, release_host, remove_snapshot, state_step
-    from workflows.policies import STATE_RETRY
-    from workflows.routing import local_step, operation_id, operation_of, set_outcome
+    from berth.steps import (
+        ClaimRestartInput,
+        EndExitInput,
+        ExitInput,
+        ExitOutput,
+        NodeStartInput,
+        RecordExitInput,
+        VerifyExitInput,
+        container_attributes,
+        policy_restart_id,
+    )
+    from workflows import steps
+    from workflows.container_start import ContainerStartOnNode
+    from workflows.lifecycle import abort, release_host, remove_snapshot, state_step
+    from workflows.routing import operation_id, operation_of, set_outcome
     from workflows.saga import failure_message, run_to_completion
-
-
-class ExitInput(StepModel):
-    """One exit of a container's task: the task's pid (the exit code is asked of containerd)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    container_id: str
-    pid: int
-
-
-class ExitOutput(StepModel):
-    # False when the exit was not this workflow's to record (an operation held the container).
-    recorded: bool
-    restarted: bool = False
-    error: str | None = None
-
-
-def exit_workflow_id(container_id: str, pid: int) -> str:
-    return f"container-exit-{container_id}-{pid}"
-
-
-def policy_restart_id(container_id: str, attempt: int) -> str:
-    return f"container-policy-restart-{container_id}-{attempt}"
+    from workflows.steps import run_step
 
 
 @workflow.defn(name="ContainerExitedOnNode", failure_exception_types=[BerthError])
@@ -74,11 +51,10 @@ class ContainerExitedOnNode:
     @workflow.run
     async def run(self, exited: ExitInput) -> ExitOutput:
         operation = operation_id()
-        verified = await local_step(
-            ExitActivities.verify_exit,
+        verified = await run_step(
+            steps.VERIFY_EXIT,
             VerifyExitInput(container_id=exited.container_id, pid=exited.pid),
             f"check that task {exited.pid} of {exited.container_id} exited",
-            retry=STATE_RETRY,
         )
         if not verified.exited:
             set_outcome("ignored")
@@ -86,7 +62,7 @@ class ContainerExitedOnNode:
             return ExitOutput(recorded=False, error=verified.reason)
         exit_code = verified.exit_code
         plan = await state_step(
-            LifecycleStateActivities.record_exit,
+            steps.RECORD_EXIT,
             RecordExitInput(
                 container_id=exited.container_id,
                 pid=exited.pid,
@@ -100,16 +76,16 @@ class ContainerExitedOnNode:
             set_outcome("ignored")
             return ExitOutput(recorded=False)
         workflow.set_current_details(f"{held.name} exited with {exit_code}")
-        steps = await release_host(held)
+        outcomes = await release_host(held)
         ended = await run_to_completion(
             lambda: state_step(
-                LifecycleStateActivities.end_exit,
-                EndExitInput(holding=held, steps=steps),
+                steps.END_EXIT,
+                EndExitInput(holding=held, steps=outcomes),
                 f"release container {held.name} after its exit",
             )
         )
         if ended.removed:
-            await remove_snapshot(held)
+            await remove_snapshot(held.container_id, held.node, held.name)
             set_outcome("removed")
             return ExitOutput(recorded=True)
         if not plan.restart:
@@ -124,7 +100,7 @@ class ContainerExitedOnNode:
         child_id = policy_restart_id(held.container_id, plan.restart_count + 1)
         # Held as this run's operation until the start saga takes it over as its parent's.
         claim = await state_step(
-            LifecycleStateActivities.claim_policy_restart,
+            steps.CLAIM_POLICY_RESTART,
             ClaimRestartInput(
                 container_id=held.container_id,
                 restart_count=plan.restart_count,
@@ -142,9 +118,7 @@ class ContainerExitedOnNode:
                 NodeStartInput(request=ContainerStartInput(container=held.container_id)),
                 id=child_id,
                 task_queue=workflow.info().task_queue,
-                search_attributes=visibility.container_attributes(
-                    held.container_id, held.name, held.node
-                ),
+                search_attributes=container_attributes(held.container_id, held.name, held.node),
                 static_summary=(
                     f"restart {held.name} (policy {policy}, restart {claim.restart_count})"
                 ),

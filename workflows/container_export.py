@@ -14,44 +14,24 @@ activity (on the node's own queue) that heartbeats, not a local one under a work
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import ConfigDict
-
-    from activities.export import (
-        BeginExportInput,
-        ExportActivities,
-        ExportRootfsInput,
-    )
-    from activities.mount import MountActivities, MountRootfsInput, ReleaseRootfsInput
-    from activities.types import StepModel
     from berth.contract import ContainerExportInput, ContainerExportOutput
     from berth.errors import BerthError, System, as_berth_error
-    from workflows.policies import STATE_RETRY, STEP_RETRY, UNDO_RETRY
-    from workflows.routing import local_step, locate, operation_id, run_on_node, set_outcome
+    from berth.steps import (
+        BeginExportInput,
+        ExportRootfsInput,
+        MountRootfsInput,
+        NodeExportInput,
+        ReleaseRootfsInput,
+        export_holder,
+    )
+    from workflows import steps
+    from workflows.routing import locate, operation_id, run_on_node, set_outcome
     from workflows.saga import Saga
-
-
-# The tar step heartbeats every couple of seconds; a dead agent is noticed after this long.
-EXPORT_HEARTBEAT_TIMEOUT = timedelta(seconds=30)
-EXPORT_TIMEOUT = timedelta(hours=6)
-
-
-class NodeExportInput(StepModel):
-    """Input of ``ContainerExportOnNode``: the request (the rootfs holder is this run's own)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    request: ContainerExportInput
-
-
-def export_holder(operation: str) -> str:
-    """The mount holder of an export: the reconciler asks Temporal whether it still runs."""
-    return f"export:{operation}"
+    from workflows.steps import run_step
 
 
 @workflow.defn(name="ContainerExport", failure_exception_types=[BerthError])
@@ -80,11 +60,10 @@ class ContainerExportOnNode:
         request = start.request
         holder = export_holder(operation_id())
         try:
-            target = await local_step(
-                ExportActivities.begin_export,
+            target = await run_step(
+                steps.BEGIN_EXPORT,
                 BeginExportInput(container=request.container),
                 f"find container {request.container}",
-                retry=STATE_RETRY,
             )
         except Exception as err:
             raise as_berth_error(err) from None
@@ -92,27 +71,22 @@ class ContainerExportOnNode:
         saga = Saga()
         saga.register(
             "mount",
-            lambda: local_step(
-                MountActivities.release_rootfs,
+            lambda: run_step(
+                steps.RELEASE_ROOTFS,
                 ReleaseRootfsInput(container_id=cid, node=node, holder=holder),
                 f"release rootfs of {name} held by {holder}",
-                retry=UNDO_RETRY,
             ),
         )
         try:
-            await local_step(
-                MountActivities.mount_rootfs,
+            await run_step(
+                steps.MOUNT_ROOTFS,
                 MountRootfsInput(container_id=cid, node=node, image=target.image, holder=holder),
                 f"hold rootfs of {name} as {holder}",
             )
-            written = await workflow.execute_activity_method(
-                ExportActivities.export_rootfs,
+            written = await run_step(
+                steps.EXPORT_ROOTFS,
                 ExportRootfsInput(container_id=cid, node=node, output=request.output),
-                start_to_close_timeout=EXPORT_TIMEOUT,
-                heartbeat_timeout=EXPORT_HEARTBEAT_TIMEOUT,
-                retry_policy=STEP_RETRY,
-                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                summary=f"write tar of {name} to {request.output}",
+                f"write tar of {name} to {request.output}",
             )
         except (Exception, asyncio.CancelledError) as err:
             await saga.compensate()

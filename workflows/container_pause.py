@@ -13,29 +13,14 @@ import asyncio
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import ConfigDict
-
-    from activities.state_lifecycle import (
-        BeginPauseInput,
-        CommitPauseInput,
-        LifecycleStateActivities,
-    )
-    from activities.task import TaskActivities
-    from activities.types import ContainerRef, StepModel
     from berth.contract import ContainerPauseInput, ContainerPauseOutput
     from berth.errors import BerthError, as_berth_error
-    from workflows.container_stop import abort, state_step
-    from workflows.routing import local_step, locate, operation_id, run_on_node, set_outcome
+    from berth.steps import BeginPauseInput, CommitPauseInput, ContainerRef, NodePauseInput
+    from workflows import steps
+    from workflows.lifecycle import abort, state_step
+    from workflows.routing import locate, operation_id, run_on_node, set_outcome
     from workflows.saga import run_to_completion
-
-
-class NodePauseInput(StepModel):
-    """Input of ``ContainerPauseOnNode``: pause (True) or unpause (False), as one operation."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    request: ContainerPauseInput
-    pause: bool
+    from workflows.steps import run_step
 
 
 async def _pause_on_node(request: ContainerPauseInput, pause: bool) -> ContainerPauseOutput:
@@ -78,15 +63,15 @@ class ContainerPauseOnNode:
         operation = operation_id()
         verb = "pause" if request.pause else "unpause"
         held = await state_step(
-            LifecycleStateActivities.begin_pause,
+            steps.BEGIN_PAUSE,
             BeginPauseInput(
                 container=request.request.container, operation=operation, pause=request.pause
             ),
             f"check and lock container {request.request.container} for {verb}",
         )
         try:
-            await local_step(
-                TaskActivities.pause_task if request.pause else TaskActivities.resume_task,
+            await run_step(
+                steps.PAUSE_TASK if request.pause else steps.RESUME_TASK,
                 ContainerRef(container_id=held.container_id, node=held.node),
                 f"{verb} task of {held.name}",
             )
@@ -97,7 +82,7 @@ class ContainerPauseOnNode:
             raise as_berth_error(err) from None
         state = await run_to_completion(
             lambda: state_step(
-                LifecycleStateActivities.commit_pause,
+                steps.COMMIT_PAUSE,
                 CommitPauseInput(holding=held, pause=request.pause),
                 f"record {held.name} {verb}d",
             )

@@ -15,19 +15,17 @@ import asyncio
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import ConfigDict
-
-    from activities.state_lifecycle import (
+    from berth.contract import ContainerRemoveInput, ContainerRemoveOutput
+    from berth.errors import BerthError, System, as_berth_error
+    from berth.steps import (
         BeginRemoveInput,
         FailOperationInput,
         FinishRemoveInput,
         Holding,
-        LifecycleStateActivities,
+        NodeRemoveInput,
     )
-    from activities.types import StepModel
-    from berth.contract import ContainerRemoveInput, ContainerRemoveOutput
-    from berth.errors import BerthError, System, as_berth_error
-    from workflows.container_stop import (
+    from workflows import steps
+    from workflows.lifecycle import (
         release_error,
         release_host,
         remove_snapshot,
@@ -39,14 +37,6 @@ with workflow.unsafe.imports_passed_through():
 
 # How long a SIGKILLed task may take to be reaped.
 KILL_WAIT_SECONDS = 10
-
-
-class NodeRemoveInput(StepModel):
-    """Input of ``ContainerRemoveOnNode``: the remove request (the operation is this run's own)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    request: ContainerRemoveInput
 
 
 @workflow.defn(name="ContainerRemove", failure_exception_types=[BerthError])
@@ -75,7 +65,7 @@ class ContainerRemoveOnNode:
         request = remove.request
         operation = operation_id()
         plan = await state_step(
-            LifecycleStateActivities.begin_remove,
+            steps.BEGIN_REMOVE,
             BeginRemoveInput(container=request.container, operation=operation, force=request.force),
             f"check and lock container {request.container} for removal",
         )
@@ -84,15 +74,15 @@ class ContainerRemoveOnNode:
             exit_code = None
             if plan.was_running:
                 exit_code = await stop_task(held, "SIGKILL", KILL_WAIT_SECONDS)
-            steps = await release_host(held)
-            failed = release_error(steps)
+            outcomes = await release_host(held)
+            failed = release_error(outcomes)
             if failed:
                 raise System(f"cannot remove container {held.name}: {failed}")
-            await remove_snapshot(held)
+            await remove_snapshot(held.container_id, held.node, held.name)
             await run_to_completion(
                 lambda: state_step(
-                    LifecycleStateActivities.finish_remove,
-                    FinishRemoveInput(holding=held, exit_code=exit_code, steps=steps),
+                    steps.FINISH_REMOVE,
+                    FinishRemoveInput(holding=held, exit_code=exit_code, steps=outcomes),
                     f"delete the record of {held.name}",
                 )
             )
@@ -107,7 +97,7 @@ class ContainerRemoveOnNode:
 async def _fail(held: Holding, err: BaseException) -> None:
     await run_to_completion(
         lambda: state_step(
-            LifecycleStateActivities.fail_removal,
+            steps.FAIL_REMOVAL,
             FailOperationInput(holding=held, error=failure_message(err)),
             f"record failed removal of {held.name}",
         )

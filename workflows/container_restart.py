@@ -15,18 +15,6 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import ConfigDict
-
-    from activities.shim import ReplaceTaskInput, ShimActivities
-    from activities.state import StepOutcome
-    from activities.state_lifecycle import (
-        BeginStopInput,
-        CommitRestartInput,
-        FinishStopInput,
-        Holding,
-        LifecycleStateActivities,
-    )
-    from activities.types import StepModel
     from berth.contract import (
         DEFAULT_STOP_TIMEOUT,
         ContainerRestartInput,
@@ -34,24 +22,23 @@ with workflow.unsafe.imports_passed_through():
         ContainerStartOutput,
     )
     from berth.errors import BerthError
-    from workflows.container_start import ContainerStartOnNode, NodeStartInput
-    from workflows.container_stop import (
-        release_error,
-        release_host,
-        state_step,
-        stop_task_or_abort,
+    from berth.steps import (
+        BeginStopInput,
+        CommitRestartInput,
+        FinishStopInput,
+        Holding,
+        NodeRestartInput,
+        NodeStartInput,
+        ReplaceTaskInput,
+        StepOutcome,
     )
+    from workflows import steps
+    from workflows.container_start import ContainerStartOnNode
+    from workflows.lifecycle import release_error, release_host, state_step, stop_task_or_abort
     from workflows.metrics import recorded
-    from workflows.routing import local_step, locate, operation_id, run_on_node, set_outcome
+    from workflows.routing import locate, operation_id, run_on_node, set_outcome
     from workflows.saga import failure_message, run_to_completion
-
-
-class NodeRestartInput(StepModel):
-    """Input of ``ContainerRestartOnNode``: the restart (the operation is this run's own)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    request: ContainerRestartInput
+    from workflows.steps import run_step
 
 
 @workflow.defn(name="ContainerRestart", failure_exception_types=[BerthError])
@@ -83,30 +70,31 @@ class ContainerRestartOnNode:
         request = restart.request
         operation = operation_id()
         plan = await state_step(
-            LifecycleStateActivities.begin_stop,
+            steps.BEGIN_STOP,
             BeginStopInput(container=request.container, operation=operation, then_start=True),
             f"check and lock container {request.container} for restart",
         )
         held = plan.holding
-        exit_code, steps = 0, []
+        exit_code = 0
+        outcomes: list[StepOutcome] = []
         if plan.was_running:
             timeout = DEFAULT_STOP_TIMEOUT if request.timeout is None else request.timeout
             exit_code = await stop_task_or_abort(held, held.stop_signal, timeout)
             replaced, failure = await self._replace_task(held)
             if replaced is not None:
                 return await self._commit_in_place(held, exit_code, replaced)
-            steps = await release_host(held)
+            outcomes = await release_host(held)
             if failure is not None:
-                steps.insert(0, failure)
+                outcomes.insert(0, failure)
         await run_to_completion(
             lambda: state_step(
-                LifecycleStateActivities.finish_stop,
+                steps.FINISH_STOP,
                 FinishStopInput(
                     holding=held,
                     exit_code=exit_code,
                     then_start=True,
-                    steps=steps,
-                    error=release_error(steps),
+                    steps=outcomes,
+                    error=release_error(outcomes),
                 ),
                 f"record {held.name} stopped for restart",
             )
@@ -127,8 +115,8 @@ class ContainerRestartOnNode:
         workflow.set_current_details(f"replace the task of {held.name} in place")
         try:
             replaced = await run_to_completion(
-                lambda: local_step(
-                    ShimActivities.replace_task,
+                lambda: run_step(
+                    steps.REPLACE_TASK,
                     ReplaceTaskInput(
                         container_id=held.container_id,
                         node=held.node,
@@ -151,7 +139,7 @@ class ContainerRestartOnNode:
     ) -> ContainerStartOutput:
         result: ContainerStartOutput = await run_to_completion(
             lambda: state_step(
-                LifecycleStateActivities.commit_restart,
+                steps.COMMIT_RESTART,
                 CommitRestartInput(
                     holding=held,
                     exit_code=exit_code,

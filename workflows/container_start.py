@@ -4,8 +4,9 @@ The saga itself is ``ContainerStartOnNode``, run by the agent of the container's
 queue ``berth-node-<node>``: the pre-checks under a row lock, then mount → network → spec →
 shim create → task start, then commit, every one a local activity (a few milliseconds of
 dispatch each instead of about 50 ms for an ordinary activity) and every step registered with
-its undo before it runs. On any failure or cancel, every undo runs last-in-first-out, then the
-failure is recorded and the caller gets a typed error.
+its undo before it runs: the undo of each is its step of :data:`berth.steps.HOST_CLEANUP`, so on
+any failure or cancel the undos run last-in-first-out in that one order, then the failure is
+recorded and the caller gets a typed error.
 
 ``ContainerStart`` is the public entry point on the control queue ``berth``: it finds the
 container's node and runs the saga there as a child. Berth's own client, which already knows the
@@ -15,56 +16,35 @@ node, starts ``ContainerStartOnNode`` directly and saves that hop (about 100 ms)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import ConfigDict
-
-    from activities.mount import MountActivities, MountRootfsInput, ReleaseRootfsInput
-    from activities.network import NetworkActivities, NetworkInput
-    from activities.shim import CreateShimInput, ShimActivities
-    from activities.spec import SpecActivities, WriteSpecInput
-    from activities.state import (
-        BeginStartInput,
-        CommitStartInput,
-        FailStartInput,
-        StartPlan,
-        StateActivities,
-        StepOutcome,
-    )
-    from activities.task import TaskActivities
-    from activities.types import ContainerRef, StepModel
     from berth.contract import ContainerStartInput, ContainerStartOutput
     from berth.errors import BerthError, as_berth_error, exit_code_from_runtime_error
-    from workflows import visibility
-    from workflows.metrics import record_action, record_compensation, recorded
-    from workflows.policies import STATE_RETRY, UNDO_RETRY
-    from workflows.routing import (
-        local_step,
-        locate,
-        operation_id,
-        parent_operation,
-        run_on_node,
-        set_outcome,
+    from berth.steps import (
+        SAGA_PHASE,
+        BeginStartInput,
+        CommitStartInput,
+        ContainerRef,
+        CreateShimInput,
+        FailStartInput,
+        HostTarget,
+        MountRootfsInput,
+        NetworkInput,
+        NodeStartInput,
+        StartPlan,
+        StepOutcome,
+        WriteSpecInput,
+        cleanup_step,
     )
+    from workflows import steps
+    from workflows.lifecycle import cleanup_summary, remove_snapshot
+    from workflows.metrics import record_action, record_compensation, recorded
+    from workflows.routing import locate, operation_id, parent_operation, run_on_node, set_outcome
     from workflows.saga import Saga, failure_message, run_to_completion
-
-In = TypeVar("In")
-
-
-class NodeStartInput(StepModel):
-    """Input of ``ContainerStartOnNode``: the start request.
-
-    The operation it holds the container as is not an input: it is this run's own
-    (:func:`workflows.routing.operation_id`), so a caller cannot name another one's hold.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    request: ContainerStartInput
+    from workflows.steps import run_step
 
 
 @workflow.defn(name="ContainerStart", failure_exception_types=[BerthError])
@@ -103,15 +83,14 @@ class ContainerStartOnNode:
         began = workflow.now()
         self._enter("checks", f"check and lock container {start.request.container}")
         try:
-            plan = await local_step(
-                StateActivities.begin_start,
+            plan = await run_step(
+                steps.BEGIN_START,
                 BeginStartInput(
                     request=start.request,
                     operation=operation_id(),
                     parent_operation=parent_operation(),
                 ),
                 f"check and lock container {start.request.container}",
-                retry=STATE_RETRY,
             )
         except Exception as err:
             self._enter("refused", failure_message(err))
@@ -138,18 +117,12 @@ class ContainerStartOnNode:
         saga = Saga()
         name, node, cid = plan.name, plan.node, plan.container_id
         ref = ContainerRef(container_id=cid, node=node)
+        target = HostTarget(container_id=cid, node=node, mode=plan.config.network_mode)
         try:
             self._enter("mount", f"mount rootfs of {name} on {node}")
-            saga.register(
-                "mount",
-                lambda: self._undo(
-                    MountActivities.release_rootfs,
-                    ReleaseRootfsInput(container_id=cid, node=node),
-                    f"release rootfs of {name} on {node}",
-                ),
-            )
-            mounted = await local_step(
-                MountActivities.mount_rootfs,
+            _register_undo(saga, "mount", target, name)
+            mounted = await run_step(
+                steps.MOUNT_ROOTFS,
                 MountRootfsInput(container_id=cid, node=node, image=plan.config.image),
                 f"mount rootfs of {name} on {node}",
             )
@@ -157,25 +130,18 @@ class ContainerStartOnNode:
 
             mode = plan.config.network_mode
             self._enter("network", f"attach {name} to network {mode} on {node}")
-            network = NetworkInput(container_id=cid, node=node, mode=mode)
-            saga.register(
-                "network",
-                lambda: self._undo(
-                    NetworkActivities.detach_network, network, f"detach network of {name}"
-                ),
-            )
-            attached = await local_step(
-                NetworkActivities.attach_network, network, f"attach {name} to {mode} on {node}"
+            _register_undo(saga, "network", target, name)
+            attached = await run_step(
+                steps.ATTACH_NETWORK,
+                NetworkInput(container_id=cid, node=node, mode=mode),
+                f"attach {name} to {mode} on {node}",
             )
             self._done("network", {"netns": attached.netns, "ip": attached.ip})
 
             self._enter("spec", f"write OCI spec of {name}")
-            saga.register(
-                "spec",
-                lambda: self._undo(SpecActivities.drop_spec, ref, f"drop OCI spec of {name}"),
-            )
-            spec = await local_step(
-                SpecActivities.write_spec,
+            _register_undo(saga, "spec", target, name)
+            spec = await run_step(
+                steps.WRITE_SPEC,
                 WriteSpecInput(
                     container_id=cid,
                     node=node,
@@ -189,16 +155,9 @@ class ContainerStartOnNode:
             self._done("spec", {"path": spec.path})
 
             self._enter("shim", f"create containerd container and task of {name}")
-            saga.register(
-                "shim",
-                lambda: self._undo(
-                    ShimActivities.delete_shim,
-                    ref,
-                    f"delete containerd task and container of {name}",
-                ),
-            )
-            await local_step(
-                ShimActivities.create_shim,
+            _register_undo(saga, "shim", target, name)
+            await run_step(
+                steps.CREATE_SHIM,
                 CreateShimInput(
                     container_id=cid,
                     node=node,
@@ -212,20 +171,13 @@ class ContainerStartOnNode:
             self._done("shim", {"containerd_id": cid})
 
             self._enter("task", f"start task of {name}")
-            saga.register(
-                "task",
-                lambda: self._undo(
-                    TaskActivities.stop_task, ref, f"kill and delete task of {name}"
-                ),
-            )
-            started = await local_step(
-                TaskActivities.start_task, ref, f"start task of {name} on {node}"
-            )
+            _register_undo(saga, "task", target, name)
+            started = await run_step(steps.START_TASK, ref, f"start task of {name} on {node}")
             self._done("task", {"pid": started.pid})
 
             self._enter("commit", f"record {name} running")
-            result = await local_step(
-                StateActivities.commit_start,
+            result = await run_step(
+                steps.COMMIT_START,
                 CommitStartInput(
                     plan=plan,
                     pid=started.pid,
@@ -234,7 +186,6 @@ class ContainerStartOnNode:
                     stop_signal=mounted.image_config.get("StopSignal"),
                 ),
                 f"record {name} running with pid {started.pid}",
-                retry=STATE_RETRY,
             )
         except (Exception, asyncio.CancelledError) as err:
             await self._unwind(plan, saga, err)
@@ -260,8 +211,8 @@ class ContainerStartOnNode:
                 )
             )
         outcome = await run_to_completion(
-            lambda: local_step(
-                StateActivities.fail_start,
+            lambda: run_step(
+                steps.FAIL_START,
                 FailStartInput(
                     plan=plan,
                     error=message,
@@ -269,30 +220,28 @@ class ContainerStartOnNode:
                     steps=self._steps,
                 ),
                 f"record failed start of {plan.name}",
-                retry=STATE_RETRY,
             )
         )
         if outcome.removed:
-            await run_to_completion(
-                lambda: local_step(
-                    MountActivities.remove_rootfs_snapshot,
-                    ContainerRef(container_id=plan.container_id, node=plan.node),
-                    f"remove snapshot of auto-removed {plan.name}",
-                    retry=UNDO_RETRY,
-                )
-            )
+            await remove_snapshot(plan.container_id, plan.node, f"auto-removed {plan.name}")
         self._enter("failed", f"start of {plan.name} failed at {failed_step}: {message}")
-
-    async def _undo(
-        self, activity: Callable[[Any, In], Awaitable[Any]], request: In, summary: str
-    ) -> None:
-        await local_step(activity, request, summary, retry=UNDO_RETRY)
 
     def _enter(self, phase: str, details: str) -> None:
         self._phase = phase
         workflow.set_current_details(details)
         workflow.logger.info(details, extra={"step": phase, **self._context})
-        workflow.upsert_search_attributes([visibility.SAGA_PHASE.value_set(phase)])
+        workflow.upsert_search_attributes([SAGA_PHASE.value_set(phase)])
 
     def _done(self, step: str, handle: dict[str, Any]) -> None:
         self._steps.append(StepOutcome(step=step, status="done", handle=handle))
+
+
+def _register_undo(saga: Saga, step: str, target: HostTarget, name: str) -> None:
+    """Register the undo of the start's ``step``: that step of the one host cleanup order."""
+    cleanup = cleanup_step(step)
+    saga.register(
+        step,
+        lambda: run_step(
+            steps.step_for(cleanup), cleanup.request(target), cleanup_summary(cleanup, target, name)
+        ),
+    )

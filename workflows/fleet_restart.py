@@ -32,23 +32,6 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.workflow import ChildWorkflowCancellationType, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.fleet import (
-        BeginFleetInput,
-        FleetActivities,
-        FleetItemRef,
-        FleetStatusInput,
-        FleetTally,
-        HealthInput,
-        NextItemsInput,
-        RecordItemInput,
-        StalledInput,
-    )
-    from activities.health import (
-        ContainerHealthInput,
-        ContainerHealthOutput,
-        HealthActivities,
-    )
-    from berth.config import node_task_queue
     from berth.contract import (
         ContainerRestartInput,
         FleetCarry,
@@ -57,12 +40,29 @@ with workflow.unsafe.imports_passed_through():
         FleetRestartInput,
     )
     from berth.errors import BerthError, InvalidParameter, as_berth_error
-    from workflows import visibility
-    from workflows.container_restart import ContainerRestartOnNode, NodeRestartInput
+    from berth.steps import (
+        SAGA_PHASE,
+        BeginFleetInput,
+        ContainerHealthInput,
+        ContainerHealthOutput,
+        FleetItemRef,
+        FleetStatusInput,
+        FleetTally,
+        HealthInput,
+        NextItemsInput,
+        NodeRestartInput,
+        RecordItemInput,
+        StalledInput,
+        container_attributes,
+        node_task_queue,
+        restart_workflow_id,
+    )
+    from workflows import steps
+    from workflows.container_restart import ContainerRestartOnNode
     from workflows.metrics import record_fleet_item
-    from workflows.policies import STATE_RETRY
-    from workflows.routing import local_step, set_outcome
+    from workflows.routing import set_outcome
     from workflows.saga import failure_message
+    from workflows.steps import run_step
 
 PAGE_SIZE = 200
 KEPT_ERRORS = 10
@@ -77,11 +77,6 @@ class InFlight:
     child_id: str
     task: asyncio.Task[None] | None = None
     stalled: bool = False
-
-
-def workflow_id(name: str) -> str:
-    """The id of a fleet restart: ``fleet-restart-<name>``."""
-    return f"fleet-restart-{name}"
 
 
 def carry_allowed(info: workflow.Info) -> bool:
@@ -156,8 +151,8 @@ class FleetRestart:
         return self.progress()
 
     async def _begin(self, request: FleetRestartInput) -> FleetTally:
-        return await local_step(
-            FleetActivities.begin_fleet_run,
+        return await run_step(
+            steps.BEGIN_FLEET_RUN,
             BeginFleetInput(
                 run_id=self._run_id,
                 name=request.name,
@@ -165,7 +160,6 @@ class FleetRestart:
                 spec=request.model_dump(mode="json", exclude={"carry"}),
             ),
             f"select the containers of fleet restart {request.name}",
-            retry=STATE_RETRY,
         )
 
     # -- the scheduler -------------------------------------------------------------------------
@@ -217,11 +211,10 @@ class FleetRestart:
     async def _refill(self) -> None:
         if self._exhausted or len(self._buffer) >= PAGE_SIZE // 2:
             return
-        page = await local_step(
-            FleetActivities.next_fleet_items,
+        page = await run_step(
+            steps.NEXT_FLEET_ITEMS,
             NextItemsInput(run_id=self._run_id, after_seq=self._cursor, limit=PAGE_SIZE),
             f"page the containers of fleet restart {self._request.name}",
-            retry=STATE_RETRY,
         )
         self._buffer.extend(page.items)
         if page.items:
@@ -252,7 +245,7 @@ class FleetRestart:
 
     def _launch(self, ref: FleetItemRef) -> None:
         item = InFlight(
-            ref=ref, started=workflow.now(), child_id=f"container-restart-{ref.container_id}"
+            ref=ref, started=workflow.now(), child_id=restart_workflow_id(ref.container_id)
         )
         self._in_flight[ref.seq] = item
         self._count(ref.node, "pending", -1)
@@ -276,9 +269,7 @@ class FleetRestart:
                 # A stalled child is asked to cancel and left to unwind when its agent returns.
                 cancellation_type=ChildWorkflowCancellationType.TRY_CANCEL,
                 parent_close_policy=ParentClosePolicy.ABANDON,
-                search_attributes=visibility.container_attributes(
-                    ref.container_id, ref.name, ref.node
-                ),
+                search_attributes=container_attributes(ref.container_id, ref.name, ref.node),
                 static_summary=f"restart {ref.name} on {ref.node} for fleet {request.name}",
             )
             pid = result.pid
@@ -295,8 +286,8 @@ class FleetRestart:
                 raise
             else:
                 outcome, error = self._classify(err)
-        await local_step(
-            FleetActivities.record_fleet_item,
+        await run_step(
+            steps.RECORD_FLEET_ITEM,
             RecordItemInput(
                 run_id=self._run_id,
                 seq=ref.seq,
@@ -307,7 +298,6 @@ class FleetRestart:
                 finished_at=workflow.now(),
             ),
             f"record {outcome} restart of {ref.name}",
-            retry=STATE_RETRY,
         )
         self._finish(item, outcome, error)
 
@@ -327,11 +317,10 @@ class FleetRestart:
         if request.min_healthy <= 0:
             return "restarted", None
         await workflow.sleep(request.min_healthy)
-        health = await local_step(
-            FleetActivities.check_healthy,
+        health = await run_step(
+            steps.CHECK_HEALTHY,
             HealthInput(container_id=item.ref.container_id, pid=pid),
             f"health check of {item.ref.name}",
-            retry=STATE_RETRY,
         )
         if not health.healthy:
             return "failed", f"{item.ref.name}: {health.reason}"
@@ -344,11 +333,10 @@ class FleetRestart:
         return "restarted", None
 
     async def _health_of(self, item: InFlight, pid: int) -> ContainerHealthOutput:
-        return await local_step(
-            HealthActivities.container_health,
+        return await run_step(
+            steps.CONTAINER_HEALTH,
             ContainerHealthInput(container_id=item.ref.container_id, pid=pid),
             f"health status of {item.ref.name}",
-            retry=STATE_RETRY,
         )
 
     async def _wait_healthy(
@@ -520,13 +508,12 @@ class FleetRestart:
 
     async def _set_status(self, status: str, reason: str = "", finished: bool = False) -> None:
         self._status = status
-        workflow.upsert_search_attributes([visibility.SAGA_PHASE.value_set(status)])
+        workflow.upsert_search_attributes([SAGA_PHASE.value_set(status)])
         workflow.set_current_details(self._summary())
-        await local_step(
-            FleetActivities.set_fleet_status,
+        await run_step(
+            steps.SET_FLEET_STATUS,
             FleetStatusInput(run_id=self._run_id, status=status, reason=reason, finished=finished),
             f"record fleet restart {self._request.name} {status}",
-            retry=STATE_RETRY,
         )
 
     def _next_carry(self) -> FleetCarry:
@@ -553,11 +540,10 @@ class FleetRestart:
             }
             if not overdue:
                 continue
-            stalled = await local_step(
-                FleetActivities.stalled_children,
+            stalled = await run_step(
+                steps.STALLED_CHILDREN,
                 StalledInput(workflow_ids=list(overdue), waited_seconds=wait),
                 f"look for restarts no node agent picked up in {wait:g}s",
-                retry=STATE_RETRY,
             )
             for child_id in stalled.workflow_ids:
                 item = overdue[child_id]

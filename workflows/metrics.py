@@ -19,13 +19,14 @@ from typing import TypeVar
 
 from temporalio import workflow
 
+with workflow.unsafe.imports_passed_through():
+    from berth.steps import ACTION_DURATION
+
 T = TypeVar("T")
 
-ACTION_DURATION = "berth_container_action_duration"
 ACTIONS = "berth_container_actions"
 COMPENSATIONS = "berth_compensations"
 FLEET_ITEMS = "berth_fleet_items"
-DURATION_BUCKETS_MS = (10.0, 25.0, 50.0, 100.0, 200.0, 300.0, 500.0, 1000.0, 2500.0, 10000.0)
 
 
 def record_action(action: str, outcome: str, started: datetime) -> None:

@@ -1,7 +1,7 @@
-"""Shared shapes of Berth's workflows: host-bound local steps, and routing to a node.
+"""Shared shapes of Berth's workflows: routing an operation to its container's node.
 
 Every per-container operation runs as ``<Op>OnNode`` on the agent of the container's node, where
-its steps are local activities. The public ``<Op>`` workflows on the control queue ``berth``
+its steps run (:mod:`workflows.steps`). The public ``<Op>`` workflows on the control queue ``berth``
 find the node and run that workflow there as a child; :func:`run_on_node` is that routing, once.
 
 The operation a node workflow holds a container as is :func:`operation_id`: its own workflow id
@@ -15,21 +15,28 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ChildWorkflowError
-from temporalio.workflow import ActivityCancellationType, ChildWorkflowCancellationType
+from temporalio.workflow import ChildWorkflowCancellationType
 
 with workflow.unsafe.imports_passed_through():
-    from activities.state import AbortInput, ContainerLocation, LocateInput, StateActivities
-    from berth.config import node_task_queue
     from berth.errors import InvalidParameter, as_berth_error
-    from workflows import visibility
-    from workflows.policies import STATE_RETRY, STEP_RETRY, STEP_TIMEOUT
+    from berth.steps import (
+        CONTAINER_ID,
+        CONTAINER_NAME,
+        NODE,
+        OUTCOME,
+        AbortInput,
+        ContainerLocation,
+        LocateInput,
+        container_attributes,
+        node_task_queue,
+    )
+    from workflows import steps
     from workflows.saga import failure_message, run_to_completion
+    from workflows.steps import run_step
 
 T = TypeVar("T")
 In = TypeVar("In")
@@ -60,36 +67,17 @@ def parent_operation() -> str | None:
     return None if parent is None else operation_of(parent.workflow_id, parent.run_id)
 
 
-async def local_step(
-    activity: Callable[[Any, In], Awaitable[T]],
-    request: In,
-    summary: str,
-    retry: RetryPolicy = STEP_RETRY,
-    timeout: timedelta = STEP_TIMEOUT,
-) -> T:
-    """Run one step as a local activity that is waited for when cancelled (it may be host-bound)."""
-    return await workflow.execute_local_activity_method(
-        activity,
-        request,
-        start_to_close_timeout=timeout,
-        retry_policy=retry,
-        cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-        summary=summary,
-    )
-
-
 def set_outcome(outcome: str) -> None:
-    workflow.upsert_search_attributes([visibility.OUTCOME.value_set(outcome)])
+    workflow.upsert_search_attributes([OUTCOME.value_set(outcome)])
 
 
 async def locate(container: str) -> ContainerLocation:
     """The container's id, name and node; a typed error (``NotFound``) if there is none."""
     try:
-        return await local_step(
-            StateActivities.locate_container,
+        return await run_step(
+            steps.LOCATE_CONTAINER,
             LocateInput(container=container),
             f"find the node of container {container}",
-            retry=STATE_RETRY,
         )
     except Exception as err:
         raise as_berth_error(err) from None
@@ -114,9 +102,9 @@ async def run_on_node(
         )
     workflow.upsert_search_attributes(
         [
-            visibility.CONTAINER_ID.value_set(where.container_id),
-            visibility.CONTAINER_NAME.value_set(where.name),
-            visibility.NODE.value_set(where.node),
+            CONTAINER_ID.value_set(where.container_id),
+            CONTAINER_NAME.value_set(where.name),
+            NODE.value_set(where.node),
         ]
     )
     workflow.set_current_details(f"{verb} {where.name} on {where.node}")
@@ -128,9 +116,7 @@ async def run_on_node(
             id=child_id,
             task_queue=node_task_queue(where.node),
             cancellation_type=ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,
-            search_attributes=visibility.container_attributes(
-                where.container_id, where.name, where.node
-            ),
+            search_attributes=container_attributes(where.container_id, where.name, where.node),
             static_summary=f"{verb} {where.name} on {where.node}",
         )
         operation = operation_of(child_id, handle.first_execution_run_id or "")
@@ -151,10 +137,5 @@ async def _release(where: ContainerLocation, operation: str, err: BaseException)
         container_id=where.container_id, operation=operation, error=failure_message(err)
     )
     await run_to_completion(
-        lambda: local_step(
-            StateActivities.abort_operation,
-            abort,
-            f"release container {where.name}",
-            retry=STATE_RETRY,
-        )
+        lambda: run_step(steps.ABORT_OPERATION, abort, f"release container {where.name}")
     )

@@ -16,9 +16,10 @@ import pytest
 from temporalio.testing import ActivityEnvironment
 
 from activities import export
-from activities.export import ExportActivities, ExportDirectories, ExportRootfsInput, export_to
+from activities.export import ExportActivities, ExportDirectories, export_to
 from berth.config import NodePaths
 from berth.errors import Forbidden, InvalidParameter
+from berth.steps import ExportRootfsInput
 
 
 @pytest.fixture

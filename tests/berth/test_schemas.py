@@ -1,4 +1,4 @@
-"""schemas/ holds the JSON Schema of every public workflow, current with the models."""
+"""schemas/ holds the JSON Schema of every workflow (public and node), current with the models."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 
 from berth.contract import WORKFLOW_CONTRACTS
 from berth.schemas import SCHEMA_DIR, render
+from berth.steps import NODE_WORKFLOW_CONTRACTS
 
 
 def test_schemas_on_disk_match_the_models() -> None:
@@ -18,10 +19,9 @@ def test_schemas_on_disk_match_the_models() -> None:
     assert stale == [], f"regenerate with: python -m berth.schemas ({stale})"
 
 
-def test_schemas_exist_for_every_public_workflow_and_nothing_else() -> None:
-    expected = {
-        f"{workflow}.{role}.json" for workflow in WORKFLOW_CONTRACTS for role in ("input", "output")
-    }
+def test_schemas_exist_for_every_workflow_and_nothing_else() -> None:
+    workflows = {*WORKFLOW_CONTRACTS, *NODE_WORKFLOW_CONTRACTS}
+    expected = {f"{workflow}.{role}.json" for workflow in workflows for role in ("input", "output")}
 
     assert {path.name for path in SCHEMA_DIR.glob("*.json")} == expected
 
@@ -30,4 +30,11 @@ def test_start_input_schema_requires_the_container_and_forbids_other_fields() ->
     schema = json.loads((SCHEMA_DIR / "ContainerStart.input.json").read_text())
 
     assert schema["required"] == ["container"]
+    assert schema["additionalProperties"] is False
+
+
+def test_node_start_input_schema_forbids_an_operation_field() -> None:
+    schema = json.loads((SCHEMA_DIR / "ContainerStartOnNode.input.json").read_text())
+
+    assert schema["required"] == ["request"]
     assert schema["additionalProperties"] is False

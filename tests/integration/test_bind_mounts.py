@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from activities.mount import MountActivities, MountRootfsInput
-from activities.shim import CreateShimInput, ShimActivities
-from activities.spec import SpecActivities, WriteSpecInput
+from activities.mount import MountActivities
+from activities.shim import ShimActivities
+from activities.spec import SpecActivities
 from berth.contract import BindMount, ContainerConfig, NetworkMode
 from berth.errors import Forbidden
 from berth.runtime.image import DEFAULT_REF
 from berth.runtime.mounts import mounts_under
+from berth.steps import CreateShimInput, MountRootfsInput, WriteSpecInput
 from tests.integration.conftest import BIND_ROOT, Stack
 from tests.integration.test_idempotent_steps import steps_release
 

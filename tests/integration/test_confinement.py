@@ -23,17 +23,24 @@ from pathlib import Path
 
 import pytest
 
-from activities.mount import MountActivities, MountRootfsInput, ReleaseRootfsInput
-from activities.network import NetworkActivities, NetworkInput
-from activities.shim import CreateShimInput, ShimActivities
-from activities.spec import SpecActivities, WriteSpecInput
+from activities.mount import MountActivities
+from activities.network import NetworkActivities
+from activities.shim import ShimActivities
+from activities.spec import SpecActivities
 from activities.task import TaskActivities
-from activities.types import ContainerRef
 from berth.container_logs import read_log
 from berth.contract import ContainerConfig, NetworkMode
 from berth.errors import Forbidden, InvalidParameter
 from berth.runtime.image import DEFAULT_REF
 from berth.runtime.seccomp import DEFAULT_PROFILE_FILE
+from berth.steps import (
+    ContainerRef,
+    CreateShimInput,
+    MountRootfsInput,
+    NetworkInput,
+    ReleaseRootfsInput,
+    WriteSpecInput,
+)
 from tests.integration.conftest import BIND_ROOT, SECCOMP_ROOT, Stack, force_remove
 
 X86_64_KEYCTL = 250

@@ -15,8 +15,8 @@ from berth.config import node_task_queue
 from berth.contract import ContainerRestartInput, ContainerStartOutput
 from berth.db.models import ContainerEvent, SagaStep
 from berth.runtime.netns import netns_exists
+from berth.steps import NodeRestartInput
 from tests.integration.node_agent import NODE, Node2
-from workflows.container_restart import NodeRestartInput
 
 RESULT_TIMEOUT = 90
 

@@ -11,8 +11,8 @@ from temporalio.api.common.v1 import Payloads
 from temporalio.client import Client
 
 from berth.codec import AesGcmCodec, CodecKeys, codec_app
+from berth.steps import start_workflow_id
 from tests.integration.conftest import Stack, free_port
-from workflows.visibility import start_workflow_id
 
 UI_ORIGIN = "http://127.0.0.1:8233"
 

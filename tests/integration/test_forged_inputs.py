@@ -20,13 +20,13 @@ from temporalio.api.common.v1 import Payload
 from temporalio.client import WorkflowFailureError
 from temporalio.common import RawValue
 
-from activities.fleet import BeginFleetInput, FleetActivities
+from activities.fleet import FleetActivities
 from berth.config import node_task_queue
 from berth.contract import FleetRestartInput, FleetSelector
 from berth.db.models import Container, ContainerEvent, FleetItem, FleetRun, Node
 from berth.errors import Conflict, NotFound
+from berth.steps import BeginFleetInput, ExitOutput, exit_workflow_id
 from tests.integration.conftest import Stack
-from workflows.container_exit import ExitOutput, exit_workflow_id
 
 RESULT_TIMEOUT = 30
 

@@ -10,16 +10,24 @@ from dataclasses import dataclass
 
 import pytest
 
-from activities.mount import MountActivities, MountRootfsInput, ReleaseRootfsInput
-from activities.network import NetworkActivities, NetworkInput
-from activities.shim import CreateShimInput, ReplaceTaskInput, ShimActivities
-from activities.spec import SpecActivities, WriteSpecInput
+from activities.mount import MountActivities
+from activities.network import NetworkActivities
+from activities.shim import ShimActivities
+from activities.spec import SpecActivities
 from activities.task import TaskActivities
-from activities.types import ContainerRef
 from berth.contract import ContainerConfig, NetworkMode
 from berth.runtime.image import DEFAULT_REF
 from berth.runtime.mounts import is_mounted
 from berth.runtime.netns import delete_netns, netns_exists
+from berth.steps import (
+    ContainerRef,
+    CreateShimInput,
+    MountRootfsInput,
+    NetworkInput,
+    ReleaseRootfsInput,
+    ReplaceTaskInput,
+    WriteSpecInput,
+)
 from tests.integration.conftest import Stack, force_remove
 
 

@@ -19,10 +19,8 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 
 from berth.config import node_task_queue
 from berth.contract import WORKFLOW_CONTRACTS
+from berth.steps import ExitInput, NodeStartInput, NodeStopInput
 from tests.integration.conftest import Stack
-from workflows.container_exit import ExitInput
-from workflows.container_start import NodeStartInput
-from workflows.container_stop import NodeStopInput
 
 SETTLE_SECONDS = 15
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from berth.logs import JsonFormatter
+from berth.steps import start_workflow_id
 from tests.integration.conftest import Stack
 from tests.integration.node_agent import Node2
-from workflows.visibility import start_workflow_id
 
 
 async def test_start_logs_every_phase_with_workflow_container_node_and_step(

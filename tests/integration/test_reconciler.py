@@ -12,6 +12,7 @@ from activities.mount import MountActivities
 from activities.network import NetworkActivities
 from activities.shim import ShimActivities
 from activities.spec import SpecActivities
+from activities.task import TaskActivities
 from berth.contract import ContainerConfig
 from berth.db.models import ContainerEvent
 from berth.leaks import LeakKind
@@ -34,6 +35,7 @@ def reconciler(node2: Node2, temporal: Client) -> Reconciler:
         network=NetworkActivities(node2.sessions, runtime.cni, paths),
         spec=SpecActivities(paths),
         shim=ShimActivities(runtime.containerd, paths),
+        task=TaskActivities(runtime.containerd),
     )
     return Reconciler(
         "node-2",

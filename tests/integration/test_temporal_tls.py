@@ -21,9 +21,9 @@ from berth.config import Settings
 from berth.contract import ContainerConfig
 from berth.errors import BerthError, Forbidden, Unavailable
 from berth.runtime.image import DEFAULT_REF
+from berth.steps import start_workflow_id
 from tests.integration.conftest import Stack, free_port
 from tests.integration.tls_proxy import TlsMaterial, TlsProxy, make_tls_material, tls_proxy
-from workflows.visibility import start_workflow_id
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
 from berth.errors import System
+from berth.steps import start_workflow_id
 from tests.integration.conftest import ROOT, Stack
 from tests.support.stack import SuiteStack
-from workflows.visibility import start_workflow_id
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts" / "web-ui"
