@@ -43,9 +43,9 @@ from berth.contract import ContainerConfig, FleetRestartInput, FleetSelector
 from berth.db.session import make_engine, make_sessionmaker
 from berth.errors import BerthError, Conflict
 from berth.runtime.image import DEFAULT_REF, import_image
-from berth.teardown import tear_down_host
 from berth.worker import heartbeat, node_runtime, node_worker, register_node, running
 from dev.stack import register_search_attributes
+from dev.teardown import tear_down_host
 
 ROOT = Path(__file__).resolve().parents[1]
 PARALLEL = 8

@@ -26,8 +26,8 @@ from berth.db.repository import ContainerRepository
 from berth.db.session import make_sessionmaker
 from berth.runtime.image import DEFAULT_REF
 from berth.steps import start_workflow_id
-from berth.teardown import tear_down_host
 from berth.worker import node_runtime
+from dev.teardown import tear_down_host
 
 
 def summary(label: str, samples_ms: list[float]) -> str:

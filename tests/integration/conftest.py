@@ -27,8 +27,8 @@ from berth.db.session import make_engine, make_sessionmaker
 from berth.errors import BerthError, Conflict
 from berth.runtime.containerd import ContainerdClient
 from berth.runtime.image import DEFAULT_REF
-from berth.teardown import tear_down_host
 from berth.worker import NodeRuntime, node_runtime, running
+from dev.teardown import tear_down_host
 from tests.support.footprint import Footprint, footprint
 from tests.support.stack import (
     NAMESPACE,

@@ -35,9 +35,9 @@ from berth.faults import ENABLE_VALUE, ENABLE_VARIABLE, FILE_VARIABLE
 from berth.leaks import Finding, check_node
 from berth.runtime.image import DEFAULT_REF
 from berth.steps import NodeStartInput, start_workflow_id
-from berth.teardown import tear_down_host
 from berth.worker import NodeRuntime, node_runtime
 from dev.stack import StackPaths
+from dev.teardown import tear_down_host
 from tests.integration.conftest import ROOT, TEST_CODEC_KEYS, Stack
 from tests.support.footprint import Footprint, footprint
 from tests.support.stack import SuiteStack

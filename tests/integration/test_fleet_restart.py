@@ -29,8 +29,8 @@ from berth.errors import BerthError, Conflict
 from berth.fleet_cli import progress_line
 from berth.leaks import check_node
 from berth.runtime.image import DEFAULT_REF
-from berth.teardown import tear_down_host
 from berth.worker import NodeRuntime, node_runtime
+from dev.teardown import tear_down_host
 from tests.integration.conftest import TEST_CODEC_KEYS
 from tests.integration.node_agent import NodeAgent, serving
 from tests.support.stack import SuiteStack

@@ -1,8 +1,9 @@
 """Out-of-band teardown of everything a container holds on its node, in the seed's order.
 
-The saga's own undo steps are the normal path; this is for callers that remove containers
-outside any saga (test and benchmark cleanup, and repairs of what a terminated saga left).
-Every part is idempotent, so it is safe on a container that holds nothing.
+The saga's own undo steps are the normal path; this is for test and benchmark cleanup of
+containers outside any saga (the reconciler repairs what a terminated saga left with the same
+``berth.host_cleanup``). Every part is idempotent, so it is safe on a container that holds nothing.
+Dev and test code: it lives outside the product package.
 """
 
 from __future__ import annotations
