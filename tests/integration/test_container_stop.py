@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 
 import pytest
-from temporalio.client import WorkflowFailureError
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowFailureError, WorkflowHistory
 
 from berth.contract import ContainerStopInput, ContainerStopOutput
-from berth.errors import Conflict
+from berth.errors import BerthError, Conflict
 from tests.integration.conftest import Stack
 
 # A pid 1 only gets the signals it handles: these trap SIGTERM, or ignore it.
@@ -126,3 +128,82 @@ async def test_stop_workflow_of_unknown_container_fails_with_not_found(stack: St
             result_type=ContainerStopOutput,
         )
     assert getattr(failure.value.cause, "type", None) == "NotFound"
+
+
+def longest_workflow_task_seconds(history: WorkflowHistory) -> float:
+    """How long the longest workflow task of a history ran (started → completed or failed)."""
+    started: datetime | None = None
+    longest = 0.0
+    for event in history.events:
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+            started = event.event_time.ToDatetime()
+        elif started is not None and event.event_type in WORKFLOW_TASK_ENDS:
+            longest = max(longest, (event.event_time.ToDatetime() - started).total_seconds())
+            started = None
+    return longest
+
+
+WORKFLOW_TASK_ENDS = (
+    EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+    EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED,
+    EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT,
+)
+WORKFLOW_TASK_TROUBLE = (
+    EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED,
+    EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT,
+)
+
+
+def scheduled_activities(history: WorkflowHistory) -> list[str]:
+    return [
+        event.activity_task_scheduled_event_attributes.activity_type.name
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+
+
+async def test_stop_wait_past_the_workflow_task_timeout_is_a_regular_heartbeating_step(
+    stack: Stack,
+) -> None:
+    container_id = await stack.create(cmd=IGNORES_TERM)
+    await stack.berth.start(container_id)
+
+    stopped = await stack.berth.stop(container_id, timeout=8)
+
+    assert stopped.exit_code == 137
+    history = await stack.berth.temporal.get_workflow_handle(
+        f"container-stop-{container_id}"
+    ).fetch_history()
+    assert scheduled_activities(history) == ["signal_and_wait"]
+    assert not [e for e in history.events if e.event_type in WORKFLOW_TASK_TROUBLE]
+    # As a local activity the 8 s wait ran inside one workflow task (kept open by heartbeats).
+    assert longest_workflow_task_seconds(history) < 5
+    assert (await stack.footprint(container_id)).empty
+
+
+async def test_stop_with_a_600_second_grace_period_waits_without_holding_a_workflow_task(
+    stack: Stack,
+) -> None:
+    container_id = await stack.create(cmd=IGNORES_TERM)
+    await stack.berth.start(container_id)
+    stopping = asyncio.ensure_future(stack.berth.stop(container_id, timeout=600))
+    await wait_for_state(stack, container_id, "stopping")
+    handle = stack.berth.temporal.get_workflow_handle(f"container-stop-{container_id}")
+    # Past the 10 s workflow task timeout, and the step's 30 s heartbeat timeout is not reached.
+    await asyncio.sleep(12)
+
+    waiting = await handle.describe()
+    history = await handle.fetch_history()
+    await handle.cancel()
+    with pytest.raises(BerthError, match="cancel"):
+        await stopping
+
+    assert [a.activity_type.name for a in waiting.raw_description.pending_activities] == [
+        "signal_and_wait"
+    ]
+    assert not [e for e in history.events if e.event_type in WORKFLOW_TASK_TROUBLE]
+    assert longest_workflow_task_seconds(history) < 5
+    # The cancelled stop hands the container back as it was: running, held by nobody.
+    record = await stack.berth.get(container_id)
+    assert (record.state, record.operation) == ("running", None)
+    assert (await stack.berth.stop(container_id, timeout=1)).exit_code == 137
