@@ -1,0 +1,68 @@
+"""The layers' import boundary, checked in a fresh interpreter per case.
+
+The client and the CLI speak the contract, the steps module, temporalio and the database layer:
+importing them loads no workflow, no activity and no containerd runtime. Workflows import the
+contract, the steps module, the errors and temporalio: no activity, no runtime, no SQLAlchemy,
+so the workflow sandbox needs none of them passed through.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOW_MODULES = [
+    "workflows.container_create",
+    "workflows.container_exit",
+    "workflows.container_export",
+    "workflows.container_pause",
+    "workflows.container_remove",
+    "workflows.container_restart",
+    "workflows.container_start",
+    "workflows.container_stop",
+    "workflows.fleet_restart",
+]
+
+
+def loaded_after(*modules: str) -> list[str]:
+    """The modules a fresh interpreter has loaded after importing ``modules``."""
+    program = (
+        "import importlib, json, sys\n"
+        f"for name in {list(modules)!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return list(json.loads(done.stdout))
+
+
+def under(modules: list[str], *prefixes: str) -> list[str]:
+    return [m for m in modules if any(m == p or m.startswith(f"{p}.") for p in prefixes)]
+
+
+@pytest.mark.parametrize("module", ["berth.client", "berth.cli", "berth.fleet_client"])
+def test_client_import_loads_no_workflow_activity_or_runtime_module(module: str) -> None:
+    loaded = loaded_after(module)
+
+    assert under(loaded, "workflows", "activities", "berth.runtime", "berth._containerd_api") == []
+
+
+def test_workflow_imports_load_no_activity_runtime_or_sqlalchemy_module() -> None:
+    loaded = loaded_after(*WORKFLOW_MODULES)
+
+    assert under(loaded, "activities", "berth.runtime", "berth._containerd_api", "sqlalchemy") == []
+    assert under(loaded, "berth") == ["berth", "berth.contract", "berth.errors", "berth.steps"]
+
+
+def test_steps_module_imports_only_pydantic_contract_and_errors() -> None:
+    loaded = loaded_after("berth.steps")
+
+    assert under(loaded, "berth") == ["berth", "berth.contract", "berth.steps"]
+    assert under(loaded, "workflows", "activities", "sqlalchemy") == []
