@@ -8,10 +8,10 @@ one transaction and converges when run again for the same operation.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -23,11 +23,21 @@ from berth.contract import (
     ContainerCreateOutput,
     ContainerStartOutput,
     ContainerState,
+    RestartPolicy,
 )
 from berth.db.models import Container
 from berth.db.repository import ContainerRepository, NodeRepository, SagaStepRepository
-from berth.errors import Conflict, Forbidden, InvalidParameter, Unavailable
+from berth.errors import Conflict, InvalidParameter, Unavailable
 from berth.host_paths import check_bind_sources, check_host_path
+from berth.state_machine import (
+    Decision,
+    Facts,
+    Verdict,
+    decide_abort,
+    decide_begin_start,
+    decide_commit_start,
+    decide_fail_start,
+)
 from berth.steps import (
     AbortInput,
     BeginStartInput,
@@ -105,55 +115,36 @@ class StateActivities:
         start = request.request
         if start.checkpoint:
             raise InvalidParameter("checkpoint is only supported in experimental mode")
-        async with self._sessions.begin() as session:
-            container = await ContainerRepository(session).get(start.container, for_update=True)
-            state = ContainerState(container.state)
-            plan = StartPlan(
-                container_id=container.id,
-                name=container.name,
-                node=container.node,
-                operation=request.operation,
-                config=ContainerConfig.model_validate(container.config),
-                pid=container.pid,
-                ip=container.ip,
-            )
-            if container.operation == request.operation:
-                return plan  # this operation already began (the activity ran again): converge
-            if container.operation is not None and container.operation == request.parent_operation:
-                container.operation = request.operation  # the parent's claim, handed to us
-                return plan
-            if state is ContainerState.PAUSED:
-                raise Conflict("cannot start a paused container, try unpause instead")
-            if state is ContainerState.RUNNING:
-                return plan.model_copy(update={"not_modified": True})
-            if state in (ContainerState.REMOVING, ContainerState.DEAD):
-                raise Conflict("container is marked for removal and cannot be started")
-            if container.operation is not None:
-                raise Conflict(
-                    f"container {container.name} is busy: operation {container.operation} "
-                    "is in progress"
-                )
-            if start.checkpoint_dir:
-                raise Forbidden("custom checkpointdir is not supported")
-            container.state = ContainerState.STARTING
-            container.operation = request.operation
-            container.error = None
-            # A manual start resets docker's restart manager (policy restarts never get here).
-            container.restart_count = 0
-            container.restart_backoff_ms = 0
-        return plan
+        done = await transition(
+            self._sessions,
+            start.container,
+            lambda facts: decide_begin_start(
+                facts, request.operation, request.parent_operation, start.checkpoint_dir
+            ),
+        )
+        return StartPlan(
+            container_id=done.container.id,
+            name=done.container.name,
+            node=done.container.node,
+            operation=request.operation,
+            config=ContainerConfig.model_validate(done.container.config),
+            not_modified=done.decision.verdict is Verdict.NOT_MODIFIED,
+            pid=done.before.pid,
+            ip=done.before.ip,
+        )
 
     @activity.defn(name="commit_start")
     async def commit_start(self, request: CommitStartInput) -> ContainerStartOutput:
         """Record the running container, its pid, the step journal and the ``start`` event."""
         plan = request.plan
-        async with self._sessions.begin() as session:
-            containers = ContainerRepository(session)
-            container = await containers.get(plan.container_id, for_update=True)
-            if container.operation == plan.operation:
-                container.stop_signal = request.stop_signal
-                mark_running(containers, container, request.pid, request.ip)
-                await journal(session, plan.operation, plan.container_id, request.steps)
+        await transition(
+            self._sessions,
+            plan.container_id,
+            lambda facts: decide_commit_start(
+                facts, plan.operation, request.pid, request.ip, request.stop_signal, _now()
+            ),
+            Journal(plan.operation, request.steps),
+        )
         return ContainerStartOutput(
             id=plan.container_id, name=plan.name, node=plan.node, pid=request.pid, ip=request.ip
         )
@@ -162,29 +153,16 @@ class StateActivities:
     async def fail_start(self, request: FailStartInput) -> FailStartOutput:
         """Record the error and exit code, reset the state, honour auto-remove."""
         plan = request.plan
-        async with self._sessions.begin() as session:
-            containers = ContainerRepository(session)
-            container = await containers.find(plan.container_id, for_update=True)
-            if container is None:
-                return FailStartOutput(removed=True)
-            await journal(session, plan.operation, plan.container_id, request.steps)
-            if container.operation != plan.operation:
-                return FailStartOutput(removed=False)
-            container.operation = None
-            container.error = request.error
-            container.exit_code = request.exit_code
-            container.pid = None
-            container.ip = None
-            container.state = _reset_state(container)
-            container.finished_at = _now()
-            containers.add_event(
-                container, "start-failed", {"error": request.error, "exitCode": request.exit_code}
-            )
-            if plan.config.auto_remove:
-                containers.add_event(container, "destroy")
-                await containers.remove(container)
-                return FailStartOutput(removed=True)
-        return FailStartOutput(removed=False)
+        done = await transition_if_exists(
+            self._sessions,
+            plan.container_id,
+            lambda facts: decide_fail_start(
+                facts, plan.operation, request.error, request.exit_code, _now()
+            ),
+            # The steps of a failed start are journaled even when it lost the container.
+            Journal(plan.operation, request.steps, always=True),
+        )
+        return FailStartOutput(removed=done is None or done.decision.remove)
 
     @activity.defn(name="abort_operation")
     async def abort_operation(self, request: AbortInput) -> None:
@@ -193,18 +171,11 @@ class StateActivities:
         A half-started container goes back to its state before the start; a half-stopped one
         stays ``running`` until its node's reconciler or exit monitor says otherwise.
         """
-        async with self._sessions.begin() as session:
-            container = await ContainerRepository(session).find(
-                request.container_id, for_update=True
-            )
-            if container is None or container.operation != request.operation:
-                return
-            container.operation = None
-            container.error = request.error
-            if container.state == ContainerState.STARTING:
-                container.state = _reset_state(container)
-            elif container.state == ContainerState.STOPPING:
-                container.state = ContainerState.RUNNING
+        await transition_if_exists(
+            self._sessions,
+            request.container_id,
+            lambda facts: decide_abort(facts, request.operation, request.error),
+        )
 
     @activity.defn(name="locate_container")
     async def locate_container(self, request: LocateInput) -> ContainerLocation:
@@ -216,27 +187,105 @@ class StateActivities:
         )
 
 
-def mark_running(
-    containers: ContainerRepository, container: Container, pid: int, ip: str | None
+class Journal(NamedTuple):
+    """An operation's saga steps, written with the transition that ends it: when it still
+    holds the container, or (``always``) whenever the container exists."""
+
+    operation: str
+    steps: list[StepOutcome]
+    always: bool = False
+
+
+class Transition(NamedTuple):
+    """One applied decision: the row after it, what the row said before, the decision."""
+
+    container: Container
+    before: Facts
+    decision: Decision
+
+
+async def transition(
+    sessions: async_sessionmaker[AsyncSession],
+    container: str,
+    decide: Callable[[Facts], Decision],
+    steps: Journal | None = None,
+) -> Transition:
+    """One state transition of ``container`` (id or name; ``NotFound`` if there is none)."""
+    done = await _transition(sessions, container, decide, steps, must_exist=True)
+    assert done is not None  # the repository raised NotFound otherwise
+    return done
+
+
+async def transition_if_exists(
+    sessions: async_sessionmaker[AsyncSession],
+    container: str,
+    decide: Callable[[Facts], Decision],
+    steps: Journal | None = None,
+) -> Transition | None:
+    """One state transition of ``container``; None when it no longer exists (removed)."""
+    return await _transition(sessions, container, decide, steps, must_exist=False)
+
+
+async def _transition(
+    sessions: async_sessionmaker[AsyncSession],
+    ref: str,
+    decide: Callable[[Facts], Decision],
+    steps: Journal | None,
+    must_exist: bool,
+) -> Transition | None:
+    """Lock the row, ask the state machine, apply its decision: one transaction."""
+    async with sessions.begin() as session:
+        containers = ContainerRepository(session)
+        if must_exist:
+            container: Container | None = await containers.get(ref, for_update=True)
+        else:
+            container = await containers.find(ref, for_update=True)
+        if container is None:
+            return None
+        before = facts_of(container)
+        decision = decide(before)
+        if steps is not None and (steps.always or decision.verdict is Verdict.APPLY):
+            await journal(session, steps.operation, container.id, steps.steps)
+        await apply_decision(containers, container, decision)
+    return Transition(container, before, decision)
+
+
+def facts_of(container: Container) -> Facts:
+    """What the state machine decides from: the row, read under its lock."""
+    config = container.config
+    return Facts(
+        id=container.id,
+        name=container.name,
+        state=ContainerState(container.state),
+        operation=container.operation,
+        pid=container.pid,
+        ip=container.ip,
+        has_been_started_before=container.has_been_started_before,
+        has_been_manually_stopped=container.has_been_manually_stopped,
+        restart_count=container.restart_count,
+        restart_backoff_ms=container.restart_backoff_ms,
+        started_at=container.started_at,
+        restart_policy=RestartPolicy.model_validate(config.get("restart_policy") or {}),
+        auto_remove=bool(config.get("auto_remove", False)),
+    )
+
+
+async def apply_decision(
+    containers: ContainerRepository, container: Container, decision: Decision
 ) -> None:
-    """The container runs the task ``pid``: its operation ends (event ``start``)."""
-    container.state = ContainerState.RUNNING
-    container.pid = pid
-    container.ip = ip
-    container.exit_code = 0
-    container.error = None
-    container.started_at = _now()
-    container.has_been_started_before = True
-    container.has_been_manually_stopped = False
-    container.operation = None
-    containers.add_event(container, "start", {"pid": pid})
+    """Apply the state machine's decision to the locked row, in the caller's transaction.
 
-
-def _reset_state(container: Container) -> ContainerState:
-    """A failed start leaves the container as it was before: never half-started."""
-    if container.has_been_started_before:
-        return ContainerState.EXITED
-    return ContainerState.CREATED
+    A refusal raises its typed error; otherwise the fields are set, the events added and the
+    row deleted when the decision says so.
+    """
+    if decision.error is not None:
+        raise decision.error
+    for name, value in decision.fields.items():
+        setattr(container, name, value)
+    for event in decision.events:
+        containers.add_event(container, event.action, dict(event.attributes))
+    if decision.remove:
+        await containers.remove(container)
 
 
 def _least_loaded(nodes: list[str], containers: Any) -> str:

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from berth.contract import ContainerState
+from berth.contract import ContainerState, RestartPolicy
 from berth.errors import BerthError, Conflict, Forbidden
+from berth.restart_policy import RestartDecision, decide_restart
 
 # The states in which the container has a task that runs (paused is frozen, still alive).
 LIVE_STATES = frozenset({ContainerState.RUNNING, ContainerState.PAUSED})
@@ -42,7 +43,11 @@ class Facts:
     has_been_started_before: bool = False
     has_been_manually_stopped: bool = False
     restart_count: int = 0
-    # The container's config asks for removal once it stops (``--rm``).
+    # The restart manager's back-off so far (0 after a reset).
+    restart_backoff_ms: int = 0
+    started_at: datetime | None = None
+    # From the container's config: its restart policy, and removal once it stops (``--rm``).
+    restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     auto_remove: bool = False
 
 
@@ -88,11 +93,8 @@ class Decision:
     # Delete the row after the events (removal, auto-remove).
     remove: bool = False
     error: BerthError | None = None
-
-    @property
-    def changes(self) -> bool:
-        """Whether applying the decision writes anything."""
-        return bool(self.fields or self.events or self.remove)
+    # After an exit: whether the restart policy restarts the container, after which back-off.
+    restart: RestartDecision | None = None
 
 
 CONVERGED = Decision(Verdict.CONVERGED)
@@ -409,7 +411,8 @@ def decide_export(facts: Facts) -> Decision:
 def decide_record_exit(
     facts: Facts, operation: str, pid: int, exit_code: int, now: datetime
 ) -> Decision:
-    """A task that exited by itself: ``exited`` (event ``die``), held for its cleanup.
+    """A task that exited by itself: ``exited`` (event ``die``), held for its cleanup, and the
+    restart manager's answer (``restart``; never for an auto-removed container).
 
     Not this exit's to record when an operation holds the container (that operation records
     it), the container is not live, or it no longer runs the task ``pid``.
@@ -419,10 +422,24 @@ def decide_record_exit(
         return CONVERGED
     if hold is Hold.OTHER or facts.state not in LIVE_STATES or facts.pid != pid:
         return NOT_HELD
+    manager = decide_restart(
+        facts.restart_policy,
+        exit_code,
+        manually_stopped=facts.has_been_manually_stopped,
+        restart_count=facts.restart_count,
+        backoff_ms=facts.restart_backoff_ms,
+        ran_for=now - facts.started_at if facts.started_at else timedelta(),
+    )
     return Decision(
         Verdict.APPLY,
-        {**_stopped(exit_code, now), "state": ContainerState.EXITED, "operation": operation},
+        {
+            **_stopped(exit_code, now),
+            "state": ContainerState.EXITED,
+            "operation": operation,
+            "restart_backoff_ms": manager.backoff_ms,
+        },
         (Event("die", {"exitCode": exit_code}),),
+        restart=RestartDecision(manager.restart and not facts.auto_remove, manager.backoff_ms),
     )
 
 

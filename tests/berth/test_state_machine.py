@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from berth.contract import ContainerState
+from berth.contract import ContainerState, RestartPolicy
 from berth.db.models import Container
 from berth.errors import Conflict, Forbidden
+from berth.restart_policy import RestartDecision
 from berth.state_machine import (
     LIVE_STATES,
     Decision,
@@ -531,8 +532,65 @@ def test_record_exit_live_task_exited_holds_for_cleanup() -> None:
         "finished_at": NOW,
         "state": S.EXITED,
         "operation": MINE,
+        "restart_backoff_ms": 0,
     }
     assert decision.events == (Event("die", {"exitCode": 3}),)
+    assert decision.restart == RestartDecision(False, 0)
+
+
+def test_record_exit_always_policy_restarts_after_first_backoff() -> None:
+    exited = facts(S.RUNNING, restart_policy=RestartPolicy(name="always"), started_at=NOW)
+
+    decision = decide_record_exit(exited, MINE, pid=PID, exit_code=0, now=NOW)
+
+    assert decision.restart == RestartDecision(True, 100)
+    assert decision.fields["restart_backoff_ms"] == 100
+
+
+def test_record_exit_backoff_doubles_for_a_short_run() -> None:
+    exited = facts(
+        S.RUNNING,
+        restart_policy=RestartPolicy(name="always"),
+        restart_backoff_ms=400,
+        started_at=NOW - timedelta(seconds=1),
+    )
+
+    decision = decide_record_exit(exited, MINE, pid=PID, exit_code=0, now=NOW)
+
+    assert decision.restart == RestartDecision(True, 800)
+
+
+def test_record_exit_backoff_resets_after_a_long_run() -> None:
+    exited = facts(
+        S.RUNNING,
+        restart_policy=RestartPolicy(name="always"),
+        restart_backoff_ms=400,
+        started_at=NOW - timedelta(minutes=1),
+    )
+
+    decision = decide_record_exit(exited, MINE, pid=PID, exit_code=0, now=NOW)
+
+    assert decision.restart == RestartDecision(True, 100)
+
+
+def test_record_exit_auto_remove_never_restarts() -> None:
+    exited = facts(S.RUNNING, restart_policy=RestartPolicy(name="always"), auto_remove=True)
+
+    decision = decide_record_exit(exited, MINE, pid=PID, exit_code=1, now=NOW)
+
+    assert decision.restart == RestartDecision(False, 100)
+
+
+def test_record_exit_unless_stopped_manually_stopped_stays_down() -> None:
+    exited = facts(
+        S.RUNNING,
+        restart_policy=RestartPolicy(name="unless-stopped"),
+        has_been_manually_stopped=True,
+    )
+
+    decision = decide_record_exit(exited, MINE, pid=PID, exit_code=1, now=NOW)
+
+    assert decision.restart is not None and not decision.restart.restart
 
 
 @pytest.mark.parametrize("auto_remove", [False, True])
