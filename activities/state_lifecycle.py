@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
-from activities.state import Journal, Transition, transition, transition_if_exists
+from berth.activities.state import Journal, Transition, transition, transition_if_exists
 from berth.contract import ContainerConfig, ContainerStartOutput, ContainerState
 from berth.state_machine import (
     LIVE_STATES,

@@ -32,7 +32,8 @@ from berth.runtime.mounts import mounts_under
 from berth.runtime.netns import list_netns, netns_exists
 from berth.runtime.types import TaskStatus
 
-# The holder a running task keeps (activities.mount.TASK_HOLDER; not imported: no layering back).
+# The holder a running task keeps (berth.activities.mount.TASK_HOLDER; not imported: no
+# layering back).
 TASK_HOLDER = "task"
 # States in which a container holds its rootfs, network, containerd container and task.
 LIVE_STATES = frozenset({ContainerState.RUNNING, ContainerState.PAUSED})

@@ -31,11 +31,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.mount import MountActivities
-from activities.network import NetworkActivities
-from activities.shim import ShimActivities
-from activities.spec import SpecActivities
-from activities.task import TaskActivities
+from berth.activities.mount import MountActivities
+from berth.activities.network import NetworkActivities
+from berth.activities.shim import ShimActivities
+from berth.activities.spec import SpecActivities
+from berth.activities.task import TaskActivities
 from berth.config import NodePaths
 from berth.contract import ContainerState, NetworkMode
 from berth.db.models import Container

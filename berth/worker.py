@@ -22,17 +22,17 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.exit import ExitActivities
-from activities.export import ExportActivities
-from activities.fleet import FleetActivities
-from activities.health import HealthActivities
-from activities.mount import MountActivities
-from activities.network import NetworkActivities
-from activities.shim import ShimActivities
-from activities.spec import SpecActivities
-from activities.state import StateActivities
-from activities.state_lifecycle import LifecycleStateActivities
-from activities.task import TaskActivities
+from berth.activities.exit import ExitActivities
+from berth.activities.export import ExportActivities
+from berth.activities.fleet import FleetActivities
+from berth.activities.health import HealthActivities
+from berth.activities.mount import MountActivities
+from berth.activities.network import NetworkActivities
+from berth.activities.shim import ShimActivities
+from berth.activities.spec import SpecActivities
+from berth.activities.state import StateActivities
+from berth.activities.state_lifecycle import LifecycleStateActivities
+from berth.activities.task import TaskActivities
 from berth.client import connect
 from berth.config import Settings, node_task_queue
 from berth.container_logs import LogPolicy
@@ -45,16 +45,16 @@ from berth.logs import configure as configure_logging
 from berth.reconciler import Reconciler, Undo, temporal_workflow_running
 from berth.runtime.cni import CniNetwork
 from berth.runtime.containerd import ContainerdClient
-from workflows.container_create import ContainerCreate
-from workflows.container_exit import ContainerExitedOnNode
-from workflows.container_export import ContainerExport, ContainerExportOnNode
-from workflows.container_pause import ContainerPause, ContainerPauseOnNode, ContainerUnpause
-from workflows.container_remove import ContainerRemove, ContainerRemoveOnNode
-from workflows.container_restart import ContainerRestart, ContainerRestartOnNode
-from workflows.container_start import ContainerStart, ContainerStartOnNode
-from workflows.container_stop import ContainerStop, ContainerStopOnNode
-from workflows.fleet_restart import FleetRestart
-from workflows.steps import CONTROL, NODE, check_registered
+from berth.workflows.container_create import ContainerCreate
+from berth.workflows.container_exit import ContainerExitedOnNode
+from berth.workflows.container_export import ContainerExport, ContainerExportOnNode
+from berth.workflows.container_pause import ContainerPause, ContainerPauseOnNode, ContainerUnpause
+from berth.workflows.container_remove import ContainerRemove, ContainerRemoveOnNode
+from berth.workflows.container_restart import ContainerRestart, ContainerRestartOnNode
+from berth.workflows.container_start import ContainerStart, ContainerStartOnNode
+from berth.workflows.container_stop import ContainerStop, ContainerStopOnNode
+from berth.workflows.fleet_restart import FleetRestart
+from berth.workflows.steps import CONTROL, NODE, check_registered
 
 log = logging.getLogger("berth.worker")
 NODE_HEARTBEAT_SECONDS = 5.0
@@ -69,7 +69,7 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     """
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(
-            "berth", "workflows", "pydantic", "pydantic_core"
+            "berth", "pydantic", "pydantic_core"
         )
     )
 

@@ -51,7 +51,7 @@ NODE = "pkg"
 # What the installed wheel must import, from outside the repository.
 IMPORTS = ("berth.client", "berth.cli", "berth.worker", "berth.runtime.containerd")
 # Top-level names Berth's own modules may have; after scripts/rename_packages.py only "berth".
-BERTH_TOP_LEVEL = ("berth", "workflows", "activities")
+BERTH_TOP_LEVEL = ("berth",)
 
 CHILD = """
 import asyncio, importlib, json, sys
@@ -234,11 +234,6 @@ def test_wheel_built_from_work_tree_contains_stubs_and_package_data(wheel: Path)
     assert "berth/runtime/seccomp_default.json" in names
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="workflows/ and activities/ install as top-level packages until "
-    "scripts/rename_packages.py has run (issue 11 item 7)",
-)
 @pytest.mark.timeout(WHEEL_TEST_SECONDS)
 def test_wheel_top_level_packages_only_berth(wheel: Path) -> None:
     top = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}

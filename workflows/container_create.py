@@ -7,8 +7,8 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from berth.contract import ContainerCreateInput, ContainerCreateOutput
     from berth.errors import BerthError
-    from workflows import steps
-    from workflows.steps import run_step
+    from berth.workflows import steps
+    from berth.workflows.steps import run_step
 
 
 @workflow.defn(name="ContainerCreate", failure_exception_types=[BerthError])

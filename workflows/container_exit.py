@@ -9,10 +9,11 @@ back-off (a durable timer) it claims the container for a policy restart and runs
 ``ContainerStartOnNode`` as a child, which the Web UI shows under this workflow.
 
 Any Temporal client can start this workflow, so its input is only a claim: the exit is verified
-against PostgreSQL and containerd first (:mod:`activities.exit`), and the exit code recorded is
-containerd's. A claim about a task that still runs, or a pid that is not the container's task,
-changes nothing. The policy restart's claim is held as this run's operation and handed to the
-child, which takes it over as its parent's (Temporal names the parent; no input does).
+against PostgreSQL and containerd first (:mod:`berth.activities.exit`), and the exit code
+recorded is containerd's. A claim about a task that still runs, or a pid that is not the
+container's task, changes nothing. The policy restart's claim is held as this run's operation
+and handed to the child, which takes it over as its parent's (Temporal names the parent; no
+input does).
 """
 
 from __future__ import annotations
@@ -36,12 +37,12 @@ with workflow.unsafe.imports_passed_through():
         container_attributes,
         policy_restart_id,
     )
-    from workflows import steps
-    from workflows.container_start import ContainerStartOnNode
-    from workflows.lifecycle import abort, release_host, remove_snapshot, state_step
-    from workflows.routing import operation_id, operation_of, set_outcome
-    from workflows.saga import failure_message, run_to_completion
-    from workflows.steps import run_step
+    from berth.workflows import steps
+    from berth.workflows.container_start import ContainerStartOnNode
+    from berth.workflows.lifecycle import abort, release_host, remove_snapshot, state_step
+    from berth.workflows.routing import operation_id, operation_of, set_outcome
+    from berth.workflows.saga import failure_message, run_to_completion
+    from berth.workflows.steps import run_step
 
 
 @workflow.defn(name="ContainerExitedOnNode", failure_exception_types=[BerthError])

@@ -28,10 +28,10 @@ with workflow.unsafe.imports_passed_through():
         ReleaseRootfsInput,
         export_holder,
     )
-    from workflows import steps
-    from workflows.routing import locate, operation_id, run_on_node, set_outcome
-    from workflows.saga import Saga
-    from workflows.steps import run_step
+    from berth.workflows import steps
+    from berth.workflows.routing import locate, operation_id, run_on_node, set_outcome
+    from berth.workflows.saga import Saga
+    from berth.workflows.steps import run_step
 
 
 @workflow.defn(name="ContainerExport", failure_exception_types=[BerthError])

@@ -16,11 +16,11 @@ with workflow.unsafe.imports_passed_through():
     from berth.contract import ContainerPauseInput, ContainerPauseOutput
     from berth.errors import BerthError, as_berth_error
     from berth.steps import BeginPauseInput, CommitPauseInput, ContainerRef, NodePauseInput
-    from workflows import steps
-    from workflows.lifecycle import abort, state_step
-    from workflows.routing import locate, operation_id, run_on_node, set_outcome
-    from workflows.saga import run_to_completion
-    from workflows.steps import run_step
+    from berth.workflows import steps
+    from berth.workflows.lifecycle import abort, state_step
+    from berth.workflows.routing import locate, operation_id, run_on_node, set_outcome
+    from berth.workflows.saga import run_to_completion
+    from berth.workflows.steps import run_step
 
 
 async def _pause_on_node(request: ContainerPauseInput, pause: bool) -> ContainerPauseOutput:

@@ -24,16 +24,16 @@ with workflow.unsafe.imports_passed_through():
         Holding,
         NodeRemoveInput,
     )
-    from workflows import steps
-    from workflows.lifecycle import (
+    from berth.workflows import steps
+    from berth.workflows.lifecycle import (
         release_error,
         release_host,
         remove_snapshot,
         state_step,
         stop_task,
     )
-    from workflows.routing import locate, operation_id, run_on_node, set_outcome
-    from workflows.saga import failure_message, run_to_completion
+    from berth.workflows.routing import locate, operation_id, run_on_node, set_outcome
+    from berth.workflows.saga import failure_message, run_to_completion
 
 # How long a SIGKILLed task may take to be reaped.
 KILL_WAIT_SECONDS = 10

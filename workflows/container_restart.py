@@ -32,13 +32,18 @@ with workflow.unsafe.imports_passed_through():
         ReplaceTaskInput,
         StepOutcome,
     )
-    from workflows import steps
-    from workflows.container_start import ContainerStartOnNode
-    from workflows.lifecycle import release_error, release_host, state_step, stop_task_or_abort
-    from workflows.metrics import recorded
-    from workflows.routing import locate, operation_id, run_on_node, set_outcome
-    from workflows.saga import failure_message, run_to_completion
-    from workflows.steps import run_step
+    from berth.workflows import steps
+    from berth.workflows.container_start import ContainerStartOnNode
+    from berth.workflows.lifecycle import (
+        release_error,
+        release_host,
+        state_step,
+        stop_task_or_abort,
+    )
+    from berth.workflows.metrics import recorded
+    from berth.workflows.routing import locate, operation_id, run_on_node, set_outcome
+    from berth.workflows.saga import failure_message, run_to_completion
+    from berth.workflows.steps import run_step
 
 
 @workflow.defn(name="ContainerRestart", failure_exception_types=[BerthError])

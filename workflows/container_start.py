@@ -39,12 +39,18 @@ with workflow.unsafe.imports_passed_through():
         WriteSpecInput,
         cleanup_step,
     )
-    from workflows import steps
-    from workflows.lifecycle import cleanup_summary, remove_snapshot
-    from workflows.metrics import record_action, record_compensation, recorded
-    from workflows.routing import locate, operation_id, parent_operation, run_on_node, set_outcome
-    from workflows.saga import Saga, failure_message, run_to_completion
-    from workflows.steps import run_step
+    from berth.workflows import steps
+    from berth.workflows.lifecycle import cleanup_summary, remove_snapshot
+    from berth.workflows.metrics import record_action, record_compensation, recorded
+    from berth.workflows.routing import (
+        locate,
+        operation_id,
+        parent_operation,
+        run_on_node,
+        set_outcome,
+    )
+    from berth.workflows.saga import Saga, failure_message, run_to_completion
+    from berth.workflows.steps import run_step
 
 
 @workflow.defn(name="ContainerStart", failure_exception_types=[BerthError])

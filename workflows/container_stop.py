@@ -3,7 +3,8 @@
 ``ContainerStopOnNode`` runs on the container's node: hold the container under its row lock (a
 stopped one is not modified), send the image's stop signal, wait up to the timeout, SIGKILL
 (one regular activity that heartbeats, since the timeout is the user's and may be a day), then
-release what the start made in the one host cleanup order (:func:`workflows.lifecycle.release_host`:
+release what the start made in the one host cleanup order
+(:func:`berth.workflows.lifecycle.release_host`:
 task, containerd container, spec, network, rootfs mount holder), with the start's own undo
 activities. The container is then ``exited`` with its exit code (events ``die`` and ``stop``).
 
@@ -20,16 +21,16 @@ with workflow.unsafe.imports_passed_through():
     from berth.contract import DEFAULT_STOP_TIMEOUT, ContainerStopInput, ContainerStopOutput
     from berth.errors import BerthError
     from berth.steps import BeginStopInput, FinishStopInput, NodeStopInput
-    from workflows import steps
-    from workflows.lifecycle import (
+    from berth.workflows import steps
+    from berth.workflows.lifecycle import (
         release_error,
         release_host,
         remove_snapshot,
         state_step,
         stop_task_or_abort,
     )
-    from workflows.routing import locate, operation_id, run_on_node, set_outcome
-    from workflows.saga import run_to_completion
+    from berth.workflows.routing import locate, operation_id, run_on_node, set_outcome
+    from berth.workflows.saga import run_to_completion
 
 
 @workflow.defn(name="ContainerStop", failure_exception_types=[BerthError])

@@ -57,12 +57,12 @@ with workflow.unsafe.imports_passed_through():
         node_task_queue,
         restart_workflow_id,
     )
-    from workflows import steps
-    from workflows.container_restart import ContainerRestartOnNode
-    from workflows.metrics import record_fleet_item
-    from workflows.routing import set_outcome
-    from workflows.saga import failure_message
-    from workflows.steps import run_step
+    from berth.workflows import steps
+    from berth.workflows.container_restart import ContainerRestartOnNode
+    from berth.workflows.metrics import record_fleet_item
+    from berth.workflows.routing import set_outcome
+    from berth.workflows.saga import failure_message
+    from berth.workflows.steps import run_step
 
 PAGE_SIZE = 200
 KEPT_ERRORS = 10

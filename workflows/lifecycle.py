@@ -28,9 +28,9 @@ with workflow.unsafe.imports_passed_through():
         SignalTaskInput,
         StepOutcome,
     )
-    from workflows import steps
-    from workflows.saga import failure_message, run_to_completion
-    from workflows.steps import Step, run_step
+    from berth.workflows import steps
+    from berth.workflows.saga import failure_message, run_to_completion
+    from berth.workflows.steps import Step, run_step
 
 In = TypeVar("In")
 Out = TypeVar("Out")

@@ -1,7 +1,8 @@
 """Shared shapes of Berth's workflows: routing an operation to its container's node.
 
 Every per-container operation runs as ``<Op>OnNode`` on the agent of the container's node, where
-its steps run (:mod:`workflows.steps`). The public ``<Op>`` workflows on the control queue ``berth``
+its steps run (:mod:`berth.workflows.steps`). The public ``<Op>`` workflows on the control queue
+``berth``
 find the node and run that workflow there as a child; :func:`run_on_node` is that routing, once.
 
 The operation a node workflow holds a container as is :func:`operation_id`: its own workflow id
@@ -34,9 +35,9 @@ with workflow.unsafe.imports_passed_through():
         container_attributes,
         node_task_queue,
     )
-    from workflows import steps
-    from workflows.saga import failure_message, run_to_completion
-    from workflows.steps import run_step
+    from berth.workflows import steps
+    from berth.workflows.saga import failure_message, run_to_completion
+    from berth.workflows.steps import run_step
 
 T = TypeVar("T")
 In = TypeVar("In")

@@ -33,7 +33,7 @@ with workflow.unsafe.imports_passed_through():
         ContainerStartOutput,
         ContainerState,
     )
-    from workflows.policies import STATE_RETRY, STEP_RETRY, STEP_TIMEOUT, UNDO_RETRY
+    from berth.workflows.policies import STATE_RETRY, STEP_RETRY, STEP_TIMEOUT, UNDO_RETRY
 
 In = TypeVar("In")
 Out = TypeVar("Out")

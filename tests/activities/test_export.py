@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from activities import export
-from activities.export import ExportActivities, ExportDirectories, export_to
+from berth.activities import export
+from berth.activities.export import ExportActivities, ExportDirectories, export_to
 from berth.config import NodePaths
 from berth.errors import Forbidden, InvalidParameter
 from berth.steps import ExportRootfsInput

@@ -16,16 +16,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# The repository's folders are installed as berth.workflows / berth.activities only.
+OLD_TOP_LEVEL = ("workflows", "activities")
 WORKFLOW_MODULES = [
-    "workflows.container_create",
-    "workflows.container_exit",
-    "workflows.container_export",
-    "workflows.container_pause",
-    "workflows.container_remove",
-    "workflows.container_restart",
-    "workflows.container_start",
-    "workflows.container_stop",
-    "workflows.fleet_restart",
+    "berth.workflows.container_create",
+    "berth.workflows.container_exit",
+    "berth.workflows.container_export",
+    "berth.workflows.container_pause",
+    "berth.workflows.container_remove",
+    "berth.workflows.container_restart",
+    "berth.workflows.container_start",
+    "berth.workflows.container_stop",
+    "berth.workflows.fleet_restart",
 ]
 
 
@@ -51,18 +53,39 @@ def under(modules: list[str], *prefixes: str) -> list[str]:
 def test_client_import_loads_no_workflow_activity_or_runtime_module(module: str) -> None:
     loaded = loaded_after(module)
 
-    assert under(loaded, "workflows", "activities", "berth.runtime", "berth._containerd_api") == []
+    assert (
+        under(
+            loaded,
+            *OLD_TOP_LEVEL,
+            "berth.workflows",
+            "berth.activities",
+            "berth.runtime",
+            "berth._containerd_api",
+        )
+        == []
+    )
 
 
 def test_workflow_imports_load_no_activity_runtime_or_sqlalchemy_module() -> None:
     loaded = loaded_after(*WORKFLOW_MODULES)
 
-    assert under(loaded, "activities", "berth.runtime", "berth._containerd_api", "sqlalchemy") == []
-    assert under(loaded, "berth") == ["berth", "berth.contract", "berth.errors", "berth.steps"]
+    assert (
+        under(
+            loaded,
+            *OLD_TOP_LEVEL,
+            "berth.activities",
+            "berth.runtime",
+            "berth._containerd_api",
+            "sqlalchemy",
+        )
+        == []
+    )
+    outside_workflows = [m for m in under(loaded, "berth") if not m.startswith("berth.workflows")]
+    assert outside_workflows == ["berth", "berth.contract", "berth.errors", "berth.steps"]
 
 
 def test_steps_module_imports_only_pydantic_contract_and_errors() -> None:
     loaded = loaded_after("berth.steps")
 
     assert under(loaded, "berth") == ["berth", "berth.contract", "berth.steps"]
-    assert under(loaded, "workflows", "activities", "sqlalchemy") == []
+    assert under(loaded, *OLD_TOP_LEVEL, "sqlalchemy") == []

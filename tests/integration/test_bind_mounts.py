@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from activities.mount import MountActivities
-from activities.shim import ShimActivities
-from activities.spec import SpecActivities
+from berth.activities.mount import MountActivities
+from berth.activities.shim import ShimActivities
+from berth.activities.spec import SpecActivities
 from berth.contract import BindMount, ContainerConfig, NetworkMode
 from berth.errors import Forbidden
 from berth.runtime.image import DEFAULT_REF

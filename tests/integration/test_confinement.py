@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from activities.mount import MountActivities
-from activities.network import NetworkActivities
-from activities.shim import ShimActivities
-from activities.spec import SpecActivities
-from activities.task import TaskActivities
+from berth.activities.mount import MountActivities
+from berth.activities.network import NetworkActivities
+from berth.activities.shim import ShimActivities
+from berth.activities.spec import SpecActivities
+from berth.activities.task import TaskActivities
 from berth.container_logs import read_log
 from berth.contract import ContainerConfig, NetworkMode
 from berth.errors import Forbidden, InvalidParameter

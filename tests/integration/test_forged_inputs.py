@@ -20,7 +20,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.client import WorkflowFailureError
 from temporalio.common import RawValue
 
-from activities.fleet import FleetActivities
+from berth.activities.fleet import FleetActivities
 from berth.config import node_task_queue
 from berth.contract import FleetRestartInput, FleetSelector
 from berth.db.models import Container, ContainerEvent, FleetItem, FleetRun, Node

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from activities.mount import MountActivities
-from activities.network import NetworkActivities
-from activities.shim import ShimActivities
-from activities.spec import SpecActivities
-from activities.task import TaskActivities
+from berth.activities.mount import MountActivities
+from berth.activities.network import NetworkActivities
+from berth.activities.shim import ShimActivities
+from berth.activities.spec import SpecActivities
+from berth.activities.task import TaskActivities
 from berth.contract import ContainerConfig, NetworkMode
 from berth.runtime.image import DEFAULT_REF
 from berth.runtime.mounts import is_mounted

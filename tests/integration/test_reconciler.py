@@ -8,11 +8,11 @@ import json
 from sqlalchemy import select
 from temporalio.client import Client
 
-from activities.mount import MountActivities
-from activities.network import NetworkActivities
-from activities.shim import ShimActivities
-from activities.spec import SpecActivities
-from activities.task import TaskActivities
+from berth.activities.mount import MountActivities
+from berth.activities.network import NetworkActivities
+from berth.activities.shim import ShimActivities
+from berth.activities.spec import SpecActivities
+from berth.activities.task import TaskActivities
 from berth.contract import ContainerConfig
 from berth.db.models import ContainerEvent
 from berth.leaks import LeakKind

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from workflows.saga import Saga, run_to_completion
+from berth.workflows.saga import Saga, run_to_completion
 
 
 async def test_saga_compensates_last_in_first_out() -> None:

@@ -9,8 +9,8 @@ import pytest
 from temporalio import activity
 
 import berth.worker
-from activities.state import StateActivities
-from activities.task import TaskActivities
+from berth.activities.state import StateActivities
+from berth.activities.task import TaskActivities
 from berth.config import Settings
 from berth.contract import NetworkMode
 from berth.steps import (
@@ -22,7 +22,7 @@ from berth.steps import (
     ReleaseRootfsInput,
     SignalTaskInput,
 )
-from workflows.steps import (
+from berth.workflows.steps import (
     CONTROL,
     NODE,
     STEPS,
