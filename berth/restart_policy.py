@@ -62,3 +62,15 @@ def decide_restart(
         limit = policy.maximum_retry_count
         restart = exit_code != 0 and (limit == 0 or restart_count < limit)
     return RestartDecision(restart, backoff_ms)
+
+
+def restarts_at_boot(policy: RestartPolicy, *, manually_stopped: bool) -> bool:
+    """Whether a container that ran when its node went down starts again when the node is back.
+
+    dockerd's start-up: ``always``, and ``unless-stopped`` unless the user stopped it. ``no``
+    and ``on-failure`` stay down: the reboot is no failure of the container (dockerd restores
+    such a container with exit code 0, which ``on-failure`` does not restart).
+    """
+    if policy.name == "always":
+        return True
+    return policy.name == "unless-stopped" and not manually_stopped

@@ -21,7 +21,7 @@ from typing import Any
 
 from berth.contract import ContainerState, RestartPolicy
 from berth.errors import BerthError, Conflict, Forbidden
-from berth.restart_policy import RestartDecision, decide_restart
+from berth.restart_policy import RestartDecision, decide_restart, restarts_at_boot
 
 # The states in which the container has a task that runs (paused is frozen, still alive).
 LIVE_STATES = frozenset({ContainerState.RUNNING, ContainerState.PAUSED})
@@ -473,4 +473,35 @@ def decide_claim_restart(facts: Facts, operation: str, restart_count: int) -> De
             "operation": operation,
             "state": ContainerState.STARTING,
         },
+    )
+
+
+# --- node boot ------------------------------------------------------------------------------
+
+
+def decide_lost_at_boot(facts: Facts, exit_code: int, reason: str, now: datetime) -> Decision:
+    """A live container whose task did not survive its node going down (a reboot: agent,
+    containerd, shims and tasks gone), seen when the node's agent boots.
+
+    As dockerd at start-up: one whose policy restarts it at boot (:func:`restarts_at_boot`) is
+    left to its exit's workflow, which records the exit and restarts it by its policy (``restart``
+    says so, nothing is applied here); an auto-removed one is left to that workflow too, which
+    removes it. Any other is recorded ``exited`` now, with ``reason`` as its error (event ``die``).
+    Not this boot's to decide when an operation holds the container or it is not live.
+    """
+    if facts.operation is not None or facts.state not in LIVE_STATES:
+        return NOT_HELD
+    restart = restarts_at_boot(
+        facts.restart_policy, manually_stopped=facts.has_been_manually_stopped
+    )
+    if facts.auto_remove or restart:
+        return Decision(
+            Verdict.NOT_MODIFIED,
+            restart=RestartDecision(restart and not facts.auto_remove, facts.restart_backoff_ms),
+        )
+    return Decision(
+        Verdict.APPLY,
+        {**_stopped(exit_code, now), "state": ContainerState.EXITED, "error": reason},
+        (Event("die", {"exitCode": exit_code, "reason": reason}),),
+        restart=RestartDecision(False, facts.restart_backoff_ms),
     )

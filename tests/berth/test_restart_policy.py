@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from berth.contract import RestartPolicy
-from berth.restart_policy import decide_restart
+from berth.restart_policy import decide_restart, restarts_at_boot
 
 SHORT = timedelta(seconds=1)
 
@@ -54,3 +54,19 @@ def test_decide_restart_on_failure_ignores_exit_zero() -> None:
 def test_decide_restart_unless_stopped_respects_a_manual_stop() -> None:
     assert decide(RestartPolicy(name="unless-stopped"))[0]
     assert not decide(RestartPolicy(name="unless-stopped"), manually_stopped=True)[0]
+
+
+def test_restarts_at_boot_always_even_when_manually_stopped() -> None:
+    assert restarts_at_boot(RestartPolicy(name="always"), manually_stopped=False)
+    assert restarts_at_boot(RestartPolicy(name="always"), manually_stopped=True)
+
+
+def test_restarts_at_boot_unless_stopped_only_when_not_manually_stopped() -> None:
+    assert restarts_at_boot(RestartPolicy(name="unless-stopped"), manually_stopped=False)
+    assert not restarts_at_boot(RestartPolicy(name="unless-stopped"), manually_stopped=True)
+
+
+def test_restarts_at_boot_no_and_on_failure_stay_down() -> None:
+    assert not restarts_at_boot(RestartPolicy(name="no"), manually_stopped=False)
+    policy = RestartPolicy(name="on-failure", maximum_retry_count=3)
+    assert not restarts_at_boot(policy, manually_stopped=False)

@@ -36,6 +36,7 @@ from berth.state_machine import (
     decide_fail_start,
     decide_finish_remove,
     decide_finish_stop,
+    decide_lost_at_boot,
     decide_record_exit,
     hold_of,
     state_before_start,
@@ -625,3 +626,59 @@ def test_facts_are_frozen() -> None:
     with pytest.raises(AttributeError):
         facts(S.RUNNING).state = S.EXITED  # type: ignore[misc]
     assert replace(facts(S.RUNNING), state=S.EXITED).state is S.EXITED
+
+
+# --- node boot ------------------------------------------------------------------------------
+
+REBOOT = "node node-1 restarted: the task was lost with it"
+
+
+@pytest.mark.parametrize("state", sorted(LIVE_STATES))
+@pytest.mark.parametrize("policy", ["no", "on-failure"])
+def test_lost_at_boot_policy_that_does_not_restart_records_exited_with_the_reason(
+    state: ContainerState, policy: str
+) -> None:
+    lost = facts(state, restart_policy=RestartPolicy(name=policy), restart_backoff_ms=400)
+
+    decision = decide_lost_at_boot(lost, 255, REBOOT, NOW)
+
+    assert decision.verdict is Verdict.APPLY
+    assert decision.fields == {
+        "exit_code": 255,
+        "pid": None,
+        "ip": None,
+        "finished_at": NOW,
+        "state": S.EXITED,
+        "error": REBOOT,
+    }
+    assert decision.events == (Event("die", {"exitCode": 255, "reason": REBOOT}),)
+    assert decision.restart == RestartDecision(False, 400)
+    assert set(decision.fields) <= COLUMNS
+
+
+@pytest.mark.parametrize("policy", ["always", "unless-stopped"])
+def test_lost_at_boot_policy_that_restarts_is_left_to_its_exit(policy: str) -> None:
+    lost = facts(S.RUNNING, restart_policy=RestartPolicy(name=policy))
+
+    decision = decide_lost_at_boot(lost, 255, REBOOT, NOW)
+
+    assert decision == Decision(Verdict.NOT_MODIFIED, restart=RestartDecision(True, 0))
+
+
+def test_lost_at_boot_auto_remove_is_left_to_its_exit_without_restart() -> None:
+    lost = facts(S.RUNNING, restart_policy=RestartPolicy(name="no"), auto_remove=True)
+
+    decision = decide_lost_at_boot(lost, 255, REBOOT, NOW)
+
+    assert decision == Decision(Verdict.NOT_MODIFIED, restart=RestartDecision(False, 0))
+
+
+@pytest.mark.parametrize("state", sorted(set(S) - LIVE_STATES))
+def test_lost_at_boot_container_not_live_is_not_held(state: ContainerState) -> None:
+    assert decide_lost_at_boot(facts(state), 255, REBOOT, NOW) == Decision(Verdict.NOT_HELD)
+
+
+def test_lost_at_boot_container_held_by_an_operation_is_not_held() -> None:
+    assert decide_lost_at_boot(facts(S.RUNNING, OTHER), 255, REBOOT, NOW) == Decision(
+        Verdict.NOT_HELD
+    )
