@@ -1,0 +1,294 @@
+"""Records the workflow histories that tests/workflows/test_replay.py replays (opt-in).
+
+Runs only with ``BERTH_RECORD_HISTORIES=1``; otherwise every test here is skipped::
+
+    BERTH_RECORD_HISTORIES=1 .venv/bin/pytest -q tests/integration/test_record_histories.py
+
+Each test runs one scenario on the suite's own stack with its real workers (the same fixtures as
+every integration test, payloads encrypted with the suite's codec key), waits for the runs to
+close, fetches their histories and writes them to ``tests/workflows/histories/`` as
+``<scenario>.<WorkflowType>[.run-<n>].json``, replacing that scenario's fixtures at the top level
+(fixtures kept in subfolders, for histories of older releases, are never touched). Each fresh
+recording is replayed at once: a workflow that cannot replay its own new history is
+non-deterministic, and its recording fails here rather than in CI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.service import RPCError, RPCStatusCode
+
+from berth.contract import (
+    ContainerExportInput,
+    ContainerExportOutput,
+    ContainerPauseInput,
+    ContainerPauseOutput,
+    ContainerRemoveInput,
+    ContainerRemoveOutput,
+    ContainerRestartInput,
+    ContainerStartInput,
+    ContainerStartOutput,
+    ContainerStopInput,
+    ContainerStopOutput,
+    FleetRestartInput,
+)
+from berth.steps import (
+    exit_workflow_id,
+    fleet_workflow_id,
+    policy_restart_id,
+    restart_workflow_id,
+)
+from tests.integration.conftest import EXPORT_ROOT, Stack
+from tests.integration.node_agent import Node2
+from tests.workflows.history_fixtures import (
+    HISTORIES_DIR,
+    RECORD_VARIABLE,
+    fixture_path,
+    load,
+    replayer,
+    save,
+)
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get(RECORD_VARIABLE) != "1",
+    reason=f"records workflow histories only with {RECORD_VARIABLE}=1",
+)
+
+EXITS_ON_TERM = ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"]
+RESULT_TIMEOUT = 120
+
+
+class Recorder:
+    """Fetches closed runs' histories into one scenario's fixtures."""
+
+    def __init__(self, temporal: Client, scenario: str) -> None:
+        self.temporal = temporal
+        self.scenario = scenario
+        for old in HISTORIES_DIR.glob(f"{scenario}.*.json"):
+            old.unlink()
+
+    async def record(
+        self,
+        workflow_type: str,
+        workflow_id: str,
+        run_id: str | None = None,
+        run: int | None = None,
+    ) -> Path:
+        """Write the history of ``workflow_id`` (its latest run, or ``run_id``) and replay it."""
+        history = await self.temporal.get_workflow_handle(
+            workflow_id, run_id=run_id
+        ).fetch_history()
+        path = fixture_path(self.scenario, workflow_type, run)
+        save(path, self.scenario, workflow_type, history)
+        await replayer().replay_workflow(load(path).history)
+        return path
+
+
+async def run_public(
+    stack: Stack, workflow_type: str, request: object, workflow_id: str, result_type: type
+) -> object:
+    """Run a public workflow by type name on queue ``berth``, as any Temporal client would."""
+    return await asyncio.wait_for(
+        stack.berth.temporal.execute_workflow(
+            workflow_type,
+            request,
+            id=workflow_id,
+            task_queue=stack.settings.task_queue,
+            result_type=result_type,
+        ),
+        RESULT_TIMEOUT,
+    )
+
+
+def on_node(workflow_id: str, node: str) -> str:
+    """The id a public workflow gives its child on ``node`` (berth.workflows.routing)."""
+    return f"{workflow_id}-on-{node}"
+
+
+async def closed(temporal: Client, workflow_id: str, timeout: float = RESULT_TIMEOUT) -> None:
+    """Wait for a run that someone else starts (the exit monitor) to exist and close."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await asyncio.wait_for(temporal.get_workflow_handle(workflow_id).result(), timeout)
+            return
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+def export_dir() -> Iterator[Path]:
+    """A fresh directory under the in-process node's operator-listed export directory."""
+    EXPORT_ROOT.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory = EXPORT_ROOT / f"rec-{uuid.uuid4().hex[:8]}"
+    directory.mkdir()
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+async def test_record_create_and_start(stack: Stack) -> None:
+    recorder = Recorder(stack.berth.temporal, "start")
+    cid = await stack.create(cmd=EXITS_ON_TERM)
+    name = (await stack.berth.get(cid)).name
+    start_id = f"container-start-{cid}"
+
+    await run_public(
+        stack, "ContainerStart", ContainerStartInput(container=cid), start_id, ContainerStartOutput
+    )
+
+    await recorder.record("ContainerCreate", f"container-create-{name}")
+    await recorder.record("ContainerStart", start_id)
+    await recorder.record("ContainerStartOnNode", on_node(start_id, stack.settings.node))
+
+
+async def test_record_failed_start_with_undos(node2: Node2) -> None:
+    recorder = Recorder(node2.temporal, "failed_start")
+    cid = await node2.create()
+    # The task step fails before its side effect: mount, network, spec, shim and task are undone.
+    node2.agent.set_faults({"point": "task:before", "action": "fail", "container": cid})
+    start_id = f"container-start-{cid}"
+
+    with pytest.raises(WorkflowFailureError):
+        await run_public(
+            node2.stack,
+            "ContainerStart",
+            ContainerStartInput(container=cid),
+            start_id,
+            ContainerStartOutput,
+        )
+
+    await recorder.record("ContainerStart", start_id)
+    await recorder.record("ContainerStartOnNode", on_node(start_id, node2.settings.node))
+
+
+async def test_record_restart(stack: Stack) -> None:
+    recorder = Recorder(stack.berth.temporal, "restart")
+    cid = await stack.create(cmd=EXITS_ON_TERM)
+    await stack.berth.start(cid)
+    restart_id = restart_workflow_id(cid)
+
+    await run_public(
+        stack,
+        "ContainerRestart",
+        ContainerRestartInput(container=cid, timeout=5),
+        restart_id,
+        ContainerStartOutput,
+    )
+
+    await recorder.record("ContainerRestart", restart_id)
+    await recorder.record("ContainerRestartOnNode", on_node(restart_id, stack.settings.node))
+
+
+async def test_record_stop(stack: Stack) -> None:
+    recorder = Recorder(stack.berth.temporal, "stop")
+    cid = await stack.create(cmd=EXITS_ON_TERM)
+    await stack.berth.start(cid)
+    stop_id = f"container-stop-{cid}"
+
+    await run_public(
+        stack,
+        "ContainerStop",
+        ContainerStopInput(container=cid, timeout=5),
+        stop_id,
+        ContainerStopOutput,
+    )
+
+    await recorder.record("ContainerStop", stop_id)
+    await recorder.record("ContainerStopOnNode", on_node(stop_id, stack.settings.node))
+
+
+async def test_record_pause_unpause_export_and_forced_remove(
+    stack: Stack, export_dir: Path
+) -> None:
+    cid = await stack.create(cmd=EXITS_ON_TERM)
+    await stack.berth.start(cid)
+    ref = ContainerPauseInput(container=cid)
+    # (scenario, public workflow, its node child, request, result type), run in this order.
+    runs = [
+        ("pause", "ContainerPause", "ContainerPauseOnNode", ref, ContainerPauseOutput),
+        ("unpause", "ContainerUnpause", "ContainerPauseOnNode", ref, ContainerPauseOutput),
+        (
+            "export",
+            "ContainerExport",
+            "ContainerExportOnNode",
+            ContainerExportInput(container=cid, output=str(export_dir / "rootfs.tar")),
+            ContainerExportOutput,
+        ),
+        (
+            "forced_remove",
+            "ContainerRemove",
+            "ContainerRemoveOnNode",
+            ContainerRemoveInput(container=cid, force=True),
+            ContainerRemoveOutput,
+        ),
+    ]
+    for scenario, workflow_type, child_type, request, result_type in runs:
+        recorder = Recorder(stack.berth.temporal, scenario)
+        workflow_id = f"container-{scenario.replace('_', '-')}-{cid}"
+        await run_public(stack, workflow_type, request, workflow_id, result_type)
+        await recorder.record(workflow_type, workflow_id)
+        await recorder.record(child_type, on_node(workflow_id, stack.settings.node))
+
+
+async def test_record_exit_with_policy_restart(stack: Stack) -> None:
+    recorder = Recorder(stack.berth.temporal, "exit")
+    cid = await stack.create(
+        cmd=["sh", "-c", "sleep 1; exit 3"],
+        restart_policy={"name": "on-failure", "maximum_retry_count": 1},
+    )
+    started = await stack.berth.start(cid)
+    exit_id = exit_workflow_id(cid, started.pid)
+
+    # The exit monitor starts it when the task exits; it restarts the container once as a child.
+    await closed(stack.berth.temporal, exit_id)
+
+    await recorder.record("ContainerExitedOnNode", exit_id)
+    await recorder.record("ContainerStartOnNode", policy_restart_id(cid, 1))
+
+
+async def test_record_fleet_restart_continuing_as_new(stack: Stack) -> None:
+    recorder = Recorder(stack.berth.temporal, "fleet_restart")
+    ids = [await stack.create(cmd=EXITS_ON_TERM) for _ in range(4)]
+    for cid in ids:
+        await stack.berth.start(cid)
+    request = FleetRestartInput.model_validate(
+        {
+            "name": f"rec-{uuid.uuid4().hex[:8]}",
+            "selector": {"ids": ids},
+            "max_parallel": 2,
+            "continue_as_new_after": 2,
+            "stop_timeout": 0,
+        }
+    )
+
+    handle = await stack.berth.fleet.restart(request)
+    result = await asyncio.wait_for(handle.result(), RESULT_TIMEOUT)
+    assert (result.status, result.counts.restarted) == ("completed", 4), result
+
+    run_id = handle.first_execution_run_id
+    runs = 0
+    while run_id:
+        runs += 1
+        path = await recorder.record(
+            "FleetRestart", fleet_workflow_id(request.name), run_id=run_id, run=runs
+        )
+        last = load(path).history.events[-1]
+        continued = last.workflow_execution_continued_as_new_event_attributes
+        run_id = (
+            continued.new_execution_run_id
+            if last.HasField("workflow_execution_continued_as_new_event_attributes")
+            else None
+        )
+    assert runs >= 2, "the fleet restart did not continue as new"
+    await recorder.record("ContainerRestartOnNode", restart_workflow_id(ids[0]))

@@ -1,0 +1,161 @@
+"""Replay of recorded histories: a change to a workflow that breaks an in-flight run fails here.
+
+Every fixture under ``tests/workflows/histories/`` (a real run recorded on the test stack, see
+tests/integration/test_record_histories.py) is replayed by Temporal's ``Replayer`` against the
+workflow classes the workers register, in the workers' sandbox and with their data converter.
+A workflow whose code no longer issues the commands its history holds, in the same order, fails
+with a ``NondeterminismError``. No server is needed. The variants below show that the replay
+does catch such a change (and that replaying a faithful subclass does not).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+from temporalio import workflow
+from temporalio.api.enums.v1 import EventType
+from temporalio.worker import UnsandboxedWorkflowRunner
+
+from berth.contract import WORKFLOW_CONTRACTS, ContainerStartOutput
+from berth.errors import BerthError
+from berth.steps import NODE_WORKFLOW_CONTRACTS, LocateInput, NodeStartInput
+from berth.workflows import steps
+from berth.workflows.container_start import ContainerStartOnNode
+from berth.workflows.steps import run_step
+from tests.workflows.history_fixtures import (
+    BERTH_WORKFLOWS,
+    RecordedHistory,
+    fixture_path,
+    load,
+    load_all,
+    replay_converter,
+    replayer,
+)
+
+FIXTURES = load_all()
+# The runs the suite must always hold a history of (scenario, workflow type).
+REQUIRED = {
+    ("start", "ContainerStart"),
+    ("start", "ContainerStartOnNode"),
+    ("failed_start", "ContainerStart"),
+    ("failed_start", "ContainerStartOnNode"),
+    ("restart", "ContainerRestart"),
+    ("restart", "ContainerRestartOnNode"),
+    ("stop", "ContainerStop"),
+    ("stop", "ContainerStopOnNode"),
+    ("fleet_restart", "FleetRestart"),
+    ("exit", "ContainerExitedOnNode"),
+}
+
+
+def event_types(recorded: RecordedHistory) -> list[int]:
+    return [event.event_type for event in recorded.history.events]
+
+
+@pytest.mark.parametrize("recorded", FIXTURES, ids=[f.path.name for f in FIXTURES])
+async def test_replay_recorded_history_replays_without_nondeterminism(
+    recorded: RecordedHistory,
+) -> None:
+    result = await replayer().replay_workflow(recorded.history, raise_on_replay_failure=False)
+
+    assert result.replay_failure is None, f"{recorded.path.name}: {result.replay_failure}"
+
+
+def test_replay_fixtures_hold_every_required_run() -> None:
+    held = {(f.scenario, f.workflow_type) for f in FIXTURES}
+
+    assert held >= REQUIRED, sorted(REQUIRED - held)
+
+
+def test_replay_fixtures_failed_start_ends_failed_after_its_undos() -> None:
+    saga = load(fixture_path("failed_start", "ContainerStartOnNode"))
+    types = event_types(saga)
+    markers = Counter(types)[EventType.EVENT_TYPE_MARKER_RECORDED]
+
+    assert types[-1] == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED
+    # begin, mount, network, spec, shim (task failed before its side effect), five undos, fail.
+    assert markers >= 11, markers
+
+
+def test_replay_fixtures_fleet_restart_continues_as_new() -> None:
+    runs = [
+        f for f in FIXTURES if (f.scenario, f.workflow_type) == ("fleet_restart", "FleetRestart")
+    ]
+    endings = [event_types(run)[-1] for run in runs]
+
+    assert endings.count(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW) >= 1, endings
+    assert endings.count(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED) == 1, endings
+
+
+def test_replay_workflows_are_every_registered_workflow() -> None:
+    # The SDK's own reading of @workflow.defn (it has no public accessor for the name).
+    names = {workflow._Definition.must_from_class(cls).name for cls in BERTH_WORKFLOWS}
+
+    assert names == set(WORKFLOW_CONTRACTS) | set(NODE_WORKFLOW_CONTRACTS)
+
+
+# --- variants of the start saga, replayed against the recorded start -----------------------------
+# Unsandboxed: the sandbox would re-import this test module and everything it imports.
+
+
+@workflow.defn(name="ContainerStartOnNode", sandboxed=False, failure_exception_types=[BerthError])
+class FaithfulStart(ContainerStartOnNode):
+    """The start saga unchanged: its recorded history replays."""
+
+    @workflow.run
+    async def run(self, start: NodeStartInput) -> ContainerStartOutput:
+        return await super().run(start)
+
+
+@workflow.defn(name="ContainerStartOnNode", sandboxed=False, failure_exception_types=[BerthError])
+class StartWithExtraStep(ContainerStartOnNode):
+    """The start saga with one more activity before its checks."""
+
+    @workflow.run
+    async def run(self, start: NodeStartInput) -> ContainerStartOutput:
+        await run_step(
+            steps.LOCATE_CONTAINER, LocateInput(container=start.request.container), "locate"
+        )
+        return await super().run(start)
+
+
+@workflow.defn(name="ContainerStartOnNode", sandboxed=False, failure_exception_types=[BerthError])
+class StartWithTimer(ContainerStartOnNode):
+    """The start saga waiting on a durable timer before its checks."""
+
+    @workflow.run
+    async def run(self, start: NodeStartInput) -> ContainerStartOutput:
+        await workflow.sleep(1)
+        return await super().run(start)
+
+
+def variant_replayer(variant: type) -> Any:
+    from temporalio.worker import Replayer
+
+    return Replayer(
+        workflows=[variant],
+        data_converter=replay_converter(),
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    )
+
+
+async def test_replay_start_history_on_faithful_subclass_replays() -> None:
+    recorded = load(fixture_path("start", "ContainerStartOnNode"))
+
+    result = await variant_replayer(FaithfulStart).replay_workflow(
+        recorded.history, raise_on_replay_failure=False
+    )
+
+    assert result.replay_failure is None, result.replay_failure
+
+
+@pytest.mark.parametrize("variant", [StartWithExtraStep, StartWithTimer])
+async def test_replay_start_history_on_changed_workflow_raises_nondeterminism(
+    variant: type,
+) -> None:
+    recorded = load(fixture_path("start", "ContainerStartOnNode"))
+
+    with pytest.raises(workflow.NondeterminismError):
+        await variant_replayer(variant).replay_workflow(recorded.history)
