@@ -479,17 +479,24 @@ def decide_claim_restart(facts: Facts, operation: str, restart_count: int) -> De
 # --- node boot ------------------------------------------------------------------------------
 
 
-def decide_lost_at_boot(facts: Facts, exit_code: int, reason: str, now: datetime) -> Decision:
+def decide_lost_at_boot(
+    facts: Facts, operation: str, exit_code: int, reason: str, now: datetime
+) -> Decision:
     """A live container whose task did not survive its node going down (a reboot: agent,
     containerd, shims and tasks gone), seen when the node's agent boots.
 
     As dockerd at start-up: one whose policy restarts it at boot (:func:`restarts_at_boot`) is
     left to its exit's workflow, which records the exit and restarts it by its policy (``restart``
     says so, nothing is applied here); an auto-removed one is left to that workflow too, which
-    removes it. Any other is recorded ``exited`` now, with ``reason`` as its error (event ``die``).
-    Not this boot's to decide when an operation holds the container or it is not live.
+    removes it. Any other is recorded ``exited`` now, with ``reason`` as its error (event ``die``),
+    and held by the boot's ``operation`` while its host resources are released (ended by
+    :func:`decide_end_exit`). Not this boot's to decide when an operation holds the container or
+    it is not live.
     """
-    if facts.operation is not None or facts.state not in LIVE_STATES:
+    hold = hold_of(facts, operation)
+    if hold is Hold.MINE:
+        return CONVERGED
+    if hold is Hold.OTHER or facts.state not in LIVE_STATES:
         return NOT_HELD
     restart = restarts_at_boot(
         facts.restart_policy, manually_stopped=facts.has_been_manually_stopped
@@ -501,7 +508,12 @@ def decide_lost_at_boot(facts: Facts, exit_code: int, reason: str, now: datetime
         )
     return Decision(
         Verdict.APPLY,
-        {**_stopped(exit_code, now), "state": ContainerState.EXITED, "error": reason},
+        {
+            **_stopped(exit_code, now),
+            "state": ContainerState.EXITED,
+            "error": reason,
+            "operation": operation,
+        },
         (Event("die", {"exitCode": exit_code, "reason": reason}),),
         restart=RestartDecision(False, facts.restart_backoff_ms),
     )

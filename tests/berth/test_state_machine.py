@@ -640,7 +640,7 @@ def test_lost_at_boot_policy_that_does_not_restart_records_exited_with_the_reaso
 ) -> None:
     lost = facts(state, restart_policy=RestartPolicy(name=policy), restart_backoff_ms=400)
 
-    decision = decide_lost_at_boot(lost, 255, REBOOT, NOW)
+    decision = decide_lost_at_boot(lost, MINE, 255, REBOOT, NOW)
 
     assert decision.verdict is Verdict.APPLY
     assert decision.fields == {
@@ -650,6 +650,7 @@ def test_lost_at_boot_policy_that_does_not_restart_records_exited_with_the_reaso
         "finished_at": NOW,
         "state": S.EXITED,
         "error": REBOOT,
+        "operation": MINE,
     }
     assert decision.events == (Event("die", {"exitCode": 255, "reason": REBOOT}),)
     assert decision.restart == RestartDecision(False, 400)
@@ -660,7 +661,7 @@ def test_lost_at_boot_policy_that_does_not_restart_records_exited_with_the_reaso
 def test_lost_at_boot_policy_that_restarts_is_left_to_its_exit(policy: str) -> None:
     lost = facts(S.RUNNING, restart_policy=RestartPolicy(name=policy))
 
-    decision = decide_lost_at_boot(lost, 255, REBOOT, NOW)
+    decision = decide_lost_at_boot(lost, MINE, 255, REBOOT, NOW)
 
     assert decision == Decision(Verdict.NOT_MODIFIED, restart=RestartDecision(True, 0))
 
@@ -668,17 +669,23 @@ def test_lost_at_boot_policy_that_restarts_is_left_to_its_exit(policy: str) -> N
 def test_lost_at_boot_auto_remove_is_left_to_its_exit_without_restart() -> None:
     lost = facts(S.RUNNING, restart_policy=RestartPolicy(name="no"), auto_remove=True)
 
-    decision = decide_lost_at_boot(lost, 255, REBOOT, NOW)
+    decision = decide_lost_at_boot(lost, MINE, 255, REBOOT, NOW)
 
     assert decision == Decision(Verdict.NOT_MODIFIED, restart=RestartDecision(False, 0))
 
 
 @pytest.mark.parametrize("state", sorted(set(S) - LIVE_STATES))
 def test_lost_at_boot_container_not_live_is_not_held(state: ContainerState) -> None:
-    assert decide_lost_at_boot(facts(state), 255, REBOOT, NOW) == Decision(Verdict.NOT_HELD)
+    assert decide_lost_at_boot(facts(state), MINE, 255, REBOOT, NOW) == Decision(Verdict.NOT_HELD)
+
+
+def test_lost_at_boot_held_by_the_same_boot_converges() -> None:
+    assert decide_lost_at_boot(facts(S.EXITED, MINE), MINE, 255, REBOOT, NOW) == Decision(
+        Verdict.CONVERGED
+    )
 
 
 def test_lost_at_boot_container_held_by_an_operation_is_not_held() -> None:
-    assert decide_lost_at_boot(facts(S.RUNNING, OTHER), 255, REBOOT, NOW) == Decision(
+    assert decide_lost_at_boot(facts(S.RUNNING, OTHER), MINE, 255, REBOOT, NOW) == Decision(
         Verdict.NOT_HELD
     )
