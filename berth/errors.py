@@ -2,11 +2,18 @@
 
 Every error is a Temporal ``ApplicationError`` whose ``type`` is the class name, so clients in any
 language match on the type string. Retryability is decided here, where each class is defined.
+
+An ``Unavailable`` raised for a dependency that may come back (containerd, the CNI plugins' locks,
+PostgreSQL) says which one and on which node, and how long the raiser's operator lets a step wait
+for it (:class:`Waiting`, carried as the error's details, so a workflow reads it from history):
+the workflows retry such a step for that grace and show "waiting for containerd on node-2"
+meanwhile (:func:`berth.workflows.steps.run_step`).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from temporalio.exceptions import ApplicationError
 
@@ -57,6 +64,34 @@ class Unavailable(BerthError):
     type_name = "Unavailable"
     retryable = True
 
+    @classmethod
+    def waiting(cls, message: str, waiting: Waiting) -> Unavailable:
+        """An ``Unavailable`` that says what it waits for (see :func:`waiting_of`)."""
+        return cls(message, waiting.as_details())
+
+
+# How long a step may wait for a dependency that went away unless its raiser says otherwise.
+DEFAULT_GRACE_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """What a transient ``Unavailable`` waits for: a dependency on a node, for at most a grace."""
+
+    dependency: str
+    node: str
+    grace_seconds: float = DEFAULT_GRACE_SECONDS
+
+    def as_details(self) -> dict[str, Any]:
+        return {
+            "waiting_for": self.dependency,
+            "node": self.node,
+            "grace_seconds": self.grace_seconds,
+        }
+
+    def __str__(self) -> str:
+        return f"{self.dependency} on {self.node}" if self.node else self.dependency
+
 
 class System(BerthError):
     """The runtime or host failed in a way the caller cannot fix."""
@@ -104,6 +139,28 @@ def application_cause(err: BaseException) -> ApplicationError | None:
     return None
 
 
+def waiting_of(err: BaseException) -> Waiting | None:
+    """What the ``Unavailable`` under ``err`` waits for; None for any other error.
+
+    An ``Unavailable`` without details (a node agent that is down, an older raiser) waits for
+    "a dependency" for the default grace.
+    """
+    cause = application_cause(err)
+    if cause is None or cause.type != Unavailable.type_name:
+        return None
+    details = cause.details[0] if cause.details else None
+    if not isinstance(details, dict) or "waiting_for" not in details:
+        return Waiting("a dependency", "")
+    try:
+        return Waiting(
+            str(details["waiting_for"]),
+            str(details.get("node") or ""),
+            float(details.get("grace_seconds", DEFAULT_GRACE_SECONDS)),
+        )
+    except (TypeError, ValueError):
+        return Waiting(str(details["waiting_for"]), str(details.get("node") or ""))
+
+
 def as_berth_error(err: BaseException) -> BerthError:
     """The typed error an activity or child-workflow failure carries (``Unknown`` if none)."""
     cause = application_cause(err)
@@ -111,4 +168,5 @@ def as_berth_error(err: BaseException) -> BerthError:
         return Unknown(str(err) or type(err).__name__)
     if isinstance(cause, BerthError):
         return cause
-    return error_from_type(cause.type, cause.message)
+    rebuilt = ERROR_CLASSES.get(cause.type or "", Unknown)
+    return rebuilt(cause.message, *cause.details)

@@ -4,6 +4,14 @@ The stubs come from ``scripts/gen_containerd_stubs.py``. The containerd namespac
 ``containerd-namespace`` gRPC metadata on every call. This module is the one place where gRPC
 status codes become Berth errors (``_ERRORS``); callers only ever see ``berth.errors`` classes.
 Teardown calls treat "not found" as success, and create calls converge when run again.
+
+Every unary call has its own deadline (``call_timeout``, seconds: containerd answers them in
+milliseconds), so a frozen or restarting containerd never holds a step for the step's whole
+timeout; only the waits whose length the task decides (``wait_task``, ``wait_process``) and the
+event stream have none. A deadline hit, a socket that is gone or a refused connection is
+``Unavailable`` naming the call, the container and the node, and it says that it waits for
+containerd on this node for ``grace_seconds`` (``berth.errors.Waiting``): the workflows retry the
+step that long before giving up.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import grpc
 from google.protobuf import any_pb2, empty_pb2, field_mask_pb2
@@ -33,6 +41,7 @@ from berth._containerd_api.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from berth._containerd_api.services.version.v1 import version_pb2_grpc
 from berth._containerd_api.types.task import task_pb2
 from berth.errors import (
+    DEFAULT_GRACE_SECONDS,
     BerthError,
     Conflict,
     Forbidden,
@@ -40,6 +49,7 @@ from berth.errors import (
     NotFound,
     System,
     Unavailable,
+    Waiting,
 )
 from berth.runtime.types import Mount, TaskStatus
 
@@ -51,6 +61,8 @@ NAMESPACE_HEADER = "containerd-namespace"
 # Snapshots that no container or image references are garbage to containerd's GC; Berth's rootfs
 # snapshots outlive their containerd container (stop deletes it), so each one is a GC root.
 GC_ROOT_LABEL = "containerd.io/gc.root"
+# A unary containerd call's deadline: seconds, not the step's minute.
+CALL_TIMEOUT_SECONDS = 10.0
 
 _INDEX_TYPES = frozenset(
     {
@@ -78,13 +90,29 @@ class AlreadyExists(Conflict):
     """containerd already has the object; a ``Conflict`` that create calls converge on."""
 
 
-def translate_error(error: grpc.aio.AioRpcError, node: str, what: str) -> BerthError:
-    """The Berth error for a gRPC error from containerd, keeping containerd's text."""
+def translate_error(
+    error: grpc.aio.AioRpcError,
+    node: str,
+    what: str,
+    deadline: float | None = None,
+    grace_seconds: float = DEFAULT_GRACE_SECONDS,
+) -> BerthError:
+    """The Berth error for a gRPC error from containerd, keeping containerd's text.
+
+    ``deadline``: the call's own deadline, named when it was hit. An ``Unavailable`` says it
+    waits for containerd on ``node`` for ``grace_seconds``.
+    """
     code = error.code()
     cls: type[BerthError] = (
         AlreadyExists if code == grpc.StatusCode.ALREADY_EXISTS else _ERRORS.get(code, System)
     )
-    return cls(f"{what} on node {node!r}: {error.details() or code.name}")
+    text = error.details() or code.name
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED and deadline is not None:
+        text = f"containerd did not answer within {deadline:g}s ({text})"
+    message = f"{what} on node {node!r}: {text}"
+    if cls is Unavailable:
+        return Unavailable.waiting(message, Waiting("containerd", node, grace_seconds))
+    return cls(message)
 
 
 @dataclass(frozen=True)
@@ -181,10 +209,19 @@ def stdio_uri(target: Path | str) -> str:
 class ContainerdClient:
     """A connection to one node's containerd, scoped to one containerd namespace."""
 
-    def __init__(self, socket: Path, namespace: str, node: str) -> None:
+    def __init__(
+        self,
+        socket: Path,
+        namespace: str,
+        node: str,
+        call_timeout: float = CALL_TIMEOUT_SECONDS,
+        grace_seconds: float = DEFAULT_GRACE_SECONDS,
+    ) -> None:
         self.socket = socket
         self.namespace = namespace
         self.node = node
+        self.call_timeout = call_timeout
+        self.grace_seconds = grace_seconds
         self._channel = grpc.aio.insecure_channel(f"unix://{socket}")
         self._metadata = ((NAMESPACE_HEADER, namespace),)
         self._version = version_pb2_grpc.VersionStub(self._channel)
@@ -210,11 +247,22 @@ class ContainerdClient:
         """Close the gRPC channel."""
         await self._channel.close()
 
-    async def _call(self, what: str, method: Callable[..., Awaitable[T]], request: Any) -> T:
+    async def _call(
+        self,
+        what: str,
+        method: Callable[..., Awaitable[T]],
+        request: Any,
+        deadline: float | Literal["call"] | None = "call",
+    ) -> T:
+        """One unary call with its deadline (``call_timeout`` unless given; None: no deadline)."""
+        timeout = self.call_timeout if deadline == "call" else deadline
         try:
-            return await method(request, metadata=self._metadata)
+            return await method(request, metadata=self._metadata, timeout=timeout)
         except grpc.aio.AioRpcError as error:
-            raise translate_error(error, self.node, what) from None
+            raise self._error(error, what, timeout) from None
+
+    def _error(self, error: grpc.aio.AioRpcError, what: str, deadline: float | None) -> BerthError:
+        return translate_error(error, self.node, what, deadline, self.grace_seconds)
 
     # --- version -----------------------------------------------------------------------------
 
@@ -266,12 +314,14 @@ class ContainerdClient:
         chunks: list[bytes] = []
         try:
             stream = self._content.Read(
-                content_pb2.ReadContentRequest(digest=digest), metadata=self._metadata
+                content_pb2.ReadContentRequest(digest=digest),
+                metadata=self._metadata,
+                timeout=self.call_timeout,
             )
             async for chunk in stream:
                 chunks.append(chunk.data)
         except grpc.aio.AioRpcError as error:
-            raise translate_error(error, self.node, f"image {ref!r} blob {digest}") from None
+            raise self._error(error, f"image {ref!r} blob {digest}", self.call_timeout) from None
         return b"".join(chunks)
 
     # --- snapshots ---------------------------------------------------------------------------
@@ -312,11 +362,12 @@ class ContainerdClient:
             stream = self._snapshots.List(
                 snapshots_pb2.ListSnapshotsRequest(snapshotter=SNAPSHOTTER),
                 metadata=self._metadata,
+                timeout=self.call_timeout,
             )
             async for response in stream:
                 keys.extend(info.name for info in response.info)
         except grpc.aio.AioRpcError as error:
-            raise translate_error(error, self.node, "list snapshots") from None
+            raise self._error(error, "list snapshots", self.call_timeout) from None
         return keys
 
     # --- containers --------------------------------------------------------------------------
@@ -480,6 +531,7 @@ class ContainerdClient:
             f"wait task {container_id}",
             self._tasks.Wait,
             tasks_pb2.WaitRequest(container_id=container_id),
+            deadline=None,  # as long as the task takes; callers bound it when they must
         )
         return int(response.exit_status)
 
@@ -498,9 +550,15 @@ class ContainerdClient:
             waiter = asyncio.ensure_future(self.wait_task(container_id))
             try:
                 await self.kill_task(container_id, signals.SIGKILL, all_processes=True)
-                await waiter
+                await asyncio.wait_for(waiter, self.call_timeout)
             except NotFound:
                 pass
+            except TimeoutError:
+                raise Unavailable.waiting(
+                    f"wait task {container_id} on node {self.node!r}: not gone "
+                    f"{self.call_timeout:g}s after SIGKILL",
+                    Waiting("containerd", self.node, self.grace_seconds),
+                ) from None
             finally:
                 waiter.cancel()
         try:
@@ -567,6 +625,7 @@ class ContainerdClient:
             f"wait exec {exec_id} in task {container_id}",
             self._tasks.Wait,
             tasks_pb2.WaitRequest(container_id=container_id, exec_id=exec_id),
+            deadline=None,  # as long as the process takes; callers bound it when they must
         )
         return int(response.exit_status)
 
@@ -629,4 +688,4 @@ class ContainerdClient:
                     container_id=event.container_id, pid=event.pid, exit_status=event.exit_status
                 )
         except grpc.aio.AioRpcError as error:
-            raise translate_error(error, self.node, "subscribe to task exits") from None
+            raise self._error(error, "subscribe to task exits", None) from None
