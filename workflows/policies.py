@@ -28,3 +28,12 @@ UNDO_RETRY = RetryPolicy(
     maximum_attempts=20,
 )
 STEP_TIMEOUT = timedelta(seconds=60)
+
+# A step that still fails with ``Unavailable`` once its retry policy gave up is run again by the
+# workflow (``steps.run_step``) until the grace its error names (``berth.errors.Waiting``) has
+# passed since the step was first scheduled, after these pauses; the saga's current details say
+# what it waits for meanwhile.
+GRACE_FIRST_PAUSE = timedelta(seconds=1)
+GRACE_MAX_PAUSE = timedelta(seconds=5)
+# The patch that marks histories whose workflows ride out Unavailable (older ones failed at once).
+RIDE_OUT_PATCH = "ride-out-unavailable"

@@ -12,17 +12,25 @@ Short host steps and PostgreSQL transitions are local. A step whose duration the
 is regular and heartbeats: the stop's signal-and-wait (up to the grace period, which may be a
 day) and the export's tar. Host-bound steps are waited for when cancelled, so an undo never races
 the step it undoes.
+
+A step that fails with ``Unavailable`` after its retry policy gave up (containerd restarting,
+PostgreSQL shutting down) is run again by :func:`run_step` itself, with pauses, until the grace
+its error names has passed since the step was first scheduled (``berth.errors.Waiting``, read
+from the failure in history, so replay decides the same); meanwhile the workflow's current
+details, which the Web UI shows, say "waiting for containerd on node-2". Every step is idempotent
+(Invariant 1), so running it again is safe.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar, get_type_hints
 
 from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
@@ -33,7 +41,16 @@ with workflow.unsafe.imports_passed_through():
         ContainerStartOutput,
         ContainerState,
     )
-    from berth.workflows.policies import STATE_RETRY, STEP_RETRY, STEP_TIMEOUT, UNDO_RETRY
+    from berth.errors import Waiting, application_cause, waiting_of
+    from berth.workflows.policies import (
+        GRACE_FIRST_PAUSE,
+        GRACE_MAX_PAUSE,
+        RIDE_OUT_PATCH,
+        STATE_RETRY,
+        STEP_RETRY,
+        STEP_TIMEOUT,
+        UNDO_RETRY,
+    )
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -231,7 +248,51 @@ async def run_step(
 
     ``timeout`` overrides the start-to-close timeout for this call (a stop's grace period);
     ``local`` overrides how it runs, only to replay histories recorded before a step moved.
+    A step that keeps failing with ``Unavailable`` is run again for the grace its error names.
     """
+    began = workflow.now()
+    pause = GRACE_FIRST_PAUSE
+    while True:
+        try:
+            return await _run_once(step, request, summary, timeout, local)
+        except ActivityError as err:
+            waiting = waiting_of(err)
+            if waiting is None or not _within_grace(began, waiting):
+                raise
+            if not workflow.patched(RIDE_OUT_PATCH):
+                raise  # a history recorded before steps rode out Unavailable
+            await _wait_for(waiting, pause, err)
+            pause = min(pause * 2, GRACE_MAX_PAUSE)
+
+
+def _within_grace(began: datetime, waiting: Waiting) -> bool:
+    return workflow.now() - began < timedelta(seconds=waiting.grace_seconds)
+
+
+async def _wait_for(waiting: Waiting, pause: timedelta, err: ActivityError) -> None:
+    """Pause before the step runs again, the current details saying what the saga waits for."""
+    details = workflow.get_current_details()
+    workflow.set_current_details(f"waiting for {waiting}: {failure_text(err)}")
+    workflow.logger.warning("waiting %s for %s", pause, waiting)
+    try:
+        await workflow.sleep(pause)
+    finally:
+        workflow.set_current_details(details)
+
+
+def failure_text(err: BaseException) -> str:
+    """The step's own message, without the SDK's wrapping."""
+    cause = application_cause(err)
+    return cause.message if cause is not None else str(err)
+
+
+async def _run_once(
+    step: Step[In, Out],
+    request: In,
+    summary: str,
+    timeout: timedelta | None,
+    local: bool | None,
+) -> Out:
     as_local = step.local if local is None else local
     start_to_close = timeout or step.timeout
     if as_local:
