@@ -24,6 +24,7 @@ from temporalio.worker import Replayer
 
 from berth.codec import AesGcmCodec, CodecKeys
 from berth.converter import data_converter
+from berth.worker import workflow_runner
 from berth.workflows.container_create import ContainerCreate
 from berth.workflows.container_exit import ContainerExitedOnNode
 from berth.workflows.container_export import ContainerExport, ContainerExportOnNode
@@ -79,9 +80,6 @@ def replay_converter() -> DataConverter:
 
 def replayer(workflows: list[type] | None = None) -> Replayer:
     """A replayer of ``workflows`` (all of Berth's by default) in the workers' own sandbox."""
-    # Imported here: the worker module wires activities and the runtime, which only this needs.
-    from berth.worker import workflow_runner
-
     return Replayer(
         workflows=workflows if workflows is not None else BERTH_WORKFLOWS,
         data_converter=replay_converter(),

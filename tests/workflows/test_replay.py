@@ -11,16 +11,17 @@ does catch such a change (and that replaying a faithful subclass does not).
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 import pytest
 from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
-from temporalio.worker import UnsandboxedWorkflowRunner
+from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
 from berth.contract import WORKFLOW_CONTRACTS, ContainerStartOutput
+from berth.converter import data_converter
 from berth.errors import BerthError
 from berth.steps import NODE_WORKFLOW_CONTRACTS, LocateInput, NodeStartInput
+from berth.worker import workflow_runner
 from berth.workflows import steps
 from berth.workflows.container_start import ContainerStartOnNode
 from berth.workflows.steps import run_step
@@ -131,9 +132,7 @@ class StartWithTimer(ContainerStartOnNode):
         return await super().run(start)
 
 
-def variant_replayer(variant: type) -> Any:
-    from temporalio.worker import Replayer
-
+def variant_replayer(variant: type) -> Replayer:
     return Replayer(
         workflows=[variant],
         data_converter=replay_converter(),
@@ -159,3 +158,15 @@ async def test_replay_start_history_on_changed_workflow_raises_nondeterminism(
 
     with pytest.raises(workflow.NondeterminismError):
         await variant_replayer(variant).replay_workflow(recorded.history)
+
+
+async def test_replay_start_history_without_the_codec_key_fails() -> None:
+    recorded = load(fixture_path("start", "ContainerStartOnNode"))
+    plain = Replayer(
+        workflows=BERTH_WORKFLOWS, data_converter=data_converter, workflow_runner=workflow_runner()
+    )
+
+    result = await plain.replay_workflow(recorded.history, raise_on_replay_failure=False)
+
+    # The recorded payloads are ciphertext: only the suite's key reads them.
+    assert result.replay_failure is not None
