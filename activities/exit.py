@@ -13,14 +13,12 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
-from berth.contract import ContainerState
-from berth.db.models import Container
+from berth.db.repository import ContainerRepository
 from berth.errors import NotFound
 from berth.runtime.containerd import ContainerdClient
 from berth.runtime.types import TaskStatus
+from berth.state_machine import LIVE_STATES
 from berth.steps import VerifiedExit, VerifyExitInput
-
-LIVE_STATES = (ContainerState.RUNNING.value, ContainerState.PAUSED.value)
 
 
 class ExitActivities:
@@ -37,7 +35,7 @@ class ExitActivities:
     async def verify_exit(self, request: VerifyExitInput) -> VerifiedExit:
         """Whether the task ``pid`` of the container really ended, and with which code."""
         async with self._sessions() as session:
-            container = await session.get(Container, request.container_id)
+            container = await ContainerRepository(session).by_id(request.container_id)
         if container is None or container.node != self._node:
             return VerifiedExit(exited=False, reason=f"no container {request.container_id} here")
         if container.state not in LIVE_STATES or container.operation is not None:

@@ -40,12 +40,13 @@ from typing import BinaryIO
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
+from berth.activities.state import facts_of
 from berth.config import NodePaths
-from berth.contract import ContainerState
 from berth.db.repository import ContainerRepository
-from berth.errors import Conflict, Forbidden, InvalidParameter, System
+from berth.errors import Forbidden, InvalidParameter, System
 from berth.faults import NO_FAULTS, FaultHook, fault_point
 from berth.runtime import rootfs_files
+from berth.state_machine import decide_export
 from berth.steps import BeginExportInput, ExportRootfsInput, ExportRootfsOutput, ExportTarget
 
 HEARTBEAT_SECONDS = 2.0
@@ -72,8 +73,9 @@ class ExportActivities:
         """The container to export; ``Conflict`` when it is being removed or dead."""
         async with self._sessions() as session:
             container = await ContainerRepository(session).get(request.container)
-        if container.state in (ContainerState.REMOVING, ContainerState.DEAD):
-            raise Conflict(f"container {container.name} is marked for removal")
+        decision = decide_export(facts_of(container))
+        if decision.error is not None:
+            raise decision.error
         return ExportTarget(
             container_id=container.id,
             name=container.name,

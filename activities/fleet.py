@@ -12,17 +12,17 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.api.enums.v1 import PendingWorkflowTaskState
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from berth.contract import ContainerState, FleetSelector, HealthCheck
-from berth.db.models import Container, ContainerHealth, FleetItem, FleetRun
+from berth.contract import ContainerState, HealthCheck
+from berth.db.fleet_repository import FleetRepository
+from berth.db.health_repository import HealthRepository
+from berth.db.repository import ContainerRepository
 from berth.errors import Conflict
 from berth.health import has_health_check
 from berth.steps import (
@@ -38,40 +38,6 @@ from berth.steps import (
     StalledInput,
     StalledOutput,
 )
-
-
-def selection(selector: FleetSelector) -> Any:
-    """The ``WHERE`` clause of a selector: every criterion given must match."""
-    clauses: list[Any] = []
-    if selector.ids:
-        names = [ref.lstrip("/") for ref in selector.ids]
-        clauses.append(or_(Container.id.in_(selector.ids), Container.name.in_(names)))
-    if selector.labels:
-        clauses.append(Container.config["labels"].contains(selector.labels))
-    if selector.node is not None:
-        clauses.append(Container.node == selector.node)
-    if selector.state is not None:
-        clauses.append(Container.state == selector.state.value)
-    return and_(True, *clauses)
-
-
-async def _with_health_check(session: AsyncSession, container_ids: list[str]) -> set[str]:
-    """Which of these containers have a health check (declared, or probed from the image)."""
-    if not container_ids:
-        return set()
-    rows = await session.execute(
-        select(Container.id, Container.config["healthcheck"], ContainerHealth.container_id)
-        .outerjoin(ContainerHealth, ContainerHealth.container_id == Container.id)
-        .where(Container.id.in_(container_ids))
-    )
-    return {
-        container_id
-        for container_id, declared, probed in rows.all()
-        if has_health_check(
-            None if declared is None else HealthCheck.model_validate(declared),
-            probed=probed is not None,
-        )
-    }
 
 
 def interleaved(rows: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
@@ -95,78 +61,40 @@ class FleetActivities:
     async def begin_fleet_run(self, request: BeginFleetInput) -> FleetTally:
         """Record the run and its selection once; return the tally (also after continue-as-new)."""
         async with self._sessions.begin() as session:
-            run = await session.get(FleetRun, request.run_id)
+            fleet = FleetRepository(session)
+            run = await fleet.run(request.run_id)
             if run is not None and run.name != request.name:
                 raise Conflict(
                     f"fleet run {request.run_id} belongs to fleet restart {run.name}, "
                     f"not {request.name}"
                 )
             if run is None:
-                found = await session.execute(
-                    select(Container.id, Container.name, Container.node).where(
-                        selection(request.selector)
-                    )
+                selected = await ContainerRepository(session).selected(request.selector)
+                await fleet.create_run(
+                    request.run_id, request.name, request.spec, interleaved(selected)
                 )
-                rows = interleaved([(r[0], r[1], r[2]) for r in found.all()])
-                session.add(
-                    FleetRun(
-                        id=request.run_id,
-                        name=request.name,
-                        status="running",
-                        spec=request.spec,
-                        total=len(rows),
-                    )
-                )
-                await session.flush()
-                if rows:
-                    await session.execute(
-                        insert(FleetItem),
-                        [
-                            {
-                                "run_id": request.run_id,
-                                "seq": seq,
-                                "container_id": cid,
-                                "container_name": name,
-                                "node": node,
-                            }
-                            for seq, (cid, name, node) in enumerate(rows, start=1)
-                        ],
-                    )
-            return await self._tally(session, request.run_id)
-
-    async def _tally(self, session: AsyncSession, run_id: str) -> FleetTally:
-        counted = await session.execute(
-            select(FleetItem.node, FleetItem.outcome, func.count())
-            .where(FleetItem.run_id == run_id)
-            .group_by(FleetItem.node, FleetItem.outcome)
-        )
-        nodes: dict[str, dict[str, int]] = {}
-        for node, outcome, count in counted.all():
-            nodes.setdefault(node, {})[outcome] = count
-        errors = await session.scalars(
-            select(FleetItem.error)
-            .where(FleetItem.run_id == run_id, FleetItem.outcome == "failed")
-            .order_by(FleetItem.finished_at.desc())
-            .limit(10)
-        )
-        return FleetTally(nodes=nodes, errors=[e for e in errors.all() if e])
+            return FleetTally(
+                nodes=await fleet.outcome_counts(request.run_id),
+                errors=await fleet.recent_errors(request.run_id),
+            )
 
     @activity.defn(name="next_fleet_items")
     async def next_fleet_items(self, request: NextItemsInput) -> FleetItems:
         """The next page of pending items after ``after_seq``, in selection order."""
         async with self._sessions() as session:
-            found = await session.scalars(
-                select(FleetItem)
-                .where(
-                    FleetItem.run_id == request.run_id,
-                    FleetItem.seq > request.after_seq,
-                    FleetItem.outcome == "pending",
-                )
-                .order_by(FleetItem.seq)
-                .limit(request.limit)
+            items = await FleetRepository(session).pending_items(
+                request.run_id, request.after_seq, request.limit
             )
-            items = found.all()
-            checked = await _with_health_check(session, [i.container_id for i in items])
+            checks = await HealthRepository(session).declared_and_probed(
+                [i.container_id for i in items]
+            )
+            checked = {
+                container_id
+                for container_id, declared, probed in checks
+                if has_health_check(
+                    None if declared is None else HealthCheck.model_validate(declared), probed
+                )
+            }
             return FleetItems(
                 items=[
                     FleetItemRef(
@@ -184,34 +112,32 @@ class FleetActivities:
     async def record_fleet_item(self, request: RecordItemInput) -> None:
         """Write one item's outcome and timings (the same write again changes nothing)."""
         async with self._sessions.begin() as session:
-            await session.execute(
-                update(FleetItem)
-                .where(FleetItem.run_id == request.run_id, FleetItem.seq == request.seq)
-                .values(
-                    outcome=request.outcome,
-                    error=request.error,
-                    pid=request.pid,
-                    started_at=request.started_at,
-                    finished_at=request.finished_at,
-                )
+            await FleetRepository(session).record_item(
+                request.run_id,
+                request.seq,
+                request.outcome,
+                request.error,
+                request.pid,
+                request.started_at,
+                request.finished_at,
             )
 
     @activity.defn(name="set_fleet_status")
     async def set_fleet_status(self, request: FleetStatusInput) -> None:
         """Record the run's status (running, paused, cancelling, completed, aborted, cancelled)."""
         async with self._sessions.begin() as session:
-            values: dict[str, Any] = {"status": request.status, "reason": request.reason or None}
-            if request.finished:
-                values["finished_at"] = datetime.now(UTC)
-            await session.execute(
-                update(FleetRun).where(FleetRun.id == request.run_id).values(**values)
+            await FleetRepository(session).set_status(
+                request.run_id,
+                request.status,
+                request.reason or None,
+                datetime.now(UTC) if request.finished else None,
             )
 
     @activity.defn(name="check_healthy")
     async def check_healthy(self, request: HealthInput) -> HealthOutput:
         """The health gate: the container still runs, with the task its restart started."""
         async with self._sessions() as session:
-            container = await session.get(Container, request.container_id)
+            container = await ContainerRepository(session).by_id(request.container_id)
         if container is None:
             return HealthOutput(healthy=False, reason="removed during its health check")
         if container.state is not ContainerState.RUNNING or container.pid != request.pid:

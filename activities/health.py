@@ -9,6 +9,8 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
+from berth.db.health_repository import HealthRepository
+from berth.db.repository import ContainerRepository
 from berth.health import health_report
 from berth.steps import ContainerHealthInput, ContainerHealthOutput
 
@@ -23,13 +25,6 @@ class HealthActivities:
     async def container_health(self, request: ContainerHealthInput) -> ContainerHealthOutput:
         """The container's health for the task ``pid``, and whether it still runs that task."""
         async with self._sessions() as session:
-            report = await health_report(session, request.container_id, request.pid)
-        return ContainerHealthOutput(
-            has_check=report.has_check,
-            running=report.running,
-            status=report.status,
-            failing_streak=report.failing_streak,
-            last_output=report.last_output,
-            interval=report.interval,
-            reason=report.reason,
-        )
+            container = await ContainerRepository(session).by_id(request.container_id)
+            record = await HealthRepository(session).get(request.container_id)
+        return health_report(container, record, request.pid)

@@ -6,6 +6,12 @@ node's log driver (``berth.container_logs``: the shim runs it beside the task; i
 within the node's ``log_max_bytes * log_max_files``). Undo: delete the task (killing it if it
 runs), then the container; "not found" is success at each.
 
+A containerd SIGKILLed while it created a task leaves that task's shim running with no task
+containerd lists (and, once runc had created it, the container's init process in its cgroup);
+containerd's next create of the task then waits on that shim forever. So before a task is
+created, and in the undo, a shim of this container on this node whose task containerd does not
+list is ended by its pid (``berth.runtime.shims``), with whatever runs in the container's cgroup.
+
 A restart of a running container replaces only the task (``replace_task``): the containerd
 container, its spec, the rootfs mount and the network namespace stay, as a Kubernetes pod
 sandbox does across container restarts. Its undo is the stop's whole release (the caller's).
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,8 +40,11 @@ from berth.contract import BindMount
 from berth.errors import Forbidden, NotFound
 from berth.faults import NO_FAULTS, FaultHook, fault_point
 from berth.host_paths import pinned_bind_sources, release_pins
+from berth.runtime.cgroups import container_cgroups, kill_cgroup_processes
 from berth.runtime.containerd import ContainerdClient
+from berth.runtime.containerd_daemon import task_bundle
 from berth.runtime.oci_spec import client_bind_indexes, with_bind_sources
+from berth.runtime.shims import ShimProcess, kill_shim, list_shims
 from berth.runtime.types import TaskStatus
 from berth.steps import (
     ContainerRef,
@@ -43,6 +53,8 @@ from berth.steps import (
     ReplaceTaskInput,
     ReplaceTaskOutput,
 )
+
+logger = logging.getLogger(__name__)
 
 
 class ShimActivities:
@@ -97,6 +109,32 @@ class ShimActivities:
         """The task's stdio: the node's log driver writing ``<node>/logs/<id>.log``."""
         return prepare_log(self._paths.log_driver, self._paths.log(container_id), self._log_policy)
 
+    async def _end_orphaned_shims(self, container_id: str) -> None:
+        """End this container's shims if containerd lists no task for it (see the module doc).
+
+        Looked for only when the task's bundle is there (a stat; scanning /proc costs ~30 ms).
+        """
+        containerd = self._containerd
+        bundle = task_bundle(self._paths, containerd.namespace, container_id)
+        if not await asyncio.to_thread(bundle.exists):
+            return
+        try:
+            await self._containerd.get_task(container_id)
+        except NotFound:
+            pass
+        else:
+            return
+        ended = await asyncio.to_thread(
+            end_orphaned_shims, self._containerd.socket, self._containerd.namespace, container_id
+        )
+        for shim in ended:
+            logger.warning(
+                "ended shim pid %d of container %s on node %s: containerd lists no task for it",
+                shim.pid,
+                container_id,
+                self._containerd.node,
+            )
+
     @activity.defn(name="create_shim")
     @fault_point("shim")
     async def create_shim(self, request: CreateShimInput) -> CreateShimOutput:
@@ -109,6 +147,7 @@ class ShimActivities:
                 spec=spec,
                 labels=request.labels,
             )
+            await self._end_orphaned_shims(request.container_id)
             log = await asyncio.to_thread(self._log_uri, request.container_id)
             pid = await self._containerd.create_task(request.container_id, stdout=log, stderr=log)
         return CreateShimOutput(pid=pid)
@@ -138,6 +177,7 @@ class ShimActivities:
                 await self._containerd.delete_task(cid)
             if request.binds:
                 await self._containerd.set_container_spec(cid, spec)
+            await self._end_orphaned_shims(cid)
             log = await asyncio.to_thread(self._log_uri, cid)
             await self._containerd.create_task(cid, stdout=log, stderr=log)
         return ReplaceTaskOutput(pid=await self._containerd.start_task(cid))
@@ -147,6 +187,22 @@ class ShimActivities:
     async def delete_shim(self, request: ContainerRef) -> None:
         """Delete the task and the containerd container."""
         await self._containerd.delete_task(request.container_id)
+        await self._end_orphaned_shims(request.container_id)
         await self._containerd.delete_container(request.container_id)
         # Pins a crash left between pinning and task creation.
         await asyncio.to_thread(release_pins, self._paths.bind_pins(request.container_id))
+
+
+def end_orphaned_shims(socket: Path, namespace: str, container_id: str) -> list[ShimProcess]:
+    """SIGKILL the container's shims of the containerd at ``socket`` and its cgroup's processes.
+
+    Only for a container whose task containerd does not list: its shims are leftovers. Returns
+    the shims ended.
+    """
+    shims = [shim for shim in list_shims(socket, namespace) if shim.container_id == container_id]
+    for shim in shims:
+        kill_shim(shim)
+    if shims:
+        # A ``runc init`` a killed create left waits in the cgroup the new task will use.
+        kill_cgroup_processes(container_cgroups().get(container_id, ()))
+    return shims

@@ -21,7 +21,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -49,7 +48,8 @@ from berth.contract import (
     ContainerStopOutput,
 )
 from berth.converter import data_converter
-from berth.db.models import Container, ContainerEvent, ContainerHealth
+from berth.db.health_repository import HealthRepository
+from berth.db.models import Container, ContainerEvent
 from berth.db.repository import NODE_LIVENESS, ContainerRepository, NodeRepository
 from berth.db.session import make_engine, make_sessionmaker
 from berth.errors import (
@@ -368,7 +368,7 @@ class BerthClient:
         """The container as docker inspect shows it (the fields Berth has)."""
         async with self._sessions() as session:
             container = await ContainerRepository(session).get(ref)
-            health = await session.get(ContainerHealth, container.id)
+            health = await HealthRepository(session).get(container.id)
         described = describe(container)
         if health is not None:
             described["State"]["Health"] = describe_health(health)
@@ -377,12 +377,7 @@ class BerthClient:
     async def health_statuses(self) -> dict[str, str]:
         """Each health-checked container's status for its current task, by container id."""
         async with self._sessions() as session:
-            rows = await session.execute(
-                select(ContainerHealth.container_id, ContainerHealth.status)
-                .join(Container, Container.id == ContainerHealth.container_id)
-                .where(ContainerHealth.pid == Container.pid)
-            )
-            return {cid: status for cid, status in rows.all()}
+            return await HealthRepository(session).current_statuses()
 
     async def ps(self, all_states: bool = False) -> list[Container]:
         async with self._sessions() as session:

@@ -169,6 +169,14 @@ class Settings(BaseSettings):
     log_max_files: int = Field(default=3, ge=1, le=100)
     # How often a node agent's reconciler repairs what ended sagas left (it also runs at start).
     reconcile_interval_seconds: float = 60.0
+    # Riding out restarts of what Berth depends on. Each containerd call, CNI plugin run and
+    # PostgreSQL connect or statement has this deadline (seconds, not the step's minute) ...
+    runtime_call_timeout_seconds: float = Field(default=10.0, gt=0)
+    # ... and a step that finds containerd, the CNI plugins' locks or PostgreSQL unavailable is
+    # retried for this long before it gives up (its saga then unwinds).
+    runtime_grace_seconds: float = Field(default=60.0, ge=0)
+    # How long the client and CLI wait for a restarting Temporal frontend or PostgreSQL.
+    client_wait_seconds: float = Field(default=30.0, ge=0)
 
     def node_paths(self, node: str | None = None) -> NodePaths:
         return NodePaths(self.state_dir, node or self.node, self.containerd_namespace)

@@ -17,21 +17,19 @@ import asyncio
 import contextlib
 import logging
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from berth.config import node_task_queue
-from berth.contract import ContainerState
 from berth.db.models import Container
+from berth.db.repository import ContainerRepository
 from berth.runtime.containerd import ContainerdClient
 from berth.runtime.types import TaskStatus
+from berth.state_machine import LIVE_STATES
 from berth.steps import UNKNOWN_EXIT_CODE, ExitInput, container_attributes, exit_workflow_id
 
 log = logging.getLogger("berth.exit_monitor")
-
-LIVE_STATES = (ContainerState.RUNNING.value, ContainerState.PAUSED.value)
 
 
 class ExitMonitor:
@@ -82,15 +80,7 @@ class ExitMonitor:
     async def sweep(self) -> None:
         """Report every live container of this node whose task is gone or stopped."""
         async with self._sessions() as session:
-            containers = (
-                await session.scalars(
-                    select(Container).where(
-                        Container.node == self._node,
-                        Container.state.in_(LIVE_STATES),
-                        Container.operation.is_(None),
-                    )
-                )
-            ).all()
+            containers = await ContainerRepository(session).live_unheld_on(self._node)
         if not containers:
             return
         tasks = {task.id: task for task in await self._containerd.list_tasks()}
@@ -103,7 +93,7 @@ class ExitMonitor:
 
     async def _live(self, container_id: str) -> Container | None:
         async with self._sessions() as session:
-            container = await session.get(Container, container_id)
+            container = await ContainerRepository(session).by_id(container_id)
         if (
             container is None
             or container.node != self._node

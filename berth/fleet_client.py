@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import (
     Client,
@@ -27,6 +26,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from berth.config import Settings
 from berth.contract import FleetProgress, FleetRestartInput
+from berth.db.fleet_repository import FleetRepository
 from berth.db.models import FleetItem, FleetRun
 from berth.errors import Conflict, InvalidParameter, NotFound, as_berth_error
 from berth.steps import fleet_workflow_id as workflow_id
@@ -106,19 +106,8 @@ class FleetClient:
     async def show(self, name: str) -> tuple[FleetRun, Sequence[FleetItem]]:
         """The latest recorded run of that name and its items, in selection order."""
         async with self._sessions() as session:
-            run = (
-                await session.scalars(
-                    select(FleetRun)
-                    .where(FleetRun.name == name)
-                    .order_by(FleetRun.created_at.desc())
-                    .limit(1)
-                )
-            ).first()
+            fleet = FleetRepository(session)
+            run = await fleet.latest_run(name)
             if run is None:
                 raise NotFound(f"No such fleet restart: {name}")
-            items = (
-                await session.scalars(
-                    select(FleetItem).where(FleetItem.run_id == run.id).order_by(FleetItem.seq)
-                )
-            ).all()
-            return run, items
+            return run, await fleet.items(run.id)

@@ -1,11 +1,11 @@
 """Docker's health check rules: which check applies, its probe's argv, and the state machine.
 
-Everything here is pure or reads PostgreSQL; the node agent's prober (``berth.health_prober``)
-runs the probes. The rules follow moby's ``daemon/health.go``: a probe exiting 0 makes the
-container ``healthy`` and resets the failing streak; any other result (a non-zero exit, a
-timeout, an exec that could not start) adds to the streak unless the container is still
-``starting`` within its start period; ``retries`` failures in a row make it ``unhealthy``. The
-last five results are kept, each with at most 4 KiB of output.
+Everything here is pure: callers read the records through ``berth.db``, and the node agent's
+prober (``berth.health_prober``) runs the probes. The rules follow moby's ``daemon/health.go``:
+a probe exiting 0 makes the container ``healthy`` and resets the failing streak; any other
+result (a non-zero exit, a timeout, an exec that could not start) adds to the streak unless the
+container is still ``starting`` within its start period; ``retries`` failures in a row make it
+``unhealthy``. The last five results are kept, each with at most 4 KiB of output.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from berth.contract import ContainerConfig, ContainerState, HealthCheck
 from berth.db.models import Container, ContainerHealth
+from berth.steps import ContainerHealthOutput
 
 STARTING = "starting"
 HEALTHY = "healthy"
@@ -116,24 +116,6 @@ def apply_result(
         health.status = UNHEALTHY
 
 
-@dataclass(frozen=True)
-class HealthReport:
-    """What the control plane knows of a container's health for one task.
-
-    ``has_check`` is True when the container config declares a check, or when the node agent
-    has probed the container (a check from its image). ``status`` is ``starting`` until the
-    task ``pid`` has a result; ``running`` says the container still runs that task.
-    """
-
-    has_check: bool
-    running: bool
-    status: str | None = None
-    failing_streak: int = 0
-    last_output: str = ""
-    interval: float = 30.0
-    reason: str = ""
-
-
 def has_health_check(declared: HealthCheck | None, probed: bool) -> bool:
     """Whether a container has a health check: one declared and not disabled, or none declared
     and its node agent has probed it (a check from its image)."""
@@ -142,11 +124,20 @@ def has_health_check(declared: HealthCheck | None, probed: bool) -> bool:
     return probed
 
 
-async def health_report(session: AsyncSession, container_id: str, pid: int | None) -> HealthReport:
-    """The health of ``container_id`` for its task ``pid`` (None: whatever task runs now)."""
-    container = await session.get(Container, container_id)
+def health_report(
+    container: Container | None, record: ContainerHealth | None, pid: int | None
+) -> ContainerHealthOutput:
+    """The health of ``container`` (None: removed) for its task ``pid`` (None: whatever task
+    runs now), from its health ``record``.
+
+    ``has_check`` is True when the container config declares a check, or when the node agent
+    has probed the container (a check from its image). ``status`` is ``starting`` until the
+    task ``pid`` has a result; ``running`` says the container still runs that task.
+    """
     if container is None:
-        return HealthReport(has_check=False, running=False, reason="the container was removed")
+        return ContainerHealthOutput(
+            has_check=False, running=False, reason="the container was removed"
+        )
     pid = pid if pid is not None else container.pid
     running = container.state is ContainerState.RUNNING and container.pid == pid
     reason = (
@@ -155,18 +146,17 @@ async def health_report(session: AsyncSession, container_id: str, pid: int | Non
         else f"not running: {container.state} (exit code {container.exit_code}), "
         f"pid {container.pid} instead of {pid}"
     )
-    record = await session.get(ContainerHealth, container_id, populate_existing=True)
     config = ContainerConfig.model_validate(container.config)
     declared = config.healthcheck
     if not has_health_check(declared, probed=record is not None):
-        return HealthReport(has_check=False, running=running, reason=reason)
+        return ContainerHealthOutput(has_check=False, running=running, reason=reason)
     interval = declared.interval if declared is not None else 30.0
     if record is None or record.pid != pid:
-        return HealthReport(
+        return ContainerHealthOutput(
             has_check=True, running=running, status=STARTING, interval=interval, reason=reason
         )
     log = list(record.log or [])
-    return HealthReport(
+    return ContainerHealthOutput(
         has_check=True,
         running=running,
         status=record.status,

@@ -34,14 +34,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from berth.config import NodePaths
 from berth.container_logs import LogPolicy, prepare_log
 from berth.contract import ContainerConfig, ContainerState, HealthCheck
-from berth.db.models import Container, ContainerHealth
+from berth.db.health_repository import HealthRepository
+from berth.db.models import Container
 from berth.db.repository import ContainerRepository
 from berth.errors import BerthError, NotFound
 from berth.health import (
@@ -139,16 +138,9 @@ class HealthProber:
     async def clean_up_strays(self) -> None:
         """Delete every health exec an earlier agent of this node left in a task."""
         async with self._sessions() as session:
-            recorded = (
-                await session.execute(
-                    select(ContainerHealth.container_id, ContainerHealth.exec_id).where(
-                        ContainerHealth.node == self._node, ContainerHealth.exec_id.is_not(None)
-                    )
-                )
-            ).all()
+            recorded = await HealthRepository(session).execs_on(self._node)
         for container_id, exec_id in recorded:
-            if exec_id:
-                await self._delete_exec(container_id, exec_id)
+            await self._delete_exec(container_id, exec_id)
         for task in await self._containerd.list_tasks():
             if task.status is not TaskStatus.RUNNING:
                 continue
@@ -163,15 +155,7 @@ class HealthProber:
     async def sweep(self) -> None:
         """Start a monitor for each running task with a check; end those of tasks gone."""
         async with self._sessions() as session:
-            containers = (
-                await session.scalars(
-                    select(Container).where(
-                        Container.node == self._node,
-                        Container.state == ContainerState.RUNNING.value,
-                        Container.pid.is_not(None),
-                    )
-                )
-            ).all()
+            containers = await ContainerRepository(session).running_on(self._node)
         wanted: dict[str, Target] = {}
         for container in containers:
             check = await self._check_of(container)
@@ -221,24 +205,8 @@ class HealthProber:
     async def _begin(self, target: Target) -> None:
         """Make the record this task's: keep its streak, or start over for a new task."""
         async with self._sessions.begin() as session:
-            await session.execute(
-                insert(ContainerHealth)
-                .values(
-                    container_id=target.container_id,
-                    node=self._node,
-                    pid=target.pid,
-                    status=STARTING,
-                    failing_streak=0,
-                )
-                .on_conflict_do_nothing()
-            )
-            await session.execute(
-                update(ContainerHealth)
-                .where(
-                    ContainerHealth.container_id == target.container_id,
-                    ContainerHealth.pid.is_distinct_from(target.pid),
-                )
-                .values(pid=target.pid, node=self._node, status=STARTING, failing_streak=0)
+            await HealthRepository(session).begin(
+                target.container_id, self._node, target.pid, STARTING
             )
 
     def _process_spec(self, target: Target) -> dict[str, Any]:
@@ -301,40 +269,30 @@ class HealthProber:
         await self._containerd.delete_process(container_id, exec_id)
         (self._output_dir / f"{container_id}-{exec_id}.out").unlink(missing_ok=True)
         async with self._sessions.begin() as session:
-            await session.execute(
-                update(ContainerHealth)
-                .where(
-                    ContainerHealth.container_id == container_id,
-                    ContainerHealth.exec_id == exec_id,
-                )
-                .values(exec_id=None)
-            )
+            await HealthRepository(session).clear_exec(container_id, exec_id)
 
     async def _set_exec_id(self, container_id: str, exec_id: str) -> None:
         async with self._sessions.begin() as session:
-            await session.execute(
-                update(ContainerHealth)
-                .where(ContainerHealth.container_id == container_id)
-                .values(exec_id=exec_id)
-            )
+            await HealthRepository(session).set_exec(container_id, exec_id)
 
     async def _record(self, target: Target, result: ProbeResult) -> None:
         """Fold the result in, if the container still runs this task; an event on change."""
         async with self._sessions.begin() as session:
-            container = await session.get(Container, target.container_id)
+            containers = ContainerRepository(session)
+            container = await containers.by_id(target.container_id)
             if (
                 container is None
-                or container.state != ContainerState.RUNNING.value
+                or container.state is not ContainerState.RUNNING
                 or container.pid != target.pid
             ):
                 return
-            health = await session.get(ContainerHealth, target.container_id, with_for_update=True)
+            health = await HealthRepository(session).get(target.container_id, for_update=True)
             if health is None or health.pid != target.pid:
                 return
             before = health.status
             apply_result(health, result, target.check, target.started_at)
             if health.status != before:
-                ContainerRepository(session).add_event(
+                containers.add_event(
                     container, f"health_status: {health.status}", {"pid": target.pid}
                 )
                 log.info("%s is %s", target.name, health.status)

@@ -19,24 +19,26 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from berth.config import NodePaths
 from berth.contract import ContainerState
 from berth.db.models import Container, MountHolder, NetworkAttachment
-from berth.db.repository import MountHolderRepository, NetworkAttachmentRepository
+from berth.db.repository import (
+    ContainerRepository,
+    MountHolderRepository,
+    NetworkAttachmentRepository,
+)
 from berth.runtime.cni import CniNetwork
 from berth.runtime.containerd import ContainerdClient, TaskInfo
 from berth.runtime.mounts import mounts_under
 from berth.runtime.netns import list_netns, netns_exists
 from berth.runtime.types import TaskStatus
+from berth.state_machine import LIVE_STATES
 
 # The holder a running task keeps (berth.activities.mount.TASK_HOLDER; not imported: no
 # layering back).
 TASK_HOLDER = "task"
-# States in which a container holds its rootfs, network, containerd container and task.
-LIVE_STATES = frozenset({ContainerState.RUNNING, ContainerState.PAUSED})
 TRANSIENT_STATES = frozenset(
     {ContainerState.STARTING, ContainerState.STOPPING, ContainerState.REMOVING}
 )
@@ -113,10 +115,7 @@ async def observe_node(
     an operation that the records already show in flight (intent is written before effect).
     """
     async with sessions() as session:
-        containers = {
-            c.id: c
-            for c in (await session.scalars(select(Container).where(Container.node == node))).all()
-        }
+        containers = {c.id: c for c in await ContainerRepository(session).on_node(node)}
         holders = tuple(await MountHolderRepository(session).holders(node))
         attachments = {
             a.container_id: a for a in await NetworkAttachmentRepository(session).on_node(node)

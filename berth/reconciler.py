@@ -35,6 +35,7 @@ from berth.activities.mount import MountActivities
 from berth.activities.network import NetworkActivities
 from berth.activities.shim import ShimActivities
 from berth.activities.spec import SpecActivities
+from berth.activities.state import facts_of
 from berth.activities.task import TaskActivities
 from berth.config import NodePaths
 from berth.contract import ContainerState, NetworkMode
@@ -54,6 +55,7 @@ from berth.runtime.containerd import ContainerdClient
 from berth.runtime.mounts import is_mounted, unmount_rootfs
 from berth.runtime.netns import delete_netns
 from berth.runtime.types import TaskStatus
+from berth.state_machine import LIVE_STATES, state_before_start
 from berth.steps import (
     HOST_CLEANUP,
     CleanupStep,
@@ -196,11 +198,7 @@ class Reconciler:
             container.operation = None
             container.error = f"operation {operation} ended without finishing; reconciled"
             if state is ContainerState.STARTING:
-                container.state = (
-                    ContainerState.EXITED
-                    if container.has_been_started_before
-                    else ContainerState.CREATED
-                )
+                container.state = state_before_start(facts_of(container))
                 container.pid = None
                 container.ip = None
             elif state in TRANSIENT_STATES:
@@ -241,10 +239,7 @@ class Reconciler:
                 container.operation is not None or container.state in TRANSIENT_STATES
             ):
                 return []
-            live = container is not None and container.state in (
-                ContainerState.RUNNING,
-                ContainerState.PAUSED,
-            )
+            live = container is not None and container.state in LIVE_STATES
             if not live:
                 repairs += await self._remove_runtime(container_id, view)
             repairs += await self._release_dead_holders(container_id, view, live)

@@ -127,7 +127,11 @@ def node_runtime(settings: Settings) -> NodeRuntime:
     paths = settings.node_paths()
     return NodeRuntime(
         containerd=ContainerdClient(
-            paths.containerd_socket, settings.containerd_namespace, settings.node
+            paths.containerd_socket,
+            settings.containerd_namespace,
+            settings.node,
+            call_timeout=settings.runtime_call_timeout_seconds,
+            grace_seconds=settings.runtime_grace_seconds,
         ),
         cni=CniNetwork(
             settings.cni_bin_dir,
@@ -135,6 +139,9 @@ def node_runtime(settings: Settings) -> NodeRuntime:
             bridge=settings.bridge,
             subnet=settings.subnet,
             data_dir=paths.cni_dir,
+            call_timeout=settings.runtime_call_timeout_seconds,
+            grace_seconds=settings.runtime_grace_seconds,
+            node=settings.node,
         ),
         faults=faults_from_env(os.environ),
     )
@@ -281,7 +288,11 @@ async def running(
 ) -> AsyncIterator[Worker]:
     """Build and run one worker (``control`` or ``node``) until the context exits."""
     async with AsyncExitStack() as stack:
-        engine = make_engine(settings.database_url)
+        engine = make_engine(
+            settings.database_url,
+            settings.runtime_call_timeout_seconds,
+            settings.runtime_grace_seconds,
+        )
         stack.push_async_callback(engine.dispose)
         sessions = make_sessionmaker(engine)
         client = client or await connect(settings)

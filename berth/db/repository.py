@@ -1,16 +1,24 @@
-"""One repository per aggregate; activities call these inside a session they own."""
+"""One repository per aggregate; callers use them inside a session they own.
+
+Every query of Berth's tables lives in ``berth/db``: here (containers and their events, nodes,
+mount holders, network attachments, saga steps), ``berth/db/health_repository.py`` (health
+records) and ``berth/db/fleet_repository.py`` (fleet runs and items). No other module builds a
+statement.
+"""
 
 from __future__ import annotations
 
+import builtins
 import re
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from berth.contract import ContainerState, FleetSelector
 from berth.db.models import (
     Container,
     ContainerEvent,
@@ -20,6 +28,7 @@ from berth.db.models import (
     SagaStep,
 )
 from berth.errors import NotFound
+from berth.state_machine import LIVE_STATES
 
 # A container id prefix as docker takes it: 12 or more lower-case hex digits.
 ID_PREFIX = re.compile(r"^[0-9a-f]{12,64}$")
@@ -53,8 +62,49 @@ class ContainerRepository:
             raise NotFound(f"No such container: {ref}")
         return found
 
+    async def by_id(self, container_id: str) -> Container | None:
+        """The container with exactly this id (no name or prefix look-up), if any."""
+        return await self._session.get(Container, container_id)
+
     async def list(self) -> Sequence[Container]:
         return (await self._session.scalars(select(Container).order_by(Container.created_at))).all()
+
+    async def on_node(self, node: str) -> Sequence[Container]:
+        """Every container placed on ``node``, whatever its state."""
+        return (await self._session.scalars(select(Container).where(Container.node == node))).all()
+
+    async def running_on(self, node: str) -> Sequence[Container]:
+        """The containers of ``node`` that are ``running`` with a recorded task pid."""
+        query = select(Container).where(
+            Container.node == node,
+            Container.state == ContainerState.RUNNING,
+            Container.pid.is_not(None),
+        )
+        return (await self._session.scalars(query)).all()
+
+    async def live_unheld_on(self, node: str) -> Sequence[Container]:
+        """The live (running or paused) containers of ``node`` that no operation holds."""
+        query = select(Container).where(
+            Container.node == node,
+            Container.state.in_(sorted(LIVE_STATES)),
+            Container.operation.is_(None),
+        )
+        return (await self._session.scalars(query)).all()
+
+    async def selected(self, selector: FleetSelector) -> builtins.list[tuple[str, str, str]]:
+        """(id, name, node) of every container that matches all the selector's criteria."""
+        clauses: list[Any] = []
+        if selector.ids:
+            names = [ref.lstrip("/") for ref in selector.ids]
+            clauses.append(or_(Container.id.in_(selector.ids), Container.name.in_(names)))
+        if selector.labels:
+            clauses.append(Container.config["labels"].contains(selector.labels))
+        if selector.node is not None:
+            clauses.append(Container.node == selector.node)
+        if selector.state is not None:
+            clauses.append(Container.state == selector.state)
+        query = select(Container.id, Container.name, Container.node).where(and_(True, *clauses))
+        return [(cid, name, node) for cid, name, node in (await self._session.execute(query)).all()]
 
     def add(self, container: Container) -> None:
         self._session.add(container)

@@ -7,6 +7,11 @@ refuses a second ADD for the same id), and detach succeeds when nothing is attac
 namespace is already gone, freeing the IP all the same.
 
 No masquerading and no default route: containers reach their subnet and nothing else.
+
+Each plugin run has a deadline (``call_timeout``): a plugin stuck on host-local's lock or on the
+kernel is killed at it and the run is ``Unavailable``, as is a plugin asking to be retried (CNI
+error 11); both say they wait for the CNI plugins on this node for ``grace_seconds``, which the
+workflows retry the step for.
 """
 
 from __future__ import annotations
@@ -19,11 +24,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from berth.errors import BerthError, InvalidParameter, NotFound, System, Unavailable
+from berth.errors import (
+    DEFAULT_GRACE_SECONDS,
+    BerthError,
+    InvalidParameter,
+    NotFound,
+    System,
+    Unavailable,
+    Waiting,
+)
 from berth.runtime.netns import netns_exists, netns_interfaces
 
 CNI_VERSION = "1.0.0"
-_PLUGIN_TIMEOUT_SECONDS = 60
+# A plugin run's deadline unless the caller gives one: they take milliseconds.
+PLUGIN_TIMEOUT_SECONDS = 10.0
 _MAX_BRIDGE_NAME = 15  # IFNAMSIZ - 1
 # CNI spec error codes that mean the configuration or call is wrong, not the host.
 _INVALID_CODES = frozenset({1, 2, 4, 6, 7})
@@ -46,7 +60,15 @@ class CniNetwork:
     """One node's bridge network: its plugins, their configuration and host-local's records."""
 
     def __init__(
-        self, bin_dir: Path, network_name: str, bridge: str, subnet: str, data_dir: Path
+        self,
+        bin_dir: Path,
+        network_name: str,
+        bridge: str,
+        subnet: str,
+        data_dir: Path,
+        call_timeout: float = PLUGIN_TIMEOUT_SECONDS,
+        grace_seconds: float = DEFAULT_GRACE_SECONDS,
+        node: str = "",
     ) -> None:
         try:
             network = ipaddress.ip_network(subnet, strict=True)
@@ -62,6 +84,8 @@ class CniNetwork:
         self.subnet = network
         self.gateway = str(network.network_address + 1)
         self.ipam_dir = data_dir / "ipam"
+        self.call_timeout = call_timeout
+        self.waiting = Waiting("the CNI plugins", node, grace_seconds)
 
     def plugins(self) -> list[dict[str, Any]]:
         """The chain, as the ``plugins`` list of a conflist."""
@@ -225,22 +249,24 @@ class CniNetwork:
                 env=env,
                 capture_output=True,
                 text=True,
-                timeout=_PLUGIN_TIMEOUT_SECONDS,
+                timeout=self.call_timeout,
                 check=False,
             )
         except subprocess.TimeoutExpired as error:
-            raise Unavailable(f"{action}: timed out after {_PLUGIN_TIMEOUT_SECONDS}s") from error
+            raise Unavailable.waiting(
+                f"{action}: timed out after {self.call_timeout:g}s", self.waiting
+            ) from error
         except OSError as error:
             raise System(f"{action}: {error}") from error
         if completed.returncode != 0:
-            raise _plugin_error(action, completed.stdout, completed.stderr)
+            raise _plugin_error(action, completed.stdout, completed.stderr, self.waiting)
         try:
             return json.loads(completed.stdout) if completed.stdout.strip() else {}
         except json.JSONDecodeError as error:
             raise System(f"{action}: unreadable result: {completed.stdout[:200]!r}") from error
 
 
-def _plugin_error(action: str, stdout: str, stderr: str) -> BerthError:
+def _plugin_error(action: str, stdout: str, stderr: str, waiting: Waiting) -> BerthError:
     """The Berth error for a plugin's error JSON (code, msg, details) by CNI error code."""
     try:
         error = json.loads(stdout)
@@ -252,7 +278,7 @@ def _plugin_error(action: str, stdout: str, stderr: str) -> BerthError:
     if code in _INVALID_CODES:
         return InvalidParameter(f"{action}: {message} (CNI error {code})")
     if code == _TRY_AGAIN_CODE:
-        return Unavailable(f"{action}: {message} (CNI error {code})")
+        return Unavailable.waiting(f"{action}: {message} (CNI error {code})", waiting)
     return System(f"{action}: {message} (CNI error {code})")
 
 

@@ -52,6 +52,18 @@ def log_path(paths: NodePaths) -> Path:
     return paths.containerd_dir / "containerd.log"
 
 
+def task_bundle(paths: NodePaths, namespace: str, container_id: str) -> Path:
+    """A task's bundle in this node's containerd state dir (the runc v2 shim's working dir).
+
+    containerd removes it when it deletes the task; one whose task containerd does not list is
+    what a containerd killed while it created the task left (its ``address`` file names the
+    shim's socket, ``init.pid`` the container's init once runc created it).
+    """
+    return (
+        paths.containerd_dir / "state" / "io.containerd.runtime.v2.task" / namespace / container_id
+    )
+
+
 def daemon_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """containerd's environment: the allow-listed variables of ``environ``, and a PATH."""
     env = {name: environ[name] for name in DAEMON_ENV_ALLOWED if environ.get(name)}
