@@ -56,6 +56,7 @@ from berth.runtime.containerd_daemon import pid_path as containerd_pid_path
 from berth.runtime.image import build_busybox_image, import_image
 from berth.runtime.mounts import mounts_under, unmount_rootfs
 from berth.runtime.netns import delete_netns, list_netns
+from berth.runtime.shims import kill_shim, list_shims
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -593,13 +594,25 @@ async def stop_node_containerd(paths: StackPaths, node: str) -> None:
     the shims to kill and delete their tasks.
     """
     node_paths = paths.node(node)
-    if not await containerd_running(node_paths):
-        if not has_shim_state(node_paths):
-            return
-        await start_containerd(node_paths)
-    await remove_containerd_objects(node_paths, node)
-    await stop_containerd(node_paths)
-    log(f"{'containerd':<14} {node} stopped")
+    if await containerd_running(node_paths) or has_shim_state(node_paths):
+        await start_containerd(node_paths)  # reuses the running one
+        await remove_containerd_objects(node_paths, node)
+        await stop_containerd(node_paths)
+        log(f"{'containerd':<14} {node} stopped")
+    end_node_shims(node_paths, node)
+
+
+def end_node_shims(node_paths: NodePaths, node: str) -> None:
+    """SIGKILL, by pid, every shim still serving the node's containerd socket (any namespace).
+
+    A shim whose task containerd lost (containerd was killed while creating it) is unknown to
+    containerd, so no delete reaches it; it is found by its command line (berth.runtime.shims),
+    never by a name alone, so no other node's or stack's shim is touched.
+    """
+    for shim in list_shims(node_paths.containerd_socket, None):
+        if not kill_shim(shim):
+            raise DevStackError(f"shim pid {shim.pid} of {node} survived SIGKILL")
+        log(f"{'containerd':<14} {node}: ended shim pid {shim.pid} ({shim.container_id})")
 
 
 def unmount_rootfs_dirs(node_paths: NodePaths) -> None:
