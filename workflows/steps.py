@@ -104,6 +104,22 @@ def _undo(name: str, input: type[In]) -> Step[In, None]:
     return Step[In, None](name, input, None, local=True, retry=UNDO_RETRY, workers=_NODE)
 
 
+def _long(
+    name: str, input: type[In], output: type[Out], timeout: timedelta = STEP_TIMEOUT
+) -> Step[In, Out]:
+    """A node step whose duration the user controls: regular, and it heartbeats."""
+    return Step[In, Out](
+        name,
+        input,
+        output,
+        local=False,
+        retry=STEP_RETRY,
+        workers=_NODE,
+        timeout=timeout,
+        heartbeat=HEARTBEAT_TIMEOUT,
+    )
+
+
 # -- the control worker's PostgreSQL steps ---------------------------------------------------------
 CREATE_CONTAINER = Step[ContainerCreateInput, ContainerCreateOutput](
     "create_container",
@@ -167,24 +183,9 @@ RESUME_TASK: Step[s.ContainerRef, None] = _host("resume_task", s.ContainerRef, N
 
 # -- steps whose duration the user controls: regular activities that heartbeat ---------------------
 # The timeout given here is a floor; the stop passes its grace period plus slack per call.
-SIGNAL_AND_WAIT = Step[s.SignalTaskInput, s.TaskExitOutput](
-    "signal_and_wait",
-    s.SignalTaskInput,
-    s.TaskExitOutput,
-    local=False,
-    retry=STEP_RETRY,
-    workers=_NODE,
-    heartbeat=HEARTBEAT_TIMEOUT,
-)
-EXPORT_ROOTFS = Step[s.ExportRootfsInput, s.ExportRootfsOutput](
-    "export_rootfs",
-    s.ExportRootfsInput,
-    s.ExportRootfsOutput,
-    local=False,
-    retry=STEP_RETRY,
-    workers=_NODE,
-    timeout=timedelta(hours=6),
-    heartbeat=HEARTBEAT_TIMEOUT,
+SIGNAL_AND_WAIT = _long("signal_and_wait", s.SignalTaskInput, s.TaskExitOutput)
+EXPORT_ROOTFS = _long(
+    "export_rootfs", s.ExportRootfsInput, s.ExportRootfsOutput, timeout=timedelta(hours=6)
 )
 
 STEPS: dict[str, Step[Any, Any]] = {
@@ -294,27 +295,19 @@ async def _run_once(
     local: bool | None,
 ) -> Out:
     as_local = step.local if local is None else local
-    start_to_close = timeout or step.timeout
+    # Local and regular alike; only a regular activity heartbeats.
+    options: dict[str, Any] = {
+        "result_type": step.output,
+        "start_to_close_timeout": timeout or step.timeout,
+        "retry_policy": step.retry,
+        "cancellation_type": step.cancellation,
+        "summary": summary,
+    }
     if as_local:
-        result = await workflow.execute_local_activity(
-            step.name,
-            request,
-            result_type=step.output,
-            start_to_close_timeout=start_to_close,
-            retry_policy=step.retry,
-            cancellation_type=step.cancellation,
-            summary=summary,
-        )
+        result = await workflow.execute_local_activity(step.name, request, **options)
     else:
         result = await workflow.execute_activity(
-            step.name,
-            request,
-            result_type=step.output,
-            start_to_close_timeout=start_to_close,
-            heartbeat_timeout=step.heartbeat,
-            retry_policy=step.retry,
-            cancellation_type=step.cancellation,
-            summary=summary,
+            step.name, request, heartbeat_timeout=step.heartbeat, **options
         )
     return result  # type: ignore[no-any-return]
 
