@@ -10,8 +10,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from pydantic import ValidationError
+from temporalio.service import RPCError
 
-from berth.client import BerthClient, dumps
+from berth.client import BerthClient, call_error, dumps
 from berth.codec import AesGcmCodec, CodecKeys, codec_app, generate_keys
 from berth.config import Settings
 from berth.contract import (
@@ -90,18 +91,7 @@ async def cmd_create(berth: BerthClient, args: argparse.Namespace) -> int:
 
 
 async def cmd_start(berth: BerthClient, args: argparse.Namespace) -> int:
-    failed = []
-    for ref in args.containers:
-        try:
-            await berth.start(ref)
-            print(ref)
-        except BerthError as err:
-            print(f"Error response from daemon: {err.message}", file=sys.stderr)
-            failed.append(ref)
-    if failed:
-        print(f"Error: failed to start containers: {', '.join(failed)}", file=sys.stderr)
-        return 1
-    return 0
+    return await for_each(args.containers, "start", berth.start)
 
 
 async def for_each(refs: list[str], verb: str, action: Callable[[str], Awaitable[object]]) -> int:
@@ -355,12 +345,19 @@ async def run(argv: list[str] | None = None) -> int:
             print(f"Error: {err.message}", file=sys.stderr)
             return 1
     command: Callable[[BerthClient, argparse.Namespace], Awaitable[int]] = args.run
+    # The CLI serves no metrics: the workers own the metrics ports (BERTH_METRICS_ADDRESS
+    # may be set in an environment shared with them, as the dev stack's is).
+    settings = Settings().model_copy(update={"metrics_address": None})
     try:
-        # The CLI serves no metrics: the workers own the metrics ports (BERTH_METRICS_ADDRESS
-        # may be set in an environment shared with them, as the dev stack's is).
-        settings = Settings().model_copy(update={"metrics_address": None})
         async with await BerthClient.connect(settings) as berth:
             return await command(berth, args)
+    except RPCError as err:
+        # A Temporal call the client leaves raw (a verb's own RPC) fails in transport: typed.
+        error = call_error(settings.temporal_address, err)
+        if error is None:
+            raise
+        print(f"Error response from daemon: {error.message}", file=sys.stderr)
+        return 1
     except BerthError as err:
         print(f"Error response from daemon: {err.message}", file=sys.stderr)
         return 1

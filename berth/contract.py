@@ -71,6 +71,13 @@ def check_labels(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+def check_node_name(value: str | None) -> str | None:
+    """A node name as placement and selectors take it (DNS label style); None passes."""
+    if value is not None and not NODE_NAME.match(value):
+        raise ValueError(f"invalid node name {value!r}")
+    return value
+
+
 def check_args(value: list[str] | None) -> list[str] | None:
     """A process's arguments: at most 4096, each at most 128 KiB, 1 MiB in all, no NUL."""
     if value is None:
@@ -286,9 +293,7 @@ class ContainerConfig(Model):
     @field_validator("node")
     @classmethod
     def _valid_node(cls, value: str | None) -> str | None:
-        if value is not None and not NODE_NAME.match(value):
-            raise ValueError(f"invalid node name {value!r}")
-        return value
+        return check_node_name(value)
 
     @field_validator("seccomp_profile")
     @classmethod
@@ -453,9 +458,7 @@ class FleetSelector(Model):
     @field_validator("node")
     @classmethod
     def _valid_node(cls, value: str | None) -> str | None:
-        if value is not None and not NODE_NAME.match(value):
-            raise ValueError(f"invalid node name {value!r}")
-        return value
+        return check_node_name(value)
 
 
 FleetName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,99}$")]
