@@ -1,14 +1,20 @@
 """The leak checker: what one node holds, compared with what PostgreSQL says it should hold.
 
 It lists the kernel's mounts under the node's rootfs dir, its network namespace files, the CNI
-IPAM reservations, containerd's containers and tasks in Berth's namespace, and PostgreSQL's mount
-holders, network attachments and container states, and reports every disagreement as a
-:class:`Finding`. Tests assert that a node has none once a saga ended; the reconciler repairs
-what it finds.
+IPAM reservations, containerd's containers and tasks in Berth's namespace, the runc shims of the
+node's containerd in that namespace (:mod:`berth.runtime.shims`) and the containers' cgroups
+(:mod:`berth.runtime.cgroups`), and PostgreSQL's mount holders, network attachments and container
+states, and reports every disagreement as a :class:`Finding`. Tests assert that a node has none
+once a saga ended; the reconciler repairs what it finds.
 
 A container whose ``operation`` is set, or whose state is transient (``starting``, ``stopping``,
 ``removing``), is in flight: its resources are not judged, and it is reported once as
 ``OPERATION_IN_FLIGHT`` so a test sees a saga that did not end.
+
+A shim or a cgroup is a leak when containerd lists no task for its container (a shim that a
+killed containerd lost, the cgroup a killed task left). The cgroup parent is shared by every
+deployment on the machine, so only the cgroups of containers this node's records name (its
+containers, containerd objects, shims, or its event history) are judged.
 """
 
 from __future__ import annotations
@@ -29,10 +35,12 @@ from berth.db.repository import (
     MountHolderRepository,
     NetworkAttachmentRepository,
 )
+from berth.runtime.cgroups import container_cgroups
 from berth.runtime.cni import CniNetwork
 from berth.runtime.containerd import ContainerdClient, TaskInfo
 from berth.runtime.mounts import mounts_under
 from berth.runtime.netns import list_netns, netns_exists
+from berth.runtime.shims import ShimProcess, list_shims, wait_shim_gone
 from berth.runtime.types import TaskStatus
 from berth.state_machine import LIVE_STATES
 
@@ -60,6 +68,12 @@ class LeakKind(StrEnum):
     TASK_UNKNOWN = "task-unknown"
     TASK_MISSING = "task-missing"
     OPERATION_IN_FLIGHT = "operation-in-flight"
+    SHIM_WITHOUT_TASK = "shim-without-task"
+    CGROUP_WITHOUT_TASK = "cgroup-without-task"
+
+
+# How long a shim whose task was just deleted may take to exit before it counts as left behind.
+SHIM_EXIT_GRACE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +103,10 @@ class NodeView:
     containers: dict[str, Container]
     holders: tuple[MountHolder, ...]
     attachments: dict[str, NetworkAttachment] = field(default_factory=dict)
+    # Container id -> the live shims serving it (normally one).
+    shims: dict[str, tuple[ShimProcess, ...]] = field(default_factory=dict)
+    # Container id -> its cgroup directories, for the ids this node's records name.
+    cgroups: dict[str, tuple[Path, ...]] = field(default_factory=dict)
 
     def busy(self, container_id: str) -> bool:
         """Whether an operation holds the container (its resources may be half made)."""
@@ -123,18 +141,56 @@ async def observe_node(
     mounted = await asyncio.to_thread(_mounted_targets, paths.rootfs_dir)
     netns_files = tuple(await asyncio.to_thread(list_netns, paths.netns_dir))
     bound = frozenset([path for path in netns_files if await asyncio.to_thread(netns_exists, path)])
+    containerd_containers = frozenset(await containerd.list_containers())
+    tasks = {task.id: task for task in await containerd.list_tasks()}
+    shims = await asyncio.to_thread(_settled_shims, containerd, frozenset(tasks))
+    cgroups = await asyncio.to_thread(container_cgroups)
+    named = containers.keys() | containerd_containers | tasks.keys() | shims.keys()
+    unnamed = sorted(cgroups.keys() - named)
+    if unnamed:
+        async with sessions() as session:
+            named |= await ContainerRepository(session).ids_seen_on(node, unnamed)
     return NodeView(
         node=node,
         mounted_targets=mounted,
         netns_files=netns_files,
         bound_netns=bound,
         reservations=await asyncio.to_thread(cni.reservations),
-        containerd_containers=frozenset(await containerd.list_containers()),
-        tasks={task.id: task for task in await containerd.list_tasks()},
+        containerd_containers=containerd_containers,
+        tasks=tasks,
         containers=containers,
         holders=holders,
         attachments=attachments,
+        shims=shims,
+        cgroups={cid: dirs for cid, dirs in cgroups.items() if cid in named},
     )
+
+
+def node_shims(containerd: ContainerdClient) -> dict[str, tuple[ShimProcess, ...]]:
+    """The live shims of ``containerd``'s node and namespace, by container id."""
+    found: dict[str, list[ShimProcess]] = {}
+    for shim in list_shims(containerd.socket, containerd.namespace):
+        found.setdefault(shim.container_id, []).append(shim)
+    return {cid: tuple(shims) for cid, shims in found.items()}
+
+
+def _settled_shims(
+    containerd: ContainerdClient, tasks: frozenset[str]
+) -> dict[str, tuple[ShimProcess, ...]]:
+    """The node's shims; one whose task containerd does not list gets a moment to exit first
+    (a shim ends itself just after its task's delete returns)."""
+    shims = node_shims(containerd)
+    for container_id in sorted(shims.keys() - tasks):
+        left = tuple(
+            shim
+            for shim in shims[container_id]
+            if not wait_shim_gone(shim, SHIM_EXIT_GRACE_SECONDS)
+        )
+        if left:
+            shims[container_id] = left
+        else:
+            del shims[container_id]
+    return shims
 
 
 def _mounted_targets(rootfs_dir: Path) -> frozenset[Path]:
@@ -162,6 +218,7 @@ def find_leaks(view: NodeView, paths: NodePaths) -> list[Finding]:
     findings += _mount_findings(view, paths)
     findings += _network_findings(view, paths)
     findings += _containerd_findings(view)
+    findings += _node_resource_findings(view)
     return findings
 
 
@@ -256,6 +313,29 @@ def _containerd_findings(view: NodeView) -> Iterable[Finding]:
                 container_id,
                 f"{container.state}, {status}",
             )
+
+
+def _node_resource_findings(view: NodeView) -> Iterable[Finding]:
+    """Shims and cgroups of containers for which containerd lists no task."""
+    for container_id, shims in sorted(view.shims.items()):
+        if container_id in view.tasks or view.busy(container_id):
+            continue
+        for shim in shims:
+            yield Finding(
+                LeakKind.SHIM_WITHOUT_TASK,
+                f"pid {shim.pid}",
+                container_id,
+                f"no task in containerd, {_described(view, container_id)}",
+            )
+    for container_id, dirs in sorted(view.cgroups.items()):
+        if container_id in view.tasks or view.busy(container_id):
+            continue
+        yield Finding(
+            LeakKind.CGROUP_WITHOUT_TASK,
+            str(dirs[0]),
+            container_id,
+            f"{len(dirs)} hierarchies, {_described(view, container_id)}",
+        )
 
 
 def _described(view: NodeView, container_id: str) -> str:

@@ -11,7 +11,17 @@ leak checker (:mod:`berth.leaks`) and repairs, per container, under the containe
 - mount holders whose operation no longer runs (``task`` of a container that is not running,
   ``<kind>:<workflow id>`` of a workflow that ended) and mounts with no holder at all;
 - network namespaces, attachments and IPAM reservations of containers that are not running;
-- containerd containers and tasks of containers that PostgreSQL does not say are running.
+- containerd containers and tasks of containers that PostgreSQL does not say are running;
+- shims and cgroups of containers that PostgreSQL does not say are running, or for which
+  containerd lists no task: the task's delete through containerd first (the shim's own
+  shutdown), then the shim ended by its pid, the container's processes by its cgroup, and the
+  empty cgroup removed.
+
+When the agent boots, :meth:`Reconciler.recover_boot` runs first, before the exit monitor: a
+live container whose task did not survive the node going down (a reboot: containerd, shims and
+tasks gone) is started again if its policy says so (``always``, ``unless-stopped``), through its
+exit's workflow as for any exit; any other is recorded ``exited`` with the reboot as the reason,
+and its host resources and records are released (:func:`berth.state_machine.decide_lost_at_boot`).
 
 Every repair is a ``reconcile`` container event and a log line. Containers that PostgreSQL says
 are running whose task is gone are not repaired here: the exit monitor's sweep
@@ -22,8 +32,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,29 +47,40 @@ from berth.activities.mount import MountActivities
 from berth.activities.network import NetworkActivities
 from berth.activities.shim import ShimActivities
 from berth.activities.spec import SpecActivities
-from berth.activities.state import facts_of
+from berth.activities.state import facts_of, transition_if_exists
 from berth.activities.task import TaskActivities
 from berth.config import NodePaths
 from berth.contract import ContainerState, NetworkMode
 from berth.db.models import Container
 from berth.db.repository import ContainerRepository, MountHolderRepository
 from berth.leaks import (
+    SHIM_EXIT_GRACE_SECONDS,
     TASK_HOLDER,
     TRANSIENT_STATES,
     Finding,
     LeakKind,
     NodeView,
     find_leaks,
+    node_shims,
     observe_node,
 )
+from berth.runtime.cgroups import container_cgroups, kill_cgroup_processes, remove_cgroup
 from berth.runtime.cni import CniNetwork
 from berth.runtime.containerd import ContainerdClient
 from berth.runtime.mounts import is_mounted, unmount_rootfs
 from berth.runtime.netns import delete_netns
+from berth.runtime.shims import kill_shim, wait_shim_gone
 from berth.runtime.types import TaskStatus
-from berth.state_machine import LIVE_STATES, state_before_start
+from berth.state_machine import (
+    LIVE_STATES,
+    Verdict,
+    decide_end_exit,
+    decide_lost_at_boot,
+    state_before_start,
+)
 from berth.steps import (
     HOST_CLEANUP,
+    UNKNOWN_EXIT_CODE,
     CleanupStep,
     ContainerRef,
     HostTarget,
@@ -143,6 +166,47 @@ class Reconciler:
         self._sessions = sessions
         self._undo = undo
         self._workflow_running = workflow_running
+
+    async def recover_boot(self) -> list[Repair]:
+        """The agent's first pass: containers the node lost when it went down, then a reconcile.
+
+        A container PostgreSQL says is live, that no operation holds, and for which this node's
+        containerd lists no task at all lost its task with the node (containerd keeps a task
+        while its shim lives, even across its own restarts; a task that merely exited is listed
+        as stopped). Run before the exit monitor starts, so that its sweep sees only what this
+        pass leaves to it: the containers whose policy restarts them at boot.
+        """
+        tasks = {task.id for task in await self._containerd.list_tasks()}
+        async with self._sessions() as session:
+            lost = [
+                (container.id, container.name, container.config.get("network_mode"))
+                for container in await ContainerRepository(session).live_unheld_on(self._node)
+                if container.id not in tasks
+            ]
+        repairs: list[Repair] = []
+        operation = f"node-boot-{self._node}@{uuid.uuid4()}"
+        reason = f"the task was lost when node {self._node} went down (node reboot)"
+        for container_id, name, network_mode in lost:
+            done = await transition_if_exists(
+                self._sessions,
+                container_id,
+                lambda facts: decide_lost_at_boot(
+                    facts, operation, UNKNOWN_EXIT_CODE, reason, datetime.now(UTC)
+                ),
+            )
+            if done is None or done.decision.verdict is not Verdict.APPLY:
+                if done is not None and done.decision.restart and done.decision.restart.restart:
+                    log.info("boot: %s lost its task; its exit's workflow restarts it", name)
+                continue
+            # Held by this boot while its host resources go, so no operation begins meanwhile.
+            await self._undo_start(container_id, NetworkMode(network_mode or NetworkMode.BRIDGE))
+            await transition_if_exists(
+                self._sessions, container_id, lambda facts: decide_end_exit(facts, operation)
+            )
+            repair = Repair("lost-at-boot", reason, container_id)
+            log.warning("reconciler on %s: %s recorded exited: %s", self._node, name, reason)
+            repairs.append(repair)
+        return repairs + await self.reconcile()
 
     async def reconcile(self) -> list[Repair]:
         """One pass over the node; returns what was repaired."""
@@ -242,6 +306,7 @@ class Reconciler:
             live = container is not None and container.state in LIVE_STATES
             if not live:
                 repairs += await self._remove_runtime(container_id, view)
+                repairs += await self._reap_node_resources(container_id, view)
             repairs += await self._release_dead_holders(container_id, view, live)
             for repair in repairs:
                 self._record(containers, container, repair, {})
@@ -266,6 +331,33 @@ class Reconciler:
             await asyncio.to_thread(self._cni.detach, container_id, netns)
             await asyncio.to_thread(delete_netns, netns)
             repairs.append(Repair("network-leftover", str(netns), container_id))
+        return repairs
+
+    async def _reap_node_resources(self, container_id: str, view: NodeView) -> list[Repair]:
+        """Shims and cgroups of a container that is not running (its task already deleted).
+
+        A shim given a moment to exit by itself after the delete is ended by its pid; processes
+        left in the container's cgroups are killed, and the empty cgroups removed.
+        """
+        repairs = []
+        shims = (await asyncio.to_thread(node_shims, self._containerd)).get(container_id, ())
+        for shim in shims:
+            if await asyncio.to_thread(wait_shim_gone, shim, SHIM_EXIT_GRACE_SECONDS):
+                continue
+            if await asyncio.to_thread(kill_shim, shim):
+                repairs.append(Repair("shim-leftover", f"pid {shim.pid}", container_id))
+            else:
+                log.warning("reconciler: shim %s of %s survived SIGKILL", shim.pid, container_id)
+        if container_id not in view.cgroups and not shims:
+            return repairs  # not a cgroup this node's records name
+        dirs = (await asyncio.to_thread(container_cgroups)).get(container_id, ())
+        if dirs:
+            await asyncio.to_thread(kill_cgroup_processes, dirs)
+            left = await asyncio.to_thread(remove_cgroup, dirs)
+            if left:
+                log.warning("reconciler: cgroups of %s still busy: %s", container_id, left)
+            else:
+                repairs.append(Repair("cgroup-leftover", str(dirs[0]), container_id))
         return repairs
 
     async def _release_dead_holders(
@@ -340,6 +432,7 @@ def _suspects(view: NodeView) -> set[str]:
     found |= {path.name for path in view.netns_files}
     found |= set(view.reservations.values())
     found |= {h.container_id for h in view.holders}
+    found |= {c for c in set(view.shims) | set(view.cgroups) if c not in view.tasks}
     return {c for c in found if not view.busy(c) and _holds_too_much(view, c)}
 
 

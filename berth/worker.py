@@ -58,6 +58,7 @@ from berth.workflows.steps import CONTROL, NODE, check_registered
 
 log = logging.getLogger("berth.worker")
 NODE_HEARTBEAT_SECONDS = 5.0
+BOOT_RETRY_SECONDS = 1.0
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
@@ -177,6 +178,29 @@ async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def watch_node(reconciler: Reconciler, exits: ExitMonitor, interval: float) -> None:
+    """The node's boot recovery, then its periodic reconciler and exit monitor, until cancelled.
+
+    The boot pass (:meth:`Reconciler.recover_boot`) decides the containers the node lost while
+    it was down before the exit monitor sees them; it is retried until containerd and
+    PostgreSQL answer.
+    """
+    while True:
+        try:
+            repairs = await reconciler.recover_boot()
+            log.info("boot recovery done (%d repairs)", len(repairs))
+            break
+        except Exception:
+            log.exception("boot recovery failed; retrying")
+            await asyncio.sleep(BOOT_RETRY_SECONDS)
+
+    async def reconcile_later() -> None:
+        await asyncio.sleep(interval)  # the boot pass has just reconciled
+        await reconciler.run_periodically(interval)
+
+    await asyncio.gather(reconcile_later(), exits.run())
 
 
 async def register_node(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -308,12 +332,9 @@ async def running(
         await stack.enter_async_context(worker)
         if role != "control":
             reconciler = node_reconciler(client, settings, sessions, runtime)
-            repairs = asyncio.create_task(
-                reconciler.run_periodically(settings.reconcile_interval_seconds)
-            )
-            stack.push_async_callback(_cancel, repairs)
             exits = ExitMonitor(client, sessions, runtime.containerd, settings.node)
-            stack.push_async_callback(_cancel, asyncio.create_task(exits.run()))
+            watch = watch_node(reconciler, exits, settings.reconcile_interval_seconds)
+            stack.push_async_callback(_cancel, asyncio.create_task(watch))
             prober = HealthProber(
                 sessions, runtime.containerd, settings.node_paths(), settings.node
             )

@@ -147,6 +147,13 @@ class ContainerRepository:
             query = query.where(ContainerEvent.container_id == container_id)
         return (await self._session.scalars(query.order_by(ContainerEvent.id))).all()
 
+    async def ids_seen_on(self, node: str, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` ever lived on ``node``: its event history names them there."""
+        query = select(ContainerEvent.container_id).where(
+            ContainerEvent.node == node, ContainerEvent.container_id.in_(ids)
+        )
+        return set((await self._session.scalars(query.distinct())).all())
+
 
 # A node whose agent has not refreshed its row for this long counts as down: it is given no new
 # containers, and the Berth client does not hand it operations.

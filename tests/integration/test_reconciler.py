@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
 
 from sqlalchemy import select
 from temporalio.client import Client
@@ -15,16 +21,20 @@ from berth.activities.spec import SpecActivities
 from berth.activities.task import TaskActivities
 from berth.contract import ContainerConfig
 from berth.db.models import ContainerEvent
-from berth.leaks import LeakKind
+from berth.leaks import LeakKind, node_shims
 from berth.reconciler import Reconciler, Undo, temporal_workflow_running
+from berth.runtime.cgroups import CGROUP_ROOT, container_cgroups
+from berth.runtime.containerd_daemon import start_containerd, stop_containerd
 from berth.runtime.image import DEFAULT_REF
 from berth.runtime.mounts import is_mounted, mount_rootfs
 from berth.runtime.netns import create_netns, netns_exists
-from berth.runtime.oci_spec import build_spec
+from berth.runtime.oci_spec import CGROUP_PARENT, build_spec
+from berth.runtime.shims import shim_alive
 from tests.integration.node_agent import (
     Node2,
 )
 from tests.integration.test_crash_safety import RESULT_TIMEOUT, wait_until
+from tests.support.stack import SuiteStack
 
 
 def reconciler(node2: Node2, temporal: Client) -> Reconciler:
@@ -164,3 +174,103 @@ async def test_agent_reconciles_at_start(node2: Node2) -> None:
     assert await node2.leaks() == []
     log = node2.agent.tail()
     assert "reconciler on node-2 repaired network-leftover" in log, json.dumps(log[-2000:])
+
+
+def decoy_shim(container_id: str, namespace: str, socket: Path) -> subprocess.Popen[bytes]:
+    """A process whose command line is a shim's for ``namespace`` at ``socket`` (it sleeps)."""
+    return subprocess.Popen(
+        [
+            "containerd-shim-runc-v2",
+            "-c",
+            "import time; time.sleep(300)",
+            "-namespace",
+            namespace,
+            "-id",
+            container_id,
+            "-address",
+            str(socket),
+        ],
+        executable=sys.executable,
+    )
+
+
+async def lose_task_record(node2: Node2, container_id: str) -> None:
+    """Restart node-2's containerd without the task's bundle: the shim runs on, unknown to it."""
+    paths = node2.settings.node_paths()
+    await stop_containerd(paths)
+    bundles = paths.containerd_dir / "state" / "io.containerd.runtime.v2.task"
+    shutil.rmtree(bundles / node2.runtime.containerd.namespace / container_id)
+    await start_containerd(paths)
+
+
+async def test_reconciler_reaps_a_shim_whose_task_record_is_gone(
+    node2: Node2, temporal: Client, suite_stack: SuiteStack
+) -> None:
+    container_id = await node2.create()
+    handle = await node2.start_workflow(container_id)
+    await asyncio.wait_for(handle.result(), RESULT_TIMEOUT)
+    containerd = node2.runtime.containerd
+    (shim,) = node_shims(containerd)[container_id]
+    node3_socket = suite_stack.suite.node_paths("node-3").containerd_socket
+    decoys = [
+        decoy_shim(container_id, "other-namespace", containerd.socket),
+        decoy_shim(container_id, containerd.namespace, node3_socket),
+    ]
+    try:
+        await lose_task_record(node2, container_id)
+        assert container_id not in {task.id for task in await containerd.list_tasks()}
+
+        async def exit_recorded() -> bool:
+            record = await node2.record(container_id)
+            return record.state == "exited" and record.operation is None
+
+        # The agent's exit monitor sees the task gone and records the exit.
+        await wait_until(exit_recorded, RESULT_TIMEOUT)
+        findings = await node2.leaks()
+        assert {(f.kind, f.container_id) for f in findings} == {
+            (LeakKind.SHIM_WITHOUT_TASK, container_id),
+            (LeakKind.CGROUP_WITHOUT_TASK, container_id),
+        }
+        assert [f.subject for f in findings if f.kind is LeakKind.SHIM_WITHOUT_TASK] == [
+            f"pid {shim.pid}"
+        ]
+
+        repairs = await reconciler(node2, temporal).reconcile()
+
+        assert {r.kind for r in repairs} == {"shim-leftover", "cgroup-leftover"}
+        assert not shim_alive(shim)
+        assert container_id not in container_cgroups()
+        assert await node2.leaks() == []
+        assert all(decoy.poll() is None for decoy in decoys)
+    finally:
+        for decoy in decoys:
+            decoy.kill()
+            decoy.wait()
+
+
+async def test_reconciler_removes_an_empty_leftover_cgroup(node2: Node2, temporal: Client) -> None:
+    container_id = await node2.create()
+    stranger = uuid.uuid4().hex * 2  # a container of another deployment: not node-2's
+    made = []
+    for controller in ("memory", "pids"):
+        for cid in (container_id, stranger):
+            directory = CGROUP_ROOT / controller / CGROUP_PARENT.strip("/") / cid
+            directory.mkdir(parents=True)
+            made.append(directory)
+    try:
+        findings = await node2.leaks()
+        assert [(f.kind, f.container_id) for f in findings] == [
+            (LeakKind.CGROUP_WITHOUT_TASK, container_id)
+        ]
+
+        repairs = await reconciler(node2, temporal).reconcile()
+
+        assert [r.kind for r in repairs] == ["cgroup-leftover"]
+        assert container_id not in container_cgroups()
+        assert len(container_cgroups()[stranger]) == 2
+        assert await repair_events(node2, container_id) == ["cgroup-leftover"]
+        assert await node2.leaks() == []
+    finally:
+        for directory in made:
+            with contextlib.suppress(FileNotFoundError):
+                directory.rmdir()
