@@ -15,14 +15,14 @@ import dataclasses
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
@@ -78,7 +78,20 @@ T = TypeVar("T")
 
 
 async def connect(settings: Settings) -> Client:
-    """A Temporal client with Berth's data converter (and metrics endpoint, if configured)."""
+    """A Temporal client with Berth's data converter (and metrics endpoint, if configured).
+
+    A frontend that is restarting (its port refuses connections) is waited for up to
+    ``settings.client_wait_seconds``; any other failure (TLS, a refused identity) is final.
+    """
+    return await wait_out(settings.client_wait_seconds, lambda: _connect(settings), _refused)
+
+
+def _refused(error: Unavailable) -> bool:
+    """Whether a failed connect met a closed port, as while the frontend restarts."""
+    return "ConnectionRefused" in error.message or "Connection refused" in error.message
+
+
+async def _connect(settings: Settings) -> Client:
     keys = CodecKeys.from_settings(settings)
     converter = (
         dataclasses.replace(data_converter, payload_codec=AesGcmCodec(keys))
@@ -108,6 +121,17 @@ _REFUSED_STATUSES = {RPCStatusCode.UNAUTHENTICATED, RPCStatusCode.PERMISSION_DEN
 _CORE_STATUS = re.compile(r'Status \{ code: (\w+), message: "((?:[^"\\]|\\.)*)"')
 
 
+# Statuses of a Temporal call that say the frontend cannot serve it now (restarting, overloaded).
+_TRANSIENT_STATUSES = {
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+}
+# How long the client pauses between two tries while it waits out a restart (doubling).
+_FIRST_PAUSE_SECONDS = 0.2
+_MAX_PAUSE_SECONDS = 2.0
+
+
 def connect_error(address: str, err: RPCError | RuntimeError) -> BerthError:
     """The typed error for a failed connect to Temporal: the one place that reads them.
 
@@ -115,7 +139,8 @@ def connect_error(address: str, err: RPCError | RuntimeError) -> BerthError:
     client certificate, the server refusing the client) is ``Forbidden``: retrying with the same
     credentials cannot help. Anything else (nothing listening, a TLS handshake this client aborts
     because it does not trust the server's certificate, TLS on one side only, a server that drops
-    the connection) is ``Unavailable``. Both name the address tried.
+    the connection) is ``Unavailable``. Both name the address tried. A call to a connected
+    client that fails in transport is mapped here too (:func:`call_error`).
     """
     if isinstance(err, RPCError):
         code, detail = err.status.name, err.message
@@ -127,6 +152,44 @@ def connect_error(address: str, err: RPCError | RuntimeError) -> BerthError:
     if refused:
         return Forbidden(f"Temporal at {address} refused this client ({code}): {detail}")
     return Unavailable(f"cannot connect to Temporal at {address}: {err}")
+
+
+def call_error(address: str, err: RPCError) -> BerthError | None:
+    """The typed error for a Temporal call that failed in transport; None for any other status.
+
+    The frontend restarting, not answering in time or shedding load is ``Unavailable`` naming the
+    address; a refused identity is ``Forbidden`` as at connect. Other statuses (NOT_FOUND, ...)
+    are the caller's to read.
+    """
+    if err.status in _TRANSIENT_STATUSES or err.status in _REFUSED_STATUSES:
+        return connect_error(address, err)
+    return None
+
+
+async def wait_out(
+    seconds: float,
+    call: Callable[[], Awaitable[T]],
+    retry_if: Callable[[Unavailable], bool] = lambda error: True,
+) -> T:
+    """``call()``, tried again while it fails with ``Unavailable``, for at most ``seconds``.
+
+    ``retry_if``: which ``Unavailable`` are worth waiting out (by default, all).
+
+    Only for a call that is safe to repeat and whose ``Unavailable`` says a dependency is
+    restarting (PostgreSQL, the Temporal frontend), never for a saga's result: a saga that
+    failed with ``Unavailable`` already waited out its own grace.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    pause = _FIRST_PAUSE_SECONDS
+    while True:
+        try:
+            return await call()
+        except Unavailable as error:
+            if not retry_if(error) or loop.time() + pause > deadline:
+                raise
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, _MAX_PAUSE_SECONDS)
 
 
 def tls_config(settings: Settings) -> TLSConfig | bool:
@@ -188,7 +251,12 @@ class BerthClient:
 
     @classmethod
     async def connect(cls, settings: Settings) -> BerthClient:
-        return cls(await connect(settings), make_engine(settings.database_url), settings)
+        engine = make_engine(
+            settings.database_url,
+            settings.runtime_call_timeout_seconds,
+            settings.client_wait_seconds,
+        )
+        return cls(await connect(settings), engine, settings)
 
     async def __aenter__(self) -> BerthClient:
         return self
@@ -203,8 +271,8 @@ class BerthClient:
 
     async def create(self, config: ContainerConfig) -> ContainerCreateOutput:
         """Register a container (``ContainerCreate``)."""
-        try:
-            return await self.temporal.execute_workflow(
+        handle = await self._temporal_call(
+            lambda: self.temporal.start_workflow(
                 "ContainerCreate",
                 ContainerCreateInput(config=config),
                 id=f"container-create-{config.name}",
@@ -212,8 +280,8 @@ class BerthClient:
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
                 result_type=ContainerCreateOutput,
             )
-        except WorkflowFailureError as err:
-            raise as_berth_error(err.cause) from None
+        )
+        return await self._result(handle)
 
     async def start(self, ref: str) -> ContainerStartOutput:
         """Start a container through the saga; attaches to a start already running.
@@ -336,15 +404,18 @@ class BerthClient:
         A second call while one runs attaches to it instead of starting another. A node whose
         agent is down gets nothing (``Unavailable``): the call would wait for it unbounded.
         """
-        async with self._sessions() as session:
-            live = await NodeRepository(session).is_live(container.node)
-        if not live:
+
+        async def is_live() -> bool:
+            async with self._sessions() as session:
+                return await NodeRepository(session).is_live(container.node)
+
+        if not await self._database_call(is_live):
             raise Unavailable(
                 f"node {container.node} has no running agent (no heartbeat in the last "
                 f"{NODE_LIVENESS.total_seconds():g}s); nothing was done to {container.name}"
             )
-        try:
-            return await self.temporal.execute_workflow(
+        handle = await self._temporal_call(
+            lambda: self.temporal.start_workflow(
                 workflow_type,
                 request,
                 id=f"container-{verb}-{container.id}",
@@ -356,13 +427,44 @@ class BerthClient:
                 ),
                 result_type=result_type,
             )
+        )
+        return await self._result(handle)
+
+    async def _result(self, handle: WorkflowHandle[Any, T]) -> T:
+        """The run's result, waiting out a restarting frontend; its failure as a typed error."""
+        try:
+            return await self._temporal_call(handle.result)
         except WorkflowFailureError as err:
             raise as_berth_error(err.cause) from None
 
+    async def _temporal_call(self, call: Callable[[], Awaitable[T]]) -> T:
+        """A Temporal call safe to repeat: transport failures are ``Unavailable`` naming the
+        frontend's address, waited out for ``client_wait_seconds``."""
+        address = self.settings.temporal_address
+
+        async def typed() -> T:
+            try:
+                return await call()
+            except RPCError as err:
+                error = call_error(address, err)
+                if error is None:
+                    raise
+                raise error from None
+
+        return await wait_out(self.settings.client_wait_seconds, typed)
+
+    async def _database_call(self, call: Callable[[], Awaitable[T]]) -> T:
+        """A PostgreSQL read: ``Unavailable`` (the engine's mapping) waited out for a while."""
+        return await wait_out(self.settings.client_wait_seconds, call)
+
     async def get(self, ref: str) -> Container:
         """The container's record; ``NotFound`` when there is none."""
-        async with self._sessions() as session:
-            return await ContainerRepository(session).get(ref)
+
+        async def read() -> Container:
+            async with self._sessions() as session:
+                return await ContainerRepository(session).get(ref)
+
+        return await self._database_call(read)
 
     async def inspect(self, ref: str) -> dict[str, Any]:
         """The container as docker inspect shows it (the fields Berth has)."""

@@ -195,7 +195,8 @@ async def test_connect_with_nothing_listening_is_unavailable_naming_the_address(
     address = f"127.0.0.1:{free_port()}"
 
     with pytest.raises(Unavailable, match=address):
-        await BerthClient.connect(Settings(temporal_address=address))
+        # A closed port is what a restarting frontend shows: waited out, here for 1 s.
+        await BerthClient.connect(Settings(temporal_address=address, client_wait_seconds=1))
 
 
 async def test_connect_with_an_api_key_and_no_tls_settings_never_sends_the_key_in_cleartext() -> (
