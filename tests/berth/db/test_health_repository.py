@@ -24,6 +24,14 @@ async def _begin(sessions: Sessions, container_id: str, node: str, pid: int) -> 
         await HealthRepository(session).begin(container_id, node, pid, "starting")
 
 
+async def _fail_three_times(sessions: Sessions, container_id: str) -> None:
+    """Leave the record ``unhealthy`` with a streak of 3, as three failed probes would."""
+    async with sessions.begin() as session:
+        record = await HealthRepository(session).get(container_id, for_update=True)
+        assert record is not None
+        record.status, record.failing_streak = "unhealthy", 3
+
+
 async def test_health_repository_begin_new_container_records_starting(
     db_sessions: Sessions, make_container: MakeContainer, node: str
 ) -> None:
@@ -45,10 +53,7 @@ async def test_health_repository_begin_same_pid_keeps_streak(
 ) -> None:
     container = await make_container(ContainerState.RUNNING, pid=10)
     await _begin(db_sessions, container.id, node, 10)
-    async with db_sessions.begin() as session:
-        record = await HealthRepository(session).get(container.id, for_update=True)
-        assert record is not None
-        record.status, record.failing_streak = "unhealthy", 3
+    await _fail_three_times(db_sessions, container.id)
 
     await _begin(db_sessions, container.id, node, 10)
 
@@ -61,10 +66,7 @@ async def test_health_repository_begin_new_pid_starts_over(
 ) -> None:
     container = await make_container(ContainerState.RUNNING, pid=11)
     await _begin(db_sessions, container.id, node, 10)
-    async with db_sessions.begin() as session:
-        record = await HealthRepository(session).get(container.id, for_update=True)
-        assert record is not None
-        record.status, record.failing_streak = "unhealthy", 3
+    await _fail_three_times(db_sessions, container.id)
 
     await _begin(db_sessions, container.id, node, 11)
 
