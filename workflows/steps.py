@@ -30,7 +30,6 @@ from typing import Any, Generic, TypeVar, get_type_hints
 
 from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
@@ -256,7 +255,7 @@ async def run_step(
     while True:
         try:
             return await _run_once(step, request, summary, timeout, local)
-        except ActivityError as err:
+        except Exception as err:  # ActivityError, or the ApplicationError of a local activity
             waiting = waiting_of(err)
             if waiting is None or not _within_grace(began, waiting):
                 raise
@@ -270,7 +269,7 @@ def _within_grace(began: datetime, waiting: Waiting) -> bool:
     return workflow.now() - began < timedelta(seconds=waiting.grace_seconds)
 
 
-async def _wait_for(waiting: Waiting, pause: timedelta, err: ActivityError) -> None:
+async def _wait_for(waiting: Waiting, pause: timedelta, err: Exception) -> None:
     """Pause before the step runs again, the current details saying what the saga waits for."""
     details = workflow.get_current_details()
     workflow.set_current_details(f"waiting for {waiting}: {failure_text(err)}")

@@ -84,6 +84,13 @@ _ERRORS: dict[grpc.StatusCode, type[BerthError]] = {
 }
 
 T = TypeVar("T")
+# A restarted containerd is reconnected to within a couple of seconds: gRPC's default backoff
+# grows to two minutes, longer than a step waits for containerd.
+_CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
 
 
 class AlreadyExists(Conflict):
@@ -222,7 +229,7 @@ class ContainerdClient:
         self.node = node
         self.call_timeout = call_timeout
         self.grace_seconds = grace_seconds
-        self._channel = grpc.aio.insecure_channel(f"unix://{socket}")
+        self._channel = grpc.aio.insecure_channel(f"unix://{socket}", options=_CHANNEL_OPTIONS)
         self._metadata = ((NAMESPACE_HEADER, namespace),)
         self._version = version_pb2_grpc.VersionStub(self._channel)
         self._images = images_pb2_grpc.ImagesStub(self._channel)
