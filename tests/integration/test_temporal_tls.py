@@ -32,8 +32,16 @@ def material(tmp_path_factory: pytest.TempPathFactory) -> TlsMaterial:
 
 
 @pytest.fixture(scope="module")
-def proxy(tmp_path_factory: pytest.TempPathFactory, material: TlsMaterial) -> Iterator[TlsProxy]:
-    with tls_proxy(tmp_path_factory.mktemp("nginx"), free_port(), material) as running:
+def proxy(
+    tmp_path_factory: pytest.TempPathFactory, material: TlsMaterial, settings: Settings
+) -> Iterator[TlsProxy]:
+    # In front of this suite's own Temporal: its workers poll there, never a developer's.
+    with tls_proxy(
+        tmp_path_factory.mktemp("nginx"),
+        free_port(),
+        material,
+        upstream=settings.temporal_address,
+    ) as running:
         yield running
 
 

@@ -33,7 +33,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 NGINX = "/usr/sbin/nginx"
 # The dev server's frontend, which the workers and the proxy reach directly.
-UPSTREAM = "127.0.0.1:7233"
 
 
 @dataclass(frozen=True)
@@ -249,7 +248,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def tls_proxy(
-    directory: Path, port: int, material: TlsMaterial, upstream: str = UPSTREAM
+    directory: Path, port: int, material: TlsMaterial, upstream: str
 ) -> Iterator[TlsProxy]:
     """Run nginx as an mTLS gRPC proxy on ``127.0.0.1:port`` until the block ends."""
     if shutil.which(NGINX) is None:
