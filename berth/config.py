@@ -8,6 +8,9 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Defined with the wire (berth.steps), where workflows find it; re-exported for the rest.
+from berth.steps import node_task_queue as node_task_queue
+
 CONTROL_TASK_QUEUE = "berth"
 CONTAINERD_NAMESPACE = "berth"
 
@@ -22,11 +25,6 @@ def make_private_dir(path: Path) -> Path:
     if path.stat().st_mode & 0o777 != PRIVATE_DIR_MODE:
         os.chmod(path, PRIVATE_DIR_MODE)
     return path
-
-
-def node_task_queue(node: str) -> str:
-    """The task queue a node's agent polls."""
-    return f"berth-node-{node}"
 
 
 class NodePaths:
