@@ -56,6 +56,8 @@ def make_engine(
 
     @event.listens_for(engine.sync_engine, "handle_error")
     def _unavailable(context: ExceptionContext) -> BaseException | None:
+        if context.is_pre_ping:
+            return None  # the pool's own ping: it replaces a dropped connection by itself
         return database_error(context.original_exception, waiting)
 
     return engine
