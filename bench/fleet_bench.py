@@ -104,7 +104,8 @@ def start_agent(own: Settings, log: Path) -> subprocess.Popen[bytes]:
     """This script in ``--agent`` mode for one node, as its own process."""
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--agent", own.node],
+            # As a module from the repository root: the bench imports its sibling modules.
+            [sys.executable, "-m", "bench.fleet_bench", "--agent", own.node],
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
