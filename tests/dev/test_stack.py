@@ -6,7 +6,7 @@ from pathlib import Path
 
 from berth.config import NodePaths
 from dev.stack import end_node_shims
-from tests.runtime.test_shims import fake_shim
+from tests.support.shims import fake_shim
 
 
 def test_end_node_shims_kills_every_namespace_of_the_node_and_nothing_else(

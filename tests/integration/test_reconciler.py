@@ -6,10 +6,7 @@ import asyncio
 import contextlib
 import json
 import shutil
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 from sqlalchemy import select
 from temporalio.client import Client
@@ -34,6 +31,7 @@ from tests.integration.node_agent import (
     Node2,
 )
 from tests.integration.test_crash_safety import RESULT_TIMEOUT, wait_until
+from tests.support.shims import fake_shim
 from tests.support.stack import SuiteStack
 
 
@@ -176,24 +174,6 @@ async def test_agent_reconciles_at_start(node2: Node2) -> None:
     assert "reconciler on node-2 repaired network-leftover" in log, json.dumps(log[-2000:])
 
 
-def decoy_shim(container_id: str, namespace: str, socket: Path) -> subprocess.Popen[bytes]:
-    """A process whose command line is a shim's for ``namespace`` at ``socket`` (it sleeps)."""
-    return subprocess.Popen(
-        [
-            "containerd-shim-runc-v2",
-            "-c",
-            "import time; time.sleep(300)",
-            "-namespace",
-            namespace,
-            "-id",
-            container_id,
-            "-address",
-            str(socket),
-        ],
-        executable=sys.executable,
-    )
-
-
 async def lose_task_record(node2: Node2, container_id: str) -> None:
     """Restart node-2's containerd without the task's bundle: the shim runs on, unknown to it."""
     paths = node2.settings.node_paths()
@@ -213,8 +193,8 @@ async def test_reconciler_reaps_a_shim_whose_task_record_is_gone(
     (shim,) = node_shims(containerd)[container_id]
     node3_socket = suite_stack.suite.node_paths("node-3").containerd_socket
     decoys = [
-        decoy_shim(container_id, "other-namespace", containerd.socket),
-        decoy_shim(container_id, containerd.namespace, node3_socket),
+        fake_shim("other-namespace", container_id, containerd.socket),
+        fake_shim(containerd.namespace, container_id, node3_socket),
     ]
     try:
         await lose_task_record(node2, container_id)

@@ -2,34 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from berth.runtime.shims import kill_shim, list_shims, parse_shim_argv, shim_alive
+from tests.support.shims import fake_shim
 
 SHIM = "/usr/bin/containerd-shim-runc-v2"
-
-
-def fake_shim(namespace: str, container_id: str, socket: Path) -> subprocess.Popen[bytes]:
-    """A sleeping process whose command line is a shim's."""
-    return subprocess.Popen(
-        [
-            "containerd-shim-runc-v2",
-            "-c",
-            "import time; time.sleep(60)",
-            "-namespace",
-            namespace,
-            "-id",
-            container_id,
-            "-address",
-            str(socket),
-        ],
-        executable=sys.executable,
-    )
 
 
 @pytest.fixture
