@@ -132,9 +132,10 @@ class Settings(BaseSettings):
     task_queue: str = CONTROL_TASK_QUEUE
     node: str = "node-1"
     containerd_namespace: str = CONTAINERD_NAMESPACE
-    # The node's CNI bridge and its subnet; each node on one machine needs its own.
+    # The node's CNI bridge and its subnet; each node on one machine needs its own. A /22 holds
+    # 1,021 containers (host-local keeps the network, gateway and broadcast addresses).
     bridge: str = "berth0"
-    subnet: str = "10.213.0.0/24"
+    subnet: str = "10.213.0.0/22"
     cni_bin_dir: Path = Path("/usr/lib/cni")
     # Temporal connection security: TLS (server CA, and a client pair for mTLS) and an API key.
     temporal_tls: bool = False

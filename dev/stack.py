@@ -496,6 +496,11 @@ WORKER_MARKER = "berth.worker"
 METRICS_BASE_PORT = 9464
 
 
+def node_subnet(index: int) -> str:
+    """The subnet of dev node ``node-<index+1>``: a /22 each (1,021 containers), 10.213.0.0 up."""
+    return f"10.213.{4 * index}.0/22"
+
+
 def worker_env(settings: Settings, paths: StackPaths, node: str | None = None) -> dict[str, str]:
     env = {
         **os.environ,
@@ -512,7 +517,7 @@ def worker_env(settings: Settings, paths: StackPaths, node: str | None = None) -
         env |= {
             "BERTH_NODE": node,
             "BERTH_BRIDGE": f"berth{index}",
-            "BERTH_SUBNET": f"10.213.{index}.0/24",
+            "BERTH_SUBNET": node_subnet(index),
             "BERTH_METRICS_ADDRESS": f"127.0.0.1:{METRICS_BASE_PORT + index + 1}",
         }
     return env

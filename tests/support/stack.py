@@ -10,7 +10,7 @@ different indexes. Everything of the session is named from it and lives under it
   image imported into namespace ``berth-test``;
 - PostgreSQL: database ``berth_test_<k>_<random>`` on the shared server, created and migrated at
   the start, dropped at the end;
-- CNI: bridge ``btest<k>n<i>`` and subnet ``10.213.<100 + 10k + i>.0/24`` for node i+1.
+- CNI: bridge ``btest<k>n<i>`` and subnet ``10.214.<4 (3k + i)>.0/22`` for node i+1.
 
 A developer's stack (``scripts/dev up``: /var/lib/berth, ports 7233/8233, database ``berth``,
 bridges ``berth<i>``) is never touched. ``clear_suite`` is the one teardown: it ends every process
@@ -102,7 +102,8 @@ class Suite:
         return f"btest{self.index}n{NODES.index(node)}"
 
     def subnet(self, node: str) -> str:
-        return f"10.213.{100 + 10 * self.index + NODES.index(node)}.0/24"
+        # A /22 per node (1,021 containers), in 10.214/16 so that no dev-stack node overlaps.
+        return f"10.214.{4 * (len(NODES) * self.index + NODES.index(node))}.0/22"
 
     def node_paths(self, node: str) -> NodePaths:
         return NodePaths(self.state_dir, node, NAMESPACE)
