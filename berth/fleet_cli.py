@@ -6,20 +6,25 @@ import argparse
 import asyncio
 import sys
 import uuid
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from pydantic import ValidationError
+from berth.cli.context import Context
 
-from berth.client import BerthClient, dumps
-from berth.contract import FleetProgress, FleetRestartInput
-from berth.converter import describe_validation_error
-from berth.errors import InvalidParameter
+if TYPE_CHECKING:
+    from berth.client import BerthClient
+    from berth.contract import FleetProgress, FleetRestartInput
 
 BAR_WIDTH = 30
 ENDED = ("completed", "aborted", "cancelled")
 
 
 def request_from_args(args: argparse.Namespace) -> FleetRestartInput:
+    from pydantic import ValidationError
+
+    from berth.contract import FleetRestartInput
+    from berth.converter import describe_validation_error
+    from berth.errors import InvalidParameter
+
     labels = {}
     for value in args.label:
         key, _, val = value.partition("=")
@@ -92,7 +97,8 @@ def print_progress(progress: FleetProgress) -> None:
         print(f"  error: {error}")
 
 
-async def cmd_fleet_restart(berth: BerthClient, args: argparse.Namespace) -> int:
+async def cmd_fleet_restart(context: Context, args: argparse.Namespace) -> int:
+    berth = await context.berth()
     request = request_from_args(args)
     await berth.fleet.restart(request)
     print(f"fleet restart {request.name} started (workflow fleet-restart-{request.name})")
@@ -103,14 +109,16 @@ async def cmd_fleet_restart(berth: BerthClient, args: argparse.Namespace) -> int
     return 0 if progress.status == "completed" and not progress.counts.failed else 1
 
 
-async def cmd_fleet_status(berth: BerthClient, args: argparse.Namespace) -> int:
+async def cmd_fleet_status(context: Context, args: argparse.Namespace) -> int:
+    berth = await context.berth()
     if args.watch:
         await watch(berth, args.name, sys.stdout)
     print_progress(await berth.fleet.progress(args.name))
     return 0
 
 
-async def cmd_fleet_control(berth: BerthClient, args: argparse.Namespace) -> int:
+async def cmd_fleet_control(context: Context, args: argparse.Namespace) -> int:
+    berth = await context.berth()
     action = {
         "pause": berth.fleet.pause,
         "resume": berth.fleet.resume,
@@ -120,9 +128,12 @@ async def cmd_fleet_control(berth: BerthClient, args: argparse.Namespace) -> int
     return 0
 
 
-async def cmd_fleet_show(berth: BerthClient, args: argparse.Namespace) -> int:
+async def cmd_fleet_show(context: Context, args: argparse.Namespace) -> int:
+    berth = await context.berth()
     run, items = await berth.fleet.show(args.name)
     if args.json:
+        from berth.client import dumps
+
         print(
             dumps(
                 {
@@ -165,9 +176,8 @@ async def cmd_fleet_show(berth: BerthClient, args: argparse.Namespace) -> int:
     return 0
 
 
-def add_fleet_parser(commands: Any) -> None:
-    """Add ``berth fleet restart|status|pause|resume|cancel|show`` to the CLI's subcommands."""
-    fleet = commands.add_parser("fleet", help="restart fleets of containers")
+def configure(verb: str, fleet: argparse.ArgumentParser) -> None:
+    """``berth fleet restart|status|pause|resume|cancel|show`` (see ``berth.cli.verbs``)."""
     verbs = fleet.add_subparsers(dest="fleet_command", required=True)
 
     restart = verbs.add_parser("restart", help="restart the selected containers")
@@ -189,17 +199,17 @@ def add_fleet_parser(commands: Any) -> None:
     restart.add_argument("--stop-timeout", type=int, default=10, help="seconds before SIGKILL")
     restart.add_argument("--node-wait", type=float, default=120.0, help="seconds")
     restart.add_argument("--watch", action="store_true", help="show a progress bar until done")
-    restart.set_defaults(run=cmd_fleet_restart)
+    restart.set_defaults(handler=cmd_fleet_restart)
 
     status = verbs.add_parser("status", help="a fleet restart's progress")
     status.add_argument("name")
     status.add_argument("--watch", action="store_true")
-    status.set_defaults(run=cmd_fleet_status)
+    status.set_defaults(handler=cmd_fleet_status)
     for verb in ("pause", "resume", "cancel"):
         control = verbs.add_parser(verb, help=f"{verb} a running fleet restart")
         control.add_argument("name")
-        control.set_defaults(run=cmd_fleet_control)
+        control.set_defaults(handler=cmd_fleet_control)
     show = verbs.add_parser("show", help="a fleet restart's recorded items")
     show.add_argument("name")
     show.add_argument("--json", action="store_true")
-    show.set_defaults(run=cmd_fleet_show)
+    show.set_defaults(handler=cmd_fleet_show)

@@ -66,6 +66,32 @@ def test_client_import_loads_no_workflow_activity_or_runtime_module(module: str)
     )
 
 
+# What the CLI's entry and verb modules may not load at import: each costs start-up time that a
+# verb pays only when its handler asks for it (berth.cli.main).
+HEAVY = (
+    "pydantic",
+    "pydantic_settings",
+    "temporalio",
+    "sqlalchemy",
+    "psycopg",
+    "aiohttp",
+    "google",
+)
+
+
+def cli_modules() -> list[str]:
+    from berth.cli.verbs import VERBS
+
+    return sorted({"berth.cli", "berth.cli.main", *(verb.module for verb in VERBS.values())})
+
+
+@pytest.mark.parametrize("module", cli_modules())
+def test_cli_entry_and_verb_modules_load_no_heavy_dependency(module: str) -> None:
+    loaded = loaded_after(module)
+
+    assert under(loaded, *HEAVY) == []
+
+
 def test_workflow_imports_load_no_activity_runtime_or_sqlalchemy_module() -> None:
     loaded = loaded_after(*WORKFLOW_MODULES)
 

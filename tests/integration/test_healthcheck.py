@@ -16,7 +16,7 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from berth.cli import health_label
+from berth.cli.ps import health_label
 from berth.contract import ContainerConfig, FleetProgress, FleetRestartInput
 from berth.db.models import ContainerHealth
 from berth.health_prober import EXEC_PREFIX

@@ -1,0 +1,83 @@
+"""What a verb's handler asks for: settings, the client, each built on first use, closed after.
+
+Light at import: Berth's settings and clients are imported when a handler first asks for them, so
+a verb pays only for what it uses.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from berth.client import BerthClient
+    from berth.config import Settings
+
+
+class BerthFailure(Exception):
+    """Berth itself cannot serve the command (settings, Temporal or PostgreSQL): exit 125.
+
+    The message is one line that says which service and where.
+    """
+
+
+class Context:
+    """A verb's dependencies, each made on first use; ``close`` releases what was made."""
+
+    def __init__(self) -> None:
+        self._settings: Settings | None = None
+        self._berth: BerthClient | None = None
+
+    @property
+    def settings(self) -> Settings:
+        """Berth's settings from the environment (``BERTH_*``); the CLI serves no metrics."""
+        if self._settings is None:
+            from pydantic import ValidationError
+
+            from berth.config import Settings
+            from berth.converter import describe_validation_error
+
+            try:
+                # The workers own the metrics ports (BERTH_METRICS_ADDRESS may be set in an
+                # environment shared with them, as the dev stack's is).
+                settings = Settings(metrics_address=None)
+            except ValidationError as err:
+                raise BerthFailure(f"bad settings: {describe_validation_error(err)}") from None
+            self._settings = settings
+        return self._settings
+
+    async def berth(self) -> BerthClient:
+        """The client (Temporal and PostgreSQL), connected on first use."""
+        if self._berth is None:
+            from berth.client import BerthClient
+            from berth.errors import Unavailable
+
+            try:
+                self._berth = await BerthClient.connect(self.settings)
+            except Unavailable as err:
+                raise BerthFailure(err.message) from None
+        return self._berth
+
+    async def close(self) -> None:
+        if self._berth is not None:
+            await self._berth.__aexit__(None, None, None)
+            self._berth = None
+
+
+def daemon_error(context: Context, err: BaseException) -> str | None:
+    """The message of a daemon-side error (a typed Berth error, a Temporal call's transport
+    failure), or None for anything else.
+
+    Reads the error classes from ``sys.modules``: a module never imported raised nothing, and
+    importing it here would cost the start-up time this package saves.
+    """
+    errors = sys.modules.get("berth.errors")
+    if errors is not None and isinstance(err, errors.BerthError):
+        return str(err.message)
+    service = sys.modules.get("temporalio.service")
+    if service is not None and isinstance(err, service.RPCError):
+        from berth.client import call_error
+
+        error = call_error(context.settings.temporal_address, err)
+        return None if error is None else str(error.message)
+    return None

@@ -1,0 +1,116 @@
+"""Verbs that change containers through their node's saga: start, stop, restart, pause, unpause,
+rm, wait, export."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Awaitable, Callable
+
+from berth.cli.context import Context, daemon_error
+
+
+async def for_each(
+    context: Context, refs: list[str], verb: str, action: Callable[[str], Awaitable[object]]
+) -> int:
+    """Run ``action`` on every container, as docker does: print each, report the failures."""
+    failed = []
+    for ref in refs:
+        try:
+            await action(ref)
+            print(ref)
+        except Exception as err:
+            message = daemon_error(context, err)
+            if message is None:
+                raise
+            print(f"Error response from daemon: {message}", file=sys.stderr)
+            failed.append(ref)
+    if failed:
+        print(f"Error: failed to {verb} containers: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def cmd_start(context: Context, args: argparse.Namespace) -> int:
+    berth = await context.berth()
+    return await for_each(context, args.containers, "start", berth.start)
+
+
+async def cmd_stop(context: Context, args: argparse.Namespace) -> int:
+    berth = await context.berth()
+    return await for_each(context, args.containers, "stop", lambda ref: berth.stop(ref, args.time))
+
+
+async def cmd_restart(context: Context, args: argparse.Namespace) -> int:
+    berth = await context.berth()
+    return await for_each(
+        context, args.containers, "restart", lambda ref: berth.restart(ref, args.time)
+    )
+
+
+async def cmd_pause(context: Context, args: argparse.Namespace) -> int:
+    berth = await context.berth()
+    return await for_each(context, args.containers, "pause", berth.pause)
+
+
+async def cmd_unpause(context: Context, args: argparse.Namespace) -> int:
+    berth = await context.berth()
+    return await for_each(context, args.containers, "unpause", berth.unpause)
+
+
+async def cmd_rm(context: Context, args: argparse.Namespace) -> int:
+    berth = await context.berth()
+    return await for_each(
+        context, args.containers, "remove", lambda ref: berth.remove(ref, args.force)
+    )
+
+
+async def cmd_wait(context: Context, args: argparse.Namespace) -> int:
+    berth = await context.berth()
+    failed = False
+    for ref in args.containers:
+        try:
+            print(await berth.wait(ref))
+        except Exception as err:
+            message = daemon_error(context, err)
+            if message is None:
+                raise
+            print(f"Error response from daemon: {message}", file=sys.stderr)
+            failed = True
+    return 1 if failed else 0
+
+
+async def cmd_export(context: Context, args: argparse.Namespace) -> int:
+    # The agent refuses a directory reached through a symlink; resolve the caller's own.
+    directory, name = os.path.split(os.path.abspath(args.output))
+    berth = await context.berth()
+    await berth.export(args.container, os.path.join(os.path.realpath(directory), name))
+    return 0
+
+
+HANDLERS = {
+    "start": cmd_start,
+    "stop": cmd_stop,
+    "restart": cmd_restart,
+    "pause": cmd_pause,
+    "unpause": cmd_unpause,
+    "rm": cmd_rm,
+    "wait": cmd_wait,
+}
+
+
+def configure(verb: str, parser: argparse.ArgumentParser) -> None:
+    if verb == "export":
+        parser.add_argument("container")
+        parser.add_argument("-o", "--output", required=True, help="the tar file to write")
+        parser.set_defaults(handler=cmd_export)
+        return
+    parser.add_argument("containers", nargs="+")
+    if verb in ("stop", "restart"):
+        parser.add_argument("-t", "--time", type=int, help="seconds to wait before SIGKILL (10)")
+    if verb == "rm":
+        parser.add_argument(
+            "-f", "--force", action="store_true", help="kill a running container first"
+        )
+    parser.set_defaults(handler=HANDLERS[verb])

@@ -1,0 +1,91 @@
+"""The ``berth`` entry: parse the arguments, import the chosen verb's module, run it, exit.
+
+Start-up time is the CLI's budget, so this module and every verb module import at top level only
+the standard library and the light ``berth.cli`` modules (``verbs``, ``context``, pure helpers);
+pydantic, temporalio, SQLAlchemy, psycopg and the rest of ``berth`` are imported inside the
+handler that needs them (tests/berth/test_import_boundary.py holds the line).
+
+Exit codes as docker's: 125 when the command or Berth itself fails (bad usage, bad settings,
+Temporal or PostgreSQL unreachable: one line saying which and where), 1 for an error the daemon
+reports (``Error response from daemon: ...``), otherwise what the handler returns (``run`` and
+``wait`` pass the container's code through).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from berth.cli.context import BerthFailure, Context, daemon_error
+from berth.cli.verbs import VERBS
+
+# docker's: the command itself failed (bad flags, the daemon unreachable).
+EXIT_BERTH_FAILED = 125
+# docker's: the daemon answered with an error.
+EXIT_DAEMON_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with docker's exit code for a usage error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_BERTH_FAILED, f"{self.prog}: error: {message}\n")
+
+
+def build_parser(argv: Sequence[str]) -> Parser:
+    """The parser, with arguments only for the verb ``argv`` names (its module imported)."""
+    parser = Parser(prog="berth", description="Durable container lifecycle")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    chosen = next((arg for arg in argv if not arg.startswith("-")), None)
+    for name, verb in VERBS.items():
+        sub = commands.add_parser(name, help=verb.help, description=verb.help)
+        if name == chosen:
+            importlib.import_module(verb.module).configure(name, sub)
+    return parser
+
+
+async def dispatch(args: argparse.Namespace) -> int:
+    """Run the verb's handler; its failures as docker's messages and exit codes."""
+    context = Context()
+    try:
+        return int(await args.handler(context, args))
+    except BerthFailure as failure:
+        print(f"berth: {failure}", file=sys.stderr)
+        return EXIT_BERTH_FAILED
+    except Exception as err:
+        error = daemon_error(context, err)
+        if error is None:
+            raise
+        print(f"Error response from daemon: {error}", file=sys.stderr)
+        return EXIT_DAEMON_ERROR
+    finally:
+        await context.close()
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (default: the process's) and run the verb; the process's exit code."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(arguments).parse_args(arguments)
+    try:
+        return asyncio.run(dispatch(args))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def main() -> None:
+    """The console script ``berth``."""
+    code = run()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The Temporal client's native threads can still call into Python while the interpreter
+    # finalizes, which aborts the process (SIGABRT) after the command already succeeded; all
+    # work is done and flushed here, so leave without finalizing.
+    import os
+
+    os._exit(code)
