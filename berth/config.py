@@ -136,6 +136,8 @@ class Settings(BaseSettings):
     # 1,021 containers (host-local keeps the network, gateway and broadcast addresses).
     bridge: str = "berth0"
     subnet: str = "10.213.0.0/22"
+    # Outbound like Docker's default bridge: masquerade the subnet's traffic leaving the bridge.
+    masquerade: bool = True
     cni_bin_dir: Path = Path("/usr/lib/cni")
     # Temporal connection security: TLS (server CA, and a client pair for mTLS) and an API key.
     temporal_tls: bool = False

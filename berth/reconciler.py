@@ -210,10 +210,14 @@ class Reconciler:
 
     async def reconcile(self) -> list[Repair]:
         """One pass over the node; returns what was repaired."""
+        # The node's masquerade rule (its setting decides whether there is one): node setup, not
+        # a container's leftover, so it is logged, not counted as a repair.
+        if await asyncio.to_thread(self._cni.ensure_masquerade):
+            log.info("reconciler on %s: masquerade rule of %s set", self._node, self._cni.bridge)
+        repairs: list[Repair] = []
         view = await observe_node(
             self._node, self._paths, self._containerd, self._cni, self._sessions
         )
-        repairs: list[Repair] = []
         for container in list(view.containers.values()):
             if container.operation is not None:
                 repairs += await self._end_stale_operation(container.id, container.operation)

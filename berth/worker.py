@@ -143,6 +143,7 @@ def node_runtime(settings: Settings) -> NodeRuntime:
             call_timeout=settings.runtime_call_timeout_seconds,
             grace_seconds=settings.runtime_grace_seconds,
             node=settings.node,
+            masquerade=settings.masquerade,
         ),
         faults=faults_from_env(os.environ),
     )

@@ -46,6 +46,7 @@ from temporalio.service import RPCError
 
 from berth.config import NodePaths, Settings
 from berth.errors import BerthError
+from berth.runtime.cni import delete_masquerade
 from berth.runtime.containerd import ContainerdClient
 from berth.runtime.containerd_daemon import (
     containerd_running,
@@ -656,7 +657,8 @@ def berth_bridges() -> list[str]:
 def delete_bridges() -> None:
     for bridge in berth_bridges():
         subprocess.run(["ip", "link", "del", bridge], check=True)
-        log(f"{'network':<14} deleted bridge {bridge}")
+        delete_masquerade(bridge)
+        log(f"{'network':<14} deleted bridge {bridge} and its masquerade rule")
 
 
 def tear_down_node(paths: StackPaths, node: str) -> None:

@@ -6,7 +6,12 @@ when run again: attach returns the existing attachment instead of taking a secon
 refuses a second ADD for the same id), and detach succeeds when nothing is attached or the
 namespace is already gone, freeing the IP all the same.
 
-No masquerading and no default route: containers reach their subnet and nothing else.
+Outbound like Docker's default bridge: the bridge is each container's default gateway, and with
+``masquerade`` on (the node's setting, on by default) one rule of the node,
+``POSTROUTING -s <subnet> ! -o <bridge> -j MASQUERADE`` in iptables' nat table, lets containers
+reach whatever the node reaches. The rule is the node's, not a container's, so no CNI DEL (which
+cannot find a container's address once its namespace is gone) can leave one behind;
+``ensure_masquerade`` adds it (or, with the setting off, removes it) and converges when run again.
 
 Each plugin run has a deadline (``call_timeout``): a plugin stuck on host-local's lock or on the
 kernel is killed at it and the run is ``Unavailable``, as is a plugin asking to be retried (CNI
@@ -19,6 +24,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shlex
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +76,7 @@ class CniNetwork:
         call_timeout: float = PLUGIN_TIMEOUT_SECONDS,
         grace_seconds: float = DEFAULT_GRACE_SECONDS,
         node: str = "",
+        masquerade: bool = True,
     ) -> None:
         try:
             network = ipaddress.ip_network(subnet, strict=True)
@@ -86,6 +94,8 @@ class CniNetwork:
         self.ipam_dir = data_dir / "ipam"
         self.call_timeout = call_timeout
         self.waiting = Waiting("the CNI plugins", node, grace_seconds)
+        self.masquerade = masquerade
+        self._masquerade_ensured = False
 
     def plugins(self) -> list[dict[str, Any]]:
         """The chain, as the ``plugins`` list of a conflist."""
@@ -95,12 +105,16 @@ class CniNetwork:
                 "type": "bridge",
                 "bridge": self.bridge,
                 "isGateway": True,
+                # Masquerading is the node's one rule (ensure_masquerade), not one per container.
                 "ipMasq": False,
                 "hairpinMode": True,
+                # The bridge's address is the configured subnet's gateway, also after a change.
+                "forceAddress": True,
                 "ipam": {
                     "type": "host-local",
                     "ranges": [[{"subnet": str(self.subnet), "gateway": self.gateway}]],
-                    "routes": [{"dst": str(self.subnet)}],
+                    # The bridge is the default gateway, as on Docker's default bridge.
+                    "routes": [{"dst": "0.0.0.0/0"}],
                     "dataDir": os.fspath(self.ipam_dir),
                 },
             },
@@ -117,6 +131,8 @@ class CniNetwork:
         """
         if not netns_exists(netns):
             raise NotFound(f"network namespace {netns} does not exist")
+        if not self._masquerade_ensured:
+            self.ensure_masquerade()
         existing = self._existing_attachment(container_id, netns, ifname)
         if existing is not None:
             return existing
@@ -166,6 +182,24 @@ class CniNetwork:
             except BerthError as error:
                 failure = failure or error
         return failure
+
+    def ensure_masquerade(self) -> bool:
+        """Add the node's masquerade rule (remove it when ``masquerade`` is off); converges.
+
+        Returns whether it changed anything.
+
+        Raises:
+            System: iptables is missing or failed.
+        """
+        rule = masquerade_rule(self.subnet, self.bridge)
+        present = _iptables("-C", rule, self.call_timeout)
+        changed = False
+        if self.masquerade and not present:
+            changed = _iptables("-A", rule, self.call_timeout, check=True)
+        elif not self.masquerade and present:
+            changed = delete_masquerade(self.bridge, self.call_timeout) > 0
+        self._masquerade_ensured = True
+        return changed
 
     def reservations(self) -> dict[str, str]:
         """host-local's reservations on this network: IP -> container id."""
@@ -264,6 +298,75 @@ class CniNetwork:
             return json.loads(completed.stdout) if completed.stdout.strip() else {}
         except json.JSONDecodeError as error:
             raise System(f"{action}: unreadable result: {completed.stdout[:200]!r}") from error
+
+
+def masquerade_rule(subnet: ipaddress.IPv4Network | str, bridge: str) -> list[str]:
+    """The nat table's rule that masquerades the subnet's traffic leaving by another link."""
+    return [
+        "POSTROUTING",
+        "-s",
+        str(subnet),
+        "!",
+        "-o",
+        bridge,
+        "-m",
+        "comment",
+        "--comment",
+        f"berth masquerade {bridge}",
+        "-j",
+        "MASQUERADE",
+    ]
+
+
+def delete_masquerade(bridge: str, timeout: float = PLUGIN_TIMEOUT_SECONDS) -> int:
+    """Remove every masquerade rule of ``bridge``'s network (by its comment); returns how many.
+
+    Raises:
+        System: iptables is missing or failed.
+    """
+    listed = _iptables_output(["-S", "POSTROUTING"], timeout)
+    removed = 0
+    for line in listed.splitlines():
+        words = shlex.split(line)
+        if words[:1] == ["-A"] and f"berth masquerade {bridge}" in words:
+            _iptables_output(["-D", *words[1:]], timeout)
+            removed += 1
+    return removed
+
+
+def _iptables(action: str, rule: list[str], timeout: float, check: bool = False) -> bool:
+    """Run ``iptables -t nat <action> <rule>``; whether it succeeded (``check``: or raise).
+
+    Raises:
+        System: iptables is missing, timed out, or failed (with ``check``, or not with 1, the
+            code of a rule that ``-C`` does not find).
+    """
+    completed = _run_iptables([action, *rule], timeout)
+    if completed.returncode != 0 and (check or completed.returncode != 1):
+        raise System(f"iptables {action} {' '.join(rule)}: {completed.stderr.strip()}")
+    return completed.returncode == 0
+
+
+def _iptables_output(arguments: list[str], timeout: float) -> str:
+    """``iptables -t nat <arguments>``'s output.
+
+    Raises:
+        System: iptables is missing, timed out or failed.
+    """
+    completed = _run_iptables(arguments, timeout)
+    if completed.returncode != 0:
+        raise System(f"iptables {' '.join(arguments)}: {completed.stderr.strip()}")
+    return completed.stdout
+
+
+def _run_iptables(arguments: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("iptables") or "/usr/sbin/iptables"
+    # -w: wait for the xtables lock that the portmap plugin and other tools take.
+    command = [binary, "-w", "5", "-t", "nat", *arguments]
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise System(f"iptables {' '.join(arguments)}: {error}") from error
 
 
 def _plugin_error(action: str, stdout: str, stderr: str, waiting: Waiting) -> BerthError:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from berth.errors import InvalidParameter, NotFound
-from berth.runtime.cni import CNI_VERSION, CniNetwork
+from berth.runtime.cni import CNI_VERSION, CniNetwork, delete_masquerade
 from berth.runtime.mounts import mounts_under
 from berth.runtime.netns import create_netns, delete_netns, list_netns, netns_addresses
 
@@ -59,6 +59,27 @@ def bridge_ports_after_netns_cleanup(bridge: str) -> list[str]:
     return ports
 
 
+def masquerade_rules(bridge: str) -> list[str]:
+    """The nat table's POSTROUTING rules that name ``bridge``."""
+    listed = subprocess.run(
+        ["iptables", "-w", "5", "-t", "nat", "-S", "POSTROUTING"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [line for line in listed.stdout.splitlines() if f" {bridge} " in f"{line} "]
+
+
+def default_routes(netns: Path) -> list[dict[str, str]]:
+    shown = subprocess.run(
+        ["nsenter", f"--net={netns}", "ip", "-j", "-4", "route", "show", "default"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return list(json.loads(shown.stdout or "[]"))
+
+
 def link_exists(name: str) -> bool:
     shown = subprocess.run(["ip", "link", "show", name], capture_output=True, check=False)
     return shown.returncode == 0
@@ -77,6 +98,7 @@ def lab() -> Iterator[Lab]:
     leaked_ports = bridge_ports_after_netns_cleanup(bridge) if link_exists(bridge) else []
     leaked_mounts = mounts_under(directory)
     subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
+    delete_masquerade(bridge)
     shutil.rmtree(directory)
     assert leaked_ports == [], "veths outlived their namespaces"
     assert leaked_mounts == [], "namespaces left bound"
@@ -204,3 +226,64 @@ def test_attach_loopback_only_brings_up_loopback_without_ip(lab: Lab) -> None:
     lab.network.attach_loopback_only(netns, "c1")
     assert netns_addresses(netns) == ["127.0.0.1"]
     assert lab.network.reservations() == {}
+
+
+def test_attach_netns_default_route_via_bridge_gateway(lab: Lab) -> None:
+    netns = lab.netns("c1")
+    lab.network.attach("c1", netns)
+    routes = default_routes(netns)
+    assert [(r.get("gateway"), r.get("dev")) for r in routes] == [(lab.network.gateway, "eth0")]
+
+
+def test_attach_sets_one_masquerade_rule_for_the_subnet(lab: Lab) -> None:
+    lab.network.attach("c1", lab.netns("c1"))
+    lab.network.attach("c2", lab.netns("c2"))
+    rules = masquerade_rules(lab.network.bridge)
+    assert len(rules) == 1
+    rule = rules[0].split()
+    assert rule[:4] == ["-A", "POSTROUTING", "-s", str(lab.network.subnet)]
+    assert rule[4:7] == ["!", "-o", lab.network.bridge]
+    assert rule[-2:] == ["-j", "MASQUERADE"]
+
+
+def test_ensure_masquerade_twice_changes_nothing_the_second_time(lab: Lab) -> None:
+    assert lab.network.ensure_masquerade() is True
+    assert lab.network.ensure_masquerade() is False
+    assert len(masquerade_rules(lab.network.bridge)) == 1
+
+
+def test_ensure_masquerade_setting_off_removes_the_rule(lab: Lab) -> None:
+    lab.network.ensure_masquerade()
+    off = CniNetwork(
+        CNI_BIN_DIR,
+        lab.network.name,
+        lab.network.bridge,
+        str(lab.network.subnet),
+        lab.network.ipam_dir.parent,
+        masquerade=False,
+    )
+    assert off.ensure_masquerade() is True
+    assert masquerade_rules(lab.network.bridge) == []
+
+
+def test_attach_masquerade_off_adds_no_rule_and_keeps_default_route(lab: Lab) -> None:
+    off = CniNetwork(
+        CNI_BIN_DIR,
+        lab.network.name,
+        lab.network.bridge,
+        str(lab.network.subnet),
+        lab.network.ipam_dir.parent,
+        masquerade=False,
+    )
+    netns = lab.netns("c1")
+    off.attach("c1", netns)
+    assert masquerade_rules(lab.network.bridge) == []
+    assert [r.get("gateway") for r in default_routes(netns)] == [lab.network.gateway]
+
+
+def test_delete_masquerade_removes_only_its_bridges_rule(lab: Lab) -> None:
+    lab.network.ensure_masquerade()
+    assert delete_masquerade(f"{lab.network.bridge}x") == 0
+    assert len(masquerade_rules(lab.network.bridge)) == 1
+    assert delete_masquerade(lab.network.bridge) == 1
+    assert masquerade_rules(lab.network.bridge) == []

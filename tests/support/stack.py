@@ -45,6 +45,7 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from berth.config import NodePaths, Settings
+from berth.runtime.cni import delete_masquerade
 from berth.runtime.containerd_daemon import start_containerd
 from berth.runtime.image import DEFAULT_REF, build_busybox_image, import_image
 from berth.runtime.mounts import unmount_rootfs
@@ -277,6 +278,7 @@ def _delete_bridges(suite: Suite) -> None:
     for name in names:
         if re.fullmatch(rf"btest{suite.index}n[0-9]+", name):
             subprocess.run(["ip", "link", "del", name], check=True, capture_output=True)
+            delete_masquerade(name)
 
 
 def _admin() -> psycopg.Connection[Any]:
