@@ -58,6 +58,7 @@ RUNTIME = "io.containerd.runc.v2"
 SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 NAMESPACE_HEADER = "containerd-namespace"
+LEASE_HEADER = "containerd-lease"
 # Snapshots that no container or image references are garbage to containerd's GC; Berth's rootfs
 # snapshots outlive their containerd container (stop deletes it), so each one is a GC root.
 GC_ROOT_LABEL = "containerd.io/gc.root"
@@ -260,16 +261,33 @@ class ContainerdClient:
         method: Callable[..., Awaitable[T]],
         request: Any,
         deadline: float | Literal["call"] | None = "call",
+        lease: str | None = None,
     ) -> T:
-        """One unary call with its deadline (``call_timeout`` unless given; None: no deadline)."""
+        """One unary call with its deadline (``call_timeout`` unless given; None: no deadline).
+
+        ``lease``: the containerd lease what the call creates is held by.
+        """
         timeout = self.call_timeout if deadline == "call" else deadline
         try:
-            return await method(request, metadata=self._metadata, timeout=timeout)
+            return await method(request, metadata=self.metadata(lease), timeout=timeout)
         except grpc.aio.AioRpcError as error:
             raise self._error(error, what, timeout) from None
 
     def _error(self, error: grpc.aio.AioRpcError, what: str, deadline: float | None) -> BerthError:
         return translate_error(error, self.node, what, deadline, self.grace_seconds)
+
+    # For the image store (berth.runtime.pull), which builds its own stubs on this channel.
+    call = _call
+    error = _error
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The gRPC channel to this node's containerd."""
+        return self._channel
+
+    def metadata(self, lease: str | None = None) -> tuple[tuple[str, str], ...]:
+        """The call metadata: the namespace, and the lease when given."""
+        return self._metadata if lease is None else (*self._metadata, (LEASE_HEADER, lease))
 
     # --- version -----------------------------------------------------------------------------
 

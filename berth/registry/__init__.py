@@ -1,0 +1,1 @@
+"""Image registries: references, credentials and the distribution API client."""

@@ -1,0 +1,551 @@
+"""Pull an image from a registry into a node's containerd: content store, snapshots, image store.
+
+The same work containerd's own ``Pull`` does, through its services:
+
+1. A **lease** (``lease_id``, an id derivable from what asked for the pull) holds everything the
+   pull creates; it expires after :data:`LEASE_EXPIRY` so that a pull that crashed leaves
+   nothing the garbage collector keeps for good, and a retry with the same lease id finds what
+   the first attempt wrote and reuses it.
+2. The manifest (an index is resolved to the node's platform), the config and the layers are
+   written into the **content store** through ``Content.Write`` in 1 MiB chunks, each checked
+   against its digest and size as it streams (containerd checks again at commit). A blob the
+   store already has is only added to the lease.
+3. Each layer is applied through containerd's **diff service** onto a snapshot committed under
+   its chain id (gzip, zstd and plain tar layers: containerd 1.6 decompresses them itself), and
+   the applied digest is checked against the config's ``diff_ids``.
+4. The GC labels tie it together (index → manifest → config and layers; config → top
+   snapshot), the image is recorded in the **image store** under the name asked for, and the
+   lease is deleted.
+
+One pull per image per node at a time: a second pull of the same name waits for the first and
+then finds the image there (:class:`ImagePuller` keeps the locks; one puller per node agent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+from google.protobuf import field_mask_pb2
+
+from berth._containerd_api.services.content.v1 import content_pb2, content_pb2_grpc
+from berth._containerd_api.services.diff.v1 import diff_pb2, diff_pb2_grpc
+from berth._containerd_api.services.images.v1 import images_pb2, images_pb2_grpc
+from berth._containerd_api.services.leases.v1 import leases_pb2, leases_pb2_grpc
+from berth._containerd_api.services.snapshots.v1 import snapshots_pb2, snapshots_pb2_grpc
+from berth._containerd_api.types import descriptor_pb2, mount_pb2
+from berth.errors import InvalidParameter, NotFound, System
+from berth.registry.client import (
+    INDEX_TYPES,
+    MANIFEST_TYPES,
+    MAX_MANIFEST_BYTES,
+    Fetched,
+    RegistryClient,
+)
+from berth.registry.reference import Reference, parse_reference
+from berth.runtime.containerd import (
+    SNAPSHOTTER,
+    AlreadyExists,
+    ContainerdClient,
+    chain_id,
+    host_platform,
+)
+
+# A crashed pull's lease, and with it what it held, is collectable after this long.
+LEASE_EXPIRY = timedelta(hours=1)
+EXPIRE_LABEL = "containerd.io/gc.expire"
+SNAPSHOT_RESOURCE = f"snapshots/{SNAPSHOTTER}"
+WRITE_CHUNK = 1024 * 1024
+# Layers fetched at once (containerd's default is 3).
+FETCH_PARALLEL = 3
+# What a layer may be: the OCI and Docker layer types, compressed with gzip or zstd or not.
+LAYER_TYPES = frozenset(
+    {
+        "application/vnd.oci.image.layer.v1.tar",
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        "application/vnd.oci.image.layer.v1.tar+zstd",
+        "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        "application/vnd.docker.image.rootfs.diff.tar",
+    }
+)
+
+Progress = Callable[[str, int, int], None]
+
+
+def _no_progress(phase: str, done: int, total: int) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class PulledImage:
+    """What a pull recorded: the image's name, its target digest, its top snapshot, its size."""
+
+    name: str
+    digest: str
+    chain_id: str
+    size: int
+
+
+@dataclass(frozen=True)
+class _Descriptor:
+    media_type: str
+    digest: str
+    size: int
+
+    @classmethod
+    def of(cls, raw: Mapping[str, Any], what: str) -> _Descriptor:
+        try:
+            digest, size = str(raw["digest"]), int(raw["size"])
+        except (KeyError, TypeError, ValueError):
+            raise InvalidParameter(f"{what}: a descriptor without digest or size") from None
+        if not digest.startswith("sha256:") or len(digest) != 71 or size < 0:
+            raise InvalidParameter(f"{what}: unsupported digest {digest[:80]!r}")
+        return cls(str(raw.get("mediaType") or ""), digest, size)
+
+    def proto(self) -> descriptor_pb2.Descriptor:
+        return descriptor_pb2.Descriptor(
+            media_type=self.media_type, digest=self.digest, size=self.size
+        )
+
+
+def pull_lease_id(owner: str) -> str:
+    """The lease of the pull ``owner`` asked for (a container id, a pull workflow's id)."""
+    return f"berth-pull-{owner}"
+
+
+def pick_platform(index: Mapping[str, Any], what: str, node: str) -> Mapping[str, Any]:
+    """The entry of an image index for this node's platform (os, architecture)."""
+    want_os, want_arch = host_platform()
+    for entry in index.get("manifests") or []:
+        platform = entry.get("platform") or {}
+        if platform.get("os", want_os) == want_os and platform.get("architecture") == want_arch:
+            return dict(entry)
+    raise NotFound(f"image {what} has no manifest for {want_os}/{want_arch} on node {node!r}")
+
+
+class ImagePuller:
+    """Pulls into one node's containerd (one namespace); one per node agent."""
+
+    def __init__(self, containerd: ContainerdClient, registry: RegistryClient) -> None:
+        self._containerd = containerd
+        self._registry = registry
+        channel = containerd.channel
+        self._content = content_pb2_grpc.ContentStub(channel)
+        self._leases = leases_pb2_grpc.LeasesStub(channel)
+        self._diff = diff_pb2_grpc.DiffStub(channel)
+        self._snapshots = snapshots_pb2_grpc.SnapshotsStub(channel)
+        self._images = images_pb2_grpc.ImagesStub(channel)
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def node(self) -> str:
+        return self._containerd.node
+
+    async def has_image(self, name: str) -> bool:
+        """Whether ``name`` is in the image store and unpacked."""
+        try:
+            await self._containerd.resolve_image(name)
+        except NotFound:
+            return False
+        return True
+
+    async def pull(
+        self,
+        name: str,
+        lease: str,
+        *,
+        only_if_missing: bool = False,
+        progress: Progress = _no_progress,
+    ) -> PulledImage | None:
+        """Pull ``name`` under ``lease`` (deleted when done); None when ``only_if_missing``
+        found it already there (a concurrent pull of the same name is waited for first).
+
+        Raises:
+            InvalidParameter: the reference is malformed, or the registry served something
+                that is not an image.
+            NotFound: the registry has no such image, or none for this node's platform.
+            Forbidden: the registry refused access.
+            System: a blob did not match its digest, or containerd refused a step.
+            Unavailable: the registry or containerd could not be reached.
+        """
+        ref = parse_reference(name)
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            if only_if_missing and await self.has_image(name):
+                return None
+            await self.create_lease(lease)
+            pulled = await self._pull(name, ref, lease, progress)
+            await self.delete_lease(lease)
+            return pulled
+
+    # --- leases -------------------------------------------------------------------------------
+
+    async def create_lease(self, lease: str) -> None:
+        """Create the lease (expiring), or keep the one a crashed attempt left."""
+        expires = (datetime.now(UTC) + LEASE_EXPIRY).strftime("%Y-%m-%dT%H:%M:%SZ")
+        request = leases_pb2.CreateRequest(id=lease, labels={EXPIRE_LABEL: expires})
+        with contextlib.suppress(AlreadyExists):
+            await self._containerd.call(f"create lease {lease}", self._leases.Create, request)
+
+    async def delete_lease(self, lease: str) -> None:
+        """Delete the lease; what it alone held becomes garbage. A missing one is success."""
+        with contextlib.suppress(NotFound):
+            await self._containerd.call(
+                f"delete lease {lease}",
+                self._leases.Delete,
+                leases_pb2.DeleteRequest(id=lease),
+            )
+
+    async def list_leases(self) -> list[str]:
+        """The ids of every lease of this namespace."""
+        response = await self._containerd.call(
+            "list leases", self._leases.List, leases_pb2.ListRequest()
+        )
+        return [lease.id for lease in response.leases]
+
+    async def _hold(self, lease: str, kind: str, resource_id: str) -> None:
+        await self._containerd.call(
+            f"add {resource_id} to lease {lease}",
+            self._leases.AddResource,
+            leases_pb2.AddResourceRequest(
+                id=lease, resource=leases_pb2.Resource(id=resource_id, type=kind)
+            ),
+        )
+
+    # --- the pull -----------------------------------------------------------------------------
+
+    async def _pull(self, name: str, ref: Reference, lease: str, progress: Progress) -> PulledImage:
+        top = await self._registry.manifest(ref)
+        manifest_blob, top_desc = top, _Descriptor(top.media_type, top.digest, len(top.data))
+        index_labels: dict[str, str] = {}
+        if _media_type(top) in INDEX_TYPES:
+            entry = pick_platform(_json(top.data, name), name, self.node)
+            chosen = _Descriptor.of(entry, f"index of {name}")
+            manifest_blob = await self._registry.manifest(ref, chosen.digest)
+            index_labels = {"containerd.io/gc.ref.content.m.0": chosen.digest}
+        if _media_type(manifest_blob) not in MANIFEST_TYPES:
+            raise InvalidParameter(
+                f"{name}: unsupported manifest type {manifest_blob.media_type!r}"
+            )
+        manifest = _json(manifest_blob.data, name)
+        config_desc = _Descriptor.of(manifest.get("config") or {}, f"config of {name}")
+        layers = [_Descriptor.of(raw, f"layer of {name}") for raw in manifest.get("layers") or []]
+        for layer in layers:
+            if layer.media_type not in LAYER_TYPES:
+                raise InvalidParameter(f"{name}: unsupported layer type {layer.media_type!r}")
+        config_data = await self._registry.blob_bytes(ref, config_desc.digest, MAX_MANIFEST_BYTES)
+        _verify(config_data, config_desc, name)
+        config = _json(config_data, name)
+        diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+        if len(diff_ids) != len(layers) or not layers:
+            raise InvalidParameter(
+                f"{name}: the config lists {len(diff_ids)} layers, the manifest {len(layers)}"
+            )
+        total = sum(layer.size for layer in layers)
+        done = 0
+
+        def advanced(count: int) -> None:
+            nonlocal done
+            done += count
+            progress("download", done, total)
+
+        gate = asyncio.Semaphore(FETCH_PARALLEL)
+
+        async def fetch(layer: _Descriptor) -> None:
+            async with gate:
+                await self._fetch_layer(ref, name, layer, lease, advanced)
+
+        await asyncio.gather(*(fetch(layer) for layer in layers))
+        top_chain = await self._unpack(name, layers, diff_ids, lease, progress)
+        await self._write_small(
+            config_data,
+            config_desc,
+            lease,
+            {f"containerd.io/gc.ref.snapshot.{SNAPSHOTTER}": top_chain},
+        )
+        manifest_labels = {"containerd.io/gc.ref.content.config": config_desc.digest}
+        manifest_labels |= {
+            f"containerd.io/gc.ref.content.l.{i}": layer.digest for i, layer in enumerate(layers)
+        }
+        await self._write_small(
+            manifest_blob.data,
+            _Descriptor(manifest_blob.media_type, manifest_blob.digest, len(manifest_blob.data)),
+            lease,
+            manifest_labels,
+        )
+        if index_labels:
+            await self._write_small(top.data, top_desc, lease, index_labels)
+        await self._record(name, top_desc)
+        return PulledImage(
+            name=name, digest=top_desc.digest, chain_id=top_chain, size=total + len(config_data)
+        )
+
+    async def _record(self, name: str, target: _Descriptor) -> None:
+        """Create the image record, or point the existing one at ``target``."""
+        image = images_pb2.Image(name=name, target=target.proto())
+        what = f"record image {name!r}"
+        try:
+            await self._containerd.call(
+                what, self._images.Create, images_pb2.CreateImageRequest(image=image)
+            )
+        except AlreadyExists:
+            await self._containerd.call(
+                what,
+                self._images.Update,
+                images_pb2.UpdateImageRequest(
+                    image=image, update_mask=field_mask_pb2.FieldMask(paths=["target"])
+                ),
+            )
+
+    # --- content ------------------------------------------------------------------------------
+
+    async def _has_blob(self, digest: str) -> bool:
+        try:
+            await self._containerd.call(
+                f"content {digest}", self._content.Info, content_pb2.InfoRequest(digest=digest)
+            )
+        except NotFound:
+            return False
+        return True
+
+    async def _label(self, desc: _Descriptor, labels: Mapping[str, str]) -> None:
+        info = content_pb2.Info(digest=desc.digest, labels=dict(labels))
+        await self._containerd.call(
+            f"label content {desc.digest}",
+            self._content.Update,
+            content_pb2.UpdateRequest(
+                info=info,
+                update_mask=field_mask_pb2.FieldMask(paths=[f"labels.{key}" for key in labels]),
+            ),
+        )
+
+    async def _write_small(
+        self, data: bytes, desc: _Descriptor, lease: str, labels: Mapping[str, str]
+    ) -> None:
+        async def one() -> AsyncIterator[bytes]:
+            yield data
+
+        await self._write(desc, one(), lease, labels, lambda _: None, desc.digest)
+
+    async def _fetch_layer(
+        self,
+        ref: Reference,
+        name: str,
+        layer: _Descriptor,
+        lease: str,
+        advanced: Callable[[int], None],
+    ) -> None:
+        if await self._has_blob(layer.digest):
+            await self._hold(lease, "content", layer.digest)
+            advanced(layer.size)
+            return
+        async with self._registry.blob(ref, layer.digest) as chunks:
+            await self._write(layer, chunks, lease, {}, advanced, f"layer {layer.digest} of {name}")
+
+    async def _write(
+        self,
+        desc: _Descriptor,
+        chunks: AsyncIterator[bytes],
+        lease: str,
+        labels: Mapping[str, str],
+        advanced: Callable[[int], None],
+        what: str,
+    ) -> None:
+        """Stream ``chunks`` into the content store as ``desc``, checked against its digest.
+
+        A blob already there is added to the lease and given ``labels``.
+        """
+        ref = f"berth-{lease}-{desc.digest}"
+        stream = self._content.Write(metadata=self._containerd.metadata(lease))
+        digest = hashlib.sha256()
+        offset = 0
+        try:
+            async for chunk in _rechunk(chunks):
+                if offset + len(chunk) > desc.size:
+                    raise System(
+                        f"{what} is larger than its descriptor's {desc.size} bytes; refused"
+                    )
+                digest.update(chunk)
+                await stream.write(
+                    content_pb2.WriteContentRequest(
+                        action=content_pb2.WRITE,
+                        ref=ref,
+                        total=desc.size,
+                        expected=desc.digest,
+                        offset=offset,
+                        data=chunk,
+                    )
+                )
+                await stream.read()
+                offset += len(chunk)
+                advanced(len(chunk))
+            actual = "sha256:" + digest.hexdigest()
+            if actual != desc.digest or offset != desc.size:
+                raise System(
+                    f"{what} does not match its digest: expected {desc.digest} "
+                    f"({desc.size} bytes), got {actual} ({offset} bytes); corrupt blob refused"
+                )
+            await stream.write(
+                content_pb2.WriteContentRequest(
+                    action=content_pb2.COMMIT,
+                    ref=ref,
+                    total=desc.size,
+                    expected=desc.digest,
+                    offset=offset,
+                    labels=dict(labels),
+                )
+            )
+            await stream.read()
+            await stream.done_writing()
+        except grpc.aio.AioRpcError as error:
+            failure = self._containerd.error(error, f"write {what}", None)
+            if not isinstance(failure, AlreadyExists):
+                await self._abort(ref)
+                raise failure from None
+            stream.cancel()
+            await self._hold(lease, "content", desc.digest)
+            if labels:
+                await self._label(desc, labels)
+        except BaseException:
+            stream.cancel()
+            await self._abort(ref)
+            raise
+
+    async def _abort(self, ref: str) -> None:
+        with contextlib.suppress(NotFound):
+            await self._containerd.call(
+                f"abort write {ref}", self._content.Abort, content_pb2.AbortRequest(ref=ref)
+            )
+
+    # --- unpack -------------------------------------------------------------------------------
+
+    async def _unpack(
+        self,
+        name: str,
+        layers: list[_Descriptor],
+        diff_ids: list[str],
+        lease: str,
+        progress: Progress,
+    ) -> str:
+        """Apply each layer onto its chain-id snapshot (existing ones are reused); the top one."""
+        parent = ""
+        for i, layer in enumerate(layers):
+            chain = chain_id(diff_ids[: i + 1])
+            progress("unpack", i, len(layers))
+            if await self._has_snapshot(chain):
+                await self._hold(lease, SNAPSHOT_RESOURCE, chain)
+            else:
+                await self._apply(name, layer, str(diff_ids[i]), chain, parent, lease)
+            parent = chain
+        progress("unpack", len(layers), len(layers))
+        return parent
+
+    async def _has_snapshot(self, key: str) -> bool:
+        try:
+            await self._containerd.call(
+                f"snapshot {key}",
+                self._snapshots.Stat,
+                snapshots_pb2.StatSnapshotRequest(snapshotter=SNAPSHOTTER, key=key),
+            )
+        except NotFound:
+            return False
+        return True
+
+    async def _apply(
+        self, name: str, layer: _Descriptor, diff_id: str, chain: str, parent: str, lease: str
+    ) -> None:
+        key = f"extract-{uuid.uuid4().hex}-{chain}"
+        what = f"unpack layer {layer.digest} of {name}"
+        prepared = await self._containerd.call(
+            what,
+            self._snapshots.Prepare,
+            snapshots_pb2.PrepareSnapshotRequest(snapshotter=SNAPSHOTTER, key=key, parent=parent),
+            lease=lease,
+        )
+        try:
+            mounts = [
+                mount_pb2.Mount(type=m.type, source=m.source, options=list(m.options))
+                for m in prepared.mounts
+            ]
+            applied = await self._containerd.call(
+                what,
+                self._diff.Apply,
+                diff_pb2.ApplyRequest(diff=layer.proto(), mounts=mounts),
+                deadline=None,  # as long as the layer takes to unpack
+                lease=lease,
+            )
+            if applied.applied.digest != diff_id:
+                raise System(
+                    f"{what}: its content is {applied.applied.digest}, the config says "
+                    f"{diff_id}; refused"
+                )
+            try:
+                await self._containerd.call(
+                    what,
+                    self._snapshots.Commit,
+                    snapshots_pb2.CommitSnapshotRequest(
+                        snapshotter=SNAPSHOTTER, name=chain, key=key
+                    ),
+                    lease=lease,
+                )
+            except AlreadyExists:
+                await self._hold(lease, SNAPSHOT_RESOURCE, chain)
+                raise
+        except AlreadyExists:
+            await self._remove_snapshot(key)  # another pull committed the same chain
+        except BaseException:
+            await self._remove_snapshot(key)
+            raise
+
+    async def _remove_snapshot(self, key: str) -> None:
+        await self._containerd.remove_snapshot(key)
+
+
+def _media_type(fetched: Fetched) -> str:
+    """The served type, or the one the document declares when the server sent none."""
+    if fetched.media_type in INDEX_TYPES | MANIFEST_TYPES:
+        return fetched.media_type
+    try:
+        declared = json.loads(fetched.data).get("mediaType")
+    except (ValueError, AttributeError):
+        return fetched.media_type
+    return str(declared or fetched.media_type)
+
+
+def _json(data: bytes, name: str) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except ValueError:
+        raise InvalidParameter(f"{name}: the registry served a document that is not JSON") from None
+    if not isinstance(value, dict):
+        raise InvalidParameter(f"{name}: the registry served a document that is not an object")
+    return value
+
+
+def _verify(data: bytes, desc: _Descriptor, name: str) -> None:
+    actual = "sha256:" + hashlib.sha256(data).hexdigest()
+    if actual != desc.digest or len(data) != desc.size:
+        raise System(
+            f"blob {desc.digest} of {name} does not match its digest (got {actual}); "
+            "corrupt blob refused"
+        )
+
+
+async def _rechunk(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Regroup a download's chunks into pieces of at most :data:`WRITE_CHUNK` bytes."""
+    buffer = bytearray()
+    async for chunk in chunks:
+        buffer += chunk
+        while len(buffer) >= WRITE_CHUNK:
+            yield bytes(buffer[:WRITE_CHUNK])
+            del buffer[:WRITE_CHUNK]
+    if buffer:
+        yield bytes(buffer)
