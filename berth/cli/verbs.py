@@ -29,6 +29,7 @@ VERBS: dict[str, Verb] = {
     "events": Verb("berth.cli.events", "print container events"),
     "logs": Verb("berth.cli.logs", "print a container's output"),
     "fleet": Verb("berth.fleet_cli", "restart fleets of containers"),
+    "node": Verb("berth.cli.node", "list nodes with their containers and IPs used/free"),
     "codec-server": Verb("berth.cli.codec", "serve the payload codec for the Temporal Web UI"),
     "codec-keys": Verb("berth.cli.codec", "print a new payload-encryption key set"),
 }
