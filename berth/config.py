@@ -178,6 +178,11 @@ class Settings(BaseSettings):
     runtime_grace_seconds: float = Field(default=60.0, ge=0)
     # How long the client and CLI wait for a restarting Temporal frontend or PostgreSQL.
     client_wait_seconds: float = Field(default=30.0, ge=0)
+    # Image registries (berth.registry): host[:port] of registries this node speaks plain HTTP
+    # to (all others: HTTPS only), and the Docker config.json with its credentials (unset:
+    # ~/.docker/config.json).
+    insecure_registries: list[str] = Field(default_factory=list)
+    registry_auth_file: Path | None = None
 
     def node_paths(self, node: str | None = None) -> NodePaths:
         return NodePaths(self.state_dir, node or self.node, self.containerd_namespace)

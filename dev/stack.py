@@ -58,6 +58,7 @@ from berth.runtime.image import build_busybox_image, import_image
 from berth.runtime.mounts import mounts_under, unmount_rootfs
 from berth.runtime.netns import delete_netns, list_netns
 from berth.runtime.shims import kill_shim, list_shims
+from dev.registry import LocalRegistry, RegistryError, push_oci_layout
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -73,6 +74,9 @@ SEARCH_ATTRIBUTES = ("ContainerId", "ContainerName", "Node", "SagaPhase", "Outco
 IMAGE_NAMESPACES = ("berth", "berth-bench")
 CONTAINERD_NAMESPACES = (*IMAGE_NAMESPACES, "berth-test")
 BUSYBOX_REF = "local/busybox:latest"
+# The dev stack's registry on loopback, and where the test image is pushed in it.
+REGISTRY_PORT = 5000
+REGISTRY_REPOSITORY = "berth/busybox"
 
 STARTUP_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
@@ -126,6 +130,10 @@ class StackPaths:
     @property
     def busybox_tar(self) -> Path:
         return self.state / "images" / "busybox.tar"
+
+    @property
+    def registry(self) -> LocalRegistry:
+        return LocalRegistry(self.state / "registry", REGISTRY_PORT)
 
     def node(self, node: str) -> NodePaths:
         return NodePaths(self.state, node)
@@ -489,6 +497,33 @@ async def bring_up_nodes(paths: StackPaths, nodes: Sequence[str]) -> None:
     await bring_up_busybox_image(paths, nodes)
 
 
+# --- the image registry ------------------------------------------------------------------------
+
+
+def registry_process(paths: StackPaths) -> BackgroundProcess:
+    registry = paths.registry
+    return BackgroundProcess("registry", registry.argv(), str(registry.config_file))
+
+
+def bring_up_registry(paths: StackPaths) -> None:
+    """Start the registry unless it runs, and push the test image into it."""
+    registry = paths.registry
+    if running_pid(paths, registry_process(paths)) is None:
+        if registry.answers():
+            log(f"{'registry':<14} {registry.address} is served by a process not of this stack")
+            return
+        registry.write_config()
+        start_background(paths, registry_process(paths))
+    registry.wait_ready()
+    ref = f"{registry.address}/{REGISTRY_REPOSITORY}:latest"
+    push_oci_layout(paths.busybox_tar, registry.address, REGISTRY_REPOSITORY, "latest")
+    log(f"{'registry':<14} ready at {registry.address} with {ref}")
+
+
+def stop_registry(paths: StackPaths) -> None:
+    stop_background(paths, "registry", str(paths.registry.config_file))
+
+
 # --- workers -----------------------------------------------------------------------------------
 
 WORKER_MARKER = "berth.worker"
@@ -510,6 +545,8 @@ def worker_env(settings: Settings, paths: StackPaths, node: str | None = None) -
         "BERTH_TEMPORAL_ADDRESS": settings.temporal_address,
         "BERTH_TEMPORAL_NAMESPACE": settings.temporal_namespace,
         "BERTH_CONTAINERD_NAMESPACE": settings.containerd_namespace,
+        # The stack's registry speaks plain HTTP on loopback.
+        "BERTH_INSECURE_REGISTRIES": f'["{paths.registry.address}"]',
         # Prometheus: the control worker on 9464, node-i's agent on 9464 + i.
         "BERTH_METRICS_ADDRESS": f"127.0.0.1:{METRICS_BASE_PORT}",
     }
@@ -675,6 +712,7 @@ def up(settings: Settings, paths: StackPaths, nodes: int, infra_only: bool) -> N
     bring_up_postgresql(settings)
     bring_up_temporal(paths, temporal_server(settings))
     asyncio.run(bring_up_nodes(paths, names))
+    bring_up_registry(paths)
     if not infra_only:
         bring_up_workers(settings, paths, names)
     log("")
@@ -688,6 +726,7 @@ def down(paths: StackPaths) -> None:
     for node in existing_nodes(paths):
         tear_down_node(paths, node)
     delete_bridges()
+    stop_registry(paths)
     stop_background(paths, "temporal", temporal_process(paths).marker)
 
 
@@ -716,6 +755,7 @@ def status(settings: Settings, paths: StackPaths) -> int:
         else:
             # A node of an earlier, larger `up --nodes`, cleanly stopped: not a fault.
             rows.append((f"containerd {node}", True, "stopped"))
+    rows.append(("registry", *describe_pid(paths, "registry", str(paths.registry.config_file))))
     for pid_file in sorted(paths.run_dir.glob("worker-*.pid")):
         rows.append((pid_file.stem, *describe_pid(paths, pid_file.stem, WORKER_MARKER)))
     for component, _, what in rows:
@@ -867,7 +907,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 search_attributes(settings, args.namespace or [settings.temporal_namespace])
             case "node-runtime":
                 node_runtime(paths, args.node or settings.node)
-    except (DevStackError, BerthError, subprocess.CalledProcessError) as err:
+    except (DevStackError, RegistryError, BerthError, subprocess.CalledProcessError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

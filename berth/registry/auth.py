@@ -1,9 +1,10 @@
 """Registry credentials from a Docker ``config.json``.
 
-Read from ``BERTH_REGISTRY_AUTH_FILE`` when set, else ``~/.docker/config.json`` (Docker's own
-place). Each entry of ``auths`` holds ``auth`` (base64 of ``user:password``) or ``username`` and
-``password``, and an ``identitytoken`` (an OAuth refresh token) when the login gave one. The file
-is read at each pull, so a new login needs no agent restart; credential helpers are not run.
+Read from the node's ``registry_auth_file`` (``BERTH_REGISTRY_AUTH_FILE``) when set, else
+``~/.docker/config.json`` (Docker's own place). Each entry of ``auths`` holds ``auth`` (base64
+of ``user:password``) or ``username`` and ``password``, and an ``identitytoken`` when the login
+gave one. The file is read at each pull, so a new login needs no agent restart; credential
+helpers are not run.
 """
 
 from __future__ import annotations
@@ -11,13 +12,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from berth.errors import InvalidParameter
 
-AUTH_FILE_VARIABLE = "BERTH_REGISTRY_AUTH_FILE"
 # A config.json bigger than this is not a Docker config.
 MAX_AUTH_FILE_BYTES = 1024 * 1024
 
@@ -35,9 +34,7 @@ class Credentials:
 
 
 def default_auth_file() -> Path:
-    configured = os.environ.get(AUTH_FILE_VARIABLE)
-    if configured:
-        return Path(configured)
+    """Docker's own place, used when the node sets no ``registry_auth_file``."""
     return Path.home() / ".docker" / "config.json"
 
 

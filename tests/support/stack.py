@@ -10,7 +10,10 @@ different indexes. Everything of the session is named from it and lives under it
   image imported into namespace ``berth-test``;
 - PostgreSQL: database ``berth_test_<k>_<random>`` on the shared server, created and migrated at
   the start, dropped at the end;
-- CNI: bridge ``btest<k>n<i>`` and subnet ``10.214.<4 (3k + i)>.0/22`` for node i+1.
+- CNI: bridge ``btest<k>n<i>`` and subnet ``10.214.<4 (3k + i)>.0/22`` for node i+1;
+- an image registry (distribution 2.8, ``dev/registry.py``) on a free loopback port, its storage
+  under the state dir, with the busybox image pushed as ``berth/busybox:latest``; the nodes list
+  it as insecure (plain HTTP).
 
 A developer's stack (``scripts/dev up``: /var/lib/berth, ports 7233/8233, database ``berth``,
 bridges ``berth<i>``) is never touched. ``clear_suite`` is the one teardown: it ends every process
@@ -49,13 +52,16 @@ from berth.runtime.cni import delete_masquerade
 from berth.runtime.containerd_daemon import start_containerd
 from berth.runtime.image import DEFAULT_REF, build_busybox_image, import_image
 from berth.runtime.mounts import unmount_rootfs
+from dev.registry import LocalRegistry, push_oci_layout
 from dev.stack import (
+    BackgroundProcess,
     StackPaths,
     TemporalServer,
     bring_up_temporal,
     libpq_conninfo,
     pid_alive,
     read_pid,
+    start_background,
     stop_background,
     stop_node_containerd,
     temporal_process,
@@ -73,6 +79,9 @@ POSTGRES_URL = os.environ.get(
 )
 # Pid files under ``<state>/run`` and the string each process's command line must hold.
 AGENT_MARKER = "berth.worker"
+# The registry's pid file under ``<state>/run`` and the repository the test image is pushed to.
+REGISTRY_PROCESS = "registry"
+REGISTRY_REPOSITORY = "berth/busybox"
 
 T = TypeVar("T")
 
@@ -109,6 +118,10 @@ class Suite:
     def node_paths(self, node: str) -> NodePaths:
         return NodePaths(self.state_dir, node, NAMESPACE)
 
+    def registry(self, port: int = 0) -> LocalRegistry:
+        """The suite's registry (its files under the state dir; ``port`` once it is known)."""
+        return LocalRegistry(self.state_dir / "registry", port)
+
     def agent_pid_file(self, node: str) -> Path:
         """Where a test records the pid of a node agent subprocess it runs."""
         return self.paths.pid_file(f"agent-{node}")
@@ -121,6 +134,12 @@ class SuiteStack:
     suite: Suite
     temporal: TemporalServer
     database_url: str
+    registry: LocalRegistry
+
+    @property
+    def registry_image(self) -> str:
+        """The test image's reference in the suite's registry."""
+        return f"{self.registry.address}/{REGISTRY_REPOSITORY}:latest"
 
     def environ(self) -> dict[str, str]:
         """``BERTH_*`` naming this stack: any process a test starts reaches it, not a dev stack."""
@@ -133,6 +152,7 @@ class SuiteStack:
             "BERTH_NODE": NODES[0],
             "BERTH_BRIDGE": self.suite.bridge(NODES[0]),
             "BERTH_SUBNET": self.suite.subnet(NODES[0]),
+            "BERTH_INSECURE_REGISTRIES": f'["{self.registry.address}"]',
         }
 
     def node_settings(self, settings: Settings, node: str) -> Settings:
@@ -255,6 +275,8 @@ def _stop_recorded_processes(suite: Suite) -> None:
             if name == "temporal"
             else AGENT_MARKER
             if name.startswith("agent-")
+            else str(suite.registry().config_file)
+            if name == REGISTRY_PROCESS
             else None
         )
         pid = read_pid(pid_file)
@@ -313,13 +335,25 @@ async def start_stack(suite: Suite) -> SuiteStack:
     )
     database = f"{suite.database_prefix}{secrets.token_hex(4)}"
     database_url = make_url(POSTGRES_URL).set(database=database).render_as_string(False)
-    stack = SuiteStack(suite, temporal, database_url)
+    stack = SuiteStack(suite, temporal, database_url, suite.registry(free_port()))
     await asyncio.gather(
         asyncio.to_thread(stack.start_temporal),
         _start_nodes(suite),
         asyncio.to_thread(_create_database, database, database_url),
     )
+    await asyncio.to_thread(start_registry, suite, stack.registry)
     return stack
+
+
+def start_registry(suite: Suite, registry: LocalRegistry) -> None:
+    """Start the suite's registry (recorded by pid) and push the test image into it."""
+    registry.write_config()
+    start_background(
+        suite.paths,
+        BackgroundProcess(REGISTRY_PROCESS, registry.argv(), str(registry.config_file)),
+    )
+    registry.wait_ready()
+    push_oci_layout(suite.paths.busybox_tar, registry.address, REGISTRY_REPOSITORY, "latest")
 
 
 async def _start_nodes(suite: Suite) -> None:
