@@ -1,0 +1,260 @@
+"""A container as ``docker inspect`` shows it (moby's ``types.ContainerJSON``), and as a row of
+``docker ps --format`` (its ``{{.ID}}``, ``{{.Names}}``, ``{{.Status}}``, ...).
+
+Pure and duck-typed: a container is any object with the attributes of Berth's container record
+(``id``, ``name``, ``image``, ``node``, ``state``, ``config`` as the contract's JSON, ``pid``,
+``exit_code``, ``error``, ``ip``, ``operation``, ``restart_count``, ``created_at``,
+``started_at``, ``finished_at``), so the CLI can read it from any source. Docker's field names
+and shapes are kept (``Config.Cmd``, ``HostConfig.Binds``, ``HostConfig.RestartPolicy``,
+``HostConfig.Memory``, ``Mounts``, durations in nanoseconds, zero times as Go's); what Berth
+adds stays at the top level (``Node``, ``Operation``, ``SeccompProfile``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from berth.cli.status import DOCKER_STATUS, ago, status_words
+
+# Go's zero time as docker prints it for a container never started or never finished.
+ZERO_TIME = "0001-01-01T00:00:00Z"
+_NANOSECONDS = 1_000_000_000
+# docker ps's columns: the header of each field a table template may name.
+PS_HEADERS: dict[str, Any] = {
+    "ID": "CONTAINER ID",
+    "Image": "IMAGE",
+    "Command": "COMMAND",
+    "CreatedAt": "CREATED AT",
+    "RunningFor": "CREATED",
+    "Ports": "PORTS",
+    "State": "STATE",
+    "Status": "STATUS",
+    "Size": "SIZE",
+    "Names": "NAMES",
+    "Labels": "LABELS",
+    "Label": lambda name: "LABEL",
+    "Mounts": "MOUNTS",
+    "Networks": "NETWORKS",
+    "LocalVolumes": "LOCAL VOLUMES",
+    "Node": "NODE",
+    "IP": "IP",
+}
+# docker ps's default table (with Berth's NODE in place of PORTS, which Berth does not publish).
+PS_DEFAULT_TABLE = (
+    "{{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Node}}\t{{.Names}}"
+)
+# docker truncates the command to this many characters unless --no-trunc.
+COMMAND_WIDTH = 20
+SHORT_ID = 12
+
+
+class ContainerRecord(Protocol):
+    """What a container record gives the views (Berth's ``containers`` row)."""
+
+    id: str
+    name: str
+    image: str
+    node: str
+    config: dict[str, Any]
+    pid: int | None
+    exit_code: int | None
+    error: str | None
+    ip: str | None
+    operation: str | None
+    restart_count: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def state(self) -> str: ...
+
+
+def go_time(moment: datetime | None) -> str:
+    """RFC 3339 in UTC with nanoseconds trimmed as Go prints them; Go's zero time for none."""
+    if moment is None:
+        return ZERO_TIME
+    text = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0").rstrip(".")
+    return text + "Z"
+
+
+def _nanoseconds(seconds: float | None) -> int:
+    return round((seconds or 0) * _NANOSECONDS)
+
+
+def _healthcheck(check: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not check:
+        return None
+    return {
+        "Test": list(check.get("test") or []),
+        "Interval": _nanoseconds(check.get("interval")),
+        "Timeout": _nanoseconds(check.get("timeout")),
+        "StartPeriod": _nanoseconds(check.get("start_period")),
+        "Retries": check.get("retries", 0),
+    }
+
+
+def bind_spec(bind: Mapping[str, Any]) -> str:
+    """A bind as ``HostConfig.Binds`` lists it: ``/host:/container[:ro]``."""
+    spec = f"{bind['source']}:{bind['target']}"
+    return f"{spec}:ro" if bind.get("read_only") else spec
+
+
+def _mounts(binds: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "Type": "bind",
+            "Source": bind["source"],
+            "Destination": bind["target"],
+            "Mode": "ro" if bind.get("read_only") else "",
+            "RW": not bind.get("read_only"),
+            "Propagation": "rprivate",
+        }
+        for bind in binds
+    ]
+
+
+def _security_options(profile: str | None) -> list[str] | None:
+    if profile in (None, "default"):
+        return None
+    return [f"seccomp={profile}"]
+
+
+def state_view(container: ContainerRecord, health: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``State``: docker's status word, flags, pid, exit code, times, and ``Health``."""
+    state = str(container.state)
+    view: dict[str, Any] = {
+        "Status": DOCKER_STATUS.get(state, state),
+        "Running": state in ("running", "paused", "stopping"),
+        "Paused": state == "paused",
+        "Restarting": False,
+        "OOMKilled": False,
+        "Dead": state == "dead",
+        "Pid": container.pid or 0,
+        "ExitCode": container.exit_code or 0,
+        "Error": container.error or "",
+        "StartedAt": go_time(container.started_at),
+        "FinishedAt": go_time(container.finished_at),
+    }
+    if health is not None:
+        view["Health"] = dict(health)
+    return view
+
+
+def inspect_view(
+    container: ContainerRecord, health: Mapping[str, Any] | None = None, log_path: str = ""
+) -> dict[str, Any]:
+    """The container as docker inspect's JSON object (``health``: ``State.Health``, if any)."""
+    config = dict(container.config or {})
+    entrypoint = config.get("entrypoint")
+    cmd = config.get("cmd")
+    argv = [*(entrypoint or []), *(cmd or [])]
+    binds = list(config.get("binds") or [])
+    restart = config.get("restart_policy") or {}
+    resources = config.get("resources") or {}
+    network_mode = str(config.get("network_mode") or "bridge")
+    ip = container.ip or ""
+    return {
+        "Id": container.id,
+        "Created": go_time(container.created_at),
+        "Path": argv[0] if argv else "",
+        "Args": argv[1:],
+        "State": state_view(container, health),
+        "Image": container.image,
+        "LogPath": log_path,
+        "Name": "/" + container.name,
+        "RestartCount": container.restart_count,
+        "Driver": "overlayfs",
+        "Platform": "linux",
+        "HostConfig": {
+            "Binds": [bind_spec(bind) for bind in binds] or None,
+            "NetworkMode": network_mode,
+            "RestartPolicy": {
+                "Name": restart.get("name", "no"),
+                "MaximumRetryCount": restart.get("maximum_retry_count", 0),
+            },
+            "AutoRemove": bool(config.get("auto_remove")),
+            "Memory": resources.get("memory_bytes") or 0,
+            "CpuShares": resources.get("cpu_shares") or 0,
+            "PidsLimit": resources.get("pids_limit"),
+            "SecurityOpt": _security_options(config.get("seccomp_profile")),
+            "Dns": list(config.get("dns") or []),
+            "DnsSearch": list(config.get("dns_search") or []),
+            "DnsOptions": list(config.get("dns_options") or []),
+        },
+        "Mounts": _mounts(binds),
+        "Config": {
+            "Hostname": config.get("hostname") or container.id[:SHORT_ID],
+            "Domainname": "",
+            "User": config.get("user", ""),
+            "AttachStdin": False,
+            "AttachStdout": False,
+            "AttachStderr": False,
+            "Tty": False,
+            "OpenStdin": False,
+            "StdinOnce": False,
+            "Env": list(config.get("env") or []),
+            "Cmd": cmd,
+            "Healthcheck": _healthcheck(config.get("healthcheck")),
+            "Image": container.image,
+            "Volumes": None,
+            "WorkingDir": config.get("working_dir", ""),
+            "Entrypoint": entrypoint,
+            "Labels": dict(config.get("labels") or {}),
+        },
+        "NetworkSettings": {
+            "IPAddress": ip,
+            "Networks": {network_mode: {"IPAddress": ip}},
+        },
+        "Node": container.node,
+        "Operation": container.operation,
+        # The profile the node applies: Docker's default unless the config names another.
+        "SeccompProfile": config.get("seccomp_profile") or "default",
+    }
+
+
+def command_text(config: Mapping[str, Any], no_trunc: bool) -> str:
+    """docker ps's COMMAND: the quoted argv, cut to 20 characters with ``…`` unless no_trunc."""
+    command = " ".join([*(config.get("entrypoint") or []), *(config.get("cmd") or [])])
+    if not no_trunc and len(command) > COMMAND_WIDTH:
+        command = command[: COMMAND_WIDTH - 1] + "…"
+    return f'"{command}"'
+
+
+def ps_view(
+    container: ContainerRecord, health: str | None, now: datetime, no_trunc: bool = False
+) -> dict[str, Any]:
+    """docker ps's fields of one container, for ``--format`` (``health``: the check's status)."""
+    config = container.config or {}
+    labels: dict[str, str] = dict(config.get("labels") or {})
+    label: Callable[[str], str] = lambda name: labels.get(name, "")  # noqa: E731
+    binds = config.get("binds") or []
+    state = str(container.state)
+    return {
+        "ID": container.id if no_trunc else container.id[:SHORT_ID],
+        "Image": container.image,
+        "Command": command_text(config, no_trunc),
+        "CreatedAt": container.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S +0000 UTC"),
+        "RunningFor": ago(container.created_at, now),
+        "Ports": "",
+        "State": DOCKER_STATUS.get(state, state),
+        "Status": status_words(
+            state,
+            now=now,
+            started_at=container.started_at,
+            finished_at=container.finished_at,
+            exit_code=container.exit_code,
+            health=health,
+        ),
+        "Size": "",
+        "Names": container.name,
+        "Labels": ",".join(f"{k}={v}" for k, v in labels.items()),
+        "Label": label,
+        "Mounts": ",".join(bind["source"] for bind in binds),
+        "Networks": str(config.get("network_mode") or "bridge"),
+        "LocalVolumes": "0",
+        "Node": container.node,
+        "IP": container.ip or "",
+    }
