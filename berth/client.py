@@ -58,6 +58,7 @@ from berth.errors import (
     InvalidParameter,
     NotFound,
     Unavailable,
+    Waiting,
     as_berth_error,
 )
 from berth.fleet_client import FleetClient
@@ -151,7 +152,10 @@ def connect_error(address: str, err: RPCError | RuntimeError) -> BerthError:
         refused = code in _REFUSED_IDENTITY
     if refused:
         return Forbidden(f"Temporal at {address} refused this client ({code}): {detail}")
-    return Unavailable(f"cannot connect to Temporal at {address}: {err}")
+    # Waiting for "Temporal at <address>": the CLI tells Berth's own services by it (exit 125).
+    return Unavailable.waiting(
+        f"cannot connect to Temporal at {address}: {err}", Waiting(f"Temporal at {address}", "")
+    )
 
 
 def call_error(address: str, err: RPCError) -> BerthError | None:

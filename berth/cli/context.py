@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from berth.client import BerthClient
     from berth.config import Settings
+    from berth.db.reads import ContainerReads
 
 
 class BerthFailure(Exception):
@@ -21,12 +22,21 @@ class BerthFailure(Exception):
     """
 
 
+class DaemonError(Exception):
+    """An error the daemon side reports (``Error response from daemon: <message>``): exit 1.
+
+    For the light paths, which do not import ``berth.errors`` (and with it temporalio); any
+    ``berth.errors.BerthError`` is reported the same way.
+    """
+
+
 class Context:
     """A verb's dependencies, each made on first use; ``close`` releases what was made."""
 
     def __init__(self) -> None:
         self._settings: Settings | None = None
         self._berth: BerthClient | None = None
+        self._reader: ContainerReads | None = None
 
     @property
     def settings(self) -> Settings:
@@ -58,10 +68,58 @@ class Context:
                 raise BerthFailure(err.message) from None
         return self._berth
 
+    async def reader(self) -> ContainerReads:
+        """PostgreSQL reads (containers, events, health, nodes) without Temporal or SQLAlchemy.
+
+        Connected on first use, waiting out a restarting PostgreSQL for ``client_wait_seconds``;
+        ``BerthFailure`` naming the server when it cannot connect.
+        """
+        if self._reader is None:
+            from berth.cli.env import read_settings
+            from berth.db.reads import ContainerReads, DatabaseUnreachable
+
+            settings = read_settings()
+            try:
+                self._reader = await ContainerReads.connect(
+                    settings.database_url,
+                    settings.runtime_call_timeout_seconds,
+                    settings.client_wait_seconds,
+                )
+            except DatabaseUnreachable as err:
+                raise BerthFailure(str(err)) from None
+        return self._reader
+
     async def close(self) -> None:
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
         if self._berth is not None:
             await self._berth.__aexit__(None, None, None)
             self._berth = None
+
+
+# The dependencies whose ``Unavailable`` means Berth itself cannot serve (exit 125), as
+# ``berth.errors.Waiting.dependency`` names them: "Temporal at <address>", "PostgreSQL at <...>".
+_OWN_SERVICES = ("Temporal at ", "PostgreSQL at ")
+
+
+def berth_failure(err: BaseException) -> str | None:
+    """The one line for a failure of Berth itself (exit 125), or None for any other error.
+
+    ``BerthFailure``; a light read that lost PostgreSQL; an ``Unavailable`` waiting for Temporal
+    or PostgreSQL (not one a saga reports for containerd or a node: that is the daemon's).
+    """
+    if isinstance(err, BerthFailure):
+        return str(err)
+    reads = sys.modules.get("berth.db.reads")
+    if reads is not None and isinstance(err, reads.DatabaseUnreachable):
+        return str(err)
+    errors = sys.modules.get("berth.errors")
+    if errors is not None and isinstance(err, errors.Unavailable):
+        waiting = errors.waiting_of(err)
+        if waiting is not None and waiting.dependency.startswith(_OWN_SERVICES):
+            return str(err.message)
+    return None
 
 
 def daemon_error(context: Context, err: BaseException) -> str | None:
@@ -71,6 +129,8 @@ def daemon_error(context: Context, err: BaseException) -> str | None:
     Reads the error classes from ``sys.modules``: a module never imported raised nothing, and
     importing it here would cost the start-up time this package saves.
     """
+    if isinstance(err, DaemonError):
+        return str(err)
     errors = sys.modules.get("berth.errors")
     if errors is not None and isinstance(err, errors.BerthError):
         return str(err.message)

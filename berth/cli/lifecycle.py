@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 
-from berth.cli.context import Context, daemon_error
+from berth.cli.context import Context, berth_failure, daemon_error
 
 
 async def for_each(
@@ -21,7 +21,7 @@ async def for_each(
             await action(ref)
             print(ref)
         except Exception as err:
-            message = daemon_error(context, err)
+            message = None if berth_failure(err) else daemon_error(context, err)
             if message is None:
                 raise
             print(f"Error response from daemon: {message}", file=sys.stderr)
@@ -73,7 +73,7 @@ async def cmd_wait(context: Context, args: argparse.Namespace) -> int:
         try:
             print(await berth.wait(ref))
         except Exception as err:
-            message = daemon_error(context, err)
+            message = None if berth_failure(err) else daemon_error(context, err)
             if message is None:
                 raise
             print(f"Error response from daemon: {message}", file=sys.stderr)

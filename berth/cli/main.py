@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from berth.cli.context import BerthFailure, Context, daemon_error
+from berth.cli.context import Context, berth_failure, daemon_error
 from berth.cli.verbs import VERBS
 
 # docker's: the command itself failed (bad flags, the daemon unreachable).
@@ -55,10 +55,11 @@ async def dispatch(args: argparse.Namespace) -> int:
     context = Context()
     try:
         return int(await args.handler(context, args))
-    except BerthFailure as failure:
-        print(f"berth: {failure}", file=sys.stderr)
-        return EXIT_BERTH_FAILED
     except Exception as err:
+        failure = berth_failure(err)
+        if failure is not None:
+            print(f"berth: {failure}", file=sys.stderr)
+            return EXIT_BERTH_FAILED
         error = daemon_error(context, err)
         if error is None:
             raise

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import builtins
 import ipaddress
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -29,11 +28,9 @@ from berth.db.models import (
     Node,
     SagaStep,
 )
+from berth.db.reads import ID_PREFIX, NODE_LIVENESS_SECONDS
 from berth.errors import NotFound
 from berth.state_machine import LIVE_STATES
-
-# A container id prefix as docker takes it: 12 or more lower-case hex digits.
-ID_PREFIX = re.compile(r"^[0-9a-f]{12,64}$")
 
 
 class ContainerRepository:
@@ -159,7 +156,7 @@ class ContainerRepository:
 
 # A node whose agent has not refreshed its row for this long counts as down: it is given no new
 # containers, and the Berth client does not hand it operations.
-NODE_LIVENESS = timedelta(seconds=30)
+NODE_LIVENESS = timedelta(seconds=NODE_LIVENESS_SECONDS)
 
 
 @dataclass(frozen=True)
