@@ -4,12 +4,16 @@ Debian's ``docker.io`` (``scripts/dev bench`` installs it without starting its s
 daemon gets its own data root, exec root and socket under the state dir, no bridge and no
 iptables rules, and the node's containerd (namespace ``moby``), so it runs the same shims and
 runc as the other sides. Containers use ``--network none``: a sandbox namespace, no CNI, no NAT.
-It is stopped by its pid at the end; its containers are removed first.
+With ``bridge_cidr`` its default network is a bridge of its own instead (``bdk<b>-<c>`` for the
+address ``a.b.c.d/n``, made before and deleted after the daemon, so two benches with different
+addresses never share one; still no iptables rules, NAT or forwarding), for a bridge-networked
+baseline. It is stopped by its pid at the end; its containers are removed first.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import subprocess
 import tempfile
 import time
@@ -35,11 +39,23 @@ class Docker:
 
 
 @contextlib.contextmanager
-def private_dockerd(state_dir: Path, containerd_socket: Path, log: Path) -> Iterator[Docker]:
-    """Start dockerd on ``containerd_socket``; yield its CLI; stop it by pid afterwards."""
+def private_dockerd(
+    state_dir: Path, containerd_socket: Path, log: Path, bridge_cidr: str | None = None
+) -> Iterator[Docker]:
+    """Start dockerd on ``containerd_socket``; yield its CLI; stop it by pid afterwards.
+
+    ``bridge_cidr`` (e.g. ``10.215.0.1/24``: the bridge's address) gives it a bridge network.
+    """
     if not Path(DOCKERD).exists():
         raise SystemExit(f"{DOCKERD} missing: run the bench through `scripts/dev bench`")
     root = state_dir / "docker"
+    network = ["--bridge", "none"]
+    if bridge_cidr is not None:
+        bridge = bridge_name(bridge_cidr)
+        make_bridge(bridge, bridge_cidr)
+        network = ["--bridge", bridge]
+        # The network store of an earlier run may name a bridge since deleted; made afresh.
+        (root / "data" / "network" / "files" / "local-kv.db").unlink(missing_ok=True)
     socket = state_dir / "run" / "docker-bench.sock"
     socket.parent.mkdir(parents=True, exist_ok=True)
     argv = [
@@ -49,7 +65,7 @@ def private_dockerd(state_dir: Path, containerd_socket: Path, log: Path) -> Iter
         "--pidfile", str(state_dir / "run" / "docker-bench.pid"),
         "--host", f"unix://{socket}",
         "--containerd", str(containerd_socket),
-        "--bridge", "none",
+        *network,
         "--iptables=false",
         "--ip-forward=false",
         "--ip-masq=false",
@@ -72,6 +88,25 @@ def private_dockerd(state_dir: Path, containerd_socket: Path, log: Path) -> Iter
         except subprocess.TimeoutExpired:
             daemon.kill()
             daemon.wait()
+        if bridge_cidr is not None:
+            subprocess.run(["ip", "link", "delete", bridge_name(bridge_cidr)], capture_output=True)
+
+
+def bridge_name(cidr: str) -> str:
+    """``bdk<b>-<c>`` for the bridge address ``a.b.c.d/n`` (at most 11 characters)."""
+    octets = ipaddress.ip_interface(cidr).ip.packed
+    return f"bdk{octets[1]}-{octets[2]}"
+
+
+def make_bridge(name: str, cidr: str) -> None:
+    """The bridge ``name`` with the address ``cidr``, up (an existing one is made afresh)."""
+    subprocess.run(["ip", "link", "delete", name], capture_output=True)
+    for command in (
+        ["ip", "link", "add", "name", name, "type", "bridge"],
+        ["ip", "addr", "add", cidr, "dev", name],
+        ["ip", "link", "set", name, "up"],
+    ):
+        subprocess.run(command, check=True, capture_output=True)
 
 
 def import_busybox(docker: Docker) -> None:
