@@ -1,41 +1,63 @@
-"""``berth create``: docker create's flags as a ``ContainerConfig``."""
+"""``berth create`` and ``berth run``: docker's create flags as a ``ContainerConfig``.
+
+``run`` is create + start: with ``-d`` it prints the id, like docker; without, it prints the
+container's output until it exits and exits with its code (a start that fails with a runtime
+error exits 126/127/128 as recorded, anything else the daemon refuses exits 125, as docker run).
+Human units as docker takes them: ``-m 512m``, ``--health-interval 5s``; ``-e``/``--env-file``,
+``-l``/``--label-file``, ``-v``/``--mount type=bind``, ``-w``, ``-u``.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+import os
+import secrets
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from berth.cli.context import Context
+from berth.cli.argfiles import env_entries, label_map
+from berth.cli.binds import binds
+from berth.cli.context import Context, daemon_error
+from berth.cli.units import parse_bytes, parse_duration
+from berth.cli.usage import UsageError
 
 if TYPE_CHECKING:
     from berth.contract import ContainerConfig, HealthCheck, RestartPolicy
+
+T = TypeVar("T")
+# docker run's exit code when the daemon refuses the create or the start.
+EXIT_RUN_FAILED = 125
+
+
+def flag(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse ``type=`` whose ``UsageError`` message is the usage error's (exit 125)."""
+
+    def typed(value: str) -> T:
+        try:
+            return parse(value)
+        except UsageError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    typed.__name__ = parse.__name__
+    return typed
 
 
 def parse_restart(value: str) -> RestartPolicy:
     from berth.contract import RestartPolicy
 
     name, _, count = value.partition(":")
+    if count and not count.isdigit():
+        raise UsageError(f"invalid restart policy {value!r}: the count must be a number")
     return RestartPolicy.model_validate(
         {"name": name, "maximum_retry_count": int(count) if count else 0}
     )
-
-
-def parse_labels(values: list[str]) -> dict[str, str]:
-    labels = {}
-    for value in values:
-        key, _, val = value.partition("=")
-        labels[key] = val
-    return labels
 
 
 def healthcheck_from_args(args: argparse.Namespace) -> HealthCheck | None:
     """docker create's ``--health-*`` flags and ``--no-healthcheck`` as a check (None: image's)."""
     from berth.contract import HealthCheck
 
-    if args.no_healthcheck:
-        return HealthCheck(test=["NONE"])
-    if not args.health_cmd:
-        return None
     timing = {
         "interval": args.health_interval,
         "timeout": args.health_timeout,
@@ -43,37 +65,81 @@ def healthcheck_from_args(args: argparse.Namespace) -> HealthCheck | None:
         "retries": args.health_retries,
     }
     given = {k: v for k, v in timing.items() if v is not None}
+    if args.no_healthcheck:
+        if args.health_cmd or given:
+            raise UsageError("--no-healthcheck conflicts with --health-* options")
+        return HealthCheck(test=["NONE"])
+    if not args.health_cmd:
+        return None
     return HealthCheck.model_validate({"test": ["CMD-SHELL", args.health_cmd], **given})
 
 
+def seccomp_profile(options: list[str]) -> str | None:
+    """``--security-opt seccomp=<profile>``: the only security option Berth takes."""
+    profile = None
+    for option in options:
+        key, sep, value = option.partition("=" if "=" in option else ":")
+        if key != "seccomp" or not sep or not value:
+            raise UsageError(f"invalid --security-opt {option!r}: only seccomp=<profile> is taken")
+        profile = value
+    return profile
+
+
+def generated_name(image: str) -> str:
+    """A name for a container given none: the image's last path part and 8 random hex digits."""
+    base = image.rsplit("/", 1)[-1].split("@", 1)[0].split(":", 1)[0] or "container"
+    return f"{base}-{secrets.token_hex(4)}"
+
+
+def config_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags as ``ContainerConfig`` fields (checked for shape here, for values by the
+    contract)."""
+    return {
+        "name": args.name or generated_name(args.image),
+        "image": args.image,
+        "entrypoint": [args.entrypoint] if args.entrypoint else None,
+        "cmd": args.cmd or None,
+        "env": env_entries(args.env_file, args.env, os.environ),
+        "working_dir": args.workdir,
+        "user": args.user,
+        "labels": label_map(args.label_file, args.label),
+        "network_mode": args.network,
+        "auto_remove": args.rm,
+        "restart_policy": parse_restart(args.restart),
+        "resources": {
+            "memory_bytes": args.memory,
+            "cpu_shares": args.cpu_shares,
+            "pids_limit": args.pids_limit,
+        },
+        "binds": binds(args.volume, args.mount),
+        "node": args.node,
+        "healthcheck": healthcheck_from_args(args),
+        "seccomp_profile": seccomp_profile(args.security_opt),
+    }
+
+
 def config_from_args(args: argparse.Namespace) -> ContainerConfig:
+    """The container's config from the flags.
+
+    Raises:
+        UsageError: a flag's shape is wrong (exit 125).
+        InvalidParameter: the contract refuses a value, naming the field.
+    """
     from pydantic import ValidationError
 
-    from berth.contract import ContainerConfig, Resources
+    from berth.contract import ContainerConfig
     from berth.converter import describe_validation_error
     from berth.errors import InvalidParameter
 
     try:
-        return ContainerConfig(
-            name=args.name,
-            image=args.image,
-            entrypoint=[args.entrypoint] if args.entrypoint else None,
-            cmd=args.cmd or None,
-            env=args.env,
-            working_dir=args.workdir,
-            user=args.user,
-            labels=parse_labels(args.label),
-            network_mode=args.network,
-            auto_remove=args.rm,
-            restart_policy=parse_restart(args.restart),
-            resources=Resources(
-                memory_bytes=args.memory, cpu_shares=args.cpu_shares, pids_limit=args.pids_limit
-            ),
-            node=args.node,
-            healthcheck=healthcheck_from_args(args),
-        )
+        fields = config_fields(args)
+        if args.restart != "no" and args.rm:
+            raise UsageError("conflicting options: cannot specify both --restart and --rm")
+        return ContainerConfig.model_validate(fields)
     except ValidationError as err:
         raise InvalidParameter(describe_validation_error(err)) from None
+    except UsageError:
+        raise
     except ValueError as err:
         raise InvalidParameter(str(err)) from None
 
@@ -85,25 +151,92 @@ async def cmd_create(context: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_run(context: Context, args: argparse.Namespace) -> int:
+    """create + start; without ``-d`` the container's output, then its exit code."""
+    config = config_from_args(args)
+    berth = await context.berth()
+    created_id = None
+    try:
+        created_id = (await berth.create(config)).id
+        await berth.start(created_id)
+    except Exception as err:
+        message = daemon_error(context, err)
+        if message is None:
+            raise
+        print(f"berth: Error response from daemon: {message}", file=sys.stderr)
+        return await _failed_start_code(context, created_id)
+    if args.detach:
+        print(created_id)
+        return 0
+    return await _attach(context, created_id)
+
+
+async def _failed_start_code(context: Context, container_id: str | None) -> int:
+    """docker run's code for a failed start: 126/127 as the runtime recorded them, else 125."""
+    if container_id is None:
+        return EXIT_RUN_FAILED
+    try:
+        container = await (await context.berth()).get(container_id)
+    except Exception as err:
+        if daemon_error(context, err) is None:
+            raise
+        return EXIT_RUN_FAILED  # removed with --rm: nothing recorded to read
+    code = container.exit_code
+    return code if code in (126, 127) else EXIT_RUN_FAILED
+
+
+async def _attach(context: Context, container_id: str) -> int:
+    """The container's output while it runs (from its log), then its exit code (docker wait)."""
+    berth = await context.berth()
+    out = sys.stdout.buffer
+    try:
+        async for chunk in berth.stream_logs(container_id, follow=True):
+            out.write(chunk)
+            out.flush()
+    except Exception as err:
+        # Already exited and removed (--rm) before its log could be read: only the code is left.
+        if daemon_error(context, err) is None:
+            raise
+    return await berth.wait(container_id)
+
+
 def add_create_arguments(parser: argparse.ArgumentParser) -> None:
     """docker create's flags that Berth takes."""
-    parser.add_argument("--name", required=True)
-    parser.add_argument("-e", "--env", action="append", default=[])
-    parser.add_argument("-l", "--label", action="append", default=[])
-    parser.add_argument("--network", default="bridge", choices=["bridge", "none", "host"])
+    parser.add_argument("--name", help="the container's name (default: image-<random>)")
+    parser.add_argument(
+        "-e", "--env", action="append", default=[], help="KEY=VALUE, or KEY from this shell"
+    )
+    parser.add_argument("--env-file", action="append", default=[], help="a file of KEY=VALUE")
+    parser.add_argument("-l", "--label", action="append", default=[], help="KEY=VALUE")
+    parser.add_argument("--label-file", action="append", default=[], help="a file of labels")
+    parser.add_argument("--network", "--net", default="bridge", choices=["bridge", "none", "host"])
     parser.add_argument("--rm", action="store_true", help="remove the container when it exits")
-    parser.add_argument("--restart", default="no")
-    parser.add_argument("-m", "--memory", type=int, help="memory limit in bytes")
-    parser.add_argument("--cpu-shares", type=int)
-    parser.add_argument("--pids-limit", type=int)
-    parser.add_argument("--entrypoint")
-    parser.add_argument("-w", "--workdir", default="")
-    parser.add_argument("-u", "--user", default="")
-    parser.add_argument("--node")
+    parser.add_argument(
+        "--restart", default="no", help="no, always, unless-stopped, on-failure[:N]"
+    )
+    parser.add_argument(
+        "-m", "--memory", type=flag(parse_bytes), help="memory limit (512m, 1g, bytes)"
+    )
+    parser.add_argument("-c", "--cpu-shares", type=int, help="relative CPU weight")
+    parser.add_argument("--pids-limit", type=int, help="most processes at once")
+    parser.add_argument("--entrypoint", help="the image's ENTRYPOINT instead")
+    parser.add_argument("-w", "--workdir", default="", help="working directory inside")
+    parser.add_argument("-u", "--user", default="", help="user[:group] inside")
+    parser.add_argument(
+        "-v", "--volume", action="append", default=[], help="bind /host:/container[:ro]"
+    )
+    parser.add_argument(
+        "--mount", action="append", default=[], help="type=bind,source=/h,target=/c[,readonly]"
+    )
+    parser.add_argument("--security-opt", action="append", default=[], help="seccomp=<profile>")
+    parser.add_argument("--node", help="the node to place it on")
     parser.add_argument("--health-cmd", help="command run by /bin/sh -c inside the container")
-    parser.add_argument("--health-interval", type=float, help="seconds between checks (30)")
-    parser.add_argument("--health-timeout", type=float, help="seconds before a check fails (30)")
-    parser.add_argument("--health-start-period", type=float, help="grace period, seconds (0)")
+    for name, what in (
+        ("interval", "between checks (30s)"),
+        ("timeout", "before a check fails (30s)"),
+        ("start-period", "grace period (0s)"),
+    ):
+        parser.add_argument(f"--health-{name}", type=flag(parse_duration), help=f"time {what}")
     parser.add_argument("--health-retries", type=int, help="failures before unhealthy (3)")
     parser.add_argument("--no-healthcheck", action="store_true", help="disable the image's check")
     parser.add_argument("image")
@@ -112,4 +245,10 @@ def add_create_arguments(parser: argparse.ArgumentParser) -> None:
 
 def configure(verb: str, parser: argparse.ArgumentParser) -> None:
     add_create_arguments(parser)
-    parser.set_defaults(handler=cmd_create)
+    if verb == "run":
+        parser.add_argument(
+            "-d", "--detach", action="store_true", help="run in the background, print its id"
+        )
+        parser.set_defaults(handler=cmd_run)
+    else:
+        parser.set_defaults(handler=cmd_create)

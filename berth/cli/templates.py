@@ -33,7 +33,7 @@ class TemplateError(UsageError):
     """The template does not parse (docker: ``template parsing error: ...``, exit 125)."""
 
 
-class TemplateExecError(Exception):
+class TemplateExecError(UsageError):
     """The template parsed but cannot run on this item (a field of a nil value, a bad call)."""
 
 

@@ -9,6 +9,7 @@ a bare number other than ``0`` is refused, as docker refuses it); CPUs follow do
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 from berth.cli.usage import UsageError
@@ -125,3 +126,39 @@ def format_bytes(size: int) -> str:
             return f"{value:.4g}{unit}"
         value /= 1024
     raise AssertionError("unreachable")
+
+
+_DATE_FORMATS = (
+    "%Y-%m-%dT%H:%M:%S.%f%z",
+    "%Y-%m-%dT%H:%M:%S%z",
+    "%Y-%m-%dT%H:%M:%S.%f",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%d",
+)
+
+
+def parse_timestamp(value: str, now: datetime) -> datetime:
+    """docker's ``--since``/``--until``: a Unix time (``1700000000.5``), an RFC 3339 date or time
+    (local time without a zone), or a Go duration before ``now`` (``10m``).
+
+    Raises:
+        UsageError: none of these.
+    """
+    text = value.strip()
+    if re.fullmatch(r"\d+(?:\.\d+)?", text):
+        return datetime.fromtimestamp(float(text), tz=UTC)
+    iso = re.sub(r"Z$", "+00:00", text)
+    iso = re.sub(r"(\.\d{6})\d+", r"\1", iso)  # Python takes microseconds, Go nanoseconds
+    for form in _DATE_FORMATS:
+        try:
+            moment = datetime.strptime(iso, form)
+        except ValueError:
+            continue
+        return moment if moment.tzinfo else moment.astimezone()
+    try:
+        return now - timedelta(seconds=parse_duration(text))
+    except UsageError:
+        raise UsageError(
+            f"invalid time {value!r}: not a Unix time, an RFC 3339 time or a duration"
+        ) from None

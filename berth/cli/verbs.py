@@ -16,6 +16,7 @@ class Verb(NamedTuple):
 
 VERBS: dict[str, Verb] = {
     "create": Verb("berth.cli.create", "create a container"),
+    "run": Verb("berth.cli.create", "create and start a container; without -d, wait for it"),
     "start": Verb("berth.cli.lifecycle", "start one or more containers"),
     "stop": Verb("berth.cli.lifecycle", "stop one or more containers"),
     "restart": Verb("berth.cli.lifecycle", "restart one or more containers"),

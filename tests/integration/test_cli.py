@@ -50,7 +50,7 @@ async def test_cli_create_start_inspect_logs_ps_events(stack: Stack) -> None:
     assert inspected["State"]["Pid"] > 0
     ps = (await run(stack, "ps")).stdout
     assert container_id[:12] in ps and name in ps
-    events = (await run(stack, "events", name)).stdout.splitlines()
+    events = (await run(stack, "events", "--no-follow", name)).stdout.splitlines()
     assert [line.split()[2] for line in events] == ["create", "start"]
     for _ in range(50):
         if (await run(stack, "logs", name)).stdout == "hi\n":
