@@ -1,15 +1,18 @@
-"""Step ``network``: a network namespace per container and its CNI attachment.
+"""Step ``network``: a network namespace per container, its CNI attachment and /etc files.
 
 Do: record the attachment (mode and netns path) in PostgreSQL, create the netns at
-``<node>/netns/<id>``, run CNI ADD (bridge) or bring up loopback (none), record the IP. Host
-mode makes nothing. Undo: CNI DEL (which frees the IP even when the netns is already gone),
-remove the netns, forget the record. Everything is derived from the container id, so undo is
-safe when do never ran or half ran, and idempotent.
+``<node>/netns/<id>``, run CNI ADD (bridge) or bring up loopback (none), record the IP, then
+write the container's ``/etc/hostname``, ``/etc/hosts`` and ``/etc/resolv.conf`` under
+``<node>/containers/<id>`` (``berth.runtime.etc_files``; the spec binds them). Host mode makes
+no namespace, only the files. Undo: CNI DEL (which frees the IP even when the netns is already
+gone), remove the netns and the files, forget the record. Everything is derived from the
+container id, so undo is safe when do never ran or half ran, and idempotent.
 """
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
@@ -19,6 +22,14 @@ from berth.contract import NetworkMode
 from berth.db.repository import NetworkAttachmentRepository
 from berth.faults import NO_FAULTS, FaultHook, fault_point
 from berth.runtime.cni import CniNetwork
+from berth.runtime.etc_files import (
+    EtcFiles,
+    hosts_content,
+    read_node_resolv_conf,
+    remove_etc_files,
+    resolv_conf_content,
+    write_etc_files,
+)
 from berth.runtime.netns import create_netns, delete_netns
 from berth.steps import AttachNetworkOutput, NetworkInput
 
@@ -32,11 +43,14 @@ class NetworkActivities:
         cni: CniNetwork,
         paths: NodePaths,
         faults: FaultHook = NO_FAULTS,
+        *,
+        resolv_conf: Path = Path("/etc/resolv.conf"),
     ) -> None:
         self._sessions = sessions
         self._cni = cni
         self._paths = paths
         self._faults = faults
+        self._resolv_conf = resolv_conf
 
     @activity.defn(name="attach_network")
     @fault_point("network")
@@ -50,6 +64,7 @@ class NetworkActivities:
                 request.container_id, request.node, request.mode, str(netns) if netns else None
             )
         if netns is None:
+            await asyncio.to_thread(self._write_etc_files, request, None)
             return AttachNetworkOutput(netns=None, ip=None)
         await asyncio.to_thread(create_netns, netns)
         ip = None
@@ -59,7 +74,31 @@ class NetworkActivities:
             await asyncio.to_thread(self._cni.attach_loopback_only, netns, request.container_id)
         async with self._sessions.begin() as session:
             await NetworkAttachmentRepository(session).record_ip(request.container_id, ip)
+        await asyncio.to_thread(self._write_etc_files, request, ip)
         return AttachNetworkOutput(netns=str(netns), ip=ip)
+
+    def _write_etc_files(self, request: NetworkInput, ip: str | None) -> None:
+        """The container's /etc/hostname, /etc/hosts and /etc/resolv.conf, from its config."""
+        config = request.config
+        hostname = (config.hostname if config else None) or request.container_id[:12]
+        gateway = self._cni.gateway if request.mode is NetworkMode.BRIDGE else None
+        resolv = resolv_conf_content(
+            read_node_resolv_conf(self._resolv_conf),
+            config.dns if config else (),
+            config.dns_search if config else (),
+            config.dns_options if config else (),
+        )
+        write_etc_files(
+            self._etc_files(request.container_id),
+            {
+                "hostname": f"{hostname}\n",
+                "hosts": hosts_content(hostname, ip, config.extra_hosts if config else (), gateway),
+                "resolv.conf": resolv,
+            },
+        )
+
+    def _etc_files(self, container_id: str) -> EtcFiles:
+        return EtcFiles(self._paths.container_dir(container_id))
 
     @activity.defn(name="detach_network")
     @fault_point("undo-network")
@@ -70,5 +109,6 @@ class NetworkActivities:
             await asyncio.to_thread(self._cni.detach, request.container_id, netns)
         if request.mode is not NetworkMode.HOST:
             await asyncio.to_thread(delete_netns, netns)
+        await asyncio.to_thread(remove_etc_files, self._etc_files(request.container_id))
         async with self._sessions.begin() as session:
             await NetworkAttachmentRepository(session).forget(request.container_id)

@@ -20,6 +20,7 @@ from berth.errors import Forbidden
 from berth.faults import NO_FAULTS, FaultHook, fault_point
 from berth.host_paths import open_confined, resolve_bind_sources
 from berth.runtime import seccomp
+from berth.runtime.etc_files import EtcFiles
 from berth.runtime.oci_spec import build_spec
 from berth.steps import ContainerRef, WriteSpecInput, WriteSpecOutput
 
@@ -75,6 +76,7 @@ class SpecActivities:
             Path(request.netns) if request.netns else None,
             bind_sources=bind_sources,
             seccomp=profile,
+            etc_files=await asyncio.to_thread(self._etc_files, request.container_id),
         )
         path = self._paths.spec(request.container_id)
         await asyncio.to_thread(_write_atomically, path, json.dumps(spec, indent=2))
@@ -101,6 +103,12 @@ class SpecActivities:
             return sources, seccomp.read_profile_fd(fd, choice)
         finally:
             os.close(fd)
+
+    def _etc_files(self, container_id: str) -> list[tuple[str, Path]]:
+        """The generated /etc files the network step wrote; none if it wrote none (an older
+        agent's step)."""
+        files = EtcFiles(self._paths.container_dir(container_id))
+        return files.mounts() if files.complete() else []
 
     @activity.defn(name="drop_spec")
     @fault_point("undo-spec")

@@ -74,6 +74,14 @@ class NodePaths:
     def logs_dir(self) -> Path:
         return self.workload_root / "logs"
 
+    @property
+    def containers_dir(self) -> Path:
+        """Each container's own directory (its generated /etc files), like dockerd's."""
+        return self.workload_root / "containers"
+
+    def container_dir(self, container_id: str) -> Path:
+        return self.containers_dir / container_id
+
     def log(self, container_id: str) -> Path:
         return self.logs_dir / f"{container_id}.log"
 
@@ -112,6 +120,7 @@ class NodePaths:
             self.netns_dir,
             self.cni_dir,
             self.logs_dir,
+            self.containers_dir,
             self.specs_dir,
             self.health_dir,
             self.log_driver.parent,
@@ -138,6 +147,8 @@ class Settings(BaseSettings):
     subnet: str = "10.213.0.0/22"
     # Outbound like Docker's default bridge: masquerade the subnet's traffic leaving the bridge.
     masquerade: bool = True
+    # The node's resolvers, which containers' /etc/resolv.conf take (loopback ones dropped).
+    resolv_conf: Path = Path("/etc/resolv.conf")
     cni_bin_dir: Path = Path("/usr/lib/cni")
     # Temporal connection security: TLS (server CA, and a client pair for mTLS) and an API key.
     temporal_tls: bool = False

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from berth.config import NodePaths
 from berth.runtime.cni import CniNetwork
 from berth.runtime.containerd import ContainerdClient
+from berth.runtime.etc_files import EtcFiles, remove_etc_files
 from berth.runtime.mounts import unmount_rootfs
 from berth.runtime.netns import delete_netns
 from berth.steps import HOST_CLEANUP
@@ -29,6 +30,7 @@ async def release_host_resources(
     async def detach_network() -> None:
         await asyncio.to_thread(cni.detach, container_id, netns)
         await asyncio.to_thread(delete_netns, netns)
+        await asyncio.to_thread(remove_etc_files, EtcFiles(paths.container_dir(container_id)))
 
     by_step: dict[str, Callable[[], Awaitable[object]]] = {
         "task": lambda: containerd.delete_task(container_id),

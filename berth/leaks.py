@@ -1,9 +1,10 @@
 """The leak checker: what one node holds, compared with what PostgreSQL says it should hold.
 
-It lists the kernel's mounts under the node's rootfs dir, its network namespace files, the CNI
-IPAM reservations, containerd's containers and tasks in Berth's namespace, the runc shims of the
-node's containerd in that namespace (:mod:`berth.runtime.shims`) and the containers' cgroups
-(:mod:`berth.runtime.cgroups`), and PostgreSQL's mount holders, network attachments and container
+It lists the kernel's mounts under the node's rootfs dir, its network namespace files, the
+containers' generated /etc files, the CNI IPAM reservations, containerd's containers and tasks in
+Berth's namespace, the runc shims of the node's containerd in that namespace
+(:mod:`berth.runtime.shims`) and the containers' cgroups (:mod:`berth.runtime.cgroups`), and
+PostgreSQL's mount holders, network attachments and container
 states, and reports every disagreement as a :class:`Finding`. Tests assert that a node has none
 once a saga ended; the reconciler repairs what it finds.
 
@@ -70,6 +71,7 @@ class LeakKind(StrEnum):
     OPERATION_IN_FLIGHT = "operation-in-flight"
     SHIM_WITHOUT_TASK = "shim-without-task"
     CGROUP_WITHOUT_TASK = "cgroup-without-task"
+    ETC_FILES_OF_IDLE_CONTAINER = "etc-files-of-idle-container"
 
 
 # How long a shim whose task was just deleted may take to exit before it counts as left behind.
@@ -107,6 +109,8 @@ class NodeView:
     shims: dict[str, tuple[ShimProcess, ...]] = field(default_factory=dict)
     # Container id -> its cgroup directories, for the ids this node's records name.
     cgroups: dict[str, tuple[Path, ...]] = field(default_factory=dict)
+    # Ids with a directory of generated /etc files (``NodePaths.container_dir``).
+    etc_dirs: frozenset[str] = frozenset()
 
     def busy(self, container_id: str) -> bool:
         """Whether an operation holds the container (its resources may be half made)."""
@@ -139,6 +143,7 @@ async def observe_node(
             a.container_id: a for a in await NetworkAttachmentRepository(session).on_node(node)
         }
     mounted = await asyncio.to_thread(_mounted_targets, paths.rootfs_dir)
+    etc_dirs = await asyncio.to_thread(_entries, paths.containers_dir)
     netns_files = tuple(await asyncio.to_thread(list_netns, paths.netns_dir))
     bound = frozenset([path for path in netns_files if await asyncio.to_thread(netns_exists, path)])
     containerd_containers = frozenset(await containerd.list_containers())
@@ -163,6 +168,7 @@ async def observe_node(
         attachments=attachments,
         shims=shims,
         cgroups={cid: dirs for cid, dirs in cgroups.items() if cid in named},
+        etc_dirs=etc_dirs,
     )
 
 
@@ -191,6 +197,13 @@ def _settled_shims(
         else:
             del shims[container_id]
     return shims
+
+
+def _entries(directory: Path) -> frozenset[str]:
+    try:
+        return frozenset(entry.name for entry in directory.iterdir())
+    except FileNotFoundError:
+        return frozenset()
 
 
 def _mounted_targets(rootfs_dir: Path) -> frozenset[Path]:
@@ -274,6 +287,14 @@ def _network_findings(view: NodeView, paths: NodePaths) -> Iterable[Finding]:
                 str(paths.netns(container_id)),
                 container_id,
                 f"mode {attachment.mode}",
+            )
+    for container_id in sorted(view.etc_dirs):
+        if not view.busy(container_id) and not view.live(container_id):
+            yield Finding(
+                LeakKind.ETC_FILES_OF_IDLE_CONTAINER,
+                str(paths.container_dir(container_id)),
+                container_id,
+                _described(view, container_id),
             )
     for ip, container_id in sorted(view.reservations.items()):
         if view.busy(container_id):

@@ -204,3 +204,22 @@ class FleetItem(Base):
     pid: Mapped[int | None] = mapped_column(Integer)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PortMapping(Base):
+    """A host port published by a container on its node (CNI ``portmap``), claimed at start.
+
+    One host port per protocol per node (whatever the host IP), so two claims cannot collide
+    even when they race; recorded before the mapping is made, released after it is removed.
+    """
+
+    __tablename__ = "port_mappings"
+
+    node: Mapped[str] = mapped_column(String(63), primary_key=True)
+    protocol: Mapped[str] = mapped_column(String(3), primary_key=True)
+    host_port: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # "" publishes on every address of the node.
+    host_ip: Mapped[str] = mapped_column(String(15), server_default="")
+    container_id: Mapped[str] = mapped_column(String(64), index=True)
+    container_port: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = _now()

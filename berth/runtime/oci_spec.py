@@ -204,6 +204,16 @@ def _bind(bind: BindMount, source: str) -> dict[str, Any]:
     }
 
 
+def _etc_bind(target: str, source: Path) -> dict[str, Any]:
+    """A generated /etc file, bound as dockerd binds its own (read-write, private)."""
+    return {
+        "destination": target,
+        "type": "bind",
+        "source": str(source),
+        "options": ["rbind", "rprivate", "rw"],
+    }
+
+
 def client_bind_indexes(spec: dict[str, Any], binds: Sequence[BindMount]) -> list[int]:
     """The index in ``spec["mounts"]`` of each of ``binds``' mounts, in the order of ``binds``.
 
@@ -250,6 +260,7 @@ def build_spec(
     *,
     bind_sources: Sequence[str] | None = None,
     seccomp: SeccompProfile | Literal["default"] | None = "default",
+    etc_files: Sequence[tuple[str, Path]] = (),
 ) -> dict[str, Any]:
     """The OCI runtime spec (as JSON-ready dict) for ``config`` run from ``rootfs``.
 
@@ -263,11 +274,14 @@ def build_spec(
             (``berth.host_paths``); None takes the config's own (for tests).
         seccomp: the profile to filter syscalls with, for the container's capabilities on this
             node; ``"default"`` is Docker's default profile, None none (unconfined).
+        etc_files: (path in the container, file on the node) of the generated ``/etc/hosts``,
+            ``/etc/hostname`` and ``/etc/resolv.conf``, bound over the image's as dockerd does
+            (a client's bind of the same path replaces it, as in dockerd).
 
     Raises:
         InvalidParameter: no command, or a user or group that the rootfs does not know.
     """
-    hostname = container_id[:12]
+    hostname = config.hostname or container_id[:12]
     uid, gid, additional_gids = resolve_user(config.user or image_config.get("User") or "", rootfs)
     user: dict[str, Any] = {"uid": uid, "gid": gid}
     if additional_gids:
@@ -309,7 +323,13 @@ def build_spec(
         },
         "root": {"path": str(rootfs), "readonly": False},
         "hostname": hostname,
-        "mounts": _default_mounts() + [_bind(bind, source) for bind, source in binds],
+        "mounts": _default_mounts()
+        + [
+            _etc_bind(target, source)
+            for target, source in etc_files
+            if target not in {bind.target.rstrip("/") for bind in config.binds}
+        ]
+        + [_bind(bind, source) for bind, source in binds],
         "linux": {
             "resources": _resources(config),
             "cgroupsPath": f"{CGROUP_PARENT}/{container_id}",

@@ -271,3 +271,37 @@ def test_with_bind_sources_for_a_bind_the_spec_lacks_is_invalid_parameter() -> N
 
     with pytest.raises(InvalidParameter, match=r"config\.binds\[0\]"):
         with_bind_sources(spec, [BindMount(source="/a", target="/x")], ["/pins/0"])
+
+
+ETC = [
+    ("/etc/hostname", Path("/node/c/hostname")),
+    ("/etc/hosts", Path("/node/c/hosts")),
+    ("/etc/resolv.conf", Path("/node/c/resolv.conf")),
+]
+
+
+def _etc_spec(config: ContainerConfig) -> dict[str, Any]:
+    return build_spec(CONTAINER_ID, config, IMAGE, Path("/nonexistent-rootfs"), None, etc_files=ETC)
+
+
+def test_build_spec_etc_files_bound_over_the_images_read_write() -> None:
+    mounts = {m["destination"]: m for m in _etc_spec(_config())["mounts"]}
+    for target, source in ETC:
+        assert mounts[target]["source"] == str(source)
+        assert mounts[target]["options"] == ["rbind", "rprivate", "rw"]
+
+
+def test_build_spec_client_bind_of_etc_hosts_replaces_the_generated_one() -> None:
+    config = _config(binds=[BindMount(source="/srv/hosts", target="/etc/hosts", read_only=True)])
+    hosts = [m for m in _etc_spec(config)["mounts"] if m["destination"] == "/etc/hosts"]
+    assert [m["source"] for m in hosts] == ["/srv/hosts"]
+
+
+def test_build_spec_hostname_given_sets_uts_hostname_and_env() -> None:
+    spec = _spec(_config(hostname="web.example"))
+    assert spec["hostname"] == "web.example"
+    assert "HOSTNAME=web.example" in spec["process"]["env"]
+
+
+def test_build_spec_no_hostname_uses_the_short_id() -> None:
+    assert _spec()["hostname"] == CONTAINER_ID[:12]

@@ -32,10 +32,12 @@ class Footprint:
     task_status: str | None
     mount_holders: list[str] = field(default_factory=list)
     network_attachment: bool = False
+    # The container's directory of generated /etc files (hosts, hostname, resolv.conf).
+    etc_files: bool = False
 
     @property
     def empty(self) -> bool:
-        """Nothing at all is left: no mount, netns, IP, containerd object or record."""
+        """Nothing at all is left: no mount, netns, IP, /etc files, containerd object or record."""
         return self == Footprint(0, False, [], False, None)
 
 
@@ -73,4 +75,5 @@ async def footprint(
         task_status=status,
         mount_holders=holder_list,
         network_attachment=attachment is not None,
+        etc_files=await asyncio.to_thread(paths.container_dir(container_id).exists),
     )
