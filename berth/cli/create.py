@@ -153,11 +153,10 @@ async def cmd_create(context: Context, args: argparse.Namespace) -> int:
 
 async def cmd_run(context: Context, args: argparse.Namespace) -> int:
     """create + start; without ``-d`` the container's output, then its exit code."""
-    config = config_from_args(args)
     berth = await context.berth()
     created_id = None
     try:
-        created_id = (await berth.create(config)).id
+        created_id = (await berth.create(config_from_args(args))).id
         await berth.start(created_id)
     except Exception as err:
         message = daemon_error(context, err)
@@ -197,7 +196,15 @@ async def _attach(context: Context, container_id: str) -> int:
         # Already exited and removed (--rm) before its log could be read: only the code is left.
         if daemon_error(context, err) is None:
             raise
-    return await berth.wait(container_id)
+    try:
+        return await berth.wait(container_id)
+    except Exception as err:
+        if daemon_error(context, err) is None or type(err).__name__ != "NotFound":
+            raise
+    # Removed (--rm) before wait could find it: the code its last ``die`` event recorded.
+    dies = [e for e in await berth.events(None) if e.container_id == container_id]
+    dies = [e for e in dies if e.action == "die"]
+    return int(dies[-1].attributes.get("exitCode", 0)) if dies else 0
 
 
 def add_create_arguments(parser: argparse.ArgumentParser) -> None:

@@ -202,7 +202,8 @@ def inspect_view(
             "Volumes": None,
             "WorkingDir": config.get("working_dir", ""),
             "Entrypoint": entrypoint,
-            "Labels": dict(config.get("labels") or {}),
+            # A Go map: docker's JSON lists its keys sorted (PostgreSQL's JSONB reorders them).
+            "Labels": dict(sorted((config.get("labels") or {}).items())),
         },
         "NetworkSettings": {
             "IPAddress": ip,
@@ -228,7 +229,7 @@ def ps_view(
 ) -> dict[str, Any]:
     """docker ps's fields of one container, for ``--format`` (``health``: the check's status)."""
     config = container.config or {}
-    labels: dict[str, str] = dict(config.get("labels") or {})
+    labels: dict[str, str] = dict(sorted((config.get("labels") or {}).items()))
     label: Callable[[str], str] = lambda name: labels.get(name, "")  # noqa: E731
     binds = config.get("binds") or []
     state = str(container.state)

@@ -3,7 +3,7 @@
 The objects carry docker's field names (``Config.Cmd``, ``Config.Env``, ``Config.Labels``,
 ``HostConfig.Binds``, ``HostConfig.RestartPolicy``, ``HostConfig.Memory``, ``Mounts``, ...).
 References that name no container do not stop the others: the found ones are printed, then
-``Error: No such object: <ref>`` for each of the rest, and the exit code is 1, as docker's.
+``Error: No such container: <ref>`` for each of the rest, and the exit code is 1, as docker's.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ async def cmd_inspect(context: Context, args: argparse.Namespace) -> int:
     lines, errors = render(form, objects)
     sys.stdout.write("".join(f"{line}\n" for line in lines))
     for ref in missing:
-        print(f"Error: No such object: {ref}", file=sys.stderr)
+        print(f"Error: No such container: {ref}", file=sys.stderr)
     for error in errors:
         print(error, file=sys.stderr)
     return 1 if missing or errors else 0

@@ -15,8 +15,9 @@ from tests.integration.conftest import TEST_CODEC_KEYS, Stack
 BERTH = Path(sys.executable).parent / "berth"
 
 
-def berth(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
+def cli_env(stack: Stack) -> dict[str, str]:
+    """The environment that points ``berth`` at the suite's stack."""
+    return {
         **os.environ,
         "BERTH_DATABASE_URL": stack.settings.database_url.get_secret_value(),
         "BERTH_TEMPORAL_NAMESPACE": stack.settings.temporal_namespace,
@@ -24,7 +25,12 @@ def berth(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
         "BERTH_CODEC_KEYS": TEST_CODEC_KEYS,
         "BERTH_CONTAINERD_NAMESPACE": stack.settings.containerd_namespace,
     }
-    return subprocess.run([str(BERTH), *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def berth(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BERTH), *args], capture_output=True, text=True, env=cli_env(stack), timeout=60
+    )
 
 
 async def run(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
