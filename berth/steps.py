@@ -38,6 +38,7 @@ from berth.contract import (
     ContainerStopOutput,
     FleetSelector,
     NetworkMode,
+    PullPolicy,
 )
 
 # The holder a running task keeps on its rootfs mount until the container stops.
@@ -272,10 +273,6 @@ class NetworkInput(StepModel):
     container_id: str
     node: str
     mode: NetworkMode
-    # The container's config (hostname, /etc entries, ports) and its image's (exposed ports);
-    # an undo needs neither: everything it removes is found from the id.
-    config: ContainerConfig | None = None
-    image_config: dict[str, Any] = Field(default_factory=dict)
 
 
 class AttachNetworkOutput(StepModel):
@@ -339,6 +336,46 @@ class SignalTaskInput(StepModel):
 
 class TaskExitOutput(StepModel):
     exit_code: int
+
+
+# --- images: the start's pull step, image pulls, lists and removal (activities/pull.py) -----------
+
+
+class CheckImageInput(StepModel):
+    """Whether a start must pull its image first, by its pull policy."""
+
+    node: str
+    image: str
+    policy: PullPolicy
+
+
+class CheckImageOutput(StepModel):
+    pull: bool
+
+
+class PullImageInput(StepModel):
+    """Pull ``image`` onto ``node`` under the lease of ``owner`` (a container id, a pull run)."""
+
+    node: str
+    image: str
+    owner: str
+    # Skip the pull when the node has the image by the time the pull's turn comes.
+    only_if_missing: bool = False
+
+
+class PullImageOutput(StepModel):
+    # False: the node had it already (another pull of the same image finished first).
+    pulled: bool
+    digest: str | None = None
+    chain_id: str | None = None
+    size: int = 0
+
+
+class ReleasePullInput(StepModel):
+    """Drop the lease of ``owner``'s pull: what a failed pull wrote becomes garbage."""
+
+    node: str
+    owner: str
 
 
 # --- export, exits, health, fleet -----------------------------------------------------------------

@@ -28,6 +28,7 @@ from berth.activities.fleet import FleetActivities
 from berth.activities.health import HealthActivities
 from berth.activities.mount import MountActivities
 from berth.activities.network import NetworkActivities
+from berth.activities.pull import PullActivities
 from berth.activities.shim import ShimActivities
 from berth.activities.spec import SpecActivities
 from berth.activities.state import StateActivities
@@ -43,8 +44,10 @@ from berth.faults import NO_FAULTS, FaultHook, faults_from_env
 from berth.health_prober import HealthProber
 from berth.logs import configure as configure_logging
 from berth.reconciler import Reconciler, Undo, temporal_workflow_running
+from berth.registry.client import RegistryClient
 from berth.runtime.cni import CniNetwork
 from berth.runtime.containerd import ContainerdClient
+from berth.runtime.pull import ImagePuller
 from berth.workflows.container_create import ContainerCreate
 from berth.workflows.container_exit import ContainerExitedOnNode
 from berth.workflows.container_export import ContainerExport, ContainerExportOnNode
@@ -149,6 +152,17 @@ def node_runtime(settings: Settings) -> NodeRuntime:
     )
 
 
+def registry_client(settings: Settings) -> RegistryClient:
+    """A registry client with the node's registry settings (one per pull)."""
+    return RegistryClient(
+        settings.insecure_registries,
+        settings.registry_auth_file,
+        settings.node,
+        timeout_seconds=settings.runtime_call_timeout_seconds * 3,
+        grace_seconds=settings.runtime_grace_seconds,
+    )
+
+
 def node_reconciler(
     client: Client,
     settings: Settings,
@@ -159,7 +173,7 @@ def node_reconciler(
     paths = settings.node_paths()
     undo = Undo(
         mount=MountActivities(sessions, runtime.containerd, paths),
-        network=NetworkActivities(sessions, runtime.cni, paths, resolv_conf=settings.resolv_conf),
+        network=NetworkActivities(sessions, runtime.cni, paths),
         spec=SpecActivities(paths),
         shim=ShimActivities(runtime.containerd, paths),
         task=TaskActivities(runtime.containerd),
@@ -234,9 +248,7 @@ def node_worker(
     paths = settings.node_paths()
     state = StateActivities(sessions, settings.allowed_host_paths, settings.allowed_seccomp_paths)
     mount = MountActivities(sessions, runtime.containerd, paths, runtime.faults)
-    network = NetworkActivities(
-        sessions, runtime.cni, paths, runtime.faults, resolv_conf=settings.resolv_conf
-    )
+    network = NetworkActivities(sessions, runtime.cni, paths, runtime.faults)
     spec = SpecActivities(
         paths,
         runtime.faults,
@@ -256,6 +268,10 @@ def node_worker(
     export = ExportActivities(sessions, paths, runtime.faults, settings.allowed_export_paths)
     lifecycle = LifecycleStateActivities(sessions)
     exits = ExitActivities(sessions, runtime.containerd, settings.node)
+    pull = PullActivities(
+        ImagePuller(runtime.containerd, lambda: registry_client(settings), runtime.faults),
+        runtime.faults,
+    )
     activities: list[Callable[..., Any]] = [
         export.begin_export,
         export.export_rootfs,
@@ -290,6 +306,9 @@ def node_worker(
         lifecycle.end_exit,
         lifecycle.claim_policy_restart,
         exits.verify_exit,
+        pull.check_image,
+        pull.pull_image,
+        pull.release_pull,
     ]
     check_registered(NODE, activities)
     return Worker(

@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         cleanup_step,
     )
     from berth.workflows import steps
+    from berth.workflows.image_pull import PULL_STEP_PATCH, pull_for_start
     from berth.workflows.lifecycle import cleanup_summary, remove_snapshot
     from berth.workflows.metrics import record_action, record_compensation, recorded
     from berth.workflows.routing import (
@@ -125,6 +126,8 @@ class ContainerStartOnNode:
         ref = ContainerRef(container_id=cid, node=node)
         target = HostTarget(container_id=cid, node=node, mode=plan.config.network_mode)
         try:
+            if workflow.patched(PULL_STEP_PATCH):
+                await pull_for_start(saga, plan, self._enter, self._done)
             self._enter("mount", f"mount rootfs of {name} on {node}")
             _register_undo(saga, "mount", target, name)
             mounted = await run_step(
@@ -139,13 +142,7 @@ class ContainerStartOnNode:
             _register_undo(saga, "network", target, name)
             attached = await run_step(
                 steps.ATTACH_NETWORK,
-                NetworkInput(
-                    container_id=cid,
-                    node=node,
-                    mode=mode,
-                    config=plan.config,
-                    image_config=mounted.image_config,
-                ),
+                NetworkInput(container_id=cid, node=node, mode=mode),
                 f"attach {name} to {mode} on {node}",
             )
             self._done("network", {"netns": attached.netns, "ip": attached.ip})

@@ -180,6 +180,11 @@ STOP_TASK = _undo("stop_task", s.ContainerRef)
 PAUSE_TASK: Step[s.ContainerRef, None] = _host("pause_task", s.ContainerRef, None)
 RESUME_TASK: Step[s.ContainerRef, None] = _host("resume_task", s.ContainerRef, None)
 
+# -- images: the start's pull step (the check is local; a pull is long and heartbeats) -------------
+CHECK_IMAGE = _host("check_image", s.CheckImageInput, s.CheckImageOutput)
+RELEASE_PULL = _undo("release_pull", s.ReleasePullInput)
+PULL_IMAGE = _long("pull_image", s.PullImageInput, s.PullImageOutput, timeout=timedelta(hours=1))
+
 # -- steps whose duration the user controls: regular activities that heartbeat ---------------------
 # The timeout given here is a floor; the stop passes its grace period plus slack per call.
 SIGNAL_AND_WAIT = _long("signal_and_wait", s.SignalTaskInput, s.TaskExitOutput)
@@ -232,6 +237,9 @@ STEPS: dict[str, Step[Any, Any]] = {
         RESUME_TASK,
         SIGNAL_AND_WAIT,
         EXPORT_ROOTFS,
+        CHECK_IMAGE,
+        RELEASE_PULL,
+        PULL_IMAGE,
     )
 }
 

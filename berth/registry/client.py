@@ -13,6 +13,7 @@ credentials ``Forbidden``, a registry that does not answer (or answers 5xx / 429
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -158,7 +159,7 @@ class RegistryClient:
         if scheme == "basic":
             if credentials is None:
                 raise self._denied(ref, None)
-            auth.header = aiohttp.BasicAuth(credentials.username, credentials.password).encode()
+            auth.header = _basic(credentials)
         elif scheme == "bearer":
             auth.header = f"Bearer {await self._token(ref, challenge, credentials)}"
         else:
@@ -181,13 +182,9 @@ class RegistryClient:
         if not realm:
             raise Forbidden(f"registry {ref.endpoint} sent a bearer challenge without a realm")
         params.setdefault("scope", f"repository:{ref.repository}:pull")
-        basic = (
-            aiohttp.BasicAuth(credentials.username, credentials.password)
-            if credentials is not None
-            else None
-        )
+        headers = {"Authorization": _basic(credentials)} if credentials is not None else {}
         try:
-            async with self._http().get(realm, params=params, auth=basic) as response:
+            async with self._http().get(realm, params=params, headers=headers) as response:
                 if response.status in (401, 403):
                     raise self._denied(ref, credentials)
                 if response.status >= 300:
@@ -253,6 +250,12 @@ class RegistryClient:
         """A small blob (an image config) whole; refused when larger than ``limit``."""
         async with self._get(ref, f"{self._base(ref)}/blobs/{digest}", {}) as response:
             return await _read_bounded(response, limit, f"blob {digest} of {ref}")
+
+
+def _basic(credentials: Credentials) -> str:
+    """The ``Authorization`` value of HTTP basic auth."""
+    pair = f"{credentials.username}:{credentials.password}".encode()
+    return "Basic " + base64.b64encode(pair).decode()
 
 
 async def _read_bounded(response: aiohttp.ClientResponse, limit: int, what: str) -> bytes:

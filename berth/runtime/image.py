@@ -8,6 +8,7 @@ for the overlayfs snapshotter; it is skipped when the image is already there and
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import io
 import json
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from berth.config import NodePaths
-from berth.errors import NotFound, System
+from berth.errors import InvalidParameter, NotFound, System
 from berth.runtime.containerd import SNAPSHOTTER, ContainerdClient, host_platform
 
 DEFAULT_REF = "local/busybox:latest"
@@ -106,8 +107,49 @@ def build_busybox_image(out_tar: Path, ref: str = DEFAULT_REF, busybox: Path = B
     """
     if not busybox.is_file():
         raise System(f"{busybox} not found: install the Debian package busybox-static")
+    return build_oci_layout(out_tar, ref, [_layer(busybox)])
+
+
+def file_layer(files: dict[str, bytes]) -> bytes:
+    """A layer tar of regular files (mode 0644) at the given relative paths."""
+    return _tar(
+        [(_info(name, tarfile.REGTYPE, 0o644, len(data)), data) for name, data in files.items()]
+    )
+
+
+# Layer compressions an OCI layout can be built with, and their media types.
+LAYER_MEDIA_TYPES = {
+    "none": "application/vnd.oci.image.layer.v1.tar",
+    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+}
+
+
+def _compress(data: bytes, compression: str) -> bytes:
+    if compression == "none":
+        return data
+    if compression == "gzip":
+        return gzip.compress(data, mtime=0)
+    if compression == "zstd":
+        zstd = shutil.which("zstd")
+        if zstd is None:
+            raise System("zstd not found: install the Debian package zstd")
+        return subprocess.run(
+            [zstd, "-q", "-c", "-3"], input=data, capture_output=True, check=True
+        ).stdout
+    raise InvalidParameter(f"unknown layer compression {compression!r}")
+
+
+def build_oci_layout(
+    out_tar: Path, ref: str, layers: list[bytes], compression: str = "none"
+) -> Path:
+    """Write an OCI image-layout tar of an image named ``ref`` with ``layers`` (plain tars,
+    bottom first, each compressed with ``compression``: none, gzip or zstd) to ``out_tar``."""
     os_name, arch = host_platform()
-    layer = _Blob("application/vnd.oci.image.layer.v1.tar", _layer(busybox))
+    blobs = [
+        _Blob(LAYER_MEDIA_TYPES[compression], _compress(layer, compression)) for layer in layers
+    ]
+    diff_ids = ["sha256:" + hashlib.sha256(layer).hexdigest() for layer in layers]
     config = _Blob(
         "application/vnd.oci.image.config.v1+json",
         json.dumps(
@@ -116,7 +158,7 @@ def build_busybox_image(out_tar: Path, ref: str = DEFAULT_REF, busybox: Path = B
                 "os": os_name,
                 "created": "1970-01-01T00:00:00Z",
                 "config": {"Env": [DEFAULT_PATH], "Cmd": ["sh"]},
-                "rootfs": {"type": "layers", "diff_ids": [layer.digest]},
+                "rootfs": {"type": "layers", "diff_ids": diff_ids},
                 "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "berth"}],
             },
             sort_keys=True,
@@ -129,7 +171,7 @@ def build_busybox_image(out_tar: Path, ref: str = DEFAULT_REF, busybox: Path = B
                 "schemaVersion": 2,
                 "mediaType": "application/vnd.oci.image.manifest.v1+json",
                 "config": config.descriptor(),
-                "layers": [layer.descriptor()],
+                "layers": [blob.descriptor() for blob in blobs],
             },
             sort_keys=True,
         ).encode(),
@@ -152,9 +194,10 @@ def build_busybox_image(out_tar: Path, ref: str = DEFAULT_REF, busybox: Path = B
         ("oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode()),
         ("index.json", json.dumps(index, sort_keys=True).encode()),
     ]
+    unique = {b.digest: b for b in (*blobs, config, manifest)}
     files += [
-        (f"blobs/sha256/{b.digest.removeprefix('sha256:')}", b.data)
-        for b in (layer, config, manifest)
+        (f"blobs/sha256/{digest.removeprefix('sha256:')}", blob.data)
+        for digest, blob in unique.items()
     ]
     entries: list[tuple[tarfile.TarInfo, bytes | None]] = [
         (_info("blobs", tarfile.DIRTYPE, 0o755), None),

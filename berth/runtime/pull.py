@@ -43,6 +43,7 @@ from berth._containerd_api.services.leases.v1 import leases_pb2, leases_pb2_grpc
 from berth._containerd_api.services.snapshots.v1 import snapshots_pb2, snapshots_pb2_grpc
 from berth._containerd_api.types import descriptor_pb2, mount_pb2
 from berth.errors import InvalidParameter, NotFound, System
+from berth.faults import NO_FAULTS, FaultHook
 from berth.registry.client import (
     INDEX_TYPES,
     MANIFEST_TYPES,
@@ -134,9 +135,17 @@ def pick_platform(index: Mapping[str, Any], what: str, node: str) -> Mapping[str
 class ImagePuller:
     """Pulls into one node's containerd (one namespace); one per node agent."""
 
-    def __init__(self, containerd: ContainerdClient, registry: RegistryClient) -> None:
+    def __init__(
+        self,
+        containerd: ContainerdClient,
+        registry: Callable[[], RegistryClient],
+        faults: FaultHook = NO_FAULTS,
+    ) -> None:
+        """``registry`` makes the registry client of one pull (closed when the pull ends);
+        ``faults`` is called at ``pull:layer:after`` once each layer is in the content store."""
         self._containerd = containerd
         self._registry = registry
+        self._faults = faults
         channel = containerd.channel
         self._content = content_pb2_grpc.ContentStub(channel)
         self._leases = leases_pb2_grpc.LeasesStub(channel)
@@ -182,7 +191,8 @@ class ImagePuller:
             if only_if_missing and await self.has_image(name):
                 return None
             await self.create_lease(lease)
-            pulled = await self._pull(name, ref, lease, progress)
+            async with self._registry() as registry:
+                pulled = await self._pull(registry, name, ref, lease, progress)
             await self.delete_lease(lease)
             return pulled
 
@@ -222,14 +232,21 @@ class ImagePuller:
 
     # --- the pull -----------------------------------------------------------------------------
 
-    async def _pull(self, name: str, ref: Reference, lease: str, progress: Progress) -> PulledImage:
-        top = await self._registry.manifest(ref)
+    async def _pull(
+        self,
+        registry: RegistryClient,
+        name: str,
+        ref: Reference,
+        lease: str,
+        progress: Progress,
+    ) -> PulledImage:
+        top = await registry.manifest(ref)
         manifest_blob, top_desc = top, _Descriptor(top.media_type, top.digest, len(top.data))
         index_labels: dict[str, str] = {}
         if _media_type(top) in INDEX_TYPES:
             entry = pick_platform(_json(top.data, name), name, self.node)
             chosen = _Descriptor.of(entry, f"index of {name}")
-            manifest_blob = await self._registry.manifest(ref, chosen.digest)
+            manifest_blob = await registry.manifest(ref, chosen.digest)
             index_labels = {"containerd.io/gc.ref.content.m.0": chosen.digest}
         if _media_type(manifest_blob) not in MANIFEST_TYPES:
             raise InvalidParameter(
@@ -241,7 +258,7 @@ class ImagePuller:
         for layer in layers:
             if layer.media_type not in LAYER_TYPES:
                 raise InvalidParameter(f"{name}: unsupported layer type {layer.media_type!r}")
-        config_data = await self._registry.blob_bytes(ref, config_desc.digest, MAX_MANIFEST_BYTES)
+        config_data = await registry.blob_bytes(ref, config_desc.digest, MAX_MANIFEST_BYTES)
         _verify(config_data, config_desc, name)
         config = _json(config_data, name)
         diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
@@ -261,7 +278,8 @@ class ImagePuller:
 
         async def fetch(layer: _Descriptor) -> None:
             async with gate:
-                await self._fetch_layer(ref, name, layer, lease, advanced)
+                await self._fetch_layer(registry, ref, name, layer, lease, advanced)
+                await self._faults.at("pull:layer:after", None)
 
         await asyncio.gather(*(fetch(layer) for layer in layers))
         top_chain = await self._unpack(name, layers, diff_ids, lease, progress)
@@ -337,6 +355,7 @@ class ImagePuller:
 
     async def _fetch_layer(
         self,
+        registry: RegistryClient,
         ref: Reference,
         name: str,
         layer: _Descriptor,
@@ -347,7 +366,7 @@ class ImagePuller:
             await self._hold(lease, "content", layer.digest)
             advanced(layer.size)
             return
-        async with self._registry.blob(ref, layer.digest) as chunks:
+        async with registry.blob(ref, layer.digest) as chunks:
             await self._write(layer, chunks, lease, {}, advanced, f"layer {layer.digest} of {name}")
 
     async def _write(

@@ -1,0 +1,115 @@
+"""Step ``pull``: the container's image onto its node, before ``mount``.
+
+Check (local, milliseconds): by the container's pull policy, whether the image must be pulled:
+``always`` yes; ``missing`` when the node's containerd does not have it unpacked; ``never`` not,
+and a missing image is ``NotFound`` naming it and the node.
+
+Do (regular, heartbeating with its progress): pull the image (berth.runtime.pull) under the
+containerd lease ``berth-pull-<owner>``, where the owner is the container id (or the pull run's
+id); the lease is deleted when the pull ends. A pull that fails for good (NotFound, Forbidden,
+a corrupt blob) drops its lease at once, so nothing it wrote is kept; one that may succeed again
+(Unavailable, a crash of the agent) keeps it, so the retry reuses what was written.
+
+Undo: delete the lease (found from the owner alone; a missing one is success), so what a failed
+or cancelled pull wrote becomes garbage for containerd's collector. An image a finished pull
+recorded stays: it is the node's, not the container's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from temporalio import activity
+
+from berth.contract import PullPolicy
+from berth.errors import BerthError, NotFound
+from berth.faults import NO_FAULTS, FaultHook, fault_point
+from berth.runtime.pull import ImagePuller, pull_lease_id
+from berth.steps import (
+    CheckImageInput,
+    CheckImageOutput,
+    PullImageInput,
+    PullImageOutput,
+    ReleasePullInput,
+)
+
+# How often a pull reports its progress (the table's heartbeat timeout is 30 s).
+HEARTBEAT_SECONDS = 2.0
+
+
+class PullProgress:
+    """Where a pull stands, as its heartbeat reports it."""
+
+    def __init__(self) -> None:
+        self.phase = "resolve"
+        self.done = 0
+        self.total = 0
+
+    def update(self, phase: str, done: int, total: int) -> None:
+        self.phase, self.done, self.total = phase, done, total
+
+    def details(self) -> dict[str, object]:
+        return {"phase": self.phase, "done": self.done, "total": self.total}
+
+
+class PullActivities:
+    """The node's image pulls; one :class:`ImagePuller` per agent (it keeps the per-image locks)."""
+
+    def __init__(self, puller: ImagePuller, faults: FaultHook = NO_FAULTS) -> None:
+        self._puller = puller
+        self._faults = faults
+
+    @activity.defn(name="check_image")
+    async def check_image(self, request: CheckImageInput) -> CheckImageOutput:
+        """Whether the start must pull its image first."""
+        if request.policy is PullPolicy.ALWAYS:
+            return CheckImageOutput(pull=True)
+        if await self._puller.has_image(request.image):
+            return CheckImageOutput(pull=False)
+        if request.policy is PullPolicy.NEVER:
+            raise NotFound(
+                f"image {request.image!r} is not on node {request.node!r} and the container's "
+                "pull policy is never"
+            )
+        return CheckImageOutput(pull=True)
+
+    @activity.defn(name="pull_image")
+    @fault_point("pull")
+    async def pull_image(self, request: PullImageInput) -> PullImageOutput:
+        """Pull the image under the owner's lease, heartbeating its progress."""
+        lease = pull_lease_id(request.owner)
+        progress = PullProgress()
+        work = asyncio.ensure_future(
+            self._puller.pull(
+                request.image,
+                lease,
+                only_if_missing=request.only_if_missing,
+                progress=progress.update,
+            )
+        )
+        try:
+            while not (await asyncio.wait({work}, timeout=HEARTBEAT_SECONDS))[0]:
+                if not activity.info().is_local:
+                    activity.heartbeat(progress.details())
+            pulled = work.result()
+        except asyncio.CancelledError:
+            work.cancel()
+            with contextlib.suppress(BaseException):
+                await work
+            raise
+        except BerthError as err:
+            if not err.retryable:
+                await self._puller.delete_lease(lease)
+            raise
+        if pulled is None:
+            return PullImageOutput(pulled=False)
+        return PullImageOutput(
+            pulled=True, digest=pulled.digest, chain_id=pulled.chain_id, size=pulled.size
+        )
+
+    @activity.defn(name="release_pull")
+    @fault_point("undo-pull")
+    async def release_pull(self, request: ReleasePullInput) -> None:
+        """Delete the pull's lease; a missing one is success."""
+        await self._puller.delete_lease(pull_lease_id(request.owner))

@@ -1,0 +1,304 @@
+"""The start's pull step and image pulls on the real stack: the suite's registry (distribution
+2.8 on loopback), containerd's content, snapshot, lease and image stores, Temporal.
+
+Every test pushes an image of its own (busybox plus a layer holding a random id) to the suite's
+registry, so no test finds what another one pulled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import tarfile
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from berth._containerd_api.services.content.v1 import content_pb2, content_pb2_grpc
+from berth.db.models import SagaStep
+from berth.errors import Forbidden, NotFound
+from berth.registry.client import RegistryClient
+from berth.runtime.containerd import ContainerdClient
+from berth.runtime.image import build_oci_layout, busybox_rootfs_tar, file_layer
+from berth.runtime.pull import ImagePuller, pull_lease_id
+from dev.registry import LocalRegistry, basic_auth, push_oci_layout
+from dev.stack import BackgroundProcess, start_background, stop_background
+from tests.integration.conftest import Stack
+from tests.integration.node_agent import Node2
+from tests.support.stack import REGISTRY_PROCESS, SuiteStack, free_port
+
+
+@dataclass(frozen=True)
+class PushedImage:
+    """An image a test pushed: its reference and its layers' digests (bottom first)."""
+
+    ref: str
+    repository: str
+    layers: list[str]
+
+
+def _layers(tmp: Path, count: int) -> list[bytes]:
+    rootfs = busybox_rootfs_tar(tmp / "rootfs.tar").read_bytes()
+    extra = [
+        file_layer({f"etc/berth-layer-{i}": f"{uuid.uuid4()}\n".encode() * 4096})
+        for i in range(count - 1)
+    ]
+    return [rootfs, *extra]
+
+
+def push_image(
+    registry: LocalRegistry,
+    tmp: Path,
+    layers: int = 2,
+    compression: str = "gzip",
+    auth: str | None = None,
+) -> PushedImage:
+    """Build a fresh image (busybox + ``layers - 1`` random ones) and push it to ``registry``."""
+    repository = f"berth/t-{uuid.uuid4().hex[:10]}"
+    ref = f"{registry.address}/{repository}:v1"
+    tar = build_oci_layout(tmp / f"{uuid.uuid4().hex}.tar", ref, _layers(tmp, layers), compression)
+    push_oci_layout(tar, registry.address, repository, "v1", auth)
+    manifest = _manifest_of(tar)
+    return PushedImage(ref, repository, [layer["digest"] for layer in manifest["layers"]])
+
+
+def _manifest_of(tar: Path) -> dict[str, list[dict[str, str]]]:
+    with tarfile.open(tar) as archive:
+        index = json.load(archive.extractfile("index.json"))  # type: ignore[arg-type]
+        digest = index["manifests"][0]["digest"].removeprefix("sha256:")
+        manifest = archive.extractfile(f"blobs/sha256/{digest}")
+        assert manifest is not None
+        return dict(json.load(manifest))
+
+
+def blob_gets(log_file: Path, repository: str, digest: str) -> int:
+    """How often the registry served the blob (its access log: one line per GET)."""
+    log = log_file.read_text()
+    return len(re.findall(rf'"GET /v2/{re.escape(repository)}/blobs/{digest} HTTP', log))
+
+
+async def leases(puller: ImagePuller) -> list[str]:
+    return [lease for lease in await puller.list_leases() if lease.startswith("berth-")]
+
+
+async def content_digests(containerd: ContainerdClient) -> set[str]:
+    """Every blob in the node's content store (``ctr content ls``)."""
+    stub = content_pb2_grpc.ContentStub(containerd.channel)
+    found: set[str] = set()
+    request = content_pb2.ListContentRequest()
+    async for response in stub.List(request, metadata=containerd.metadata()):
+        found.update(info.digest for info in response.info)
+    return found
+
+
+async def ingests(containerd: ContainerdClient) -> list[str]:
+    """Unfinished writes in the node's content store."""
+    stub = content_pb2_grpc.ContentStub(containerd.channel)
+    response = await stub.ListStatuses(
+        content_pb2.ListStatusesRequest(), metadata=containerd.metadata()
+    )
+    return [status.ref for status in response.statuses]
+
+
+@pytest.fixture
+def registry(suite_stack: SuiteStack) -> LocalRegistry:
+    return suite_stack.registry
+
+
+@pytest.fixture
+def registry_log(suite_stack: SuiteStack) -> Path:
+    return suite_stack.suite.paths.log_file(REGISTRY_PROCESS)
+
+
+@pytest.fixture
+def puller(stack: Stack, registry: LocalRegistry) -> ImagePuller:
+    """A puller on node-1's containerd (the in-process agent's), for looking and direct pulls."""
+    return ImagePuller(
+        stack.containerd, lambda: RegistryClient([registry.address], node=stack.settings.node)
+    )
+
+
+async def test_start_pulls_missing_image_into_containerd_and_drops_its_lease(
+    stack: Stack, registry: LocalRegistry, puller: ImagePuller, tmp_path: Path
+) -> None:
+    image = push_image(registry, tmp_path, layers=2)
+    container_id = await stack.create(image=image.ref)
+    assert not await puller.has_image(image.ref)
+
+    started = await stack.berth.start(container_id)
+
+    assert (await stack.containerd.get_task(container_id)).pid == started.pid
+    resolved = await stack.containerd.resolve_image(image.ref)
+    assert resolved.chain_id in await stack.containerd.list_snapshots()
+    assert set(image.layers) <= await content_digests(stack.containerd)
+    assert pull_lease_id(container_id) not in await leases(puller)
+    assert await ingests(stack.containerd) == []
+    async with stack.sessions() as session:
+        steps = (
+            await session.scalars(
+                select(SagaStep.step).where(SagaStep.container_id == container_id)
+            )
+        ).all()
+    assert list(steps) == ["pull", "mount", "network", "spec", "shim", "task"]
+
+
+async def test_start_with_zstd_layers_pulls_and_runs(
+    stack: Stack, registry: LocalRegistry, tmp_path: Path
+) -> None:
+    image = push_image(registry, tmp_path, layers=2, compression="zstd")
+    container_id = await stack.create(image=image.ref, cmd=["cat", "/etc/berth-layer-0"])
+
+    await stack.berth.start(container_id)
+
+    assert (await stack.containerd.resolve_image(image.ref)).chain_id
+
+
+async def test_start_with_pull_policy_never_and_missing_image_is_not_found(
+    stack: Stack, registry: LocalRegistry, registry_log: Path, puller: ImagePuller, tmp_path: Path
+) -> None:
+    image = push_image(registry, tmp_path, layers=1)
+    container_id = await stack.create(image=image.ref, pull_policy="never")
+
+    with pytest.raises(NotFound, match="pull policy is never"):
+        await stack.berth.start(container_id)
+
+    assert not await puller.has_image(image.ref)
+    assert blob_gets(registry_log, image.repository, image.layers[0]) == 0
+    assert (await stack.berth.get(container_id)).state != "running"
+
+
+async def test_start_of_unknown_image_is_not_found_naming_it_and_leaves_nothing(
+    stack: Stack, registry: LocalRegistry, puller: ImagePuller
+) -> None:
+    ref = f"{registry.address}/berth/no-such-image-{uuid.uuid4().hex[:8]}:v1"
+    container_id = await stack.create(image=ref)
+    before = await content_digests(stack.containerd)
+
+    with pytest.raises(NotFound, match=re.escape(ref.split(":v1")[0])):
+        await stack.berth.start(container_id)
+
+    assert await leases(puller) == []
+    assert await content_digests(stack.containerd) == before
+    assert not await puller.has_image(ref)
+    assert (await stack.footprint(container_id)).rootfs_mounts == 0
+
+
+async def test_pull_of_corrupt_blob_is_refused_and_leaves_nothing(
+    stack: Stack, registry: LocalRegistry, puller: ImagePuller, tmp_path: Path
+) -> None:
+    image = push_image(registry, tmp_path, layers=2)
+    top = image.layers[-1].removeprefix("sha256:")
+    data = registry.storage / "docker/registry/v2/blobs/sha256" / top[:2] / top / "data"
+    blob = bytearray(data.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF  # same size, other bytes
+    data.write_bytes(bytes(blob))
+    container_id = await stack.create(image=image.ref)
+
+    with pytest.raises(Exception, match="does not match its digest") as failure:
+        await stack.berth.start(container_id)
+
+    assert type(failure.value).__name__ == "System"
+    assert image.layers[-1] not in await content_digests(stack.containerd)
+    assert await leases(puller) == []
+    assert await ingests(stack.containerd) == []
+    assert not await puller.has_image(image.ref)
+
+
+async def test_two_starts_needing_one_image_pull_it_once(
+    stack: Stack, registry: LocalRegistry, registry_log: Path, tmp_path: Path
+) -> None:
+    image = push_image(registry, tmp_path, layers=3)
+    first = await stack.create(image=image.ref)
+    second = await stack.create(image=image.ref)
+
+    results = await asyncio.gather(stack.berth.start(first), stack.berth.start(second))
+
+    assert all(result.pid for result in results)
+    gets = [blob_gets(registry_log, image.repository, layer) for layer in image.layers]
+    # The busybox layer may be on the node already (another test pulled it); the others are not.
+    assert gets[0] <= 1 and gets[1:] == [1, 1]
+
+
+@pytest.fixture
+async def auth_registry(
+    suite_stack: SuiteStack, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[LocalRegistry]:
+    """A second registry that requires basic auth (htpasswd), run by pid for this test."""
+    root = suite_stack.suite.state_dir / f"registry-auth-{uuid.uuid4().hex[:6]}"
+    registry = LocalRegistry(root, free_port(), users=(("berth", "s3cret-pass"),))
+    registry.write_config()
+    paths = suite_stack.suite.paths
+    name = f"registry-auth-{registry.port}"
+    start_background(paths, BackgroundProcess(name, registry.argv(), str(registry.config_file)))
+    try:
+        registry.wait_ready()
+        yield registry
+    finally:
+        stop_background(paths, name, str(registry.config_file))
+
+
+def _auth_file(path: Path, registry: LocalRegistry, user: str, password: str) -> Path:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    path.write_text(json.dumps({"auths": {registry.address: {"auth": token}}}))
+    return path
+
+
+async def test_pull_from_registry_with_htpasswd_auth_needs_its_credentials(
+    stack: Stack, auth_registry: LocalRegistry, tmp_path: Path
+) -> None:
+    image = push_image(auth_registry, tmp_path, layers=1, auth=basic_auth("berth", "s3cret-pass"))
+
+    def puller_with(auth_file: Path | None) -> ImagePuller:
+        return ImagePuller(
+            stack.containerd,
+            lambda: RegistryClient(
+                [auth_registry.address], auth_file=auth_file, node=stack.settings.node
+            ),
+        )
+
+    anonymous = puller_with(tmp_path / "none.json")
+    with pytest.raises(Forbidden, match="no credentials"):
+        await anonymous.pull(image.ref, "berth-pull-test-anon")
+    wrong = puller_with(_auth_file(tmp_path / "wrong.json", auth_registry, "berth", "nope"))
+    with pytest.raises(Forbidden, match="refused the credentials"):
+        await wrong.pull(image.ref, "berth-pull-test-wrong")
+    right = puller_with(_auth_file(tmp_path / "right.json", auth_registry, "berth", "s3cret-pass"))
+
+    pulled = await right.pull(image.ref, "berth-pull-test-right")
+
+    assert pulled is not None and await right.has_image(image.ref)
+    for lease in ("berth-pull-test-anon", "berth-pull-test-wrong"):
+        await right.delete_lease(lease)  # what the step's own error path does
+    assert "berth-pull-test-right" not in await right.list_leases()
+
+
+async def test_agent_killed_mid_pull_then_restarted_start_completes_and_nothing_is_orphaned(
+    node2: Node2, registry: LocalRegistry, registry_log: Path, tmp_path: Path
+) -> None:
+    image = push_image(registry, tmp_path, layers=4)
+    container_id = await node2.create(image=image.ref)
+    node2.agent.set_faults({"point": "pull:layer:after", "action": "crash", "times": 1})
+    puller = ImagePuller(
+        node2.runtime.containerd, lambda: RegistryClient([registry.address], node="node-2")
+    )
+
+    handle = await node2.start_workflow(container_id)
+    await node2.agent.wait_dead()
+    committed = set(image.layers) & await content_digests(node2.runtime.containerd)
+    assert committed, "the crash came after a layer was committed"
+    assert pull_lease_id(container_id) in await puller.list_leases()
+    await node2.agent.start()
+    result = await asyncio.wait_for(handle.result(), 120)
+
+    assert result.pid > 0
+    assert await puller.has_image(image.ref)
+    assert pull_lease_id(container_id) not in await puller.list_leases()
+    assert await ingests(node2.runtime.containerd) == []
+    # What the first attempt committed was not fetched again.
+    assert all(blob_gets(registry_log, image.repository, layer) == 1 for layer in committed)
