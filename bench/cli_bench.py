@@ -1,0 +1,200 @@
+"""The ``berth`` command line beside ``docker`` and ``ctr``, same machine, same run.
+
+The bench runs on a stack of its own, the test suite's (:mod:`tests.support.stack`: a Temporal
+dev server on free ports, a containerd per node, a database of its own, all cleared at the end),
+with a control worker and a node agent (``python -m berth.worker``) started for it, so a chaos
+soak or a restart of the dev stack cannot disturb it. Needs PostgreSQL on 127.0.0.1:5432 and
+docker.io (``scripts/dev bench`` installs it; its service stays off: the bench runs a private
+dockerd on node-1's containerd with its bridge ``docker0``, see bench/docker_baseline.py). Run:
+
+    .venv/bin/python -m bench.cli_bench --rounds 15
+
+Each side gets one container of the same busybox image and command (a shell that exits on
+SIGTERM, so ``stop`` measures a graceful stop, not the 10 s kill timeout). Every round runs each
+verb once per side, interleaved (berth, docker, ctr, then the next verb), in the order a container
+goes through (start, ps, inspect, events, restart, stop), each timed from the shell as a whole
+process. The first round is a warm-up and not counted; the table shows medians and the ratio of
+berth to docker. ``--berth`` chooses the berth command (e.g. an older checkout's
+``python -c 'from berth.cli import main; main()'``) to compare before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import shlex
+import statistics
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.docker_baseline import IMAGE, Docker, import_busybox, private_dockerd
+from bench.type_name_bench import start_worker
+from berth.config import Settings
+from dev.stack import StackPaths
+from tests.support.stack import claim_suite, environment, start_stack
+
+# A shell that exits at once on SIGTERM (a shell as pid 1 would ignore it while in a foreground
+# child, and every stop would last the whole timeout).
+COMMAND = ["sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait"]
+VERBS = ("start", "ps", "inspect", "events", "restart", "stop")
+# dockerd's default bridge for the docker side (no iptables rules, no NAT, no forwarding).
+DOCKER_BRIDGE_CIDR = "10.215.0.1/24"
+
+
+def timed(argv: list[str]) -> float:
+    """Run ``argv`` to completion; its wall time in ms. A failing command stops the bench."""
+    began = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True)
+    took = (time.perf_counter() - began) * 1000
+    if done.returncode != 0:
+        raise SystemExit(f"{shlex.join(argv)} exited {done.returncode}: {done.stderr.decode()}")
+    return took
+
+
+class Sides:
+    """The command each side runs for a verb on its container (None: the side has no such verb)."""
+
+    def __init__(self, berth: list[str], docker: Docker, ctr: list[str], run: str) -> None:
+        self.berth, self.docker, self.ctr = berth, docker.base, ctr
+        self.berth_name = f"bench-cli-{run}"
+        self.docker_name = f"bench-cli-docker-{run}"
+        self.ctr_id = f"bench-cli-ctr-{run}"
+        self.since = datetime.now(UTC).isoformat()
+
+    def berth_argv(self, verb: str) -> list[str]:
+        name = self.berth_name
+        return {
+            "start": [*self.berth, "start", name],
+            "ps": [*self.berth, "ps"],
+            "inspect": [*self.berth, "inspect", name],
+            "events": [*self.berth, "events", name],
+            "restart": [*self.berth, "restart", name],
+            "stop": [*self.berth, "stop", name],
+        }[verb]
+
+    def docker_argv(self, verb: str) -> list[str]:
+        name = self.docker_name
+        until = datetime.now(UTC).isoformat()
+        return {
+            "start": [*self.docker, "start", name],
+            "ps": [*self.docker, "ps"],
+            "inspect": [*self.docker, "inspect", name],
+            "events": [
+                *self.docker, "events", "--since", self.since, "--until", until,
+                "--filter", f"container={name}",
+            ],
+            "restart": [*self.docker, "restart", name],
+            "stop": [*self.docker, "stop", name],
+        }[verb]  # fmt: skip
+
+    def ctr_argv(self, verb: str) -> list[list[str]] | None:
+        """ctr's nearest commands: a task started detached, removed by force to stop."""
+        task = [*self.ctr, "task"]
+        return {
+            "start": [[*task, "start", "-d", self.ctr_id]],
+            "ps": [[*task, "ls"]],
+            "inspect": [[*self.ctr, "container", "info", self.ctr_id]],
+            "restart": [[*task, "rm", "-f", self.ctr_id], [*task, "start", "-d", self.ctr_id]],
+            "stop": [[*task, "rm", "-f", self.ctr_id]],
+        }.get(verb)
+
+    def create(self) -> None:
+        timed(
+            [*self.berth, "create", "--name", self.berth_name, "--node", "node-1", IMAGE, *COMMAND]
+        )
+        timed([*self.docker, "create", "--name", self.docker_name, IMAGE, *COMMAND])
+        timed([*self.ctr, "container", "create", IMAGE, self.ctr_id, "--", *COMMAND])
+
+    def remove(self) -> None:
+        for argv in (
+            [*self.berth, "rm", "-f", self.berth_name],
+            [*self.docker, "rm", "-f", self.docker_name],
+            [*self.ctr, "task", "rm", "-f", self.ctr_id],
+            [*self.ctr, "container", "rm", self.ctr_id],
+        ):
+            subprocess.run(argv, capture_output=True)
+
+
+def bench(sides: Sides, rounds: int) -> dict[str, dict[str, list[float]]]:
+    """Samples in ms by verb and side; round 0 is a warm-up, not kept."""
+    samples: dict[str, dict[str, list[float]]] = {
+        verb: {"berth": [], "docker": [], "ctr": []} for verb in VERBS
+    }
+    for index in range(rounds + 1):
+        for verb in VERBS:
+            figures = {
+                "berth": timed(sides.berth_argv(verb)),
+                "docker": timed(sides.docker_argv(verb)),
+            }
+            ctr = sides.ctr_argv(verb)
+            if ctr is not None:
+                figures["ctr"] = sum(timed(argv) for argv in ctr)
+            if index:
+                for side, figure in figures.items():
+                    samples[verb][side].append(figure)
+    return samples
+
+
+def table(samples: dict[str, dict[str, list[float]]]) -> str:
+    lines = [
+        f"{'verb':<9}{'berth ms':>10}{'docker ms':>11}{'ctr ms':>9}{'berth/docker':>14}",
+    ]
+    for verb, sides in samples.items():
+        berth, docker = statistics.median(sides["berth"]), statistics.median(sides["docker"])
+        ctr = f"{statistics.median(sides['ctr']):9.0f}" if sides["ctr"] else f"{'-':>9}"
+        lines.append(f"{verb:<9}{berth:10.0f}{docker:11.0f}{ctr}{berth / docker:14.2f}")
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def docker_on(settings: Settings, paths: StackPaths) -> Iterator[Docker]:
+    """A private dockerd on ``settings``' node's containerd, with the busybox image."""
+    socket = settings.node_paths().containerd_socket
+    log = paths.logs_dir / "dockerd.log"
+    with private_dockerd(settings.state_dir, socket, log, DOCKER_BRIDGE_CIDR) as docker:
+        import_busybox(docker)
+        yield docker
+
+
+async def run_bench(berth: list[str], rounds: int) -> dict[str, dict[str, list[float]]]:
+    with claim_suite() as suite:
+        stack = await start_stack(suite)
+        with environment(stack.environ()):
+            settings = Settings()
+            await start_worker(suite.paths, "control")
+            await start_worker(suite.paths, "node")
+            ctr = [
+                "ctr", "-a", str(settings.node_paths().containerd_socket),
+                "-n", settings.containerd_namespace,
+            ]  # fmt: skip
+            with docker_on(settings, suite.paths) as docker:
+                sides = Sides(berth, docker, ctr, uuid.uuid4().hex[:6])
+                try:
+                    sides.create()
+                    return bench(sides, rounds)
+                finally:
+                    sides.remove()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument(
+        "--berth",
+        default=str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "berth"),
+        help="the berth command, split as a shell would (default: this checkout's)",
+    )
+    args = parser.parse_args()
+    samples = asyncio.run(run_bench(shlex.split(args.berth), args.rounds))
+    print(f"berth: {args.berth}")
+    print(f"{args.rounds} interleaved rounds after a warm-up, medians, node-1's containerd")
+    print(table(samples))
+
+
+if __name__ == "__main__":
+    main()
