@@ -29,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
         export_holder,
     )
     from berth.workflows import steps
-    from berth.workflows.routing import locate, operation_id, run_on_node, set_outcome
+    from berth.workflows.routing import locate, operation_id, route_to_node, set_outcome
     from berth.workflows.saga import Saga
     from berth.workflows.steps import run_step
 
@@ -41,7 +41,7 @@ class ContainerExport:
     @workflow.run
     async def run(self, request: ContainerExportInput) -> ContainerExportOutput:
         where = await locate(request.container)
-        result = await run_on_node(
+        result = await route_to_node(
             "export",
             ContainerExportOnNode.run,
             NodeExportInput(request=request),

@@ -18,7 +18,7 @@ with workflow.unsafe.imports_passed_through():
     from berth.steps import BeginPauseInput, CommitPauseInput, ContainerRef, NodePauseInput
     from berth.workflows import steps
     from berth.workflows.lifecycle import abort, state_step
-    from berth.workflows.routing import locate, operation_id, run_on_node, set_outcome
+    from berth.workflows.routing import locate, operation_id, route_to_node, set_outcome
     from berth.workflows.saga import run_to_completion
     from berth.workflows.steps import run_step
 
@@ -26,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
 async def _pause_on_node(request: ContainerPauseInput, pause: bool) -> ContainerPauseOutput:
     where = await locate(request.container)
     verb = "pause" if pause else "unpause"
-    result = await run_on_node(
+    result = await route_to_node(
         verb,
         ContainerPauseOnNode.run,
         NodePauseInput(request=request, pause=pause),

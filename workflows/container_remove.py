@@ -32,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
         state_step,
         stop_task,
     )
-    from berth.workflows.routing import locate, operation_id, run_on_node, set_outcome
+    from berth.workflows.routing import locate, operation_id, route_to_node, set_outcome
     from berth.workflows.saga import failure_message, run_to_completion
 
 # How long a SIGKILLed task may take to be reaped.
@@ -46,7 +46,7 @@ class ContainerRemove:
     @workflow.run
     async def run(self, request: ContainerRemoveInput) -> ContainerRemoveOutput:
         where = await locate(request.container)
-        result = await run_on_node(
+        result = await route_to_node(
             "remove",
             ContainerRemoveOnNode.run,
             NodeRemoveInput(request=request),

@@ -41,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
         stop_task_or_abort,
     )
     from berth.workflows.metrics import recorded
-    from berth.workflows.routing import locate, operation_id, run_on_node, set_outcome
+    from berth.workflows.routing import locate, operation_id, route_to_node, set_outcome
     from berth.workflows.saga import failure_message, run_to_completion
     from berth.workflows.steps import run_step
 
@@ -53,7 +53,7 @@ class ContainerRestart:
     @workflow.run
     async def run(self, request: ContainerRestartInput) -> ContainerStartOutput:
         where = await locate(request.container)
-        result = await run_on_node(
+        result = await route_to_node(
             "restart",
             ContainerRestartOnNode.run,
             NodeRestartInput(request=request),

@@ -9,8 +9,9 @@ any failure or cancel the undos run last-in-first-out in that one order, then th
 recorded and the caller gets a typed error.
 
 ``ContainerStart`` is the public entry point on the control queue ``berth``: it finds the
-container's node and runs the saga there as a child. Berth's own client, which already knows the
-node, starts ``ContainerStartOnNode`` directly and saves that hop (about 100 ms).
+container's node and continues as new there as ``ContainerStartOnNode`` (same workflow id; see
+:mod:`berth.workflows.routing`). Berth's own client, which already knows the node, starts
+``ContainerStartOnNode`` directly and saves that first workflow task.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ with workflow.unsafe.imports_passed_through():
         locate,
         operation_id,
         parent_operation,
-        run_on_node,
+        route_to_node,
         set_outcome,
     )
     from berth.workflows.saga import Saga, failure_message, run_to_completion
@@ -61,7 +62,7 @@ class ContainerStart:
     @workflow.run
     async def run(self, request: ContainerStartInput) -> ContainerStartOutput:
         where = await locate(request.container)
-        result = await run_on_node(
+        result = await route_to_node(
             "start",
             ContainerStartOnNode.run,
             NodeStartInput(request=request),

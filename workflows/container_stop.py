@@ -29,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
         state_step,
         stop_task_or_abort,
     )
-    from berth.workflows.routing import locate, operation_id, run_on_node, set_outcome
+    from berth.workflows.routing import locate, operation_id, route_to_node, set_outcome
     from berth.workflows.saga import run_to_completion
 
 
@@ -40,7 +40,7 @@ class ContainerStop:
     @workflow.run
     async def run(self, request: ContainerStopInput) -> ContainerStopOutput:
         where = await locate(request.container)
-        result = await run_on_node(
+        result = await route_to_node(
             "stop",
             ContainerStopOnNode.run,
             NodeStopInput(request=request),

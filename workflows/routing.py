@@ -2,8 +2,13 @@
 
 Every per-container operation runs as ``<Op>OnNode`` on the agent of the container's node, where
 its steps run (:mod:`berth.workflows.steps`). The public ``<Op>`` workflows on the control queue
-``berth``
-find the node and run that workflow there as a child; :func:`run_on_node` is that routing, once.
+``berth`` find the node and hand the operation over to it; :func:`continue_on_node` is that
+routing, once. It continues the public run as new, as ``<Op>OnNode`` on the node's queue: the
+same workflow id, so a caller's handle follows the runs to the node's result (or its typed
+failure) with no parent waiting on a child in between, which saved a workflow task and a child
+start on every call, and an operator finds the operation under the id the caller chose. Runs
+recorded before the patch :data:`CONTINUE_ON_NODE_PATCH` ran the node workflow as a child
+(:func:`run_on_node`), and replay as they ran.
 
 The operation a node workflow holds a container as is :func:`operation_id`: its own workflow id
 and run id, both set by Temporal. No input carries it, so no client can name another
@@ -16,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ChildWorkflowError
@@ -44,6 +49,8 @@ In = TypeVar("In")
 
 # Room in ``containers.operation`` (255) for ``@<run id>`` and an ``export:`` holder prefix.
 MAX_OPERATION_WORKFLOW_ID = 180
+# Public runs from this patch on continue as new on the node instead of starting a child there.
+CONTINUE_ON_NODE_PATCH = "continue-on-node"
 
 
 def operation_of(workflow_id: str, run_id: str) -> str:
@@ -51,14 +58,19 @@ def operation_of(workflow_id: str, run_id: str) -> str:
     return f"{workflow_id}@{run_id}"
 
 
+def check_operation_workflow_id(workflow_id: str) -> None:
+    """A workflow id too long to record as an operation is an ``InvalidParameter``."""
+    if len(workflow_id) > MAX_OPERATION_WORKFLOW_ID:
+        raise InvalidParameter(
+            f"workflow id: at most {MAX_OPERATION_WORKFLOW_ID} characters for a container "
+            f"operation, got {len(workflow_id)}"
+        )
+
+
 def operation_id() -> str:
     """This run's operation; a workflow id too long to record is an ``InvalidParameter``."""
     info = workflow.info()
-    if len(info.workflow_id) > MAX_OPERATION_WORKFLOW_ID:
-        raise InvalidParameter(
-            f"workflow id: at most {MAX_OPERATION_WORKFLOW_ID} characters for a container "
-            f"operation, got {len(info.workflow_id)}"
-        )
+    check_operation_workflow_id(info.workflow_id)
     return operation_of(info.workflow_id, info.run_id)
 
 
@@ -84,6 +96,44 @@ async def locate(container: str) -> ContainerLocation:
         raise as_berth_error(err) from None
 
 
+async def route_to_node(
+    verb: str,
+    node_workflow: Callable[[Any, In], Awaitable[T]],
+    request: In,
+    where: ContainerLocation,
+) -> T:
+    """Hand the operation to ``node_workflow`` (an ``<Op>OnNode`` run method) on the container's
+    node with ``request``: continue as new there (:func:`continue_on_node`, never returns), or,
+    in a run recorded before :data:`CONTINUE_ON_NODE_PATCH`, run it as a child and return its
+    result (:func:`run_on_node`)."""
+    if workflow.patched(CONTINUE_ON_NODE_PATCH):
+        continue_on_node(verb, node_workflow, request, where)
+    return await run_on_node(verb, node_workflow, request, where)
+
+
+def continue_on_node(
+    verb: str,
+    node_workflow: Callable[[Any, In], Awaitable[Any]],
+    request: In,
+    where: ContainerLocation,
+) -> NoReturn:
+    """Continue as new as ``node_workflow`` with ``request`` on the queue of the container's
+    node, the container's search attributes on both runs.
+
+    The new run holds the container as its own operation (:func:`operation_id`): this workflow
+    id, checked here so that a too long one fails before the hand-over, and its own run id.
+    """
+    check_operation_workflow_id(workflow.info().workflow_id)
+    _tag_container(where)
+    workflow.set_current_details(f"{verb} {where.name}: continued as new on {where.node}")
+    workflow.continue_as_new(
+        request,
+        workflow=node_workflow,
+        task_queue=node_task_queue(where.node),
+        search_attributes=container_attributes(where.container_id, where.name, where.node),
+    )
+
+
 async def run_on_node(
     verb: str,
     child: Callable[[Any, In], Awaitable[T]],
@@ -92,6 +142,7 @@ async def run_on_node(
 ) -> T:
     """Run ``child`` (an ``<Op>OnNode`` run method) on the container's node with ``request``.
 
+    The shape of runs recorded before :data:`CONTINUE_ON_NODE_PATCH`, kept so they replay.
     The child holds the container as its own operation (:func:`operation_id`). When it fails
     without ending that operation itself (terminated, node lost), the container is released here.
     """
@@ -101,13 +152,7 @@ async def run_on_node(
             f"workflow id: at most {MAX_OPERATION_WORKFLOW_ID - len(where.node) - 4} characters "
             f"to run on node {where.node}, got {len(workflow.info().workflow_id)}"
         )
-    workflow.upsert_search_attributes(
-        [
-            CONTAINER_ID.value_set(where.container_id),
-            CONTAINER_NAME.value_set(where.name),
-            NODE.value_set(where.node),
-        ]
-    )
+    _tag_container(where)
     workflow.set_current_details(f"{verb} {where.name} on {where.node}")
     operation: str | None = None
     try:
@@ -130,6 +175,17 @@ async def run_on_node(
             raise
         raise as_berth_error(err) from None
     return result
+
+
+def _tag_container(where: ContainerLocation) -> None:
+    """This run's search attributes: the container's id, name and node."""
+    workflow.upsert_search_attributes(
+        [
+            CONTAINER_ID.value_set(where.container_id),
+            CONTAINER_NAME.value_set(where.name),
+            NODE.value_set(where.node),
+        ]
+    )
 
 
 async def _release(where: ContainerLocation, operation: str, err: BaseException) -> None:
