@@ -42,9 +42,8 @@ PS_HEADERS: dict[str, Any] = {
     "IP": "IP",
 }
 # docker ps's default table (with Berth's NODE in place of PORTS, which Berth does not publish).
-PS_DEFAULT_TABLE = (
-    "{{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Node}}\t{{.Names}}"
-)
+PS_DEFAULT_FIELDS = ("ID", "Image", "Command", "RunningFor", "Status", "Node", "Names")
+PS_DEFAULT_TABLE = "\t".join(f"{{{{.{name}}}}}" for name in PS_DEFAULT_FIELDS)
 # docker truncates the command to this many characters unless --no-trunc.
 COMMAND_WIDTH = 20
 SHORT_ID = 12

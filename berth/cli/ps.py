@@ -3,7 +3,8 @@
 ``-a`` all states, ``-q`` ids only, ``-n/--last N`` the N newest (any state), ``-l/--latest``,
 ``--filter`` (id, name, label, status, node, health, exited, ancestor), ``--format`` (a Go
 template, ``table ...`` or ``json``), ``--no-trunc``. STATUS is docker's words (``Up 5 minutes
-(healthy)``, ``Exited (137) 2 seconds ago``).
+(healthy)``, ``Exited (137) 2 seconds ago``). At a terminal the default table is rich's, with a
+coloured STATUS; piped, it is docker's plain tab-aligned text.
 """
 
 from __future__ import annotations
@@ -15,9 +16,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from berth.cli.context import Context
-from berth.cli.docker_view import PS_DEFAULT_TABLE, PS_HEADERS, ContainerRecord, ps_view
+from berth.cli.docker_view import (
+    PS_DEFAULT_FIELDS,
+    PS_DEFAULT_TABLE,
+    PS_HEADERS,
+    ContainerRecord,
+    ps_view,
+)
 from berth.cli.filters import PS_KEYS, PsRow, parse_filters, ps_matches, ps_shows_all
 from berth.cli.templates import Format, compile_template, parse_format, render_rows
+from berth.cli.terminal import is_terminal, print_table
 
 
 def health_label(statuses: dict[str, str], container_id: str) -> str:
@@ -83,7 +91,20 @@ async def cmd_ps(context: Context, args: argparse.Namespace) -> int:
     berth = await context.berth()
     health = await berth.health_statuses()
     containers = await berth.ps(all_states=True)
-    lines = ps_lines(containers, health, args, datetime.now(UTC))
+    now = datetime.now(UTC)
+    if not args.format and not args.quiet and is_terminal(sys.stdout):
+        rows = [
+            ps_view(c, health.get(c.id), now, no_trunc=args.no_trunc)
+            for c in select(containers, health, args)
+        ]
+        print_table(
+            [PS_HEADERS[field] for field in PS_DEFAULT_FIELDS],
+            [[str(row[field]) for field in PS_DEFAULT_FIELDS] for row in rows],
+            sys.stdout,
+            no_trunc=args.no_trunc,
+        )
+        return 0
+    lines = ps_lines(containers, health, args, now)
     sys.stdout.write("".join(f"{line}\n" for line in lines))
     return 0
 

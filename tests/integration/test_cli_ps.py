@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pty
+import re
+import subprocess
 import uuid
 
 from tests.integration.conftest import Stack
-from tests.integration.test_cli import run
+from tests.integration.test_cli import BERTH, cli_env, run
 
 IMAGE = "local/busybox:latest"
 
@@ -87,3 +91,41 @@ async def test_cli_ps_bad_filter_or_template_exits_125_with_one_line(stack: Stac
     assert (status.returncode, status.stderr) == (125, "berth: invalid filter 'status=sleeping'\n")
     assert template.returncode == 125 and len(template.stderr.splitlines()) == 1
     assert template.stderr.startswith("berth: template: ")
+
+
+def ps_at_a_terminal(stack: Stack, *args: str) -> tuple[int, str]:
+    """``berth ps`` with its stdout on a pseudo-terminal, as a person runs it."""
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run(
+            [str(BERTH), "ps", *args], stdout=follower, stderr=subprocess.PIPE,
+            env={**cli_env(stack), "COLUMNS": "200"}, timeout=60,
+        )  # fmt: skip
+        os.close(follower)
+        follower = -1
+        output = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other side is closed and drained
+                break
+            if not chunk:
+                break
+            output += chunk
+    finally:
+        os.close(leader)
+        if follower >= 0:
+            os.close(follower)
+    return done.returncode, output.decode()
+
+
+async def test_cli_ps_at_a_terminal_is_a_rich_table_with_a_coloured_status(stack: Stack) -> None:
+    name = f"ps-tty-{uuid.uuid4().hex[:8]}"
+    await run_detached(stack, "--name", name, IMAGE, "sleep", "600")
+
+    code, output = await asyncio.to_thread(ps_at_a_terminal, stack, "--filter", f"name={name}")
+
+    assert code == 0
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", output)
+    assert plain.split()[:2] == ["CONTAINER", "ID"] and name in plain
+    assert "\x1b[32mUp " in output  # green, as only a terminal gets it
