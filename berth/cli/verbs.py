@@ -33,4 +33,5 @@ VERBS: dict[str, Verb] = {
     "node": Verb("berth.cli.node", "list nodes with their containers and IPs used/free"),
     "codec-server": Verb("berth.cli.codec", "serve the payload codec for the Temporal Web UI"),
     "codec-keys": Verb("berth.cli.codec", "print a new payload-encryption key set"),
+    "completion": Verb("berth.cli.completion", "print a bash, zsh or fish completion script"),
 }
