@@ -1,11 +1,14 @@
 """Step ``network``: a network namespace per container, its CNI attachment and /etc files.
 
-Do: record the attachment (mode and netns path) in PostgreSQL, create the netns at
-``<node>/netns/<id>``, run CNI ADD (bridge) or bring up loopback (none), record the IP, then
+Do: record the attachment (mode and netns path) and claim the published ports (bridge only;
+a host port another container publishes or something on the node holds is a ``Conflict`` before
+anything is made) in PostgreSQL, create the netns at ``<node>/netns/<id>``, run CNI ADD (bridge,
+with portmap's mappings) or bring up loopback (none), record the IP, then
 write the container's ``/etc/hostname``, ``/etc/hosts`` and ``/etc/resolv.conf`` under
 ``<node>/containers/<id>`` (``berth.runtime.etc_files``; the spec binds them). Host mode makes
-no namespace, only the files. Undo: CNI DEL (which frees the IP even when the netns is already
-gone), remove the netns and the files, forget the record. Everything is derived from the
+no namespace, only the files. Undo: CNI DEL (which frees the IP and removes the port mappings
+even when the netns is already gone), remove the netns and the files, forget the record and
+release the ports. Everything is derived from the
 container id, so undo is safe when do never ran or half ran, and idempotent.
 """
 
@@ -19,9 +22,10 @@ from temporalio import activity
 
 from berth.config import NodePaths
 from berth.contract import NetworkMode
+from berth.db.port_repository import PortRepository
 from berth.db.repository import NetworkAttachmentRepository
 from berth.faults import NO_FAULTS, FaultHook, fault_point
-from berth.runtime.cni import CniNetwork
+from berth.runtime.cni import CniNetwork, PortMap
 from berth.runtime.etc_files import (
     EtcFiles,
     hosts_content,
@@ -31,6 +35,7 @@ from berth.runtime.etc_files import (
     write_etc_files,
 )
 from berth.runtime.netns import create_netns, delete_netns
+from berth.runtime.ports import host_port_free, published_ports
 from berth.steps import AttachNetworkOutput, NetworkInput
 
 
@@ -59,17 +64,40 @@ class NetworkActivities:
         netns = (
             None if request.mode is NetworkMode.HOST else self._paths.netns(request.container_id)
         )
+        wanted = (
+            published_ports(request.config.ports, request.config.publish_all, request.image_config)
+            if request.config is not None and request.mode is NetworkMode.BRIDGE
+            else []
+        )
+        # Ports other deployments on this host publish (they share its addresses), and ours.
+        forwarded = await asyncio.to_thread(self._cni.forwarded_ports) if wanted else {}
+
+        def port_free(host_ip: str, port: int, protocol: str) -> bool:
+            owner = forwarded.get((protocol, port), request.container_id)
+            return owner == request.container_id and host_port_free(host_ip, port, protocol)
+
         async with self._sessions.begin() as session:
             await NetworkAttachmentRepository(session).intend(
                 request.container_id, request.node, request.mode, str(netns) if netns else None
             )
+            claimed = (
+                await PortRepository(session).claim(
+                    request.node, request.container_id, wanted, port_free
+                )
+                if wanted
+                else []
+            )
+            ports = [PortMap(m.host_port, m.container_port, m.protocol, m.host_ip) for m in claimed]
         if netns is None:
             await asyncio.to_thread(self._write_etc_files, request, None)
             return AttachNetworkOutput(netns=None, ip=None)
         await asyncio.to_thread(create_netns, netns)
         ip = None
         if request.mode is NetworkMode.BRIDGE:
-            ip = (await asyncio.to_thread(self._cni.attach, request.container_id, netns)).ip
+            attached = await asyncio.to_thread(
+                self._cni.attach, request.container_id, netns, "eth0", ports
+            )
+            ip = attached.ip
         else:
             await asyncio.to_thread(self._cni.attach_loopback_only, netns, request.container_id)
         async with self._sessions.begin() as session:
@@ -112,3 +140,4 @@ class NetworkActivities:
         await asyncio.to_thread(remove_etc_files, self._etc_files(request.container_id))
         async with self._sessions.begin() as session:
             await NetworkAttachmentRepository(session).forget(request.container_id)
+            await PortRepository(session).release(request.container_id)

@@ -6,6 +6,7 @@ Validation happens here, at the edge: a bad field is an ``InvalidParameter`` tha
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -241,6 +242,137 @@ class HealthCheck(Model):
         return self.test[0] == "NONE"
 
 
+# --- networking: published ports, hostname, /etc/hosts, /etc/resolv.conf (docker run's flags) ---
+
+# A host name as /etc/hostname and the UTS namespace take it: RFC 1123 labels, 63 bytes at most.
+HOSTNAME = re.compile(
+    r"^(?=.{1,63}$)[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
+    r"(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$"
+)
+# A DNS search domain: dot-separated labels (253 bytes at most); "." alone clears the search list.
+DNS_DOMAIN = re.compile(
+    r"^(?=.{1,253}$)[a-zA-Z0-9_](?:[a-zA-Z0-9_-]{0,61}[a-zA-Z0-9])?"
+    r"(?:\.[a-zA-Z0-9_](?:[a-zA-Z0-9_-]{0,61}[a-zA-Z0-9])?)*\.?$"
+)
+# A resolv.conf option: ``name`` or ``name:value`` (ndots:2, timeout:1, rotate, edns0, use-vc).
+DNS_OPTION = re.compile(r"^[a-zA-Z0-9_-]{1,32}(?::[0-9]{1,5})?$")
+# ``--add-host NAME:host-gateway`` maps NAME to the node's bridge address, as Docker does.
+HOST_GATEWAY = "host-gateway"
+MAX_PORTS = 1024
+MAX_EXTRA_HOSTS = 256
+MAX_DNS = 16
+
+
+def _ip_address(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"invalid IP address {value!r}") from None
+
+
+def check_hostname(value: str | None) -> str | None:
+    """A container hostname (``--hostname``); None passes."""
+    if value is not None and not HOSTNAME.match(value):
+        raise ValueError(f"invalid hostname {value!r}: RFC 1123 labels, at most 63 characters")
+    return value
+
+
+def check_extra_host(value: str) -> str:
+    """``NAME:IP`` (``--add-host``): IP may be IPv6 or ``host-gateway``; returned normalised."""
+    name, sep, address = value.partition(":")
+    if not sep or not HOSTNAME.match(name):
+        raise ValueError(f"invalid extra host {value!r}: expected NAME:IP")
+    address = address.strip("[]")
+    return f"{name}:{address if address == HOST_GATEWAY else _ip_address(address)}"
+
+
+def check_dns_search(value: str) -> str:
+    if value != "." and not DNS_DOMAIN.match(value):
+        raise ValueError(f"invalid DNS search domain {value!r}")
+    return value
+
+
+def check_dns_option(value: str) -> str:
+    if not DNS_OPTION.match(value):
+        raise ValueError(f"invalid DNS option {value!r}: expected NAME or NAME:NUMBER")
+    return value
+
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class PortBinding(Model):
+    """One published port: ``[host_ip:][host_port:]container_port[/protocol]`` (``-p``).
+
+    ``host_port`` None (or 0) lets the node pick a free one from its ephemeral range;
+    ``host_ip`` empty publishes on every address of the node.
+    """
+
+    container_port: Port
+    protocol: Literal["tcp", "udp"] = "tcp"
+    host_ip: Annotated[str, Field(max_length=15)] = ""
+    host_port: Annotated[int, Field(ge=0, le=65535)] | None = None
+
+    @field_validator("host_ip")
+    @classmethod
+    def _ipv4_or_any(cls, value: str) -> str:
+        if not value:
+            return value
+        try:
+            return str(ipaddress.IPv4Address(value))
+        except ValueError:
+            raise ValueError(f"invalid host IP {value!r}: an IPv4 address or empty") from None
+
+    @classmethod
+    def parse(cls, spec: str) -> list[PortBinding]:
+        """Docker's ``-p`` syntax: ``[ip:][host:]container[/tcp|udp]``, ports or equal-length
+        ranges (``8000-8002:80-82``).
+
+        Raises:
+            ValueError: the spec is malformed.
+        """
+        ports, _, protocol = spec.partition("/")
+        parts = ports.split(":")
+        if len(parts) > 3 or not parts[-1]:
+            raise ValueError(f"invalid port spec {spec!r}: expected [ip:][host:]container[/proto]")
+        host_ip = parts[0] if len(parts) == 3 else ""
+        host = parts[-2] if len(parts) >= 2 else ""
+        containers = _port_range(parts[-1], spec)
+        hosts = _port_range(host, spec) if host else [None] * len(containers)
+        if len(hosts) != len(containers):
+            if len(hosts) > 1:
+                raise ValueError(f"invalid port spec {spec!r}: ranges of different lengths")
+            hosts = [None] * len(containers) if len(containers) > 1 else hosts
+        return [
+            cls.model_validate(
+                {
+                    "container_port": container,
+                    "protocol": protocol or "tcp",
+                    "host_ip": host_ip,
+                    "host_port": host_port,
+                }
+            )
+            for container, host_port in zip(containers, hosts, strict=True)
+        ]
+
+
+def _port_range(text: str, spec: str) -> list[int | None]:
+    first, sep, last = text.partition("-")
+    if not first.isdigit() or (sep and not last.isdigit()):
+        raise ValueError(f"invalid port spec {spec!r}: {text!r} is not a port or range")
+    low, high = int(first), int(last) if sep else int(first)
+    if high < low or high - low >= MAX_PORTS:
+        raise ValueError(f"invalid port spec {spec!r}: bad range {text!r}")
+    return list(range(low, high + 1))
+
+
+ExtraHost = Annotated[str, Field(max_length=320), AfterValidator(check_extra_host)]
+DnsServer = Annotated[str, Field(max_length=45), AfterValidator(_ip_address)]
+DnsSearch = Annotated[str, Field(max_length=253), AfterValidator(check_dns_search)]
+DnsOption = Annotated[str, Field(max_length=40), AfterValidator(check_dns_option)]
+Hostname = Annotated[str | None, AfterValidator(check_hostname)]
+
+
 class ContainerConfig(Model):
     """What ``berth create`` registers: the container's config and host config."""
 
@@ -265,6 +397,18 @@ class ContainerConfig(Model):
     # None or "default": Docker's default profile; "unconfined": none (only where the node
     # permits it); else an absolute path on the node, under its allowed seccomp paths.
     seccomp_profile: str | None = None
+    # Networking (docker run -p/-P, --hostname, --add-host, --dns, --dns-search, --dns-option):
+    # ports published on the node (``publish_all``: also each port the image exposes, on a
+    # port the node picks); the hostname (default: the id's first 12 characters) and the
+    # entries of the container's own /etc/hosts and /etc/resolv.conf (default: the node's
+    # resolvers, loopback ones dropped).
+    ports: list[PortBinding] = Field(default_factory=list, max_length=MAX_PORTS)
+    publish_all: bool = False
+    hostname: Hostname = None
+    extra_hosts: list[ExtraHost] = Field(default_factory=list, max_length=MAX_EXTRA_HOSTS)
+    dns: list[DnsServer] = Field(default_factory=list, max_length=MAX_DNS)
+    dns_search: list[DnsSearch] = Field(default_factory=list, max_length=MAX_DNS)
+    dns_options: list[DnsOption] = Field(default_factory=list, max_length=MAX_DNS)
 
     @field_validator("name")
     @classmethod

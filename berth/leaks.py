@@ -1,12 +1,12 @@
 """The leak checker: what one node holds, compared with what PostgreSQL says it should hold.
 
 It lists the kernel's mounts under the node's rootfs dir, its network namespace files, the
-containers' generated /etc files, the CNI IPAM reservations, containerd's containers and tasks in
-Berth's namespace, the runc shims of the node's containerd in that namespace
-(:mod:`berth.runtime.shims`) and the containers' cgroups (:mod:`berth.runtime.cgroups`), and
-PostgreSQL's mount holders, network attachments and container
-states, and reports every disagreement as a :class:`Finding`. Tests assert that a node has none
-once a saga ended; the reconciler repairs what it finds.
+containers' generated /etc files, the CNI IPAM reservations and portmap's port forwards,
+containerd's containers and tasks in Berth's namespace, the runc shims of the node's containerd
+in that namespace (:mod:`berth.runtime.shims`) and the containers' cgroups
+(:mod:`berth.runtime.cgroups`), and PostgreSQL's mount holders, network attachments, port
+mappings and container states, and reports every disagreement as a :class:`Finding`. Tests
+assert that a node has none once a saga ended; the reconciler repairs what it finds.
 
 A container whose ``operation`` is set, or whose state is transient (``starting``, ``stopping``,
 ``removing``), is in flight: its resources are not judged, and it is reported once as
@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from berth.config import NodePaths
 from berth.contract import ContainerState
 from berth.db.models import Container, MountHolder, NetworkAttachment
+from berth.db.port_repository import PortRepository
 from berth.db.repository import (
     ContainerRepository,
     MountHolderRepository,
@@ -72,6 +73,8 @@ class LeakKind(StrEnum):
     SHIM_WITHOUT_TASK = "shim-without-task"
     CGROUP_WITHOUT_TASK = "cgroup-without-task"
     ETC_FILES_OF_IDLE_CONTAINER = "etc-files-of-idle-container"
+    PORTS_OF_IDLE_CONTAINER = "ports-of-idle-container"
+    PORT_FORWARD_OF_IDLE_CONTAINER = "port-forward-of-idle-container"
 
 
 # How long a shim whose task was just deleted may take to exit before it counts as left behind.
@@ -111,6 +114,10 @@ class NodeView:
     cgroups: dict[str, tuple[Path, ...]] = field(default_factory=dict)
     # Ids with a directory of generated /etc files (``NodePaths.container_dir``).
     etc_dirs: frozenset[str] = frozenset()
+    # Container id -> the host ports PostgreSQL says it publishes ("18080/tcp").
+    port_claims: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Ids portmap publishes ports for in iptables, for the ids this node's records name.
+    port_forwards: frozenset[str] = frozenset()
 
     def busy(self, container_id: str) -> bool:
         """Whether an operation holds the container (its resources may be half made)."""
@@ -142,6 +149,12 @@ async def observe_node(
         attachments = {
             a.container_id: a for a in await NetworkAttachmentRepository(session).on_node(node)
         }
+        port_claims: dict[str, tuple[str, ...]] = {}
+        for claim in await PortRepository(session).on_node(node):
+            port_claims[claim.container_id] = (
+                *port_claims.get(claim.container_id, ()),
+                f"{claim.host_port}/{claim.protocol}",
+            )
     mounted = await asyncio.to_thread(_mounted_targets, paths.rootfs_dir)
     etc_dirs = await asyncio.to_thread(_entries, paths.containers_dir)
     netns_files = tuple(await asyncio.to_thread(list_netns, paths.netns_dir))
@@ -150,8 +163,11 @@ async def observe_node(
     tasks = {task.id: task for task in await containerd.list_tasks()}
     shims = await asyncio.to_thread(_settled_shims, containerd, frozenset(tasks))
     cgroups = await asyncio.to_thread(container_cgroups)
+    forwards = await asyncio.to_thread(cni.port_forwards)
     named = containers.keys() | containerd_containers | tasks.keys() | shims.keys()
-    unnamed = sorted(cgroups.keys() - named)
+    named |= port_claims.keys()
+    # iptables is the machine's, shared by every deployment: judge only the ids of this node.
+    unnamed = sorted((cgroups.keys() | forwards) - named)
     if unnamed:
         async with sessions() as session:
             named |= await ContainerRepository(session).ids_seen_on(node, unnamed)
@@ -169,6 +185,8 @@ async def observe_node(
         shims=shims,
         cgroups={cid: dirs for cid, dirs in cgroups.items() if cid in named},
         etc_dirs=etc_dirs,
+        port_claims=port_claims,
+        port_forwards=frozenset(forwards & named),
     )
 
 
@@ -295,6 +313,22 @@ def _network_findings(view: NodeView, paths: NodePaths) -> Iterable[Finding]:
                 str(paths.container_dir(container_id)),
                 container_id,
                 _described(view, container_id),
+            )
+    for container_id, ports in sorted(view.port_claims.items()):
+        if not view.busy(container_id) and not view.live(container_id):
+            yield Finding(
+                LeakKind.PORTS_OF_IDLE_CONTAINER,
+                ", ".join(ports),
+                container_id,
+                _described(view, container_id),
+            )
+    for container_id in sorted(view.port_forwards):
+        if not view.busy(container_id) and not view.live(container_id):
+            yield Finding(
+                LeakKind.PORT_FORWARD_OF_IDLE_CONTAINER,
+                container_id,
+                container_id,
+                f"portmap DNAT chain, {_described(view, container_id)}",
             )
     for ip, container_id in sorted(view.reservations.items()):
         if view.busy(container_id):

@@ -10,8 +10,8 @@ leak checker (:mod:`berth.leaks`) and repairs, per container, under the containe
   left (the saga's own compensations) and reset the state;
 - mount holders whose operation no longer runs (``task`` of a container that is not running,
   ``<kind>:<workflow id>`` of a workflow that ended) and mounts with no holder at all;
-- network namespaces, attachments, IPAM reservations and generated /etc files of containers
-  that are not running;
+- network namespaces, attachments, IPAM reservations, published ports (records and portmap's
+  rules) and generated /etc files of containers that are not running;
 - containerd containers and tasks of containers that PostgreSQL does not say are running;
 - shims and cgroups of containers that PostgreSQL does not say are running, or for which
   containerd lists no task: the task's delete through containerd first (the shim's own
@@ -328,7 +328,8 @@ class Reconciler:
         attachment = view.attachments.get(container_id)
         has_ip = container_id in view.reservations.values()
         has_etc = container_id in view.etc_dirs
-        if attachment is not None or netns in view.netns_files or has_ip or has_etc:
+        has_ports = container_id in view.port_claims or container_id in view.port_forwards
+        if attachment is not None or netns in view.netns_files or has_ip or has_etc or has_ports:
             mode = NetworkMode(attachment.mode) if attachment else NetworkMode.BRIDGE
             await self._undo.network.detach_network(
                 NetworkInput(container_id=container_id, node=self._node, mode=mode)
@@ -438,6 +439,7 @@ def _suspects(view: NodeView) -> set[str]:
     found |= {path.name for path in view.netns_files}
     found |= set(view.reservations.values())
     found |= view.etc_dirs
+    found |= set(view.port_claims) | view.port_forwards
     found |= {h.container_id for h in view.holders}
     found |= {c for c in set(view.shims) | set(view.cgroups) if c not in view.tasks}
     return {c for c in found if not view.busy(c) and _holds_too_much(view, c)}

@@ -273,6 +273,10 @@ class NetworkInput(StepModel):
     container_id: str
     node: str
     mode: NetworkMode
+    # The container's config (hostname, /etc entries, ports) and its image's (exposed ports);
+    # an undo needs neither: everything it removes is found from the id.
+    config: ContainerConfig | None = None
+    image_config: dict[str, Any] = Field(default_factory=dict)
 
 
 class AttachNetworkOutput(StepModel):

@@ -173,7 +173,7 @@ def node_reconciler(
     paths = settings.node_paths()
     undo = Undo(
         mount=MountActivities(sessions, runtime.containerd, paths),
-        network=NetworkActivities(sessions, runtime.cni, paths),
+        network=NetworkActivities(sessions, runtime.cni, paths, resolv_conf=settings.resolv_conf),
         spec=SpecActivities(paths),
         shim=ShimActivities(runtime.containerd, paths),
         task=TaskActivities(runtime.containerd),
@@ -248,7 +248,9 @@ def node_worker(
     paths = settings.node_paths()
     state = StateActivities(sessions, settings.allowed_host_paths, settings.allowed_seccomp_paths)
     mount = MountActivities(sessions, runtime.containerd, paths, runtime.faults)
-    network = NetworkActivities(sessions, runtime.cni, paths, runtime.faults)
+    network = NetworkActivities(
+        sessions, runtime.cni, paths, runtime.faults, resolv_conf=settings.resolv_conf
+    )
     spec = SpecActivities(
         paths,
         runtime.faults,

@@ -143,7 +143,13 @@ class ContainerStartOnNode:
             _register_undo(saga, "network", target, name)
             attached = await run_step(
                 steps.ATTACH_NETWORK,
-                NetworkInput(container_id=cid, node=node, mode=mode),
+                NetworkInput(
+                    container_id=cid,
+                    node=node,
+                    mode=mode,
+                    config=plan.config,
+                    image_config=mounted.image_config,
+                ),
                 f"attach {name} to {mode} on {node}",
             )
             self._done("network", {"netns": attached.netns, "ip": attached.ip})

@@ -1,7 +1,9 @@
 """CNI plugins run directly, by the spec's exec protocol, for one node's bridge network.
 
-``CniNetwork`` is the equivalent of a conflist: the loopback plugin, then the bridge plugin with
-host-local IPAM. ``attach`` runs ADD down the chain; ``detach`` runs DEL up it. Both converge
+``CniNetwork`` is the equivalent of a conflist: the loopback plugin, the bridge plugin with
+host-local IPAM, then the portmap plugin, which publishes a container's ports (DNAT rules in
+iptables' nat table, one chain per container) when the runtime hands it ``portMappings``.
+``attach`` runs ADD down the chain; ``detach`` runs DEL up it. Both converge
 when run again: attach returns the existing attachment instead of taking a second IP (host-local
 refuses a second ADD for the same id), and detach succeeds when nothing is attached or the
 namespace is already gone, freeing the IP all the same.
@@ -24,12 +26,14 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from berth.errors import (
     DEFAULT_GRACE_SECONDS,
@@ -50,6 +54,30 @@ _MAX_BRIDGE_NAME = 15  # IFNAMSIZ - 1
 _INVALID_CODES = frozenset({1, 2, 4, 6, 7})
 _TRY_AGAIN_CODE = 11
 _IPAM_BOOKKEEPING = ("lock", "last_reserved_ip")
+# portmap's DEL removes the container's whole chain, but only when it is handed some mapping:
+# this one stands for "whatever was published", so DEL never needs the records.
+_ANY_MAPPING = {"hostPort": 1, "containerPort": 1, "protocol": "tcp"}
+# The comment portmap puts on its jump to a container's chain.
+_DNAT_COMMENT = re.compile(r'dnat name: "(?P<name>[^"]*)" id: "(?P<id>[^"]*)"')
+
+
+class PortMap(NamedTuple):
+    """One published port as portmap takes it; ``host_ip`` empty is every address."""
+
+    host_port: int
+    container_port: int
+    protocol: str
+    host_ip: str = ""
+
+    def as_runtime_config(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "hostPort": self.host_port,
+            "containerPort": self.container_port,
+            "protocol": self.protocol,
+        }
+        if self.host_ip:
+            entry["hostIP"] = self.host_ip
+        return entry
 
 
 @dataclass(frozen=True)
@@ -118,10 +146,19 @@ class CniNetwork:
                     "dataDir": os.fspath(self.ipam_dir),
                 },
             },
+            # snat: the host's own connections to a published port (hairpin) are masqueraded.
+            {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
         ]
 
-    def attach(self, container_id: str, netns: Path, ifname: str = "eth0") -> CniResult:
-        """Connect the namespace to the bridge; returns the existing attachment if complete.
+    def attach(
+        self,
+        container_id: str,
+        netns: Path,
+        ifname: str = "eth0",
+        ports: Sequence[PortMap] = (),
+    ) -> CniResult:
+        """Connect the namespace to the bridge and publish ``ports``; returns the existing
+        attachment if complete (its ports were published with it).
 
         Raises:
             NotFound: ``netns`` is not a bound network namespace.
@@ -134,12 +171,16 @@ class CniNetwork:
         if not self._masquerade_ensured:
             self.ensure_masquerade()
         existing = self._existing_attachment(container_id, netns, ifname)
-        if existing is not None:
+        # A half-done ADD may have stopped between the bridge and portmap: then redo it all.
+        if existing is not None and (not ports or container_id in self.port_forwards()):
             return existing
         # Clear whatever a half-done attempt left (a veth without an IP, an IP without a veth).
         self.detach(container_id, netns, ifname)
         previous: dict[str, Any] | None = None
+        mappings = [port.as_runtime_config() for port in ports]
         for plugin in self.plugins():
+            if plugin["type"] == "portmap":
+                plugin = {**plugin, "runtimeConfig": {"portMappings": mappings}}
             previous = self._exec("ADD", plugin, container_id, os.fspath(netns), ifname, previous)
         assert previous is not None
         return _parse_result(previous, self.gateway)
@@ -177,6 +218,8 @@ class CniNetwork:
         """Run every plugin's DEL, last first; the first failure, after all were attempted."""
         failure: BerthError | None = None
         for plugin in reversed(self.plugins()):
+            if plugin["type"] == "portmap":
+                plugin = {**plugin, "runtimeConfig": {"portMappings": [_ANY_MAPPING]}}
             try:
                 self._exec("DEL", plugin, container_id, netns_arg, ifname, None)
             except BerthError as error:
@@ -200,6 +243,47 @@ class CniNetwork:
             changed = delete_masquerade(self.bridge, self.call_timeout) > 0
         self._masquerade_ensured = True
         return changed
+
+    def port_forwards(self) -> set[str]:
+        """Ids of the containers that portmap publishes ports for on this network.
+
+        Raises:
+            System: iptables is missing or failed.
+        """
+        return {cid for name, cid, _, _ in self._dnat_jumps() if name == self.name}
+
+    def forwarded_ports(self) -> dict[tuple[str, int], str]:
+        """(protocol, host port) -> container id, for every port portmap publishes on this
+        host, whatever the network or deployment (they all share the host's addresses).
+
+        Raises:
+            System: iptables is missing or failed.
+        """
+        return {
+            (protocol, port): cid
+            for _, cid, protocol, ports in self._dnat_jumps()
+            for port in ports
+        }
+
+    def _dnat_jumps(self) -> list[tuple[str, str, str, tuple[int, ...]]]:
+        """portmap's jumps to its per-container chains: (network, id, protocol, host ports)."""
+        listed = _run_iptables(["-S", "CNI-HOSTPORT-DNAT"], self.call_timeout)
+        if listed.returncode != 0:
+            return []  # no container ever published a port on this host: no chain
+        jumps = []
+        for line in listed.stdout.splitlines():
+            words = shlex.split(line)
+            comment = _DNAT_COMMENT.search(_option(words, "--comment"))
+            if comment is None:
+                continue
+            ports = tuple(
+                int(port)
+                for part in _option(words, "--dports").split(",")
+                if part
+                for port in _port_span(part)
+            )
+            jumps.append((comment["name"], comment["id"], _option(words, "-p"), ports))
+        return jumps
 
     def reservations(self) -> dict[str, str]:
         """host-local's reservations on this network: IP -> container id."""
@@ -298,6 +382,16 @@ class CniNetwork:
             return json.loads(completed.stdout) if completed.stdout.strip() else {}
         except json.JSONDecodeError as error:
             raise System(f"{action}: unreadable result: {completed.stdout[:200]!r}") from error
+
+
+def _option(words: list[str], name: str) -> str:
+    """The value after ``name`` in an iptables rule's words; empty when absent."""
+    return words[words.index(name) + 1] if name in words[:-1] else ""
+
+
+def _port_span(part: str) -> range:
+    first, _, last = part.partition(":")
+    return range(int(first), int(last or first) + 1)
 
 
 def masquerade_rule(subnet: ipaddress.IPv4Network | str, bridge: str) -> list[str]:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from berth.errors import InvalidParameter, NotFound
-from berth.runtime.cni import CNI_VERSION, CniNetwork, delete_masquerade
+from berth.runtime.cni import CNI_VERSION, CniNetwork, PortMap, delete_masquerade
 from berth.runtime.mounts import mounts_under
 from berth.runtime.netns import create_netns, delete_netns, list_netns, netns_addresses
 
@@ -287,3 +287,94 @@ def test_delete_masquerade_removes_only_its_bridges_rule(lab: Lab) -> None:
     assert len(masquerade_rules(lab.network.bridge)) == 1
     assert delete_masquerade(lab.network.bridge) == 1
     assert masquerade_rules(lab.network.bridge) == []
+
+
+def dnat_rules(container_id: str) -> list[str]:
+    listed = subprocess.run(
+        ["iptables-save", "-t", "nat"], capture_output=True, text=True, check=True
+    ).stdout
+    return [line for line in listed.splitlines() if f'id: \\"{container_id}\\"' in line]
+
+
+def test_attach_with_ports_publishes_them_and_detach_removes_them(lab: Lab) -> None:
+    container_id = f"pm{secrets.token_hex(6)}"
+    netns = lab.netns(container_id)
+    port = random.randrange(20000, 30000)
+
+    result = lab.network.attach(container_id, netns, ports=[PortMap(port, 80, "tcp")])
+
+    assert container_id in lab.network.port_forwards()
+    assert dnat_rules(container_id), "no DNAT jump for the container"
+    lab.network.detach(container_id, netns)
+    assert container_id not in lab.network.port_forwards()
+    assert dnat_rules(container_id) == []
+    assert result.ip not in lab.network.reservations()
+
+
+def test_detach_after_netns_deleted_removes_port_forwards(lab: Lab) -> None:
+    container_id = f"pm{secrets.token_hex(6)}"
+    netns = lab.netns(container_id)
+    lab.network.attach(
+        container_id, netns, ports=[PortMap(random.randrange(20000, 30000), 80, "udp")]
+    )
+    delete_netns(netns)
+
+    lab.network.detach(container_id, netns)
+
+    assert container_id not in lab.network.port_forwards()
+
+
+def test_published_port_on_bridge_address_reaches_the_container(lab: Lab) -> None:
+    container_id = f"pm{secrets.token_hex(6)}"
+    netns = lab.netns(container_id)
+    host_port = random.randrange(20000, 30000)
+    lab.network.attach(container_id, netns, ports=[PortMap(host_port, 8080, "tcp")])
+    server = subprocess.Popen(
+        [
+            "nsenter",
+            f"--net={netns}",
+            sys.executable,
+            "-c",
+            "import socket; s = socket.create_server(('0.0.0.0', 8080)); print('up', flush=True);"
+            " c, _ = s.accept(); c.sendall(b'from-container'); c.close()",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None and server.stdout.readline() == "up\n"
+        with socket.create_connection((lab.network.gateway, host_port), 5) as client:
+            client.settimeout(5)
+            assert client.recv(64) == b"from-container"
+    finally:
+        server.kill()
+        server.wait()
+        lab.network.detach(container_id, netns)
+
+
+def test_attach_existing_without_its_port_forward_publishes_again(lab: Lab) -> None:
+    container_id = f"pm{secrets.token_hex(6)}"
+    netns = lab.netns(container_id)
+    lab.network.attach(container_id, netns)
+    ports = [PortMap(random.randrange(20000, 30000), 80, "tcp")]
+
+    lab.network.attach(container_id, netns, ports=ports)
+
+    assert container_id in lab.network.port_forwards()
+    lab.network.detach(container_id, netns)
+
+
+def test_forwarded_ports_lists_every_published_port_with_its_container(lab: Lab) -> None:
+    container_id = f"pm{secrets.token_hex(6)}"
+    netns = lab.netns(container_id)
+    port = random.randrange(20000, 30000)
+    lab.network.attach(
+        container_id, netns, ports=[PortMap(port, 80, "tcp"), PortMap(port + 1, 53, "udp")]
+    )
+
+    forwarded = lab.network.forwarded_ports()
+
+    assert forwarded[("tcp", port)] == container_id
+    assert forwarded[("udp", port + 1)] == container_id
+    lab.network.detach(container_id, netns)
+    assert ("tcp", port) not in lab.network.forwarded_ports()

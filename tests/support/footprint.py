@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from berth.config import NodePaths
 from berth.db.models import MountHolder, NetworkAttachment
+from berth.db.port_repository import PortRepository
 from berth.errors import NotFound
 from berth.runtime.cni import CniNetwork
 from berth.runtime.containerd import ContainerdClient
@@ -34,10 +35,14 @@ class Footprint:
     network_attachment: bool = False
     # The container's directory of generated /etc files (hosts, hostname, resolv.conf).
     etc_files: bool = False
+    # Host ports PostgreSQL records for it ("18080/tcp"), and whether portmap's rules exist.
+    ports: list[str] = field(default_factory=list)
+    port_forward: bool = False
 
     @property
     def empty(self) -> bool:
-        """Nothing at all is left: no mount, netns, IP, /etc files, containerd object or record."""
+        """Nothing at all is left: no mount, netns, IP, /etc files, port, containerd object or
+        record."""
         return self == Footprint(0, False, [], False, None)
 
 
@@ -67,6 +72,10 @@ async def footprint(
         )
         attachment = await session.get(NetworkAttachment, container_id)
         holder_list = sorted(holders.all())
+        ports = sorted(
+            f"{m.host_port}/{m.protocol}"
+            for m in await PortRepository(session).for_container(container_id)
+        )
     return Footprint(
         rootfs_mounts=mounts,
         netns=await asyncio.to_thread(netns_exists, paths.netns(container_id)),
@@ -76,4 +85,6 @@ async def footprint(
         mount_holders=holder_list,
         network_attachment=attachment is not None,
         etc_files=await asyncio.to_thread(paths.container_dir(container_id).exists),
+        ports=ports,
+        port_forward=container_id in await asyncio.to_thread(cni.port_forwards),
     )

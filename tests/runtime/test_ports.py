@@ -1,0 +1,64 @@
+"""Which ports a container publishes, whether the node can take one, and docker's view."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+import pytest
+
+from berth.contract import PortBinding
+from berth.errors import InvalidParameter
+from berth.runtime.ports import docker_ports, exposed_ports, host_port_free, published_ports
+
+IMAGE = {"ExposedPorts": {"80/tcp": {}, "53/udp": {}, "9000": {}}}
+
+
+def test_exposed_ports_reads_port_and_protocol_tcp_by_default() -> None:
+    assert exposed_ports(IMAGE) == [(80, "tcp"), (53, "udp"), (9000, "tcp")]
+
+
+def test_exposed_ports_malformed_raises_invalid_parameter() -> None:
+    with pytest.raises(InvalidParameter):
+        exposed_ports({"ExposedPorts": {"http/tcp": {}}})
+
+
+def test_published_ports_without_publish_all_only_the_bindings() -> None:
+    bindings = PortBinding.parse("18080:80")
+    assert published_ports(bindings, False, IMAGE) == bindings
+
+
+def test_published_ports_publish_all_adds_exposed_ports_not_bound_yet() -> None:
+    chosen = published_ports(PortBinding.parse("18080:80"), True, IMAGE)
+    assert [(p.container_port, p.protocol, p.host_port) for p in chosen] == [
+        (80, "tcp", 18080),
+        (53, "udp", None),
+        (9000, "tcp", None),
+    ]
+
+
+def test_host_port_free_false_while_a_socket_listens() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        assert host_port_free("127.0.0.1", port, "tcp") is False
+        assert host_port_free("", port, "tcp") is False
+    assert host_port_free("127.0.0.1", port, "tcp") is True
+
+
+@dataclass
+class Row:
+    host_ip: str
+    host_port: int
+    container_port: int
+    protocol: str
+
+
+def test_docker_ports_groups_bindings_and_shows_unpublished_exposed_as_null() -> None:
+    rows = [Row("", 18080, 80, "tcp"), Row("127.0.0.1", 18081, 80, "tcp")]
+    assert docker_ports(rows, [(80, "tcp"), (443, "tcp")]) == {
+        "80/tcp": [
+            {"HostIp": "0.0.0.0", "HostPort": "18080"},
+            {"HostIp": "127.0.0.1", "HostPort": "18081"},
+        ],
+        "443/tcp": None,
+    }
