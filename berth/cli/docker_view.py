@@ -50,25 +50,60 @@ SHORT_ID = 12
 
 
 class ContainerRecord(Protocol):
-    """What a container record gives the views (Berth's ``containers`` row)."""
-
-    id: str
-    name: str
-    image: str
-    node: str
-    config: dict[str, Any]
-    pid: int | None
-    exit_code: int | None
-    error: str | None
-    ip: str | None
-    operation: str | None
-    restart_count: int
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    """What a container record gives the views (Berth's ``containers`` row), read-only."""
 
     @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def image(self) -> str: ...
+    @property
+    def node(self) -> str: ...
+    @property
     def state(self) -> str: ...
+    @property
+    def config(self) -> dict[str, Any]: ...
+    @property
+    def pid(self) -> int | None: ...
+    @property
+    def exit_code(self) -> int | None: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def ip(self) -> str | None: ...
+    @property
+    def operation(self) -> str | None: ...
+    @property
+    def restart_count(self) -> int: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def started_at(self) -> datetime | None: ...
+    @property
+    def finished_at(self) -> datetime | None: ...
+
+
+class HealthRecord(Protocol):
+    """What a health record gives (Berth's ``container_health`` row), read-only."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def failing_streak(self) -> int: ...
+    @property
+    def log(self) -> list[dict[str, Any]]: ...
+
+
+def health_view(record: HealthRecord | None) -> dict[str, Any] | None:
+    """``State.Health`` as docker inspect shows it, or None when there is no check."""
+    if record is None:
+        return None
+    return {
+        "Status": record.status,
+        "FailingStreak": record.failing_streak,
+        "Log": list(record.log or []),
+    }
 
 
 def go_time(moment: datetime | None) -> str:

@@ -27,15 +27,22 @@ POLL_SECONDS = 0.25
 
 
 class EventRecord(Protocol):
-    """What an event record gives (Berth's ``container_events`` row)."""
+    """What an event record gives (Berth's ``container_events`` row), read-only."""
 
-    id: int
-    container_id: str
-    container_name: str
-    node: str
-    action: str
-    attributes: dict[str, Any]
-    time: datetime
+    @property
+    def id(self) -> int: ...
+    @property
+    def container_id(self) -> str: ...
+    @property
+    def container_name(self) -> str: ...
+    @property
+    def node(self) -> str: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def attributes(self) -> dict[str, Any]: ...
+    @property
+    def time(self) -> datetime: ...
 
 
 def event_view(event: EventRecord, image: str, labels: Mapping[str, str]) -> dict[str, Any]:
@@ -116,15 +123,15 @@ async def cmd_events(context: Context, args: argparse.Namespace) -> int:
     follow = args.follow and (until is None or until > started)
     if follow and since is None:
         since = started
-    berth = await context.berth()
+    reader = await context.reader()
     printer = EventPrinter(filters, form)
     last_id = 0
     while True:
-        events = await berth.events(None, last_id)
+        events = await reader.events(None, last_id)
         if any(e.container_id not in printer.containers for e in events):
             printer.containers = {
                 c.id: (c.image, (c.config or {}).get("labels") or {})
-                for c in await berth.ps(all_states=True)
+                for c in await reader.containers()
             }
             for event in events:  # removed since: no image or labels to add
                 printer.containers.setdefault(event.container_id, ("", {}))

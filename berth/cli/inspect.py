@@ -13,18 +13,18 @@ import json
 import sys
 from typing import Any
 
-from berth.cli.context import Context, daemon_error
-from berth.cli.docker_view import inspect_view
+from berth.cli.context import Context
+from berth.cli.docker_view import health_view, inspect_view
 from berth.cli.templates import Format, TemplateExecError, parse_format
 
 
-async def _view(context: Context, ref: str) -> dict[str, Any]:
-    """One container's inspect object; NotFound (a daemon error) when there is none."""
-    berth = await context.berth()
-    container = await berth.get(ref)
-    health = (await berth.inspect(container.id))["State"].get("Health")
-    log_path = str(context.settings.node_paths(container.node).log(container.id))
-    return inspect_view(container, health, log_path)
+async def _view(context: Context, ref: str) -> dict[str, Any] | None:
+    """One container's inspect object, read from PostgreSQL; None when there is none."""
+    reader = await context.reader()
+    container = await reader.find(ref)
+    if container is None:
+        return None
+    return inspect_view(container, health_view(await reader.health(container.id)))
 
 
 def render(form: Format | None, objects: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
@@ -50,12 +50,11 @@ async def cmd_inspect(context: Context, args: argparse.Namespace) -> int:
         form = parse_format(args.format.strip()[len("table") :] or "json")
     objects, missing = [], []
     for ref in args.containers:
-        try:
-            objects.append(await _view(context, ref))
-        except Exception as err:
-            if daemon_error(context, err) is None or type(err).__name__ != "NotFound":
-                raise
+        view = await _view(context, ref)
+        if view is None:
             missing.append(ref)
+        else:
+            objects.append(view)
     lines, errors = render(form, objects)
     sys.stdout.write("".join(f"{line}\n" for line in lines))
     for ref in missing:

@@ -88,9 +88,9 @@ async def cmd_ps(context: Context, args: argparse.Namespace) -> int:
     parse_filters(args.filter, PS_KEYS)  # a bad filter fails before anything is read
     if args.format:
         parse_format(args.format)
-    berth = await context.berth()
-    health = await berth.health_statuses()
-    containers = await berth.ps(all_states=True)
+    reader = await context.reader()
+    health = await reader.health_statuses()
+    containers = await reader.containers()
     now = datetime.now(UTC)
     if not args.format and not args.quiet and is_terminal(sys.stdout):
         rows = [
