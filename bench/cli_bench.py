@@ -26,6 +26,7 @@ import contextlib
 import shlex
 import statistics
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -42,14 +43,23 @@ from tests.support.stack import claim_suite, environment, start_stack
 # child, and every stop would last the whole timeout).
 COMMAND = ["sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait"]
 VERBS = ("start", "ps", "inspect", "events", "restart", "stop")
-# dockerd's default bridge for the docker side (no iptables rules, no NAT, no forwarding).
-DOCKER_BRIDGE_CIDR = "10.215.0.1/24"
+# dockerd's default bridge for the docker side (no iptables rules, no NAT, no forwarding); its
+# own address range, so this bench and bench/type_name_bench.py can run at once.
+DOCKER_BRIDGE_CIDR = "10.216.0.1/24"
 
 
-def timed(argv: list[str]) -> float:
-    """Run ``argv`` to completion; its wall time in ms. A failing command stops the bench."""
+# A command that has not finished by then hangs: it is killed, counted, and not sampled.
+HANG_SECONDS = 60.0
+
+
+def timed(argv: list[str]) -> float | None:
+    """Run ``argv`` to completion; its wall time in ms (None: it hung and was killed). A failing
+    command stops the bench."""
     began = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True)
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=HANG_SECONDS)
+    except subprocess.TimeoutExpired:
+        return None
     took = (time.perf_counter() - began) * 1000
     if done.returncode != 0:
         raise SystemExit(f"{shlex.join(argv)} exited {done.returncode}: {done.stderr.decode()}")
@@ -59,8 +69,10 @@ def timed(argv: list[str]) -> float:
 class Sides:
     """The command each side runs for a verb on its container (None: the side has no such verb)."""
 
-    def __init__(self, berth: list[str], docker: Docker, ctr: list[str], run: str) -> None:
-        self.berth, self.docker, self.ctr = berth, docker.base, ctr
+    def __init__(
+        self, berth: list[str], events: list[str], docker: Docker, ctr: list[str], run: str
+    ) -> None:
+        self.berth, self.events, self.docker, self.ctr = berth, events, docker.base, ctr
         self.berth_name = f"bench-cli-{run}"
         self.docker_name = f"bench-cli-docker-{run}"
         self.ctr_id = f"bench-cli-ctr-{run}"
@@ -72,7 +84,7 @@ class Sides:
             "start": [*self.berth, "start", name],
             "ps": [*self.berth, "ps"],
             "inspect": [*self.berth, "inspect", name],
-            "events": [*self.berth, "events", name],
+            "events": [*self.berth, "events", *self.events, name],
             "restart": [*self.berth, "restart", name],
             "stop": [*self.berth, "stop", name],
         }[verb]
@@ -133,21 +145,31 @@ def bench(sides: Sides, rounds: int) -> dict[str, dict[str, list[float]]]:
             }
             ctr = sides.ctr_argv(verb)
             if ctr is not None:
-                figures["ctr"] = sum(timed(argv) for argv in ctr)
-            if index:
-                for side, figure in figures.items():
+                parts = [timed(argv) for argv in ctr]
+                figures["ctr"] = None if None in parts else sum(p for p in parts if p is not None)
+            for side, figure in figures.items():
+                if figure is None:
+                    print(f"{side} {verb} hung (> {HANG_SECONDS:g} s), killed", file=sys.stderr)
+                elif index:
                     samples[verb][side].append(figure)
     return samples
 
 
 def table(samples: dict[str, dict[str, list[float]]]) -> str:
-    lines = [
-        f"{'verb':<9}{'berth ms':>10}{'docker ms':>11}{'ctr ms':>9}{'berth/docker':>14}",
-    ]
+    def median(values: list[float]) -> str:
+        return f"{statistics.median(values):.0f}" if values else "-"
+
+    lines = [f"{'verb':<9}{'berth ms':>10}{'docker ms':>11}{'ctr ms':>9}{'berth/docker':>14}"]
     for verb, sides in samples.items():
-        berth, docker = statistics.median(sides["berth"]), statistics.median(sides["docker"])
-        ctr = f"{statistics.median(sides['ctr']):9.0f}" if sides["ctr"] else f"{'-':>9}"
-        lines.append(f"{verb:<9}{berth:10.0f}{docker:11.0f}{ctr}{berth / docker:14.2f}")
+        berth, docker = sides["berth"], sides["docker"]
+        ratio = (
+            f"{statistics.median(berth) / statistics.median(docker):.2f}"
+            if berth and docker
+            else "-"
+        )
+        lines.append(
+            f"{verb:<9}{median(berth):>10}{median(docker):>11}{median(sides['ctr']):>9}{ratio:>14}"
+        )
     return "\n".join(lines)
 
 
@@ -161,7 +183,9 @@ def docker_on(settings: Settings, paths: StackPaths) -> Iterator[Docker]:
         yield docker
 
 
-async def run_bench(berth: list[str], rounds: int) -> dict[str, dict[str, list[float]]]:
+async def run_bench(
+    berth: list[str], events: list[str], rounds: int
+) -> dict[str, dict[str, list[float]]]:
     with claim_suite() as suite:
         stack = await start_stack(suite)
         with environment(stack.environ()):
@@ -173,7 +197,7 @@ async def run_bench(berth: list[str], rounds: int) -> dict[str, dict[str, list[f
                 "-n", settings.containerd_namespace,
             ]  # fmt: skip
             with docker_on(settings, suite.paths) as docker:
-                sides = Sides(berth, docker, ctr, uuid.uuid4().hex[:6])
+                sides = Sides(berth, events, docker, ctr, uuid.uuid4().hex[:6])
                 try:
                     sides.create()
                     return bench(sides, rounds)
@@ -189,8 +213,14 @@ def main() -> None:
         default=str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "berth"),
         help="the berth command, split as a shell would (default: this checkout's)",
     )
+    parser.add_argument(
+        "--events-flags",
+        default="--no-follow",
+        help="berth events' flags to print the recorded events and exit ('' before 713d6e5)",
+    )
     args = parser.parse_args()
-    samples = asyncio.run(run_bench(shlex.split(args.berth), args.rounds))
+    berth, events = shlex.split(args.berth), shlex.split(args.events_flags)
+    samples = asyncio.run(run_bench(berth, events, args.rounds))
     print(f"berth: {args.berth}")
     print(f"{args.rounds} interleaved rounds after a warm-up, medians, node-1's containerd")
     print(table(samples))

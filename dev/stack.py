@@ -66,6 +66,8 @@ VENV_BIN = Path(sys.executable).parent
 TEMPORAL_IP = "127.0.0.1"
 TEMPORAL_PORT = 7233
 TEMPORAL_UI_PORT = 8233
+# The frontend's HTTP API (the CLI's light transport, berth.temporal_http); Temporal's default.
+TEMPORAL_HTTP_PORT = 7243
 BENCH_NODES = 4
 SEARCH_ATTRIBUTES = ("ContainerId", "ContainerName", "Node", "SagaPhase", "Outcome")
 
@@ -94,10 +96,15 @@ class TemporalServer:
     port: int = TEMPORAL_PORT
     ui_port: int = TEMPORAL_UI_PORT
     namespaces: tuple[str, ...] = ("default",)
+    http_port: int = TEMPORAL_HTTP_PORT
 
     @property
     def address(self) -> str:
         return f"{self.ip}:{self.port}"
+
+    @property
+    def http_address(self) -> str:
+        return f"{self.ip}:{self.http_port}"
 
     @property
     def web_ui(self) -> str:
@@ -364,6 +371,8 @@ def temporal_process(paths: StackPaths, server: TemporalServer = DEV_TEMPORAL) -
         str(server.port),
         "--ui-port",
         str(server.ui_port),
+        "--http-port",
+        str(server.http_port),
         "--db-filename",
         str(paths.temporal_db),
         "--log-level",
@@ -731,9 +740,12 @@ def down(paths: StackPaths) -> None:
 
 
 def temporal_server(settings: Settings) -> TemporalServer:
-    """The dev server at the settings' address (the default's UI port is the gRPC port + 1000)."""
+    """The dev server at the settings' address (the default's UI port is the gRPC port + 1000,
+    its HTTP API's the gRPC port + 10)."""
     host, _, port = settings.temporal_address.rpartition(":")
-    return TemporalServer(ip=host, port=int(port), ui_port=int(port) + 1000)
+    return TemporalServer(
+        ip=host, port=int(port), ui_port=int(port) + 1000, http_port=int(port) + 10
+    )
 
 
 def status(settings: Settings, paths: StackPaths) -> int:

@@ -10,6 +10,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from berth.cli.transport import HttpOperations
     from berth.client import BerthClient
     from berth.config import Settings
     from berth.db.reads import ContainerReads
@@ -37,6 +38,7 @@ class Context:
         self._settings: Settings | None = None
         self._berth: BerthClient | None = None
         self._reader: ContainerReads | None = None
+        self._operations: HttpOperations | None = None
 
     @property
     def settings(self) -> Settings:
@@ -89,7 +91,53 @@ class Context:
                 raise BerthFailure(str(err)) from None
         return self._reader
 
+    async def operations(self) -> HttpOperations | BerthClient:
+        """What the writing verbs call (``start``, ``stop``, ``restart``, ``pause``, ``unpause``,
+        ``remove``): over Temporal's HTTP API when ``BERTH_TEMPORAL_HTTP_ADDRESS`` is set (no SDK
+        to import, no native threads), else the client."""
+        if self._operations is not None:
+            return self._operations
+        from berth.cli.env import read_settings, temporal_http_settings
+
+        http = temporal_http_settings()
+        if http is None:
+            return await self.berth()
+        from berth.cli.transport import HttpOperations
+        from berth.temporal_http import HttpTarget, Sealer, TemporalHttp, tls_context
+
+        reads = read_settings()
+        try:
+            keys = http.codec_keys
+            if keys is None and http.codec_keys_file is not None:
+                with open(http.codec_keys_file) as file:
+                    keys = file.read()
+            sealer = Sealer.parse(keys) if keys is not None else None
+            tls = None
+            if http.tls:
+                ca = None
+                if http.tls_ca_file:
+                    with open(http.tls_ca_file, "rb") as file:
+                        ca = file.read()
+                tls = tls_context(ca, http.tls_cert_file, http.tls_key_file)
+        except (OSError, ValueError) as err:
+            raise BerthFailure(f"bad settings: {err}") from None
+        target = HttpTarget(
+            address=http.http_address,
+            namespace=http.namespace,
+            tls=tls,
+            server_name=http.tls_server_name,
+            api_key=http.api_key,
+            sealer=sealer,
+            wait_seconds=reads.client_wait_seconds,
+            call_timeout=reads.runtime_call_timeout_seconds,
+        )
+        self._operations = HttpOperations(await self.reader(), TemporalHttp(target))
+        return self._operations
+
     async def close(self) -> None:
+        if self._operations is not None:
+            self._operations.close()
+            self._operations = None
         if self._reader is not None:
             await self._reader.close()
             self._reader = None

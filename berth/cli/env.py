@@ -1,8 +1,9 @@
-"""The few settings the read verbs need, from the environment as ``berth.config.Settings`` reads
-them, without importing pydantic-settings (about 100 ms, most of ``berth ps``' budget).
+"""The settings the light verbs need, from the environment as ``berth.config.Settings`` reads them,
+without importing pydantic-settings (about 100 ms, most of ``berth ps``' budget).
 
-Only what a PostgreSQL read needs: verbs that need more use ``Context.settings`` (the full
-``Settings``). tests/berth/cli/test_env.py checks that both read the same values and defaults.
+Only what a PostgreSQL read and a Temporal call over the HTTP API need: verbs that need more use
+``Context.settings`` (the full ``Settings``). tests/berth/cli/test_env.py checks that both read
+the same values and defaults.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from berth.cli.context import BerthFailure
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/berth"
 DEFAULT_CALL_TIMEOUT_SECONDS = 10.0
 DEFAULT_CLIENT_WAIT_SECONDS = 30.0
+DEFAULT_NAMESPACE = "default"
+# pydantic's words for booleans.
+_TRUE = {"1", "on", "t", "true", "y", "yes"}
+_FALSE = {"0", "off", "f", "false", "n", "no"}
 
 
 class ReadSettings(NamedTuple):
@@ -26,8 +31,24 @@ class ReadSettings(NamedTuple):
     client_wait_seconds: float
 
 
-def _environment() -> dict[str, str]:
-    # pydantic-settings matches BERTH_* names case-insensitively by default; so does this.
+class TemporalHttpSettings(NamedTuple):
+    """The Temporal connection's settings, for its HTTP API (``BERTH_TEMPORAL_HTTP_ADDRESS``)."""
+
+    http_address: str
+    namespace: str
+    # None: no TLS; else the CA file (None: system roots), client pair and server name.
+    tls: bool
+    tls_ca_file: str | None
+    tls_cert_file: str | None
+    tls_key_file: str | None
+    tls_server_name: str | None
+    api_key: str | None
+    codec_keys: str | None
+    codec_keys_file: str | None
+
+
+def environment() -> dict[str, str]:
+    """``BERTH_*`` by upper-case name (pydantic-settings matches them case-insensitively)."""
     return {name.upper(): value for name, value in os.environ.items()}
 
 
@@ -45,9 +66,20 @@ def _seconds(env: dict[str, str], field: str, default: float, positive: bool) ->
     return value
 
 
+def _flag(env: dict[str, str], field: str) -> bool | None:
+    value = env.get(f"BERTH_{field.upper()}")
+    if value is None:
+        return None
+    if value.strip().lower() in _TRUE:
+        return True
+    if value.strip().lower() in _FALSE:
+        return False
+    raise BerthFailure(f"bad settings: {field}: not a boolean: {value!r}")
+
+
 def read_settings() -> ReadSettings:
     """The read verbs' settings from ``BERTH_*``; ``BerthFailure`` for a malformed value."""
-    env = _environment()
+    env = environment()
     return ReadSettings(
         database_url=env.get("BERTH_DATABASE_URL", DEFAULT_DATABASE_URL),
         runtime_call_timeout_seconds=_seconds(
@@ -56,4 +88,36 @@ def read_settings() -> ReadSettings:
         client_wait_seconds=_seconds(
             env, "client_wait_seconds", DEFAULT_CLIENT_WAIT_SECONDS, positive=False
         ),
+    )
+
+
+def temporal_http_settings() -> TemporalHttpSettings | None:
+    """The HTTP API's settings, or None when ``BERTH_TEMPORAL_HTTP_ADDRESS`` is not set.
+
+    TLS as ``berth.client.tls_config`` decides it: on with ``temporal_tls``, any TLS file, or an
+    API key (a bearer secret never goes out in cleartext) unless ``temporal_tls`` is set false.
+    """
+    env = environment()
+    address = env.get("BERTH_TEMPORAL_HTTP_ADDRESS")
+    if not address:
+        return None
+    files = [env.get(f"BERTH_TEMPORAL_TLS_{part}_FILE") or None for part in ("CA", "CERT", "KEY")]
+    api_key = env.get("BERTH_TEMPORAL_API_KEY") or None
+    chosen = _flag(env, "temporal_tls")
+    tls = bool(chosen) or any(files[:2]) or (api_key is not None and chosen is None)
+    if files[1] and not files[2]:
+        raise BerthFailure(
+            "bad settings: temporal_tls_key_file: required with temporal_tls_cert_file"
+        )
+    return TemporalHttpSettings(
+        http_address=address,
+        namespace=env.get("BERTH_TEMPORAL_NAMESPACE", DEFAULT_NAMESPACE),
+        tls=tls,
+        tls_ca_file=files[0],
+        tls_cert_file=files[1],
+        tls_key_file=files[2],
+        tls_server_name=env.get("BERTH_TEMPORAL_TLS_SERVER_NAME") or None,
+        api_key=api_key,
+        codec_keys=env.get("BERTH_CODEC_KEYS") or None,
+        codec_keys_file=env.get("BERTH_CODEC_KEYS_FILE") or None,
     )

@@ -33,34 +33,34 @@ async def for_each(
 
 
 async def cmd_start(context: Context, args: argparse.Namespace) -> int:
-    berth = await context.berth()
+    berth = await context.operations()
     return await for_each(context, args.containers, "start", berth.start)
 
 
 async def cmd_stop(context: Context, args: argparse.Namespace) -> int:
-    berth = await context.berth()
+    berth = await context.operations()
     return await for_each(context, args.containers, "stop", lambda ref: berth.stop(ref, args.time))
 
 
 async def cmd_restart(context: Context, args: argparse.Namespace) -> int:
-    berth = await context.berth()
+    berth = await context.operations()
     return await for_each(
         context, args.containers, "restart", lambda ref: berth.restart(ref, args.time)
     )
 
 
 async def cmd_pause(context: Context, args: argparse.Namespace) -> int:
-    berth = await context.berth()
+    berth = await context.operations()
     return await for_each(context, args.containers, "pause", berth.pause)
 
 
 async def cmd_unpause(context: Context, args: argparse.Namespace) -> int:
-    berth = await context.berth()
+    berth = await context.operations()
     return await for_each(context, args.containers, "unpause", berth.unpause)
 
 
 async def cmd_rm(context: Context, args: argparse.Namespace) -> int:
-    berth = await context.berth()
+    berth = await context.operations()
     return await for_each(
         context, args.containers, "remove", lambda ref: berth.remove(ref, args.force)
     )

@@ -147,6 +147,7 @@ class SuiteStack:
             "BERTH_STATE_DIR": str(self.suite.state_dir),
             "BERTH_DATABASE_URL": self.database_url,
             "BERTH_TEMPORAL_ADDRESS": self.temporal.address,
+            "BERTH_TEMPORAL_HTTP_ADDRESS": self.temporal.http_address,
             "BERTH_TEMPORAL_NAMESPACE": NAMESPACE,
             "BERTH_CONTAINERD_NAMESPACE": NAMESPACE,
             "BERTH_NODE": NODES[0],
@@ -331,7 +332,11 @@ def _drop_databases(suite: Suite) -> None:
 async def start_stack(suite: Suite) -> SuiteStack:
     """Temporal, the nodes' containerds with the test image, and a migrated database."""
     temporal = TemporalServer(
-        ip="127.0.0.1", port=free_port(), ui_port=free_port(), namespaces=("default", NAMESPACE)
+        ip="127.0.0.1",
+        port=free_port(),
+        ui_port=free_port(),
+        namespaces=("default", NAMESPACE),
+        http_port=free_port(),
     )
     database = f"{suite.database_prefix}{secrets.token_hex(4)}"
     database_url = make_url(POSTGRES_URL).set(database=database).render_as_string(False)

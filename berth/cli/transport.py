@@ -1,0 +1,122 @@
+"""How the writing verbs reach a container's node saga without the Temporal SDK.
+
+With ``BERTH_TEMPORAL_HTTP_ADDRESS`` set, ``Context.operations()`` gives :class:`HttpOperations`:
+the container and its node's liveness from PostgreSQL (``berth.db.reads``), the saga through the
+frontend's HTTP API (``berth.temporal_http``): the same workflow, id, queue, input and search
+attributes as ``BerthClient`` sends (tests/berth/cli/test_transport.py compares them), so a call
+from either attaches to the other's run. Without it, ``BerthClient`` (temporalio) serves; both
+have the same method names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from berth.cli.context import BerthFailure, DaemonError
+from berth.db.reads import NODE_LIVENESS_SECONDS, ContainerReads, ContainerRow
+from berth.temporal_http import TemporalCallError, TemporalHttp, TemporalUnreachable, WorkflowFailed
+
+
+def node_task_queue(node: str) -> str:
+    """The queue a node's agent polls (``berth.steps.node_task_queue``)."""
+    return f"berth-node-{node}"
+
+
+def operation_id(verb: str, container_id: str) -> str:
+    """The workflow id of a container's operation: one run per container and verb at a time."""
+    return f"container-{verb}-{container_id}"
+
+
+class HttpOperations:
+    """start, stop, restart, pause, unpause and remove over Temporal's HTTP API."""
+
+    def __init__(self, reader: ContainerReads, temporal: TemporalHttp) -> None:
+        self._reader = reader
+        self._temporal = temporal
+
+    async def _container(self, ref: str) -> ContainerRow:
+        container = await self._reader.find(ref)
+        if container is None:
+            raise DaemonError(f"No such container: {ref}")
+        return container
+
+    async def _on_node(
+        self,
+        workflow_type: str,
+        verb: str,
+        ref: str,
+        request: Callable[[ContainerRow], dict[str, Any]],
+    ) -> Any:
+        container = await self._container(ref)
+        if not await self._reader.node_is_live(container.node):
+            raise DaemonError(
+                f"node {container.node} has no running agent (no heartbeat in the last "
+                f"{NODE_LIVENESS_SECONDS}s); nothing was done to {container.name}"
+            )
+        attributes = {
+            "ContainerId": container.id,
+            "ContainerName": container.name,
+            "Node": container.node,
+        }
+        try:
+            # Blocking calls: this process does nothing else meanwhile.
+            return self._temporal.execute(
+                workflow_type,
+                operation_id(verb, container.id),
+                node_task_queue(container.node),
+                request(container),
+                attributes,
+            )
+        except TemporalUnreachable as err:
+            raise BerthFailure(str(err)) from None
+        except (WorkflowFailed, TemporalCallError) as err:
+            raise DaemonError(err.message) from None
+
+    async def start(self, ref: str) -> Any:
+        return await self._on_node(
+            "ContainerStartOnNode", "start", ref, lambda c: {"request": {"container": c.id}}
+        )
+
+    async def stop(self, ref: str, timeout: int | None = None) -> Any:
+        return await self._on_node(
+            "ContainerStopOnNode",
+            "stop",
+            ref,
+            lambda c: {"request": {"container": c.id, "timeout": timeout}},
+        )
+
+    async def restart(self, ref: str, timeout: int | None = None) -> Any:
+        return await self._on_node(
+            "ContainerRestartOnNode",
+            "restart",
+            ref,
+            lambda c: {"request": {"container": c.id, "timeout": timeout}},
+        )
+
+    async def pause(self, ref: str) -> Any:
+        return await self._on_node(
+            "ContainerPauseOnNode",
+            "pause",
+            ref,
+            lambda c: {"request": {"container": c.id}, "pause": True},
+        )
+
+    async def unpause(self, ref: str) -> Any:
+        return await self._on_node(
+            "ContainerPauseOnNode",
+            "unpause",
+            ref,
+            lambda c: {"request": {"container": c.id}, "pause": False},
+        )
+
+    async def remove(self, ref: str, force: bool = False) -> Any:
+        return await self._on_node(
+            "ContainerRemoveOnNode",
+            "remove",
+            ref,
+            lambda c: {"request": {"container": c.id, "force": force}},
+        )
+
+    def close(self) -> None:
+        self._temporal.close()

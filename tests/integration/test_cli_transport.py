@@ -1,0 +1,181 @@
+"""The CLI's light paths on the real stack: the writing verbs over Temporal's HTTP API (encrypted
+payloads included), the reads from PostgreSQL without Temporal, and docker's exit codes when Berth
+itself fails (125, one line, no traceback)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from temporalio.api.enums.v1 import EventType
+
+from berth.contract import ContainerState
+from berth.db.repository import ContainerRepository
+from berth.temporal_http import ENCRYPTED
+from tests.integration.conftest import TEST_CODEC_KEYS, Stack
+
+BERTH = Path(sys.executable).parent / "berth"
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def berth(stack: Stack, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {
+        **os.environ,
+        "BERTH_DATABASE_URL": stack.settings.database_url.get_secret_value(),
+        "BERTH_TEMPORAL_NAMESPACE": stack.settings.temporal_namespace,
+        "BERTH_STATE_DIR": str(stack.settings.state_dir),
+        "BERTH_CODEC_KEYS": TEST_CODEC_KEYS,
+        "BERTH_CONTAINERD_NAMESPACE": stack.settings.containerd_namespace,
+        **env,
+    }
+    return subprocess.run(
+        [str(BERTH), *args], capture_output=True, text=True, env=environ, timeout=60
+    )
+
+
+async def run(stack: Stack, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    # In a thread: the workers that serve the CLI run on this test's event loop.
+    return await asyncio.to_thread(berth, stack, *args, **env)
+
+
+async def state_of(stack: Stack, container_id: str) -> ContainerState:
+    async with stack.sessions() as session:
+        return (await ContainerRepository(session).get(container_id)).state
+
+
+def test_cli_tests_reach_temporal_over_its_http_api(stack: Stack) -> None:
+    # The suite's stack names the frontend's HTTP API: the verbs below take the light path.
+    assert os.environ.get("BERTH_TEMPORAL_HTTP_ADDRESS")
+
+
+async def test_cli_start_stop_restart_over_http_api_run_the_node_sagas_encrypted(
+    stack: Stack,
+) -> None:
+    container_id = await stack.create(cmd=["sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait"])
+
+    started = await run(stack, "start", container_id[:12])
+    assert (started.returncode, started.stdout, started.stderr) == (0, f"{container_id[:12]}\n", "")
+    assert await state_of(stack, container_id) is ContainerState.RUNNING
+    restarted = await run(stack, "restart", container_id)
+    assert (restarted.returncode, restarted.stderr) == (0, "")
+    assert await state_of(stack, container_id) is ContainerState.RUNNING
+    stopped = await run(stack, "stop", "-t", "5", container_id)
+    assert (stopped.returncode, stopped.stderr) == (0, "")
+    assert await state_of(stack, container_id) is ContainerState.EXITED
+
+    # The same workflow ids as the client's, and the input sealed with the codec keys.
+    handle = stack.berth.temporal.get_workflow_handle(f"container-start-{container_id}")
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+            attributes = event.workflow_execution_started_event_attributes
+            assert attributes.workflow_type.name == "ContainerStartOnNode"
+            (payload,) = attributes.input.payloads
+            assert payload.metadata["encoding"] == ENCRYPTED
+            break
+    else:
+        raise AssertionError("no started event")
+
+
+async def test_cli_start_of_unknown_container_over_http_api_exits_1_like_docker(
+    stack: Stack,
+) -> None:
+    result = await run(stack, "start", "no-such-box-h2")
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "Error response from daemon: No such container: no-such-box-h2",
+        "Error: failed to start containers: no-such-box-h2",
+    ]
+
+
+async def test_cli_saga_failure_over_http_api_is_a_daemon_error_exit_1(stack: Stack) -> None:
+    container_id = await stack.create(cmd=["/no/such/binary"])
+
+    result = await run(stack, "start", container_id)
+
+    assert result.returncode == 1
+    first, second = result.stderr.splitlines()
+    assert first.startswith("Error response from daemon: ") and "/no/such/binary" in first
+    assert second == f"Error: failed to start containers: {container_id}"
+
+
+async def test_cli_with_temporal_http_api_unreachable_exits_125_with_one_line(
+    stack: Stack,
+) -> None:
+    container_id = await stack.create()
+    port = closed_port()
+
+    result = await run(
+        stack,
+        "start",
+        container_id,
+        BERTH_TEMPORAL_HTTP_ADDRESS=f"127.0.0.1:{port}",
+        BERTH_CLIENT_WAIT_SECONDS="0",
+    )
+
+    assert result.returncode == 125
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"berth: cannot connect to Temporal at 127.0.0.1:{port} (HTTP API): [Errno 111] "
+        "Connection refused"
+    ]
+
+
+async def test_cli_with_temporal_unreachable_through_the_sdk_exits_125_with_one_line(
+    stack: Stack,
+) -> None:
+    container_id = await stack.create()
+    port = closed_port()
+
+    result = await run(
+        stack,
+        "start",
+        container_id,
+        BERTH_TEMPORAL_HTTP_ADDRESS="",
+        BERTH_TEMPORAL_ADDRESS=f"127.0.0.1:{port}",
+        BERTH_CLIENT_WAIT_SECONDS="0",
+    )
+
+    assert result.returncode == 125
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"berth: cannot connect to Temporal at 127.0.0.1:{port}: ")
+    assert "Traceback" not in result.stderr
+
+
+async def test_cli_with_postgresql_unreachable_exits_125_with_one_line(stack: Stack) -> None:
+    port = closed_port()
+    url = f"postgresql+psycopg://postgres:secret-h2@127.0.0.1:{port}/berth_nowhere"
+
+    for verb in (["ps"], ["inspect", "x"], ["events", "--no-follow"], ["start", "x"]):
+        result = await run(stack, *verb, BERTH_DATABASE_URL=url, BERTH_CLIENT_WAIT_SECONDS="0")
+
+        assert result.returncode == 125, (verb, result.stderr)
+        (line,) = result.stderr.splitlines()
+        assert line.startswith(f"berth: cannot connect to PostgreSQL at 127.0.0.1:{port}/"), verb
+        assert "secret-h2" not in line
+
+
+async def test_cli_with_malformed_setting_exits_125_naming_it(stack: Stack) -> None:
+    result = await run(stack, "ps", BERTH_CLIENT_WAIT_SECONDS="soon")
+
+    assert result.returncode == 125
+    assert result.stderr.splitlines() == [
+        "berth: bad settings: client_wait_seconds: not a number: 'soon'"
+    ]
+
+
+async def test_cli_usage_error_exits_125(stack: Stack) -> None:
+    result = await run(stack, "stop", "--no-such-flag", "x")
+
+    assert result.returncode == 125
+    assert "unrecognized arguments: --no-such-flag" in result.stderr.splitlines()[-1]
