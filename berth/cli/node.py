@@ -1,6 +1,7 @@
 """``berth node ls``: the nodes, their agents' liveness, containers and addresses used and free.
 
-Read-only: it reads PostgreSQL (``NodeRepository.usage``) and never connects to Temporal.
+Read-only: it reads PostgreSQL (``berth.db.node_reads``, psycopg only) and never connects to
+Temporal.
 """
 
 from __future__ import annotations
@@ -14,19 +15,26 @@ HEADER = ("NODE", "STATUS", "BRIDGE", "SUBNET", "CONTAINERS", "RUNNING", "IPS US
 
 
 async def cmd_node_ls(context: Context, args: argparse.Namespace) -> int:
-    from berth.db.repository import NodeRepository
-    from berth.db.session import make_engine, make_sessionmaker
-    from berth.errors import Unavailable
+    from berth.cli.env import read_settings
+    from berth.db.node_reads import NodeReads
+    from berth.db.reads import DatabaseUnreachable
 
-    settings = context.settings
-    engine = make_engine(settings.database_url, settings.runtime_call_timeout_seconds)
+    settings = read_settings()
     try:
-        async with make_sessionmaker(engine)() as session:
-            usage = await NodeRepository(session).usage()
-    except Unavailable as err:
-        raise BerthFailure(err.message) from None
+        reads = await NodeReads.connect(
+            settings.database_url,
+            settings.runtime_call_timeout_seconds,
+            settings.client_wait_seconds,
+        )
+    except DatabaseUnreachable as err:
+        raise BerthFailure(str(err)) from None
+    assert isinstance(reads, NodeReads)  # connect builds its own class
+    try:
+        usage = await reads.node_usage()
+    except DatabaseUnreachable as err:
+        raise BerthFailure(str(err)) from None
     finally:
-        await engine.dispose()
+        await reads.close()
     if args.format == "json":
         for node in usage:
             print(

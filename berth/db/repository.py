@@ -9,9 +9,7 @@ statement.
 from __future__ import annotations
 
 import builtins
-import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -159,28 +157,6 @@ class ContainerRepository:
 NODE_LIVENESS = timedelta(seconds=NODE_LIVENESS_SECONDS)
 
 
-@dataclass(frozen=True)
-class NodeUsage:
-    """One node's use: its containers and the addresses its subnet has left."""
-
-    name: str
-    bridge: str
-    subnet: str
-    live: bool
-    containers: int
-    running: int
-    ips_used: int
-
-    @property
-    def ips_total(self) -> int:
-        """Addresses host-local hands out: the subnet less network, gateway and broadcast."""
-        return max(ipaddress.ip_network(self.subnet, strict=False).num_addresses - 3, 0)
-
-    @property
-    def ips_free(self) -> int:
-        return max(self.ips_total - self.ips_used, 0)
-
-
 class NodeRepository:
     """Nodes and their liveness."""
 
@@ -215,44 +191,6 @@ class NodeRepository:
         """Nodes whose agent refreshed its row within ``max_age`` (its heartbeat)."""
         query = select(Node.name).where(Node.last_seen_at > func.now() - max_age)
         return list((await self._session.scalars(query.order_by(Node.name))).all())
-
-    async def usage(self, max_age: timedelta = NODE_LIVENESS) -> list[NodeUsage]:
-        """Every node with its containers (all, live) and the IPs its attachments hold."""
-        containers = (
-            select(
-                Container.node.label("node"),
-                func.count().label("total"),
-                func.count().filter(Container.state.in_(LIVE_STATES)).label("live"),
-            )
-            .group_by(Container.node)
-            .subquery()
-        )
-        ips = (
-            select(NetworkAttachment.node.label("node"), func.count().label("used"))
-            .where(NetworkAttachment.ip.is_not(None))
-            .group_by(NetworkAttachment.node)
-            .subquery()
-        )
-        query = (
-            select(
-                Node.name,
-                Node.bridge,
-                Node.subnet,
-                Node.last_seen_at > func.now() - max_age,
-                func.coalesce(containers.c.total, 0),
-                func.coalesce(containers.c.live, 0),
-                func.coalesce(ips.c.used, 0),
-            )
-            .outerjoin(containers, containers.c.node == Node.name)
-            .outerjoin(ips, ips.c.node == Node.name)
-            .order_by(Node.name)
-        )
-        return [
-            NodeUsage(name, bridge, subnet, bool(live), int(total), int(running), int(used))
-            for name, bridge, subnet, live, total, running, used in await self._session.execute(
-                query
-            )
-        ]
 
 
 class MountHolderRepository:

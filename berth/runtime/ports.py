@@ -1,5 +1,4 @@
-"""Published ports: which a container asks for, whether the node can take one, how Docker shows
-them.
+"""Published ports: which a container asks for, and whether the node can take one.
 
 ``published_ports`` is docker's rule for ``-p`` and ``-P``: the container's own bindings, plus,
 with ``publish_all``, every port the image exposes that no binding names, on a port the node
@@ -11,20 +10,11 @@ from __future__ import annotations
 
 import errno
 import socket
-from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Any
 
 from berth.contract import PortBinding
 from berth.errors import InvalidParameter
-
-
-class PublishedPort(Protocol):
-    """What a recorded mapping carries (``berth.db.models.PortMapping``, or a read row)."""
-
-    host_ip: str
-    host_port: int
-    container_port: int
-    protocol: str
 
 
 def exposed_ports(image_config: dict[str, Any]) -> list[tuple[int, str]]:
@@ -79,20 +69,3 @@ def host_port_free(host_ip: str, port: int, protocol: str) -> bool:
         except OSError as error:
             return error.errno != errno.EADDRINUSE
     return True
-
-
-def docker_ports(
-    mappings: Iterable[PublishedPort], exposed: Iterable[tuple[int, str]] = ()
-) -> dict[str, list[dict[str, str]] | None]:
-    """``NetworkSettings.Ports`` as ``docker inspect`` shows it: ``"80/tcp"`` -> the host
-    bindings, or None for a port the image exposes that is not published."""
-    shown: dict[str, list[dict[str, str]] | None] = {
-        f"{port}/{protocol}": None for port, protocol in exposed
-    }
-    for mapping in sorted(mappings, key=lambda m: (m.container_port, m.protocol, m.host_port)):
-        key = f"{mapping.container_port}/{mapping.protocol}"
-        bindings = shown.get(key) or []
-        host_ip = mapping.host_ip or "0.0.0.0"
-        bindings.append({"HostIp": host_ip, "HostPort": str(mapping.host_port)})
-        shown[key] = bindings
-    return shown

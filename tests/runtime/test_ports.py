@@ -1,15 +1,14 @@
-"""Which ports a container publishes, whether the node can take one, and docker's view."""
+"""Which ports a container publishes, and whether the node can take one."""
 
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
 
 import pytest
 
 from berth.contract import PortBinding
 from berth.errors import InvalidParameter
-from berth.runtime.ports import docker_ports, exposed_ports, host_port_free, published_ports
+from berth.runtime.ports import exposed_ports, host_port_free, published_ports
 
 IMAGE = {"ExposedPorts": {"80/tcp": {}, "53/udp": {}, "9000": {}}}
 
@@ -43,22 +42,3 @@ def test_host_port_free_false_while_a_socket_listens() -> None:
         assert host_port_free("127.0.0.1", port, "tcp") is False
         assert host_port_free("", port, "tcp") is False
     assert host_port_free("127.0.0.1", port, "tcp") is True
-
-
-@dataclass
-class Row:
-    host_ip: str
-    host_port: int
-    container_port: int
-    protocol: str
-
-
-def test_docker_ports_groups_bindings_and_shows_unpublished_exposed_as_null() -> None:
-    rows = [Row("", 18080, 80, "tcp"), Row("127.0.0.1", 18081, 80, "tcp")]
-    assert docker_ports(rows, [(80, "tcp"), (443, "tcp")]) == {
-        "80/tcp": [
-            {"HostIp": "0.0.0.0", "HostPort": "18080"},
-            {"HostIp": "127.0.0.1", "HostPort": "18081"},
-        ],
-        "443/tcp": None,
-    }
