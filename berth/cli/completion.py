@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from berth.cli.context import Context
 
@@ -21,8 +21,7 @@ CONTAINER_ARGUMENTS = frozenset({"container", "containers"})
 LIST_NAMES = "berth ps -a --format '{{.Names}}' 2>/dev/null"
 
 
-@dataclass(frozen=True)
-class VerbWords:
+class VerbWords(NamedTuple):
     """What a shell may complete after one verb."""
 
     name: str

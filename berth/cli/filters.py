@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import NamedTuple
 
 from berth.cli.status import DOCKER_STATUS
 from berth.cli.usage import UsageError
@@ -21,24 +22,25 @@ EVENT_KEYS = frozenset({"container", "event", "label", "node", "type", "image"})
 STATUS_VALUES = frozenset(
     {"created", "restarting", "running", "removing", "paused", "exited", "dead"}
 )
+# An event's container labels when it has none (read-only: a default shared by every row).
+_NO_LABELS: Mapping[str, str] = MappingProxyType({})
 HEALTH_VALUES = frozenset({"starting", "healthy", "unhealthy", "none"})
 
 
-@dataclass(frozen=True)
-class Filters:
+class Filters(NamedTuple):
     """Parsed filters: each key with its values, in the order given."""
 
-    terms: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    terms: Mapping[str, tuple[str, ...]]
 
-    def __contains__(self, key: str) -> bool:
+    def has(self, key: str) -> bool:
+        """Whether any filter names ``key``."""
         return key in self.terms
 
     def values(self, key: str) -> tuple[str, ...]:
         return self.terms.get(key, ())
 
 
-@dataclass(frozen=True)
-class PsRow:
+class PsRow(NamedTuple):
     """What ``ps`` filters look at in one container."""
 
     id: str
@@ -51,8 +53,7 @@ class PsRow:
     health: str | None = None
 
 
-@dataclass(frozen=True)
-class EventRow:
+class EventRow(NamedTuple):
     """What ``events`` filters look at in one event (``labels``: its container's, if known)."""
 
     container_id: str
@@ -60,7 +61,7 @@ class EventRow:
     action: str
     node: str
     image: str = ""
-    labels: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = _NO_LABELS
 
 
 def parse_filters(given: Iterable[str], accepted: frozenset[str]) -> Filters:
@@ -136,7 +137,7 @@ def ps_matches(filters: Filters, row: PsRow) -> bool:
 
 def ps_shows_all(filters: Filters) -> bool:
     """A status or exited filter lists stopped containers without ``-a``, as docker does."""
-    return "status" in filters or "exited" in filters
+    return filters.has("status") or filters.has("exited")
 
 
 def event_matches(filters: Filters, row: EventRow) -> bool:

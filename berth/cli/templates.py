@@ -21,8 +21,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from berth.cli.usage import UsageError
 
@@ -57,8 +56,7 @@ _TOKEN = re.compile(
 _ACTION_END = re.compile(r"(?:\s+(-))?\s*\}\}")
 
 
-@dataclass
-class _Token:
+class _Token(NamedTuple):
     kind: str
     text: str
     position: int
@@ -88,51 +86,43 @@ def _lex_action(source: str, start: int) -> tuple[list[_Token], int, bool]:
 # ---------------------------------------------------------------------------- the tree
 
 
-@dataclass
-class _Pipeline:
+class _Pipeline(NamedTuple):
     declare: list[str]
     commands: list[list[Any]]
     text: str
 
 
-@dataclass
-class _Text:
+class _Text(NamedTuple):
     text: str
 
 
-@dataclass
-class _Action:
+class _Action(NamedTuple):
     pipeline: _Pipeline
 
 
-@dataclass
-class _Block:
+class _Block(NamedTuple):
     kind: str  # if, range, with
     pipeline: _Pipeline
-    body: list[Any] = field(default_factory=list)
-    otherwise: list[Any] = field(default_factory=list)
+    body: list[Any]
+    otherwise: list[Any]
 
 
-@dataclass(frozen=True)
-class _Field:
+class _Field(NamedTuple):
     chain: tuple[str, ...]
     text: str
 
 
-@dataclass(frozen=True)
-class _Variable:
+class _Variable(NamedTuple):
     name: str
     chain: tuple[str, ...]
     text: str
 
 
-@dataclass(frozen=True)
-class _Literal:
+class _Literal(NamedTuple):
     value: Any
 
 
-@dataclass(frozen=True)
-class _Function:
+class _Function(NamedTuple):
     name: str
 
 
@@ -230,7 +220,7 @@ def parse(source: str) -> list[Any]:
             raise TemplateError(f"template: missing value for command in {action_text!r}")
         keyword = tokens[0].text if tokens[0].kind == "ident" else ""
         if keyword in ("if", "range", "with"):
-            block = _Block(keyword, _parse_pipeline(tokens[1:], action_text))
+            block = _Block(keyword, _parse_pipeline(tokens[1:], action_text), [], [])
             current.append(block)
             stack.append((block, current))
             current = block.body
@@ -241,7 +231,7 @@ def parse(source: str) -> list[Any]:
             current = block.otherwise
             if len(tokens) > 1 and tokens[1].text in ("if", "with"):
                 # {{else if x}} is {{else}}{{if x}} ... with one shared {{end}}.
-                nested = _Block(tokens[1].text, _parse_pipeline(tokens[2:], action_text))
+                nested = _Block(tokens[1].text, _parse_pipeline(tokens[2:], action_text), [], [])
                 current.append(nested)
                 stack.append((nested, current))
                 current.append(_ElseChain())
@@ -553,8 +543,7 @@ def _block(node: _Block, dot: Any, scope: _Scope, out: list[str]) -> None:
         _execute(node.otherwise, dot, scope, out)
 
 
-@dataclass(frozen=True)
-class Template:
+class Template(NamedTuple):
     """A parsed template; :meth:`render` runs it on one item."""
 
     source: str
@@ -583,8 +572,7 @@ def compile_template(source: str) -> Template:
 # ---------------------------------------------------------------------------- formats
 
 
-@dataclass(frozen=True)
-class Format:
+class Format(NamedTuple):
     """A verb's ``--format``: ``json``, a ``table`` template, or a plain template."""
 
     kind: str  # "json", "table" or "template"
