@@ -1,0 +1,181 @@
+"""Room on one node: N running containers, each with its own IP, then ``berth node ls``'s figures.
+
+Needs PostgreSQL, Temporal and node-1's containerd from the dev stack
+(``scripts/dev up --nodes 1 --infra-only``); runs in the fleet bench's world (database
+``berth_bench``, namespaces ``berth-bench``) with its own control queue, bridge ``bbcap0`` and
+subnet ``10.213.160.0/22`` (1,021 addresses), its node agent a subprocess stopped at the end.
+
+    .venv/bin/python -m bench.node_capacity               # 300 containers
+    .venv/bin/python -m bench.node_capacity --count 50
+
+Berth: ``berth create`` + ``start`` of N containers (bridge network, an IP each), 8 at a time,
+timed; then the node's use as ``berth node ls`` reads it, and a check that the N addresses are
+distinct and all in the subnet. Baseline, same run and containerd: ``ctr run -d`` of N containers
+(no network), 8 at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+from bench.fleet_bench import (
+    BENCH_DATABASE_URL,
+    BENCH_NAMESPACE,
+    BENCH_TEMPORAL_NAMESPACE,
+    PARALLEL,
+    clean_berth,
+    clean_ctr,
+    ctr,
+    prepare_database,
+    prepare_namespace,
+    serve_agent,
+    wait_ready,
+)
+from berth.client import BerthClient
+from berth.config import Settings
+from berth.contract import ContainerConfig
+from berth.db.node_reads import NodeReads
+from berth.runtime.cni import delete_masquerade
+from berth.runtime.image import DEFAULT_REF, import_image
+from berth.worker import running
+
+ROOT = Path(__file__).resolve().parents[1]
+BRIDGE = "bbcap0"
+SUBNET = "10.213.160.0/22"
+
+
+def capacity_settings() -> Settings:
+    return Settings(
+        temporal_namespace=BENCH_TEMPORAL_NAMESPACE,
+        database_url=BENCH_DATABASE_URL,
+        containerd_namespace=BENCH_NAMESPACE,
+        task_queue="berth-capacity-bench",
+        node="node-1",
+        bridge=BRIDGE,
+        subnet=SUBNET,
+    )
+
+
+def start_agent(log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "bench.node_capacity", "--agent"],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def start_all(berth: BerthClient, count: int, run: str, ids: list[tuple[str, str]]) -> float:
+    gate = asyncio.Semaphore(PARALLEL)
+
+    async def one(index: int) -> None:
+        async with gate:
+            created = await berth.create(
+                ContainerConfig(
+                    name=f"bench-cap-{run}-{index}",
+                    image=DEFAULT_REF,
+                    cmd=["sleep", "3600"],
+                    node="node-1",
+                )
+            )
+            ids.append((created.id, "node-1"))
+            await berth.start(created.id)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(count)))
+    return time.perf_counter() - began
+
+
+def run_ctr(own: Settings, count: int, run: str, work: list[tuple[list[str], str]]) -> float:
+    work += [(ctr(own), f"bench-cap-ctr-{run}-{i}") for i in range(count)]
+    began = time.perf_counter()
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        list(
+            pool.map(
+                lambda w: subprocess.run(
+                    [*w[0], "run", "-d", DEFAULT_REF, w[1], "sleep", "3600"],
+                    check=True,
+                    capture_output=True,
+                ),
+                work,
+            )
+        )
+    return time.perf_counter() - began
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--count", type=int, default=300)
+    parser.add_argument("--agent", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    own = capacity_settings()
+    if args.agent:
+        await serve_agent(own)
+        return
+    if not own.node_paths().containerd_socket.exists():
+        raise SystemExit("no containerd for node-1: scripts/dev up --nodes 1 --infra-only")
+    await asyncio.to_thread(prepare_database)
+    await prepare_namespace(own)
+    tar = own.state_dir / "images" / "busybox.tar"
+    await import_image(own.node_paths(), own.containerd_namespace, tar, DEFAULT_REF)
+    run = uuid.uuid4().hex[:6]
+    log = own.state_dir / "logs" / "node-capacity-bench-node-1.log"
+    ids: list[tuple[str, str]] = []
+    work: list[tuple[list[str], str]] = []
+    agent: subprocess.Popen[bytes] | None = None
+    async with AsyncExitStack() as stack:
+        berth = await stack.enter_async_context(await BerthClient.connect(own))
+        try:
+            agent = start_agent(log)
+            await wait_ready(agent, log)
+            await stack.enter_async_context(running("control", own, berth.temporal))
+            berth_seconds = await start_all(berth, args.count, run, ids)
+            reads = await NodeReads.connect(own.database_url.get_secret_value(), 10.0, 0.0)
+            assert isinstance(reads, NodeReads)
+            try:
+                usage = next(u for u in await reads.node_usage() if u.name == own.node)
+                ips = [c.ip for c in await reads.containers() if c.id in {i for i, _ in ids}]
+            finally:
+                await reads.close()
+            ctr_seconds = await asyncio.to_thread(run_ctr, own, args.count, run, work)
+        finally:
+            await clean_berth(berth, [own], ids)
+            await asyncio.to_thread(clean_ctr, work)
+            if agent is not None:
+                agent.terminate()
+                agent.wait(30)
+            subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True, check=False)
+            delete_masquerade(BRIDGE)
+    subnet = ipaddress.ip_network(SUBNET)
+    distinct = {ip for ip in ips if ip and ipaddress.ip_address(ip) in subnet}
+    count = args.count
+    print(f"{count} containers started on one node ({SUBNET}), {PARALLEL} at a time")
+    print(
+        f"berth create + start (bridge, IP each) {berth_seconds:7.2f} s  "
+        f"{count / berth_seconds:5.1f}/s"
+    )
+    print(
+        f"ctr run -d (no network, baseline)      {ctr_seconds:7.2f} s  {count / ctr_seconds:5.1f}/s"
+    )
+    print(f"throughput ratio berth / ctr: {ctr_seconds / berth_seconds:.2f}")
+    print(
+        f"node ls: containers {usage.containers}, running {usage.running}, "
+        f"IPs used {usage.ips_used}, free {usage.ips_free} of {usage.ips_total}"
+    )
+    print(f"distinct IPs in the subnet among the {count}: {len(distinct)}")
+    if len(distinct) != count or usage.running < count:
+        raise SystemExit("not every container ran with an IP of its own")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
