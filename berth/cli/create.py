@@ -4,7 +4,8 @@
 container's output until it exits and exits with its code (a start that fails with a runtime
 error exits 126/127/128 as recorded, anything else the daemon refuses exits 125, as docker run).
 Human units as docker takes them: ``-m 512m``, ``--health-interval 5s``; ``-e``/``--env-file``,
-``-l``/``--label-file``, ``-v``/``--mount type=bind``, ``-w``, ``-u``.
+``-l``/``--label-file``, ``-v``/``--mount type=bind``, ``-w``, ``-u``, ``--pull``, and the
+network flags (``-p``, ``-P``, ``--hostname``, ``--add-host``, ``--dns*``: berth.cli.network_flags).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from berth.cli.argfiles import env_entries, label_map
 from berth.cli.binds import binds
 from berth.cli.context import Context, daemon_error
+from berth.cli.network_flags import add_network_flags, network_fields
 from berth.cli.units import parse_bytes, parse_duration
 from berth.cli.usage import UsageError
 
@@ -115,6 +117,8 @@ def config_fields(args: argparse.Namespace) -> dict[str, Any]:
         "node": args.node,
         "healthcheck": healthcheck_from_args(args),
         "seccomp_profile": seccomp_profile(args.security_opt),
+        "pull_policy": args.pull,
+        **network_fields(args),
     }
 
 
@@ -237,6 +241,12 @@ def add_create_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--security-opt", action="append", default=[], help="seccomp=<profile>")
     parser.add_argument("--node", help="the node to place it on")
+    parser.add_argument(
+        "--pull",
+        choices=["missing", "always", "never"],
+        default="missing",
+        help="pull the image on the node before starting (missing)",
+    )
     parser.add_argument("--health-cmd", help="command run by /bin/sh -c inside the container")
     for name, what in (
         ("interval", "between checks (30s)"),
@@ -246,6 +256,7 @@ def add_create_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--health-{name}", type=flag(parse_duration), help=f"time {what}")
     parser.add_argument("--health-retries", type=int, help="failures before unhealthy (3)")
     parser.add_argument("--no-healthcheck", action="store_true", help="disable the image's check")
+    add_network_flags(parser)
     parser.add_argument("image")
     parser.add_argument("cmd", nargs=argparse.REMAINDER)
 

@@ -150,6 +150,19 @@ def _mounts(binds: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def port_bindings(ports: list[Mapping[str, Any]]) -> dict[str, list[dict[str, str]]]:
+    """``HostConfig.PortBindings``: what ``-p`` asked for, ``"80/tcp"`` -> host IPs and ports
+    (``""`` when the node picks the port)."""
+    bindings: dict[str, list[dict[str, str]]] = {}
+    for port in ports:
+        key = f"{port['container_port']}/{port.get('protocol') or 'tcp'}"
+        host_port = port.get("host_port")
+        bindings.setdefault(key, []).append(
+            {"HostIp": port.get("host_ip") or "", "HostPort": str(host_port) if host_port else ""}
+        )
+    return bindings
+
+
 def _security_options(profile: str | None) -> list[str] | None:
     if profile in (None, "default"):
         return None
@@ -214,6 +227,9 @@ def inspect_view(
             "CpuShares": resources.get("cpu_shares") or 0,
             "PidsLimit": resources.get("pids_limit"),
             "SecurityOpt": _security_options(config.get("seccomp_profile")),
+            "PortBindings": port_bindings(config.get("ports") or []),
+            "PublishAllPorts": bool(config.get("publish_all")),
+            "ExtraHosts": list(config.get("extra_hosts") or []) or None,
             "Dns": list(config.get("dns") or []),
             "DnsSearch": list(config.get("dns_search") or []),
             "DnsOptions": list(config.get("dns_options") or []),

@@ -130,3 +130,31 @@ async def test_cli_run_usage_errors_exit_125_before_anything_is_created(stack: S
     assert "Invalid container name" in bad_name.stderr
     assert "Traceback" not in bad_size.stderr + named_volume.stderr + bad_name.stderr
     assert (await run(stack, "inspect", name)).returncode == 1
+
+
+async def test_cli_run_network_flags_reach_the_container_s_etc_files(stack: Stack) -> None:
+    name = unique("run-net")
+
+    ran = await run(
+        stack, "run", "--name", name, "--hostname", "box-1", "--add-host", "db.internal:10.9.8.7",
+        "--dns", "192.0.2.53", "--dns-search", "example.test", "--pull", "missing", IMAGE,
+        "sh", "-c", "cat /etc/hostname; grep db.internal /etc/hosts; cat /etc/resolv.conf",
+    )  # fmt: skip
+    stack.created.append(name)
+    shown = await run(
+        stack, "inspect", "-f", "{{.Config.Hostname}} {{json .HostConfig.ExtraHosts}}", name
+    )
+
+    assert ran.returncode == 0, ran.stderr
+    lines = ran.stdout.splitlines()
+    assert lines[0] == "box-1"
+    assert lines[1].split() == ["10.9.8.7", "db.internal"]
+    assert "nameserver 192.0.2.53" in lines and "search example.test" in lines
+    assert shown.stdout.strip() == 'box-1 ["db.internal:10.9.8.7"]'
+
+
+async def test_cli_run_bad_publish_spec_exits_125(stack: Stack) -> None:
+    ran = await run(stack, "run", "-d", "-p", "80:90:100:110", IMAGE)
+
+    assert ran.returncode == 125
+    assert ran.stderr.startswith("berth: invalid argument '80:90:100:110' for -p")

@@ -110,3 +110,26 @@ def test_ps_view_docker_columns_truncation_and_label_method() -> None:
     assert row["State"] == "running" and row["Names"] == "web-1"
     assert row["Label"]("tier") == "front" and row["Label"]("none") == ""
     assert row["Labels"] == "tier=front" and row["Mounts"] == "/srv/a"
+
+
+def test_inspect_view_host_config_shows_published_ports_and_extra_hosts() -> None:
+    config = {
+        **Record().config,
+        "ports": [
+            {"container_port": 80, "protocol": "tcp", "host_ip": "", "host_port": 18080},
+            {"container_port": 53, "protocol": "udp", "host_ip": "127.0.0.1", "host_port": None},
+        ],
+        "publish_all": True,
+        "extra_hosts": ["db:10.0.0.2"],
+        "hostname": "box",
+    }
+
+    view = inspect_view(Record(config=config))
+
+    assert view["HostConfig"]["PortBindings"] == {
+        "80/tcp": [{"HostIp": "", "HostPort": "18080"}],
+        "53/udp": [{"HostIp": "127.0.0.1", "HostPort": ""}],
+    }
+    assert view["HostConfig"]["PublishAllPorts"] is True
+    assert view["HostConfig"]["ExtraHosts"] == ["db:10.0.0.2"]
+    assert view["Config"]["Hostname"] == "box"
