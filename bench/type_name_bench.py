@@ -6,6 +6,8 @@ containerd. Each round times:
 - ``ContainerStart`` by type name: a plain ``temporalio`` client (default data converter), plain
   JSON input ``{"container": "<id>"}`` on the control queue, as any Temporal SDK user does;
 - ``temporal workflow execute --type ContainerStart`` with the same JSON (the Go CLI process);
+- the public start's earlier shape, the saga as a child on the node (``bench.route_shapes``),
+  from the same plain client, to compare the shapes in one run;
 - ``BerthClient.start`` in this process (it runs ``ContainerStartOnNode`` on the node's queue);
 - ``docker start`` of a created container on the default bridge network of a private dockerd on
   the same containerd (:mod:`bench.docker_baseline`, no iptables rules);
@@ -38,12 +40,13 @@ from pathlib import Path
 from temporalio.client import Client
 
 from bench.docker_baseline import IMAGE, Docker, import_busybox, private_dockerd
+from bench.route_shapes import CHILD_SHAPE_QUEUE, READY_LINE
 from bench.start_bench import clean_ctr, ctr_command
 from berth.client import BerthClient
 from berth.config import Settings
 from berth.contract import ContainerConfig
 from berth.runtime.image import DEFAULT_REF
-from dev.stack import BackgroundProcess, StackPaths, start_background
+from dev.stack import BackgroundProcess, StackPaths, start_background, stop_background
 from tests.support.stack import AGENT_MARKER, ROOT, claim_suite, environment, start_stack
 
 # dockerd's default bridge for the docker side (no iptables rules, no NAT, no forwarding).
@@ -52,10 +55,13 @@ TEMPORAL_CLI = ROOT / ".venv" / "bin" / "temporal"
 
 SDK = "ContainerStart by type name (SDK, JSON)"
 CLI = "temporal workflow execute --type"
+CHILD = "earlier shape: child on the node (SDK)"
 CLIENT = "BerthClient.start"
 DOCKER = "docker start (bridge)"
 CTR = "ctr run -d (no network)"
-SIDES = [SDK, CLI, CLIENT, DOCKER, CTR]
+SIDES = [SDK, CLI, CHILD, CLIENT, DOCKER, CTR]
+CHILD_SHAPE_PROCESS = "child-shape"
+CHILD_SHAPE_MARKER = "bench.route_shapes"
 
 
 def median_ms(samples: list[float]) -> float:
@@ -91,19 +97,25 @@ async def timed_async(call: Callable[[], object]) -> float:
     return (time.perf_counter() - began) * 1000
 
 
-async def start_worker(paths: StackPaths, role: str) -> None:
-    """``python -m berth.worker <role>`` on the suite's stack, recorded by pid under its state
-    dir as ``agent-<role>``, so the suite's teardown ends it; wait until it polls."""
-    name = f"agent-{role}"
-    argv = [sys.executable, "-m", AGENT_MARKER, role]
-    pid = start_background(paths, BackgroundProcess(name, argv, AGENT_MARKER, dict(os.environ)))
+async def start_worker(
+    paths: StackPaths, name: str, argv: list[str], marker: str, ready: str
+) -> None:
+    """``argv`` on the suite's stack, recorded by pid under its state dir as ``name``; wait
+    until its log says ``ready``."""
+    pid = start_background(paths, BackgroundProcess(name, argv, marker, dict(os.environ)))
     log = paths.log_file(name)
     deadline = time.monotonic() + 180
-    while f"berth {role} worker running" not in log.read_text(errors="replace"):
+    while ready not in log.read_text(errors="replace"):
         if not Path(f"/proc/{pid}").exists() or time.monotonic() > deadline:
             tail = log.read_text(errors="replace")[-3000:]
-            raise SystemExit(f"the {role} worker did not start:\n{tail}")
+            raise SystemExit(f"{name} did not start:\n{tail}")
         await asyncio.sleep(0.1)
+
+
+async def start_berth_worker(paths: StackPaths, role: str) -> None:
+    """``python -m berth.worker <role>``, as ``agent-<role>``: the suite's teardown ends it."""
+    argv = [sys.executable, "-m", AGENT_MARKER, role]
+    await start_worker(paths, f"agent-{role}", argv, AGENT_MARKER, f"berth {role} worker running")
 
 
 class Sides:
@@ -130,15 +142,12 @@ class Sides:
         self.berth_ids.append(created.id)
         return created.id
 
-    async def sdk(self, cid: str) -> None:
+    async def sdk(self, cid: str, workflow_type: str, task_queue: str) -> None:
         result = await self.plain.execute_workflow(
-            "ContainerStart",
-            {"container": cid},
-            id=f"container-start-{cid}",
-            task_queue=self.own.task_queue,
+            workflow_type, {"container": cid}, id=f"container-start-{cid}", task_queue=task_queue
         )
         if not result.get("pid"):
-            raise SystemExit(f"ContainerStart returned no pid: {result}")
+            raise SystemExit(f"{workflow_type} returned no pid: {result}")
 
     def cli(self, cid: str) -> None:
         argv = [
@@ -182,7 +191,12 @@ class Sides:
         """Prepare a container for ``side`` (not timed), then time its start."""
         if side == SDK:
             cid = await self.created()
-            return await timed_async(lambda: self.sdk(cid))
+            return await timed_async(lambda: self.sdk(cid, "ContainerStart", self.own.task_queue))
+        if side == CHILD:
+            cid = await self.created()
+            return await timed_async(
+                lambda: self.sdk(cid, "ContainerStartAsChild", CHILD_SHAPE_QUEUE)
+            )
         if side == CLI:
             cid = await self.created()
             return timed(lambda: self.cli(cid))
@@ -201,8 +215,19 @@ class Sides:
 
 async def bench(own: Settings, paths: StackPaths, rounds: int, run: str) -> dict[str, list[float]]:
     """``rounds`` interleaved rounds; Berth's containers are left to the suite's teardown."""
-    await start_worker(paths, "control")
-    await start_worker(paths, "node")
+    await start_berth_worker(paths, "control")
+    await start_berth_worker(paths, "node")
+    child_shape = [sys.executable, "-m", CHILD_SHAPE_MARKER]
+    await start_worker(paths, CHILD_SHAPE_PROCESS, child_shape, CHILD_SHAPE_MARKER, READY_LINE)
+    try:
+        return await timed_rounds(own, paths, rounds, run)
+    finally:
+        stop_background(paths, CHILD_SHAPE_PROCESS, CHILD_SHAPE_MARKER)
+
+
+async def timed_rounds(
+    own: Settings, paths: StackPaths, rounds: int, run: str
+) -> dict[str, list[float]]:
     samples: dict[str, list[float]] = {side: [] for side in SIDES}
     dockerd_log = paths.logs_dir / "dockerd.log"
     socket = own.node_paths().containerd_socket

@@ -93,3 +93,20 @@ def test_compose_publishes_ports_on_loopback_only(services: dict[str, Any]) -> N
     published = [port for service in services.values() for port in service.get("ports", [])]
     assert published
     assert all(str(port).startswith("127.0.0.1:") for port in published)
+
+
+def test_compose_temporal_has_no_floor_between_runs_of_a_workflow_id(
+    services: dict[str, Any],
+) -> None:
+    # The public workflows continue as new on the node; a floor would delay each by a second.
+    temporal = services["temporal"]
+    path = environment(temporal)["DYNAMIC_CONFIG_FILE_PATH"]
+    # ``source:target[:mode]`` as this parser resolves it (a mapping in newer ones).
+    volumes = [
+        v.split(":")[:2] if isinstance(v, str) else [v["source"], v["target"]]
+        for v in temporal["volumes"]
+    ]
+    mounted = [source for source, target in volumes if target == path]
+    assert len(mounted) == 1, temporal["volumes"]
+    config = yaml.safe_load(Path(mounted[0]).read_text())
+    assert config["history.workflowIdReuseMinimalInterval"] == [{"value": "0s"}]

@@ -63,6 +63,13 @@ async def assert_continued_on_node(
     continued = last.workflow_execution_continued_as_new_event_attributes
     assert continued.workflow_type.name == node_type
     assert continued.task_queue.name == node_task_queue(stack.settings.node)
+    # No floor between the runs (the server's workflowIdReuseMinimalInterval, set to 0 by the
+    # stack): the node run's first workflow task is not held back.
+    node_run = await plain.get_workflow_handle(
+        workflow_id, run_id=continued.new_execution_run_id
+    ).fetch_history()
+    started = node_run.events[0].workflow_execution_started_event_attributes
+    assert started.first_workflow_task_backoff.ToTimedelta().total_seconds() == 0
     latest = await plain.get_workflow_handle(workflow_id).describe()
     assert latest.workflow_type == node_type
     assert latest.run_id == continued.new_execution_run_id
