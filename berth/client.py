@@ -161,13 +161,19 @@ def connect_error(address: str, err: RPCError | RuntimeError) -> BerthError:
 def call_error(address: str, err: RPCError) -> BerthError | None:
     """The typed error for a Temporal call that failed in transport; None for any other status.
 
-    The frontend restarting, not answering in time or shedding load is ``Unavailable`` naming the
-    address; a refused identity is ``Forbidden`` as at connect. Other statuses (NOT_FOUND, ...)
-    are the caller's to read.
+    The frontend restarting, not answering in time, shedding load or dropping the connection under
+    the call is ``Unavailable`` naming the address; a refused identity is ``Forbidden`` as at
+    connect. Other statuses (NOT_FOUND, ...) are the caller's to read.
     """
-    if err.status in _TRANSIENT_STATUSES or err.status in _REFUSED_STATUSES:
+    if err.status in _TRANSIENT_STATUSES or err.status in _REFUSED_STATUSES or _dropped(err):
         return connect_error(address, err)
     return None
+
+
+def _dropped(err: RPCError) -> bool:
+    """Whether the connection broke under the call (the frontend was killed mid-call): the
+    transport's own error, which gRPC reports as UNKNOWN "transport error"."""
+    return err.status is RPCStatusCode.UNKNOWN and err.message.startswith("transport error")
 
 
 async def wait_out(

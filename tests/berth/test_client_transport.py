@@ -45,6 +45,18 @@ def test_call_error_other_status_is_left_to_the_caller() -> None:
     assert call_error(ADDRESS, RPCError("no such run", RPCStatusCode.NOT_FOUND, b"")) is None
 
 
+def test_call_error_connection_dropped_under_the_call_is_unavailable() -> None:
+    # What the SDK raises from a result poll when the frontend is killed mid-call.
+    error = call_error(ADDRESS, RPCError("transport error", RPCStatusCode.UNKNOWN, b""))
+
+    assert isinstance(error, Unavailable)
+    assert ADDRESS in error.message
+
+
+def test_call_error_other_unknown_status_is_left_to_the_caller() -> None:
+    assert call_error(ADDRESS, RPCError("boom", RPCStatusCode.UNKNOWN, b"")) is None
+
+
 async def test_wait_out_unavailable_that_clears_returns_the_result() -> None:
     calls = 0
 
