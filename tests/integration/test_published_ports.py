@@ -180,3 +180,20 @@ async def test_reconciler_releases_ports_a_crashed_start_left(stack: Stack) -> N
     assert (await stack.footprint(container_id)).empty
     leaks = await check_node(node, paths, runtime.containerd, runtime.cni, stack.sessions)
     assert [f for f in leaks if f.container_id == container_id] == []
+
+
+async def test_container_that_exits_by_itself_releases_its_ports(stack: Stack) -> None:
+    port = free_host_port(stack)
+    container_id = await stack.create(
+        cmd=["sh", "-c", "sleep 1"], ports=[{"container_port": 80, "host_port": port}]
+    )
+    await stack.berth.start(container_id)
+
+    assert await stack.berth.wait(container_id) == 0
+
+    for _ in range(100):  # the exit's workflow releases the host resources after the record
+        trace = await stack.footprint(container_id)
+        if trace.empty:
+            break
+        await asyncio.sleep(0.1)
+    assert trace.empty, trace
