@@ -41,8 +41,8 @@ PS_HEADERS: dict[str, Any] = {
     "Node": "NODE",
     "IP": "IP",
 }
-# docker ps's default table (with Berth's NODE in place of PORTS, which Berth does not publish).
-PS_DEFAULT_FIELDS = ("ID", "Image", "Command", "RunningFor", "Status", "Node", "Names")
+# docker ps's default table, with Berth's NODE before NAMES.
+PS_DEFAULT_FIELDS = ("ID", "Image", "Command", "RunningFor", "Status", "Ports", "Node", "Names")
 PS_DEFAULT_TABLE = "\t".join(f"{{{{.{name}}}}}" for name in PS_DEFAULT_FIELDS)
 # docker truncates the command to this many characters unless --no-trunc.
 COMMAND_WIDTH = 20
@@ -191,9 +191,13 @@ def state_view(container: ContainerRecord, health: Mapping[str, Any] | None) -> 
 
 
 def inspect_view(
-    container: ContainerRecord, health: Mapping[str, Any] | None = None, log_path: str = ""
+    container: ContainerRecord,
+    health: Mapping[str, Any] | None = None,
+    log_path: str = "",
+    ports: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The container as docker inspect's JSON object (``health``: ``State.Health``, if any)."""
+    """The container as docker inspect's JSON object (``health``: ``State.Health``, if any;
+    ``ports``: ``NetworkSettings.Ports``, what the node publishes now)."""
     config = dict(container.config or {})
     entrypoint = config.get("entrypoint")
     cmd = config.get("cmd")
@@ -256,6 +260,7 @@ def inspect_view(
             "Labels": dict(sorted((config.get("labels") or {}).items())),
         },
         "NetworkSettings": {
+            "Ports": dict(ports or {}),
             "IPAddress": ip,
             "Networks": {network_mode: {"IPAddress": ip}},
         },
@@ -275,9 +280,14 @@ def command_text(config: Mapping[str, Any], no_trunc: bool) -> str:
 
 
 def ps_view(
-    container: ContainerRecord, health: str | None, now: datetime, no_trunc: bool = False
+    container: ContainerRecord,
+    health: str | None,
+    now: datetime,
+    no_trunc: bool = False,
+    ports: str = "",
 ) -> dict[str, Any]:
-    """docker ps's fields of one container, for ``--format`` (``health``: the check's status)."""
+    """docker ps's fields of one container, for ``--format`` (``health``: the check's status;
+    ``ports``: the PORTS column, ``0.0.0.0:18080->80/tcp, ...``)."""
     config = container.config or {}
     labels: dict[str, str] = dict(sorted((config.get("labels") or {}).items()))
     label: Callable[[str], str] = lambda name: labels.get(name, "")  # noqa: E731
@@ -289,7 +299,7 @@ def ps_view(
         "Command": command_text(config, no_trunc),
         "CreatedAt": container.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S +0000 UTC"),
         "RunningFor": ago(container.created_at, now),
-        "Ports": "",
+        "Ports": ports,
         "State": DOCKER_STATUS.get(state, state),
         "Status": status_words(
             state,

@@ -15,6 +15,7 @@ from typing import Any
 
 from berth.cli.context import Context
 from berth.cli.docker_view import health_view, inspect_view
+from berth.cli.network_flags import docker_ports
 from berth.cli.templates import Format, TemplateExecError, parse_format
 
 
@@ -24,7 +25,10 @@ async def _view(context: Context, ref: str) -> dict[str, Any] | None:
     container = await reader.find(ref)
     if container is None:
         return None
-    return inspect_view(container, health_view(await reader.health(container.id)))
+    # The published ports (``port_mappings``), where the reader has them (berth.db.node_reads).
+    read_ports = getattr(reader, "ports", None)
+    ports = docker_ports(await read_ports(container.id)) if read_ports else {}
+    return inspect_view(container, health_view(await reader.health(container.id)), ports=ports)
 
 
 def render(form: Format | None, objects: list[dict[str, Any]]) -> tuple[list[str], list[str]]:

@@ -24,6 +24,7 @@ from berth.cli.docker_view import (
     ps_view,
 )
 from berth.cli.filters import PS_KEYS, PsRow, parse_filters, ps_matches, ps_shows_all
+from berth.cli.network_flags import ports_column
 from berth.cli.templates import Format, compile_template, parse_format, render_rows
 from berth.cli.terminal import is_terminal, print_table
 
@@ -67,19 +68,30 @@ def select(
     return chosen[:last] if last > 0 else chosen
 
 
+def published_ports(rows: Sequence[Any]) -> dict[str, str]:
+    """Each container's PORTS column from ``port_mappings`` rows, by container id."""
+    by_container: dict[str, list[Any]] = {}
+    for row in rows:
+        by_container.setdefault(row.container_id, []).append(row)
+    return {cid: ports_column(mapped) for cid, mapped in by_container.items()}
+
+
 def ps_lines(
     containers: Sequence[ContainerRecord],
     health: dict[str, str],
     args: argparse.Namespace,
     now: datetime,
+    ports: dict[str, str] | None = None,
 ) -> list[str]:
     """What ``ps`` prints for ``containers`` (already read) under the flags in ``args``."""
     chosen = select(containers, health, args)
     if args.quiet:
         return [c.id if args.no_trunc else c.id[:12] for c in chosen]
     form = parse_format(args.format) if args.format else Format("table")
+    ports = ports or {}
     rows: list[dict[str, Any]] = [
-        ps_view(c, health.get(c.id), now, no_trunc=args.no_trunc) for c in chosen
+        ps_view(c, health.get(c.id), now, no_trunc=args.no_trunc, ports=ports.get(c.id, ""))
+        for c in chosen
     ]
     return render_rows(form, rows, header=PS_HEADERS, default=compile_template(PS_DEFAULT_TABLE))
 
@@ -91,10 +103,13 @@ async def cmd_ps(context: Context, args: argparse.Namespace) -> int:
     reader = await context.reader()
     health = await reader.health_statuses()
     containers = await reader.containers()
+    # The published ports (``port_mappings``), where the reader has them (berth.db.node_reads).
+    read_ports = getattr(reader, "ports", None)
+    ports = published_ports(await read_ports()) if read_ports else {}
     now = datetime.now(UTC)
     if not args.format and not args.quiet and is_terminal(sys.stdout):
         rows = [
-            ps_view(c, health.get(c.id), now, no_trunc=args.no_trunc)
+            ps_view(c, health.get(c.id), now, no_trunc=args.no_trunc, ports=ports.get(c.id, ""))
             for c in select(containers, health, args)
         ]
         print_table(
@@ -104,7 +119,7 @@ async def cmd_ps(context: Context, args: argparse.Namespace) -> int:
             no_trunc=args.no_trunc,
         )
         return 0
-    lines = ps_lines(containers, health, args, now)
+    lines = ps_lines(containers, health, args, now, ports)
     sys.stdout.write("".join(f"{line}\n" for line in lines))
     return 0
 

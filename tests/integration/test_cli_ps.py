@@ -43,7 +43,7 @@ async def test_cli_ps_lists_running_by_default_and_every_state_with_filters(stac
     full = await run(stack, "ps", "--no-trunc", "--filter", f"name={up}", "-q")
 
     assert table[0].split() == ["CONTAINER", "ID", "IMAGE", "COMMAND", "CREATED", "STATUS",
-                                "NODE", "NAMES"]  # fmt: skip
+                                "PORTS", "NODE", "NAMES"]  # fmt: skip
     line = next(row for row in table if row.endswith(up))
     assert line.startswith(up_id[:12]) and '"sleep 600"' in line and " Up " in line
     assert not any(row.endswith(done) for row in table)

@@ -133,3 +133,30 @@ def test_inspect_view_host_config_shows_published_ports_and_extra_hosts() -> Non
     assert view["HostConfig"]["PublishAllPorts"] is True
     assert view["HostConfig"]["ExtraHosts"] == ["db:10.0.0.2"]
     assert view["Config"]["Hostname"] == "box"
+
+
+def test_ps_ports_column_groups_published_ports_by_container() -> None:
+    from types import SimpleNamespace
+
+    from berth.cli.ps import published_ports
+
+    rows = [
+        SimpleNamespace(
+            container_id="a", host_ip="", host_port=18080, container_port=80, protocol="tcp"
+        ),
+        SimpleNamespace(
+            container_id="a", host_ip="127.0.0.1", host_port=5353, container_port=53,
+            protocol="udp",
+        ),
+        SimpleNamespace(
+            container_id="b", host_ip="", host_port=9000, container_port=9000, protocol="tcp"
+        ),
+    ]  # fmt: skip
+
+    ports = published_ports(rows)
+
+    assert ports == {
+        "a": "127.0.0.1:5353->53/udp, 0.0.0.0:18080->80/tcp",
+        "b": "0.0.0.0:9000->9000/tcp",
+    }
+    assert ps_view(Record(), None, NOW, ports=ports["b"])["Ports"] == "0.0.0.0:9000->9000/tcp"
