@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -79,14 +80,19 @@ def run(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+# The Temporal SDK's native core: loaded only by the verbs that still go through BerthClient.
+SDK_CORE = "temporalio.bridge.temporal_sdk_bridge"
+
+
 def main() -> None:
     """The console script ``berth``."""
     code = run()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # The Temporal client's native threads can still call into Python while the interpreter
-    # finalizes, which aborts the process (SIGABRT) after the command already succeeded; all
-    # work is done and flushed here, so leave without finalizing.
-    import os
-
-    os._exit(code)
+    if SDK_CORE in sys.modules:
+        # The SDK core's threads can call into Python while the interpreter finalizes and abort
+        # the process after the command succeeded (temporalio/sdk-python#300): all work is done
+        # and flushed here, so leave without finalizing. The light paths (PostgreSQL reads,
+        # Temporal's HTTP API) load no native threads and exit normally.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

@@ -82,7 +82,15 @@ HEAVY = (
 def cli_modules() -> list[str]:
     from berth.cli.verbs import VERBS
 
-    return sorted({"berth.cli", "berth.cli.main", *(verb.module for verb in VERBS.values())})
+    return sorted(
+        {
+            "berth.cli",
+            "berth.cli.main",
+            *(verb.module for verb in VERBS.values()),
+            "berth.cli.env",
+            "berth.temporal_http",
+        }
+    )
 
 
 @pytest.mark.parametrize("module", cli_modules())
@@ -90,6 +98,13 @@ def test_cli_entry_and_verb_modules_load_no_heavy_dependency(module: str) -> Non
     loaded = loaded_after(module)
 
     assert under(loaded, *HEAVY) == []
+
+
+@pytest.mark.parametrize("module", ["berth.db.reads", "berth.cli.transport"])
+def test_cli_light_paths_load_psycopg_but_no_sdk_orm_or_pydantic(module: str) -> None:
+    loaded = loaded_after(module)
+
+    assert under(loaded, *(name for name in HEAVY if name != "psycopg")) == []
 
 
 def test_workflow_imports_load_no_activity_runtime_or_sqlalchemy_module() -> None:

@@ -1,0 +1,93 @@
+"""The light verbs' settings read as ``berth.config.Settings`` reads them, from one environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from berth.cli.context import BerthFailure
+from berth.cli.env import read_settings, temporal_http_settings
+from berth.client import tls_config
+from berth.config import Settings
+
+CASES = [
+    {},
+    {
+        "BERTH_DATABASE_URL": "postgresql+psycopg://u:p@db.example:6543/x?sslmode=require",
+        "berth_client_wait_seconds": "0",
+        "BERTH_RUNTIME_CALL_TIMEOUT_SECONDS": "2.5",
+    },
+]
+
+
+def clear(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.upper().startswith("BERTH_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.mark.parametrize("environ", CASES)
+def test_read_settings_equal_settings(
+    environ: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clear(monkeypatch)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+
+    light = read_settings()
+
+    assert light.database_url == settings.database_url.get_secret_value()
+    assert light.runtime_call_timeout_seconds == settings.runtime_call_timeout_seconds
+    assert light.client_wait_seconds == settings.client_wait_seconds
+
+
+def test_read_settings_refuses_what_settings_refuse(monkeypatch: pytest.MonkeyPatch) -> None:
+    clear(monkeypatch)
+    monkeypatch.setenv("BERTH_RUNTIME_CALL_TIMEOUT_SECONDS", "0")
+
+    with pytest.raises(BerthFailure, match="runtime_call_timeout_seconds: must be greater than 0"):
+        read_settings()
+    with pytest.raises(ValueError):
+        Settings()
+
+
+def test_temporal_http_settings_absent_without_an_http_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clear(monkeypatch)
+
+    assert temporal_http_settings() is None
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {},
+        {"BERTH_TEMPORAL_TLS": "true"},
+        {"BERTH_TEMPORAL_API_KEY": "secret"},
+        {"BERTH_TEMPORAL_API_KEY": "secret", "BERTH_TEMPORAL_TLS": "false"},
+        {"BERTH_TEMPORAL_TLS_CA_FILE": "{ca}", "BERTH_TEMPORAL_TLS": "no"},
+        {"BERTH_TEMPORAL_TLS_CERT_FILE": "{ca}", "BERTH_TEMPORAL_TLS_KEY_FILE": "{ca}"},
+    ],
+)
+def test_temporal_http_settings_choose_tls_as_the_client_does(
+    environ: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    clear(monkeypatch)
+    pem = tmp_path / "ca.pem"
+    pem.write_text("not parsed here")
+    monkeypatch.setenv("BERTH_TEMPORAL_HTTP_ADDRESS", "127.0.0.1:7243")
+    monkeypatch.setenv("BERTH_TEMPORAL_NAMESPACE", "ns-1")
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value.format(ca=pem))
+    settings = Settings()
+
+    light = temporal_http_settings()
+
+    assert light is not None
+    assert light.namespace == settings.temporal_namespace
+    assert light.tls == (tls_config(settings) is not False)
