@@ -22,9 +22,10 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
 from berth.contract import (
@@ -93,25 +94,31 @@ class Recorder:
         return path
 
 
-async def run_public(
+async def start_public(
     stack: Stack, workflow_type: str, request: object, workflow_id: str, result_type: type
-) -> object:
-    """Run a public workflow by type name on queue ``berth``, as any Temporal client would."""
-    return await asyncio.wait_for(
-        stack.berth.temporal.execute_workflow(
-            workflow_type,
-            request,
-            id=workflow_id,
-            task_queue=stack.settings.task_queue,
-            result_type=result_type,
-        ),
-        RESULT_TIMEOUT,
+) -> WorkflowHandle[Any, Any]:
+    """Start a public workflow by type name on queue ``berth``, as any Temporal client would.
+
+    Its first run continues as new on the container's node (berth.workflows.routing): the
+    handle's first run is the public workflow's, the id's latest run the node workflow's.
+    """
+    return await stack.berth.temporal.start_workflow(
+        workflow_type,
+        request,
+        id=workflow_id,
+        task_queue=stack.settings.task_queue,
+        result_type=result_type,
     )
 
 
-def on_node(workflow_id: str, node: str) -> str:
-    """The id a public workflow gives its child on ``node`` (berth.workflows.routing)."""
-    return f"{workflow_id}-on-{node}"
+async def run_public(
+    stack: Stack, workflow_type: str, request: object, workflow_id: str, result_type: type
+) -> str:
+    """Run a public workflow to its node run's end; the id of its first run."""
+    handle = await start_public(stack, workflow_type, request, workflow_id, result_type)
+    await asyncio.wait_for(handle.result(), RESULT_TIMEOUT)
+    assert handle.first_execution_run_id is not None
+    return handle.first_execution_run_id
 
 
 async def closed(temporal: Client, workflow_id: str, timeout: float = RESULT_TIMEOUT) -> None:
@@ -143,13 +150,13 @@ async def test_record_create_and_start(stack: Stack) -> None:
     name = (await stack.berth.get(cid)).name
     start_id = f"container-start-{cid}"
 
-    await run_public(
+    first_run = await run_public(
         stack, "ContainerStart", ContainerStartInput(container=cid), start_id, ContainerStartOutput
     )
 
     await recorder.record("ContainerCreate", f"container-create-{name}")
-    await recorder.record("ContainerStart", start_id)
-    await recorder.record("ContainerStartOnNode", on_node(start_id, stack.settings.node))
+    await recorder.record("ContainerStart", start_id, run_id=first_run)
+    await recorder.record("ContainerStartOnNode", start_id)
 
 
 async def test_record_failed_start_with_undos(node2: Node2) -> None:
@@ -159,17 +166,18 @@ async def test_record_failed_start_with_undos(node2: Node2) -> None:
     node2.agent.set_faults({"point": "task:before", "action": "fail", "container": cid})
     start_id = f"container-start-{cid}"
 
+    handle = await start_public(
+        node2.stack,
+        "ContainerStart",
+        ContainerStartInput(container=cid),
+        start_id,
+        ContainerStartOutput,
+    )
     with pytest.raises(WorkflowFailureError):
-        await run_public(
-            node2.stack,
-            "ContainerStart",
-            ContainerStartInput(container=cid),
-            start_id,
-            ContainerStartOutput,
-        )
+        await asyncio.wait_for(handle.result(), RESULT_TIMEOUT)
 
-    await recorder.record("ContainerStart", start_id)
-    await recorder.record("ContainerStartOnNode", on_node(start_id, node2.settings.node))
+    await recorder.record("ContainerStart", start_id, run_id=handle.first_execution_run_id)
+    await recorder.record("ContainerStartOnNode", start_id)
 
 
 async def test_record_restart(stack: Stack) -> None:
@@ -178,7 +186,7 @@ async def test_record_restart(stack: Stack) -> None:
     await stack.berth.start(cid)
     restart_id = restart_workflow_id(cid)
 
-    await run_public(
+    first_run = await run_public(
         stack,
         "ContainerRestart",
         ContainerRestartInput(container=cid, timeout=5),
@@ -186,8 +194,8 @@ async def test_record_restart(stack: Stack) -> None:
         ContainerStartOutput,
     )
 
-    await recorder.record("ContainerRestart", restart_id)
-    await recorder.record("ContainerRestartOnNode", on_node(restart_id, stack.settings.node))
+    await recorder.record("ContainerRestart", restart_id, run_id=first_run)
+    await recorder.record("ContainerRestartOnNode", restart_id)
 
 
 async def test_record_stop(stack: Stack) -> None:
@@ -196,7 +204,7 @@ async def test_record_stop(stack: Stack) -> None:
     await stack.berth.start(cid)
     stop_id = f"container-stop-{cid}"
 
-    await run_public(
+    first_run = await run_public(
         stack,
         "ContainerStop",
         ContainerStopInput(container=cid, timeout=5),
@@ -204,8 +212,8 @@ async def test_record_stop(stack: Stack) -> None:
         ContainerStopOutput,
     )
 
-    await recorder.record("ContainerStop", stop_id)
-    await recorder.record("ContainerStopOnNode", on_node(stop_id, stack.settings.node))
+    await recorder.record("ContainerStop", stop_id, run_id=first_run)
+    await recorder.record("ContainerStopOnNode", stop_id)
 
 
 async def test_record_pause_unpause_export_and_forced_remove(
@@ -214,7 +222,7 @@ async def test_record_pause_unpause_export_and_forced_remove(
     cid = await stack.create(cmd=EXITS_ON_TERM)
     await stack.berth.start(cid)
     ref = ContainerPauseInput(container=cid)
-    # (scenario, public workflow, its node child, request, result type), run in this order.
+    # (scenario, public workflow, the node workflow it continues as, request, result type).
     runs = [
         ("pause", "ContainerPause", "ContainerPauseOnNode", ref, ContainerPauseOutput),
         ("unpause", "ContainerUnpause", "ContainerPauseOnNode", ref, ContainerPauseOutput),
@@ -233,12 +241,12 @@ async def test_record_pause_unpause_export_and_forced_remove(
             ContainerRemoveOutput,
         ),
     ]
-    for scenario, workflow_type, child_type, request, result_type in runs:
+    for scenario, workflow_type, node_type, request, result_type in runs:
         recorder = Recorder(stack.berth.temporal, scenario)
         workflow_id = f"container-{scenario.replace('_', '-')}-{cid}"
-        await run_public(stack, workflow_type, request, workflow_id, result_type)
-        await recorder.record(workflow_type, workflow_id)
-        await recorder.record(child_type, on_node(workflow_id, stack.settings.node))
+        first_run = await run_public(stack, workflow_type, request, workflow_id, result_type)
+        await recorder.record(workflow_type, workflow_id, run_id=first_run)
+        await recorder.record(node_type, workflow_id)
 
 
 async def test_record_exit_with_policy_restart(stack: Stack) -> None:

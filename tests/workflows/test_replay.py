@@ -27,6 +27,7 @@ from berth.workflows.container_start import ContainerStartOnNode
 from berth.workflows.steps import run_step
 from tests.workflows.history_fixtures import (
     BERTH_WORKFLOWS,
+    HISTORIES_DIR,
     RecordedHistory,
     fixture_path,
     load,
@@ -88,6 +89,48 @@ def test_replay_fixtures_fleet_restart_continues_as_new() -> None:
 
     assert endings.count(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW) >= 1, endings
     assert endings.count(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED) == 1, endings
+
+
+# Each public workflow and the node workflow it hands its container's operation to.
+PUBLIC_TO_NODE = {
+    "ContainerStart": "ContainerStartOnNode",
+    "ContainerStop": "ContainerStopOnNode",
+    "ContainerRestart": "ContainerRestartOnNode",
+    "ContainerPause": "ContainerPauseOnNode",
+    "ContainerUnpause": "ContainerPauseOnNode",
+    "ContainerRemove": "ContainerRemoveOnNode",
+    "ContainerExport": "ContainerExportOnNode",
+}
+# Histories of the public workflows from before the patch continue-on-node (a child on the node).
+CHILD_HOP_DIR = HISTORIES_DIR / "child-hop"
+
+
+def test_replay_fixtures_public_workflows_continue_as_new_on_their_node_workflow() -> None:
+    current = [
+        f for f in FIXTURES if f.path.parent == HISTORIES_DIR and f.workflow_type in PUBLIC_TO_NODE
+    ]
+
+    assert {f.workflow_type for f in current} == set(PUBLIC_TO_NODE)
+    for recorded in current:
+        last = recorded.history.events[-1]
+        assert last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+        continued = last.workflow_execution_continued_as_new_event_attributes
+        assert continued.workflow_type.name == PUBLIC_TO_NODE[recorded.workflow_type]
+        assert EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED not in event_types(
+            recorded
+        )
+
+
+def test_replay_fixtures_keep_public_workflows_of_the_child_shape() -> None:
+    older = [
+        f for f in FIXTURES if f.path.parent == CHILD_HOP_DIR and f.workflow_type in PUBLIC_TO_NODE
+    ]
+
+    assert {f.workflow_type for f in older} == set(PUBLIC_TO_NODE)
+    for recorded in older:
+        types = event_types(recorded)
+        assert EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED in types
+        assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW not in types
 
 
 def test_replay_workflows_are_every_registered_workflow() -> None:
