@@ -281,6 +281,7 @@ class BerthClient:
 
     async def create(self, config: ContainerConfig) -> ContainerCreateOutput:
         """Register a container (``ContainerCreate``)."""
+        deadline = self._wait_deadline()
         handle = await self._temporal_call(
             lambda: self.temporal.start_workflow(
                 "ContainerCreate",
@@ -289,9 +290,10 @@ class BerthClient:
                 task_queue=self.settings.task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
                 result_type=ContainerCreateOutput,
-            )
+            ),
+            deadline,
         )
-        return await self._result(handle)
+        return await self._result(handle, deadline)
 
     async def start(self, ref: str) -> ContainerStartOutput:
         """Start a container through the saga; attaches to a start already running.
@@ -419,7 +421,9 @@ class BerthClient:
             async with self._sessions() as session:
                 return await NodeRepository(session).is_live(container.node)
 
-        if not await self._database_call(is_live):
+        # One bound for all the waiting of the operation, not one per call it makes.
+        deadline = self._wait_deadline()
+        if not await self._database_call(is_live, deadline):
             raise Unavailable(
                 f"node {container.node} has no running agent (no heartbeat in the last "
                 f"{NODE_LIVENESS.total_seconds():g}s); nothing was done to {container.name}"
@@ -436,20 +440,32 @@ class BerthClient:
                     container.id, container.name, container.node
                 ),
                 result_type=result_type,
-            )
+            ),
+            deadline,
         )
-        return await self._result(handle)
+        return await self._result(handle, deadline)
 
-    async def _result(self, handle: WorkflowHandle[Any, T]) -> T:
+    def _wait_deadline(self) -> float:
+        """When an operation starting now stops waiting out restarts (event-loop time)."""
+        return asyncio.get_running_loop().time() + self.settings.client_wait_seconds
+
+    def _wait_seconds(self, deadline: float | None) -> float:
+        if deadline is None:
+            return self.settings.client_wait_seconds
+        return max(0.0, deadline - asyncio.get_running_loop().time())
+
+    async def _result(self, handle: WorkflowHandle[Any, T], deadline: float | None = None) -> T:
         """The run's result, waiting out a restarting frontend; its failure as a typed error."""
         try:
-            return await self._temporal_call(handle.result)
+            return await self._temporal_call(handle.result, deadline)
         except WorkflowFailureError as err:
             raise as_berth_error(err.cause) from None
 
-    async def _temporal_call(self, call: Callable[[], Awaitable[T]]) -> T:
+    async def _temporal_call(
+        self, call: Callable[[], Awaitable[T]], deadline: float | None = None
+    ) -> T:
         """A Temporal call safe to repeat: transport failures are ``Unavailable`` naming the
-        frontend's address, waited out for ``client_wait_seconds``."""
+        frontend's address, waited out for ``client_wait_seconds`` (or until ``deadline``)."""
         address = self.settings.temporal_address
 
         async def typed() -> T:
@@ -461,11 +477,13 @@ class BerthClient:
                     raise
                 raise error from None
 
-        return await wait_out(self.settings.client_wait_seconds, typed)
+        return await wait_out(self._wait_seconds(deadline), typed)
 
-    async def _database_call(self, call: Callable[[], Awaitable[T]]) -> T:
+    async def _database_call(
+        self, call: Callable[[], Awaitable[T]], deadline: float | None = None
+    ) -> T:
         """A PostgreSQL read: ``Unavailable`` (the engine's mapping) waited out for a while."""
-        return await wait_out(self.settings.client_wait_seconds, call)
+        return await wait_out(self._wait_seconds(deadline), call)
 
     async def get(self, ref: str) -> Container:
         """The container's record; ``NotFound`` when there is none."""

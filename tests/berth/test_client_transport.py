@@ -9,8 +9,9 @@ import time
 import pytest
 from temporalio.service import RPCError, RPCStatusCode
 
-from berth.client import call_error, connect, wait_out
+from berth.client import BerthClient, call_error, connect, wait_out
 from berth.config import Settings
+from berth.db.session import make_engine
 from berth.errors import Forbidden, NotFound, Unavailable
 
 ADDRESS = "temporal.example:7233"
@@ -125,3 +126,21 @@ async def test_connect_temporal_back_within_the_bound_connects() -> None:
 
     assert time.monotonic() - began < 15  # stopped waiting once the port answered
     assert "Connection refused" not in raised.value.message
+
+
+async def test_client_calls_of_one_operation_share_one_waiting_bound() -> None:
+    # Two calls of one operation against a frontend that stays down wait 0.6 s in all, not each.
+    settings = Settings(client_wait_seconds=30)
+    engine = make_engine(settings.database_url)  # never connects: no PostgreSQL call here
+    client = BerthClient(None, engine, settings)  # type: ignore[arg-type]
+
+    async def down() -> str:
+        raise RPCError("tcp connect error", RPCStatusCode.UNAVAILABLE, b"")
+
+    deadline = asyncio.get_running_loop().time() + 0.6
+    began = time.monotonic()
+    for _ in range(2):
+        with pytest.raises(Unavailable):
+            await client._temporal_call(down, deadline)
+    assert time.monotonic() - began < 1.5
+    await engine.dispose()
