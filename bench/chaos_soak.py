@@ -1,16 +1,20 @@
 """Chaos soak: lifecycle operations from concurrent clients while the stack's processes die.
 
-Needs the dev stack with its workers (``scripts/dev up --nodes 2``). Run:
+Needs the dev stack with its workers, best on a PostgreSQL cluster of its own. Run:
 
-    .venv/bin/python -m bench.chaos_soak --operations 1000 --nodes 2 --clients 6
+    pg_createcluster 15 soak -p 5433 --start -- --auth=trust
+    export BERTH_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5433/berth
+    scripts/dev down && scripts/dev up --nodes 2
+    .venv/bin/python -m bench.chaos_soak --operations 1750 --nodes 2 --clients 6 --kill-every 5
 
 Each client owns its own containers (so no conflict is the caller's doing) and runs start, stop
 and restart on them one at a time; half the clients use the Python client, half start the
 public workflows by type name (``ContainerStart``, ``ContainerStop``, ``ContainerRestart`` on
 queue ``berth``), as any Temporal client does. Meanwhile a killer SIGKILLs, by the stack's pid
 files, node agents, node containerds, the control worker and the Temporal dev server, and
-crashes PostgreSQL (``pg_ctlcluster ... restart -m immediate``: the server is shared with
-whatever else uses it, so ``--kill`` can leave it out), and brings everything back with
+crashes PostgreSQL (``pg_ctlcluster ... restart -m immediate`` of the cluster on the port of
+``BERTH_DATABASE_URL``: give the stack a cluster of its own, as below, or leave ``postgres`` out of
+``--kill``, since a crash hits everything else using that server), and brings everything back with
 ``scripts/dev up`` after 1-4 s.
 
 At the end (everything up again, every operation settled) it prints the acknowledged
@@ -33,10 +37,11 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from sqlalchemy.engine import make_url
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RetryConfig
 
 from berth.client import BerthClient
 from berth.config import Settings
@@ -89,6 +94,13 @@ class Tally:
     kills: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
+def failure_message(error: BaseException) -> str:
+    """The error's own words: a failed workflow's cause rather than "Workflow execution failed"."""
+    if isinstance(error, WorkflowFailureError) and error.cause is not None:
+        return str(error.cause)
+    return str(error)
+
+
 def failure_type(error: BaseException) -> str:
     """The error's Berth type (or its class), for the failure table."""
     if isinstance(error, WorkflowFailureError) and isinstance(error.cause, ApplicationError):
@@ -139,6 +151,7 @@ async def with_client(berth: BerthClient, op: str, container_id: str) -> None:
 async def client_loop(
     index: int,
     berth: BerthClient,
+    temporal: Client,
     containers: list[str],
     budget: list[int],
     tally: Tally,
@@ -156,7 +169,7 @@ async def client_loop(
         began = time.monotonic()
         try:
             call = (
-                by_type_name(berth.temporal, op, container_id)
+                by_type_name(temporal, op, container_id)
                 if typed
                 else with_client(berth, op, container_id)
             )
@@ -168,8 +181,14 @@ async def client_loop(
             if kind == "NotModified":
                 kind = ""
             else:
+                if container_id in tally.expected and tally.expected[container_id] is None:
+                    # The client gave up on its last operation here, which may still hold it.
+                    kind += " (after an abandoned operation)"
+
                 tally.failures[kind] += 1
-                tally.examples.setdefault(kind, f"{op} {container_id[:12]}: {error}"[:300])
+                tally.examples.setdefault(
+                    kind, f"{op} {container_id[:12]}: {failure_message(error)}"[:300]
+                )
                 tally.expected[container_id] = None  # outcome unknown
                 running[container_id] = rng.random() < 0.5
         else:
@@ -196,7 +215,21 @@ def kill_pid(pid: int | None, marker: str) -> bool:
     return True
 
 
-def kill_one(kind: str, paths: StackPaths, nodes: list[str], rng: random.Random) -> str:
+def postgres_cluster(port: int) -> tuple[str, str]:
+    """The Debian cluster (version, name) listening on ``port``, from ``pg_lsclusters``."""
+    listing = subprocess.run(
+        ["pg_lsclusters", "--no-header"], capture_output=True, text=True, check=True
+    ).stdout
+    for line in listing.splitlines():
+        version, name, cluster_port, *_ = line.split()
+        if int(cluster_port) == port:
+            return version, name
+    raise SystemExit(f"no PostgreSQL cluster of this machine listens on port {port}")
+
+
+def kill_one(
+    kind: str, paths: StackPaths, nodes: list[str], database_port: int, rng: random.Random
+) -> str:
     """SIGKILL one process of ``kind`` by the stack's pid files; what was killed."""
     if kind == "agent":
         node = rng.choice(nodes)
@@ -215,13 +248,13 @@ def kill_one(kind: str, paths: StackPaths, nodes: list[str], rng: random.Random)
         marker = str(node_paths.containerd_dir / "config.toml")
         killed = kill_pid(read_pid(containerd_pid_path(node_paths)), marker)
         return f"containerd {node}" if killed else ""
-    version = sorted((p.name for p in Path("/etc/postgresql").iterdir()), key=int)[-1]
+    version, cluster = postgres_cluster(database_port)
     result = subprocess.run(
         [
             "pg_ctlcluster",
             "--skip-systemctl-redirect",
             version,
-            "main",
+            cluster,
             "restart",
             "-m",
             "immediate",
@@ -253,6 +286,7 @@ async def killer(
 ) -> None:
     rng = random.Random(42)
     paths = StackPaths(settings.state_dir)
+    database_port = make_url(settings.database_url.get_secret_value()).port or 5432
     weights = [WEIGHTS[k] for k in kinds]
     while not stop.is_set():
         try:
@@ -261,7 +295,7 @@ async def killer(
         except TimeoutError:
             pass
         kind = rng.choices(kinds, weights)[0]
-        what = await asyncio.to_thread(kill_one, kind, paths, nodes, rng)
+        what = await asyncio.to_thread(kill_one, kind, paths, nodes, database_port, rng)
         if not what:
             continue
         tally.kills[kind] += 1
@@ -344,6 +378,16 @@ async def soak(args: argparse.Namespace) -> int:
             f"every ~{args.kill_every:.0f} s",
             flush=True,
         )
+        # A by-type-name client rides out a Temporal restart the way any SDK user can: its
+        # connection retries calls for up to a minute (the SDK's default gives up after 10 s).
+        temporal = await Client.connect(
+            settings.temporal_address,
+            namespace=settings.temporal_namespace,
+            data_converter=berth.temporal.data_converter,
+            retry_config=RetryConfig(
+                max_elapsed_time_millis=60_000, max_interval_millis=2_000, max_retries=100
+            ),
+        )
         began = time.monotonic()
         deadline = began + args.duration
         budget = [args.operations]
@@ -353,7 +397,7 @@ async def soak(args: argparse.Namespace) -> int:
         try:
             await asyncio.gather(
                 *(
-                    client_loop(i, berth, shard, budget, tally, deadline, args.op_timeout)
+                    client_loop(i, berth, temporal, shard, budget, tally, deadline, args.op_timeout)
                     for i, shard in enumerate(shards)
                     if shard
                 )
