@@ -179,3 +179,16 @@ async def test_cli_usage_error_exits_125(stack: Stack) -> None:
 
     assert result.returncode == 125
     assert "unrecognized arguments: --no-such-flag" in result.stderr.splitlines()[-1]
+
+
+async def test_cli_light_verbs_exit_normally_without_a_signal(stack: Stack) -> None:
+    # They load no SDK core (no native threads), so the interpreter finalizes as usual: no
+    # os._exit, and no SIGABRT or SIGSEGV at exit (temporalio/sdk-python#300).
+    container_id = await stack.create(cmd=["sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait"])
+    codes = []
+    for _ in range(5):
+        for verb in (["start"], ["ps", "-q"], ["inspect"], ["stop", "-t", "5"]):
+            args = [*verb, container_id] if verb[0] != "ps" else verb
+            codes.append((verb[0], (await run(stack, *args)).returncode))
+
+    assert codes == [(verb, 0) for verb, _ in codes]
