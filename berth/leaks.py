@@ -12,6 +12,11 @@ A container whose ``operation`` is set, or whose state is transient (``starting`
 ``removing``), is in flight: its resources are not judged, and it is reported once as
 ``OPERATION_IN_FLIGHT`` so a test sees a saga that did not end.
 
+A containerd lease of a pull (``berth-pull-<owner>``) outlives its pull only when the pull
+crashed or was cut short and nothing dropped it: one whose owner is a container of this node that
+no operation holds (or no container at all) is reported, since until it expires it keeps what
+the pull wrote from containerd's garbage collector.
+
 A shim or a cgroup is a leak when containerd lists no task for its container (a shim that a
 killed containerd lost, the cgroup a killed task left). The cgroup parent is shared by every
 deployment on the machine, so only the cgroups of containers this node's records name (its
@@ -42,6 +47,7 @@ from berth.runtime.cni import CniNetwork
 from berth.runtime.containerd import ContainerdClient, TaskInfo
 from berth.runtime.mounts import mounts_under
 from berth.runtime.netns import list_netns, netns_exists
+from berth.runtime.pull import PULL_LEASE_PREFIX
 from berth.runtime.shims import ShimProcess, list_shims, wait_shim_gone
 from berth.runtime.types import TaskStatus
 from berth.state_machine import LIVE_STATES
@@ -72,6 +78,7 @@ class LeakKind(StrEnum):
     OPERATION_IN_FLIGHT = "operation-in-flight"
     SHIM_WITHOUT_TASK = "shim-without-task"
     CGROUP_WITHOUT_TASK = "cgroup-without-task"
+    LEASE_OF_ENDED_PULL = "lease-of-ended-pull"
     ETC_FILES_OF_IDLE_CONTAINER = "etc-files-of-idle-container"
     PORTS_OF_IDLE_CONTAINER = "ports-of-idle-container"
     PORT_FORWARD_OF_IDLE_CONTAINER = "port-forward-of-idle-container"
@@ -112,6 +119,8 @@ class NodeView:
     shims: dict[str, tuple[ShimProcess, ...]] = field(default_factory=dict)
     # Container id -> its cgroup directories, for the ids this node's records name.
     cgroups: dict[str, tuple[Path, ...]] = field(default_factory=dict)
+    # containerd's leases in Berth's namespace (a pull holds one while it runs).
+    leases: frozenset[str] = frozenset()
     # Ids with a directory of generated /etc files (``NodePaths.container_dir``).
     etc_dirs: frozenset[str] = frozenset()
     # Container id -> the host ports PostgreSQL says it publishes ("18080/tcp").
@@ -161,6 +170,7 @@ async def observe_node(
     bound = frozenset([path for path in netns_files if await asyncio.to_thread(netns_exists, path)])
     containerd_containers = frozenset(await containerd.list_containers())
     tasks = {task.id: task for task in await containerd.list_tasks()}
+    leases = frozenset(await containerd.list_leases())
     shims = await asyncio.to_thread(_settled_shims, containerd, frozenset(tasks))
     cgroups = await asyncio.to_thread(container_cgroups)
     forwards = await asyncio.to_thread(cni.port_forwards)
@@ -179,6 +189,7 @@ async def observe_node(
         reservations=await asyncio.to_thread(cni.reservations),
         containerd_containers=containerd_containers,
         tasks=tasks,
+        leases=leases,
         containers=containers,
         holders=holders,
         attachments=attachments,
@@ -250,6 +261,7 @@ def find_leaks(view: NodeView, paths: NodePaths) -> list[Finding]:
     findings += _network_findings(view, paths)
     findings += _containerd_findings(view)
     findings += _node_resource_findings(view)
+    findings += _lease_findings(view)
     return findings
 
 
@@ -391,6 +403,16 @@ def _node_resource_findings(view: NodeView) -> Iterable[Finding]:
             container_id,
             f"{len(dirs)} hierarchies, {_described(view, container_id)}",
         )
+
+
+def _lease_findings(view: NodeView) -> Iterable[Finding]:
+    """Pull leases whose owner is no container in flight on this node."""
+    for lease in sorted(view.leases):
+        if not lease.startswith(PULL_LEASE_PREFIX):
+            continue
+        owner = lease.removeprefix(PULL_LEASE_PREFIX)
+        if not view.busy(owner):
+            yield Finding(LeakKind.LEASE_OF_ENDED_PULL, lease, owner, _described(view, owner))
 
 
 def _described(view: NodeView, container_id: str) -> str:

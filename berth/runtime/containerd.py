@@ -24,6 +24,7 @@ import platform
 import signal as signals
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -36,6 +37,7 @@ from berth._containerd_api.services.containers.v1 import containers_pb2, contain
 from berth._containerd_api.services.content.v1 import content_pb2, content_pb2_grpc
 from berth._containerd_api.services.events.v1 import events_pb2, events_pb2_grpc
 from berth._containerd_api.services.images.v1 import images_pb2, images_pb2_grpc
+from berth._containerd_api.services.leases.v1 import leases_pb2, leases_pb2_grpc
 from berth._containerd_api.services.snapshots.v1 import snapshots_pb2, snapshots_pb2_grpc
 from berth._containerd_api.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from berth._containerd_api.services.version.v1 import version_pb2_grpc
@@ -59,6 +61,8 @@ SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 NAMESPACE_HEADER = "containerd-namespace"
 LEASE_HEADER = "containerd-lease"
+# A lease with this label (RFC 3339) is collected by containerd's GC once the time has passed.
+LEASE_EXPIRE_LABEL = "containerd.io/gc.expire"
 # Snapshots that no container or image references are garbage to containerd's GC; Berth's rootfs
 # snapshots outlive their containerd container (stop deletes it), so each one is a GC root.
 GC_ROOT_LABEL = "containerd.io/gc.root"
@@ -168,6 +172,20 @@ def host_platform() -> tuple[str, str]:
     return "linux", _ARCHITECTURES.get(machine, machine)
 
 
+def pick_manifest(index: Mapping[str, Any], ref: str, node: str) -> dict[str, Any]:
+    """The entry of an image index (or Docker manifest list) for this host's os/architecture.
+
+    Raises:
+        NotFound: the index has no manifest for this platform.
+    """
+    want_os, want_arch = host_platform()
+    for descriptor in index.get("manifests") or []:
+        plat = descriptor.get("platform") or {}
+        if plat.get("os", want_os) == want_os and plat.get("architecture") == want_arch:
+            return dict(descriptor)
+    raise NotFound(f"image {ref!r} has no manifest for {want_os}/{want_arch} on node {node!r}")
+
+
 def _mounts(mounts: Any) -> list[Mount]:
     return [Mount(type=m.type, source=m.source, options=tuple(m.options)) for m in mounts]
 
@@ -239,6 +257,7 @@ class ContainerdClient:
         self._containers = containers_pb2_grpc.ContainersStub(self._channel)
         self._tasks = tasks_pb2_grpc.TasksStub(self._channel)
         self._events = events_pb2_grpc.EventsStub(self._channel)
+        self._leases = leases_pb2_grpc.LeasesStub(self._channel)
 
     async def __aenter__(self) -> ContainerdClient:
         return self
@@ -309,7 +328,8 @@ class ContainerdClient:
         target = image.image.target
         manifest = json.loads(await self._read_blob(ref, target.digest))
         if target.media_type in _INDEX_TYPES or "manifests" in manifest:
-            manifest = json.loads(await self._read_blob(ref, self._pick_manifest(ref, manifest)))
+            entry = pick_manifest(manifest, ref, self.node)
+            manifest = json.loads(await self._read_blob(ref, str(entry["digest"])))
         config_blob = json.loads(await self._read_blob(ref, manifest["config"]["digest"]))
         chain = chain_id(list(config_blob.get("rootfs", {}).get("diff_ids", [])))
         try:
@@ -325,16 +345,6 @@ class ContainerdClient:
             ) from None
         return ImageInfo(ref=ref, chain_id=chain, config=dict(config_blob.get("config") or {}))
 
-    def _pick_manifest(self, ref: str, index: Mapping[str, Any]) -> str:
-        want_os, want_arch = host_platform()
-        for descriptor in index.get("manifests", []):
-            plat = descriptor.get("platform") or {}
-            if plat.get("os", want_os) == want_os and plat.get("architecture") == want_arch:
-                return str(descriptor["digest"])
-        raise NotFound(
-            f"image {ref!r} has no manifest for {want_os}/{want_arch} on node {self.node!r}"
-        )
-
     async def _read_blob(self, ref: str, digest: str) -> bytes:
         chunks: list[bytes] = []
         try:
@@ -348,6 +358,38 @@ class ContainerdClient:
         except grpc.aio.AioRpcError as error:
             raise self._error(error, f"image {ref!r} blob {digest}", self.call_timeout) from None
         return b"".join(chunks)
+
+    # --- leases ------------------------------------------------------------------------------
+
+    async def create_lease(self, lease: str, expires: datetime) -> None:
+        """Create the lease, collectable after ``expires``; an existing one is kept."""
+        request = leases_pb2.CreateRequest(
+            id=lease, labels={LEASE_EXPIRE_LABEL: expires.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        )
+        with contextlib.suppress(AlreadyExists):
+            await self._call(f"create lease {lease}", self._leases.Create, request)
+
+    async def delete_lease(self, lease: str) -> None:
+        """Delete the lease (what only it held becomes garbage); a missing one is success."""
+        with contextlib.suppress(NotFound):
+            await self._call(
+                f"delete lease {lease}", self._leases.Delete, leases_pb2.DeleteRequest(id=lease)
+            )
+
+    async def list_leases(self) -> list[str]:
+        """The ids of every lease of this namespace."""
+        response = await self._call("list leases", self._leases.List, leases_pb2.ListRequest())
+        return [lease.id for lease in response.leases]
+
+    async def add_to_lease(self, lease: str, kind: str, resource_id: str) -> None:
+        """Let ``lease`` hold an existing resource (``content``, ``snapshots/<snapshotter>``)."""
+        await self._call(
+            f"add {resource_id} to lease {lease}",
+            self._leases.AddResource,
+            leases_pb2.AddResourceRequest(
+                id=lease, resource=leases_pb2.Resource(id=resource_id, type=kind)
+            ),
+        )
 
     # --- snapshots ---------------------------------------------------------------------------
 

@@ -24,7 +24,6 @@ then finds the image there (:class:`ImagePuller` keeps the locks; one puller per
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import uuid
@@ -39,7 +38,6 @@ from google.protobuf import field_mask_pb2
 from berth._containerd_api.services.content.v1 import content_pb2, content_pb2_grpc
 from berth._containerd_api.services.diff.v1 import diff_pb2, diff_pb2_grpc
 from berth._containerd_api.services.images.v1 import images_pb2, images_pb2_grpc
-from berth._containerd_api.services.leases.v1 import leases_pb2, leases_pb2_grpc
 from berth._containerd_api.services.snapshots.v1 import snapshots_pb2, snapshots_pb2_grpc
 from berth._containerd_api.types import descriptor_pb2, mount_pb2
 from berth.errors import InvalidParameter, NotFound, System
@@ -57,14 +55,15 @@ from berth.runtime.containerd import (
     AlreadyExists,
     ContainerdClient,
     chain_id,
-    host_platform,
+    pick_manifest,
 )
 
 # A crashed pull's lease, and with it what it held, is collectable after this long.
 LEASE_EXPIRY = timedelta(hours=1)
-EXPIRE_LABEL = "containerd.io/gc.expire"
 SNAPSHOT_RESOURCE = f"snapshots/{SNAPSHOTTER}"
 WRITE_CHUNK = 1024 * 1024
+# An unfinished write's abort is retried while containerd still closes it.
+ABORT_ATTEMPTS = 5
 # Layers fetched at once (containerd's default is 3).
 FETCH_PARALLEL = 3
 # What a layer may be: the OCI and Docker layer types, compressed with gzip or zstd or not.
@@ -117,19 +116,13 @@ class _Descriptor:
         )
 
 
+# The leases of pulls: the prefix, then the owner (berth.leaks reports those of ended pulls).
+PULL_LEASE_PREFIX = "berth-pull-"
+
+
 def pull_lease_id(owner: str) -> str:
     """The lease of the pull ``owner`` asked for (a container id, a pull workflow's id)."""
-    return f"berth-pull-{owner}"
-
-
-def pick_platform(index: Mapping[str, Any], what: str, node: str) -> Mapping[str, Any]:
-    """The entry of an image index for this node's platform (os, architecture)."""
-    want_os, want_arch = host_platform()
-    for entry in index.get("manifests") or []:
-        platform = entry.get("platform") or {}
-        if platform.get("os", want_os) == want_os and platform.get("architecture") == want_arch:
-            return dict(entry)
-    raise NotFound(f"image {what} has no manifest for {want_os}/{want_arch} on node {node!r}")
+    return f"{PULL_LEASE_PREFIX}{owner}"
 
 
 class ImagePuller:
@@ -148,7 +141,6 @@ class ImagePuller:
         self._faults = faults
         channel = containerd.channel
         self._content = content_pb2_grpc.ContentStub(channel)
-        self._leases = leases_pb2_grpc.LeasesStub(channel)
         self._diff = diff_pb2_grpc.DiffStub(channel)
         self._snapshots = snapshots_pb2_grpc.SnapshotsStub(channel)
         self._images = images_pb2_grpc.ImagesStub(channel)
@@ -200,35 +192,18 @@ class ImagePuller:
 
     async def create_lease(self, lease: str) -> None:
         """Create the lease (expiring), or keep the one a crashed attempt left."""
-        expires = (datetime.now(UTC) + LEASE_EXPIRY).strftime("%Y-%m-%dT%H:%M:%SZ")
-        request = leases_pb2.CreateRequest(id=lease, labels={EXPIRE_LABEL: expires})
-        with contextlib.suppress(AlreadyExists):
-            await self._containerd.call(f"create lease {lease}", self._leases.Create, request)
+        await self._containerd.create_lease(lease, datetime.now(UTC) + LEASE_EXPIRY)
 
     async def delete_lease(self, lease: str) -> None:
         """Delete the lease; what it alone held becomes garbage. A missing one is success."""
-        with contextlib.suppress(NotFound):
-            await self._containerd.call(
-                f"delete lease {lease}",
-                self._leases.Delete,
-                leases_pb2.DeleteRequest(id=lease),
-            )
+        await self._containerd.delete_lease(lease)
 
     async def list_leases(self) -> list[str]:
         """The ids of every lease of this namespace."""
-        response = await self._containerd.call(
-            "list leases", self._leases.List, leases_pb2.ListRequest()
-        )
-        return [lease.id for lease in response.leases]
+        return await self._containerd.list_leases()
 
     async def _hold(self, lease: str, kind: str, resource_id: str) -> None:
-        await self._containerd.call(
-            f"add {resource_id} to lease {lease}",
-            self._leases.AddResource,
-            leases_pb2.AddResourceRequest(
-                id=lease, resource=leases_pb2.Resource(id=resource_id, type=kind)
-            ),
-        )
+        await self._containerd.add_to_lease(lease, kind, resource_id)
 
     # --- the pull -----------------------------------------------------------------------------
 
@@ -244,7 +219,7 @@ class ImagePuller:
         manifest_blob, top_desc = top, _Descriptor(top.media_type, top.digest, len(top.data))
         index_labels: dict[str, str] = {}
         if _media_type(top) in INDEX_TYPES:
-            entry = pick_platform(_json(top.data, name), name, self.node)
+            entry = pick_manifest(_json(top.data, name), name, self.node)
             chosen = _Descriptor.of(entry, f"index of {name}")
             manifest_blob = await registry.manifest(ref, chosen.digest)
             index_labels = {"containerd.io/gc.ref.content.m.0": chosen.digest}
@@ -434,15 +409,24 @@ class ImagePuller:
             if labels:
                 await self._label(desc, labels)
         except BaseException:
-            stream.cancel()
+            await _close(stream)
             await self._abort(ref)
             raise
 
     async def _abort(self, ref: str) -> None:
-        with contextlib.suppress(NotFound):
-            await self._containerd.call(
-                f"abort write {ref}", self._content.Abort, content_pb2.AbortRequest(ref=ref)
-            )
+        """Drop the unfinished write ``ref``; containerd may still be closing it, so retried."""
+        for attempt in range(ABORT_ATTEMPTS):
+            try:
+                await self._containerd.call(
+                    f"abort write {ref}", self._content.Abort, content_pb2.AbortRequest(ref=ref)
+                )
+                return
+            except NotFound:
+                return
+            except System:
+                if attempt == ABORT_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.1 * (attempt + 1))
 
     # --- unpack -------------------------------------------------------------------------------
 
@@ -526,6 +510,16 @@ class ImagePuller:
 
     async def _remove_snapshot(self, key: str) -> None:
         await self._containerd.remove_snapshot(key)
+
+
+async def _close(stream: Any) -> None:
+    """End a write stream from this side and wait until containerd has ended it too."""
+    try:
+        await stream.done_writing()
+        while await stream.read() is not grpc.aio.EOF:
+            pass
+    except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+        stream.cancel()
 
 
 def _media_type(fetched: Fetched) -> str:

@@ -15,6 +15,7 @@ import tarfile
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from sqlalchemy import select
 from berth._containerd_api.services.content.v1 import content_pb2, content_pb2_grpc
 from berth.db.models import SagaStep
 from berth.errors import Forbidden, NotFound
+from berth.leaks import Finding, LeakKind, check_node
 from berth.registry.client import RegistryClient
 from berth.runtime.containerd import ContainerdClient
 from berth.runtime.image import build_oci_layout, busybox_rootfs_tar, file_layer
@@ -106,6 +108,18 @@ async def ingests(containerd: ContainerdClient) -> list[str]:
     return [status.ref for status in response.statuses]
 
 
+async def lease_leaks(stack: Stack) -> list[Finding]:
+    """What node-1's leak checker says about pull leases."""
+    findings = await check_node(
+        stack.settings.node,
+        stack.settings.node_paths(),
+        stack.containerd,
+        stack.runtime.cni,
+        stack.sessions,
+    )
+    return [finding for finding in findings if finding.kind is LeakKind.LEASE_OF_ENDED_PULL]
+
+
 @pytest.fixture
 def registry(suite_stack: SuiteStack) -> LocalRegistry:
     return suite_stack.registry
@@ -185,6 +199,7 @@ async def test_start_of_unknown_image_is_not_found_naming_it_and_leaves_nothing(
 
     assert await leases(puller) == []
     assert await content_digests(stack.containerd) == before
+    assert await lease_leaks(stack) == []
     assert not await puller.has_image(ref)
     assert (await stack.footprint(container_id)).rootfs_mounts == 0
 
@@ -300,5 +315,21 @@ async def test_agent_killed_mid_pull_then_restarted_start_completes_and_nothing_
     assert await puller.has_image(image.ref)
     assert pull_lease_id(container_id) not in await puller.list_leases()
     assert await ingests(node2.runtime.containerd) == []
+    assert [f for f in await node2.leaks() if f.kind is LeakKind.LEASE_OF_ENDED_PULL] == []
     # What the first attempt committed was not fetched again.
     assert all(blob_gets(registry_log, image.repository, layer) == 1 for layer in committed)
+
+
+async def test_leak_checker_reports_the_lease_of_a_pull_that_ended_without_dropping_it(
+    stack: Stack,
+) -> None:
+    owner = uuid.uuid4().hex * 2  # a container id this node has no record of
+    lease = pull_lease_id(owner)
+    await stack.containerd.create_lease(lease, datetime.now(UTC) + timedelta(minutes=5))
+    try:
+        found = await lease_leaks(stack)
+    finally:
+        await stack.containerd.delete_lease(lease)
+
+    assert [(f.subject, f.container_id) for f in found] == [(lease, owner)]
+    assert await lease_leaks(stack) == []
