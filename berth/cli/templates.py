@@ -319,7 +319,16 @@ def _field(value: Any, name: str, where: str) -> Any:
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    return json.dumps(_data(value), ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _data(value: Any) -> Any:
+    """``value`` without its methods (callable values), as Go's JSON encoder leaves them out."""
+    if isinstance(value, Mapping):
+        return {k: _data(v) for k, v in value.items() if not callable(v)}
+    if isinstance(value, list | tuple):
+        return [_data(v) for v in value]
+    return value
 
 
 def _index(item: Any, *keys: Any) -> Any:
@@ -629,7 +638,7 @@ def render_rows(
         TemplateExecError: the template cannot run on a row.
     """
     if form.kind == "json":
-        return [_json({k: v for k, v in row.items() if not callable(v)}) for row in rows]
+        return [_json(row) for row in rows]
     template = form.template or default
     if template is None:
         raise TemplateError("template: a table needs a template")

@@ -88,6 +88,7 @@ def test_malformed_templates_are_parse_errors(source: str) -> None:
 def test_format_json_one_line_per_row_without_methods() -> None:
     rows = [{"ID": "abc", "Label": lambda name: ""}]
     assert render_rows(parse_format("json"), rows) == ['{"ID":"abc"}']
+    assert render_rows(parse_format("{{json .}}"), rows) == ['{"ID":"abc"}']
 
 
 def test_format_table_header_from_header_row_and_aligned_columns() -> None:
