@@ -23,7 +23,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -34,14 +36,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.docker_baseline import IMAGE, Docker, import_busybox, private_dockerd
-from bench.type_name_bench import start_worker
 from berth.config import Settings
-from dev.stack import StackPaths
-from tests.support.stack import claim_suite, environment, start_stack
+from dev.stack import BackgroundProcess, StackPaths, start_background
+from tests.support.stack import AGENT_MARKER, claim_suite, environment, start_stack
 
 # A shell that exits at once on SIGTERM (a shell as pid 1 would ignore it while in a foreground
 # child, and every stop would last the whole timeout).
 COMMAND = ["sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait"]
+# ctr's own namespace: the node agent's reconciler owns Berth's and removes what it did not make.
+CTR_NAMESPACE = "bench-cli-ctr"
 VERBS = ("start", "ps", "inspect", "events", "restart", "stop")
 # dockerd's default bridge for the docker side (no iptables rules, no NAT, no forwarding); its
 # own address range, so this bench and bench/type_name_bench.py can run at once.
@@ -173,6 +176,28 @@ def table(samples: dict[str, dict[str, list[float]]]) -> str:
     return "\n".join(lines)
 
 
+async def start_agent(paths: StackPaths, role: str) -> None:
+    """``python -m berth.worker <role>`` on the suite's stack, recorded by pid under its state
+    dir (the suite's teardown ends it); wait until it polls."""
+    name = f"agent-{role}"
+    argv = [sys.executable, "-m", AGENT_MARKER, role]
+    pid = start_background(paths, BackgroundProcess(name, argv, AGENT_MARKER, dict(os.environ)))
+    log = paths.log_file(name)
+    deadline = time.monotonic() + 180
+    while f"berth {role} worker running" not in log.read_text(errors="replace"):
+        if not Path(f"/proc/{pid}").exists() or time.monotonic() > deadline:
+            raise SystemExit(f"the {role} worker did not start; see {log}")
+        await asyncio.sleep(0.1)
+
+
+def copy_image(ctr: list[str], namespace: str, paths: StackPaths) -> None:
+    """The test image from Berth's namespace into ctr's (export, import, unpacked)."""
+    archive = paths.state / "bench-cli-image.tar"
+    subprocess.run([*ctr, "-n", namespace, "image", "export", str(archive), IMAGE], check=True)
+    subprocess.run([*ctr, "-n", CTR_NAMESPACE, "image", "import", str(archive)], check=True)
+    archive.unlink()
+
+
 @contextlib.contextmanager
 def docker_on(settings: Settings, paths: StackPaths) -> Iterator[Docker]:
     """A private dockerd on ``settings``' node's containerd, with the busybox image."""
@@ -190,12 +215,11 @@ async def run_bench(
         stack = await start_stack(suite)
         with environment(stack.environ()):
             settings = Settings()
-            await start_worker(suite.paths, "control")
-            await start_worker(suite.paths, "node")
-            ctr = [
-                "ctr", "-a", str(settings.node_paths().containerd_socket),
-                "-n", settings.containerd_namespace,
-            ]  # fmt: skip
+            await start_agent(suite.paths, "control")
+            await start_agent(suite.paths, "node")
+            socket = str(settings.node_paths().containerd_socket)
+            ctr = ["ctr", "-a", socket, "-n", CTR_NAMESPACE]
+            copy_image(["ctr", "-a", socket], settings.containerd_namespace, suite.paths)
             with docker_on(settings, suite.paths) as docker:
                 sides = Sides(berth, events, docker, ctr, uuid.uuid4().hex[:6])
                 try:
@@ -219,6 +243,8 @@ def main() -> None:
         help="berth events' flags to print the recorded events and exit ('' before 713d6e5)",
     )
     args = parser.parse_args()
+    # Stopped with SIGTERM (timeout, kill): unwind, so the stack and dockerd are cleared.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     berth, events = shlex.split(args.berth), shlex.split(args.events_flags)
     samples = asyncio.run(run_bench(berth, events, args.rounds))
     print(f"berth: {args.berth}")
