@@ -137,6 +137,10 @@ class Settings(BaseSettings):
     # A secret: a URL with a password must never reach a log line, an error or a repr.
     database_url: SecretStr = SecretStr("postgresql+psycopg://postgres@127.0.0.1:5432/berth")
     temporal_address: str = "127.0.0.1:7233"
+    # The frontend's HTTP API (host:port, ``temporal server start-dev --http-port``; the dev stack
+    # serves it on 7243): when set, the CLI's writing verbs use it instead of the SDK
+    # (berth.temporal_http, read by berth.cli.env). Same namespace, TLS and API key settings.
+    temporal_http_address: str | None = None
     temporal_namespace: str = "default"
     task_queue: str = CONTROL_TASK_QUEUE
     node: str = "node-1"

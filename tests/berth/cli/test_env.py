@@ -89,5 +89,6 @@ def test_temporal_http_settings_choose_tls_as_the_client_does(
     light = temporal_http_settings()
 
     assert light is not None
+    assert light.http_address == settings.temporal_http_address
     assert light.namespace == settings.temporal_namespace
     assert light.tls == (tls_config(settings) is not False)
