@@ -42,14 +42,17 @@ from berth.contract import (
     ContainerStopOutput,
     FleetRestartInput,
 )
+from berth.runtime.image import build_oci_layout, busybox_rootfs_tar
 from berth.steps import (
     exit_workflow_id,
     fleet_workflow_id,
     policy_restart_id,
     restart_workflow_id,
 )
+from dev.registry import push_oci_layout
 from tests.integration.conftest import EXPORT_ROOT, Stack
 from tests.integration.node_agent import Node2
+from tests.support.stack import SuiteStack
 from tests.workflows.history_fixtures import (
     HISTORIES_DIR,
     RECORD_VARIABLE,
@@ -156,6 +159,26 @@ async def test_record_create_and_start(stack: Stack) -> None:
 
     await recorder.record("ContainerCreate", f"container-create-{name}")
     await recorder.record("ContainerStart", start_id, run_id=first_run)
+    await recorder.record("ContainerStartOnNode", start_id)
+
+
+async def test_record_start_that_pulls_its_image(
+    stack: Stack, suite_stack: SuiteStack, tmp_path: Path
+) -> None:
+    recorder = Recorder(stack.berth.temporal, "pull_start")
+    # An image of its own, so the node surely lacks it: the start pulls it (pull step).
+    repository = f"berth/rec-{uuid.uuid4().hex[:8]}"
+    ref = f"{suite_stack.registry.address}/{repository}:v1"
+    layers = [busybox_rootfs_tar(tmp_path / "rootfs.tar").read_bytes()]
+    tar = build_oci_layout(tmp_path / "image.tar", ref, layers, "gzip")
+    push_oci_layout(tar, suite_stack.registry.address, repository, "v1")
+    cid = await stack.create(cmd=EXITS_ON_TERM, image=ref)
+    start_id = f"container-start-{cid}"
+
+    await run_public(
+        stack, "ContainerStart", ContainerStartInput(container=cid), start_id, ContainerStartOutput
+    )
+
     await recorder.record("ContainerStartOnNode", start_id)
 
 

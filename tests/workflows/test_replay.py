@@ -41,6 +41,7 @@ FIXTURES = load_all()
 REQUIRED = {
     ("start", "ContainerStart"),
     ("start", "ContainerStartOnNode"),
+    ("pull_start", "ContainerStartOnNode"),
     ("failed_start", "ContainerStart"),
     ("failed_start", "ContainerStartOnNode"),
     ("restart", "ContainerRestart"),
@@ -213,3 +214,16 @@ async def test_replay_start_history_without_the_codec_key_fails() -> None:
 
     # The recorded payloads are ciphertext: only the suite's key reads them.
     assert result.replay_failure is not None
+
+
+def test_replay_fixtures_pull_start_pulls_before_it_mounts() -> None:
+    saga = load(fixture_path("pull_start", "ContainerStartOnNode"))
+    scheduled = [
+        event.activity_task_scheduled_event_attributes.activity_type.name
+        for event in saga.history.events
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+
+    # The pull is the saga's one regular activity; the checks and host steps are local.
+    assert scheduled == ["pull_image"]
+    assert saga.history.events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED
