@@ -41,6 +41,7 @@ async def test_cli_ps_lists_running_by_default_and_every_state_with_filters(stac
     by_label = await run(stack, "ps", "-a", "--filter", "label=kind=batch", "--filter", mine, "-q")
     newest = await run(stack, "ps", "-n", "1", "--filter", mine, "--format", "json")
     full = await run(stack, "ps", "--no-trunc", "--filter", f"name={up}", "-q")
+    latest = await run(stack, "ps", "-l", "--filter", mine, "--format", "{{.Names}} {{.State}}")
 
     assert table[0].split() == ["CONTAINER", "ID", "IMAGE", "COMMAND", "CREATED", "STATUS",
                                 "PORTS", "NODE", "NAMES"]  # fmt: skip
@@ -59,6 +60,7 @@ async def test_cli_ps_lists_running_by_default_and_every_state_with_filters(stac
         (done, "exited", f"group={group},kind=batch")
     ]
     assert full.stdout.split() == [up_id]
+    assert latest.stdout == f"{done} exited\n"
 
 
 async def test_cli_ps_health_filter_and_status_suffix(stack: Stack) -> None:
