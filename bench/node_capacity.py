@@ -43,7 +43,7 @@ from bench.fleet_bench import (
 from berth.client import BerthClient
 from berth.config import Settings
 from berth.contract import ContainerConfig
-from berth.db.node_reads import NodeReads
+from berth.db.node_reads import NodeReads, NodeUsageRow
 from berth.runtime.cni import delete_masquerade
 from berth.runtime.image import DEFAULT_REF, import_image
 from berth.worker import running
@@ -113,6 +113,20 @@ def run_ctr(own: Settings, count: int, run: str, work: list[tuple[list[str], str
     return time.perf_counter() - began
 
 
+def report_berth(count: int, seconds: float, usage: NodeUsageRow, ips: list[str | None]) -> None:
+    subnet = ipaddress.ip_network(SUBNET)
+    distinct = {ip for ip in ips if ip and ipaddress.ip_address(ip) in subnet}
+    print(f"{count} containers started on one node ({SUBNET}), {PARALLEL} at a time")
+    print(f"berth create + start (bridge, IP each) {seconds:7.2f} s  {count / seconds:5.1f}/s")
+    print(
+        f"node ls: containers {usage.containers}, running {usage.running}, "
+        f"IPs used {usage.ips_used}, free {usage.ips_free} of {usage.ips_total}"
+    )
+    print(f"distinct IPs in the subnet among the {count}: {len(distinct)}", flush=True)
+    if len(distinct) != count or usage.running < count:
+        raise SystemExit("not every container ran with an IP of its own")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=300)
@@ -147,7 +161,13 @@ async def main() -> None:
                 ips = [c.ip for c in await reads.containers() if c.id in {i for i, _ in ids}]
             finally:
                 await reads.close()
+            report_berth(args.count, berth_seconds, usage, ips)
             ctr_seconds = await asyncio.to_thread(run_ctr, own, args.count, run, work)
+            print(
+                f"ctr run -d (no network, baseline)      {ctr_seconds:7.2f} s  "
+                f"{args.count / ctr_seconds:5.1f}/s"
+            )
+            print(f"throughput ratio berth / ctr: {ctr_seconds / berth_seconds:.2f}")
         finally:
             await clean_berth(berth, [own], ids)
             await asyncio.to_thread(clean_ctr, work)
@@ -156,25 +176,6 @@ async def main() -> None:
                 agent.wait(30)
             subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True, check=False)
             delete_masquerade(BRIDGE)
-    subnet = ipaddress.ip_network(SUBNET)
-    distinct = {ip for ip in ips if ip and ipaddress.ip_address(ip) in subnet}
-    count = args.count
-    print(f"{count} containers started on one node ({SUBNET}), {PARALLEL} at a time")
-    print(
-        f"berth create + start (bridge, IP each) {berth_seconds:7.2f} s  "
-        f"{count / berth_seconds:5.1f}/s"
-    )
-    print(
-        f"ctr run -d (no network, baseline)      {ctr_seconds:7.2f} s  {count / ctr_seconds:5.1f}/s"
-    )
-    print(f"throughput ratio berth / ctr: {ctr_seconds / berth_seconds:.2f}")
-    print(
-        f"node ls: containers {usage.containers}, running {usage.running}, "
-        f"IPs used {usage.ips_used}, free {usage.ips_free} of {usage.ips_total}"
-    )
-    print(f"distinct IPs in the subnet among the {count}: {len(distinct)}")
-    if len(distinct) != count or usage.running < count:
-        raise SystemExit("not every container ran with an IP of its own")
 
 
 if __name__ == "__main__":
