@@ -2,11 +2,13 @@
 
 Every per-container operation runs as ``<Op>OnNode`` on the agent of the container's node, where
 its steps run (:mod:`berth.workflows.steps`). The public ``<Op>`` workflows on the control queue
-``berth`` find the node and hand the operation over to it; :func:`continue_on_node` is that
+``berth`` find the node and hand the operation over to it; :func:`route_to_node` is that
 routing, once. It continues the public run as new, as ``<Op>OnNode`` on the node's queue: the
 same workflow id, so a caller's handle follows the runs to the node's result (or its typed
-failure) with no parent waiting on a child in between, which saved a workflow task and a child
-start on every call, and an operator finds the operation under the id the caller chose. Runs
+failure) with no parent waiting on a child in between, which saves a workflow task and a child
+start on every call, and an operator finds both runs under the id the caller chose. (The
+Temporal cluster must not hold a new run back after a short one: its dynamic config
+``history.workflowIdReuseMinimalInterval`` is 0, see deploy/temporal-dynamic-config.yaml.) Runs
 recorded before the patch :data:`CONTINUE_ON_NODE_PATCH` ran the node workflow as a child
 (:func:`run_on_node`), and replay as they ran.
 
