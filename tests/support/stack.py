@@ -48,10 +48,11 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from berth.config import NodePaths, Settings
-from berth.runtime.cni import delete_masquerade
+from berth.runtime.cni import CniNetwork, delete_masquerade
 from berth.runtime.containerd_daemon import start_containerd
 from berth.runtime.image import DEFAULT_REF, build_busybox_image, import_image
 from berth.runtime.mounts import unmount_rootfs
+from berth.runtime.netns import list_netns
 from dev.registry import LocalRegistry, push_oci_layout
 from dev.stack import (
     BackgroundProcess,
@@ -253,6 +254,7 @@ def clear_suite(suite: Suite) -> None:
     attempt("processes", _stop_recorded_processes, suite)
     for node in _node_dirs(suite):
         attempt(f"containerd {node}", run_coroutine, stop_node_containerd(suite.paths, node))
+    attempt("port forwards", _delete_port_forwards, suite)
     if suite.state_dir.exists():
         attempt("mounts", unmount_rootfs, suite.state_dir)
     attempt("bridges", _delete_bridges, suite)
@@ -291,6 +293,28 @@ def _node_dirs(suite: Suite) -> list[str]:
     if not nodes_dir.is_dir():
         return []
     return sorted(entry.name for entry in nodes_dir.iterdir() if entry.is_dir())
+
+
+def _delete_port_forwards(suite: Suite) -> None:
+    """portmap's rules (host-global iptables) of every container a node of the suite still has a
+    network namespace or /etc directory for: a CNI DEL each, before the dirs go."""
+    for node in _node_dirs(suite):
+        if node not in NODES:
+            continue
+        paths = suite.node_paths(node)
+        ids = {entry.name for entry in list_netns(paths.netns_dir)}
+        if paths.containers_dir.is_dir():
+            ids |= {entry.name for entry in paths.containers_dir.iterdir()}
+        network = CniNetwork(
+            Settings.model_fields["cni_bin_dir"].default,
+            f"berth-{node}",
+            suite.bridge(node),
+            suite.subnet(node),
+            paths.cni_dir,
+            masquerade=False,
+        )
+        for container_id in sorted(ids):
+            network.detach(container_id, paths.netns(container_id))
 
 
 def _delete_bridges(suite: Suite) -> None:
