@@ -354,6 +354,8 @@ class TemporalHttp:
         if use_existing:
             body["workflowIdConflictPolicy"] = "WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING"
         started = self.call("POST", self._workflow_path(workflow_id), body)
+        if "runId" not in started:
+            raise self._unreachable("the answer to a start names no run: not Temporal's API?")
         return str(started["runId"])
 
     def result(self, workflow_id: str, run_id: str) -> Any:

@@ -178,9 +178,46 @@ def make_tls_material(directory: Path) -> TlsMaterial:
     return material
 
 
-def nginx_config(directory: Path, port: int, material: TlsMaterial, upstream: str) -> str:
-    """An nginx config that owns only paths under ``directory`` and listens on loopback."""
+# A refused client certificate is answered as a gRPC server answers it, UNAUTHENTICATED in a
+# trailers-only response (nginx's own gRPC gateway pattern), not an HTML page.
+_GRPC_REFUSALS = """\
+        # A refused client certificate is answered as a gRPC server answers it, UNAUTHENTICATED
+        # in a trailers-only response (nginx's own gRPC gateway pattern), not an HTML page.
+        error_page 496 = @no_certificate;
+        error_page 495 = @bad_certificate;
+"""
+_GRPC_REFUSAL_LOCATIONS = """\
+        location @no_certificate {
+            default_type application/grpc;
+            add_header grpc-status 16 always;
+            add_header grpc-message "client certificate required" always;
+            return 200;
+        }
+        location @bad_certificate {
+            default_type application/grpc;
+            add_header grpc-status 16 always;
+            add_header grpc-message "client certificate not trusted" always;
+            return 200;
+        }
+"""
+
+
+def nginx_config(
+    directory: Path, port: int, material: TlsMaterial, upstream: str, http_api: bool = False
+) -> str:
+    """An nginx config that owns only paths under ``directory`` and listens on loopback.
+
+    ``http_api``: forward plain HTTP (the frontend's HTTP API) instead of gRPC.
+    """
     temp = directory / "temp"
+    forward = (
+        f"proxy_pass http://{upstream}; proxy_read_timeout 300s;"
+        if http_api
+        else f"grpc_pass grpc://{upstream};"
+    )
+    # An HTTP client gets nginx's own 400 for a refused certificate.
+    refusals = "" if http_api else _GRPC_REFUSALS
+    refusal_locations = "" if http_api else _GRPC_REFUSAL_LOCATIONS
     return f"""
 daemon off;
 master_process on;
@@ -205,26 +242,10 @@ http {{
         # Temporal's long polls (a workflow's result) hold a call open for many seconds.
         grpc_read_timeout 300s;
         grpc_send_timeout 300s;
-        # A refused client certificate is answered as a gRPC server answers it, UNAUTHENTICATED
-        # in a trailers-only response (nginx's own gRPC gateway pattern), not an HTML page.
-        error_page 496 = @no_certificate;
-        error_page 495 = @bad_certificate;
-        location / {{
-            grpc_pass grpc://{upstream};
+{refusals}        location / {{
+            {forward}
         }}
-        location @no_certificate {{
-            default_type application/grpc;
-            add_header grpc-status 16 always;
-            add_header grpc-message "client certificate required" always;
-            return 200;
-        }}
-        location @bad_certificate {{
-            default_type application/grpc;
-            add_header grpc-status 16 always;
-            add_header grpc-message "client certificate not trusted" always;
-            return 200;
-        }}
-    }}
+{refusal_locations}    }}
 }}
 """
 
@@ -248,15 +269,16 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def tls_proxy(
-    directory: Path, port: int, material: TlsMaterial, upstream: str
+    directory: Path, port: int, material: TlsMaterial, upstream: str, http_api: bool = False
 ) -> Iterator[TlsProxy]:
-    """Run nginx as an mTLS gRPC proxy on ``127.0.0.1:port`` until the block ends."""
+    """Run nginx as an mTLS gRPC (or, with ``http_api``, HTTP) proxy on ``127.0.0.1:port``
+    until the block ends."""
     if shutil.which(NGINX) is None:
         raise RuntimeError(f"{NGINX} not found: scripts/dev installs Debian's nginx")
     for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (directory / "temp" / name).mkdir(parents=True, exist_ok=True)
     config = directory / "nginx.conf"
-    config.write_text(nginx_config(directory, port, material, upstream))
+    config.write_text(nginx_config(directory, port, material, upstream, http_api))
     error_log = directory / "error.log"
     process = subprocess.Popen(
         # -e: even the errors before the config is read go to our log, not the system's.
