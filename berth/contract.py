@@ -137,6 +137,46 @@ class PullPolicy(StrEnum):
     NEVER = "never"
 
 
+def check_image_reference(value: str) -> str:
+    """An image reference as docker takes it (``[registry/]path[:tag][@digest]``)."""
+    if len(value) > 255 or not IMAGE_REFERENCE.match(value):
+        raise ValueError(f"invalid reference format: {value!r}")
+    return value
+
+
+ImageReference = Annotated[str, AfterValidator(check_image_reference)]
+NodeName = Annotated[str, AfterValidator(check_node_name)]
+
+
+class ImagePullInput(Model):
+    """Input of ``ImagePull``: pull ``reference`` onto each of ``nodes``, all at once.
+
+    Each node pulls it from its registry (``berth image pull --all-nodes`` names every live node);
+    a node that has it already refreshes it from the registry, as ``docker pull`` does.
+    """
+
+    reference: ImageReference
+    nodes: list[NodeName] = Field(min_length=1, max_length=1000)
+
+
+class ImageOnNode(Model):
+    """An image on one node: what a pull recorded there (``pulled`` False: nothing changed)."""
+
+    node: str
+    reference: str
+    digest: str | None = None
+    pulled: bool = True
+    # Bytes of its layers and config, as the registry served them (compressed).
+    size: int = 0
+
+
+class ImagePullOutput(Model):
+    """Output of ``ImagePull``: one entry per node."""
+
+    reference: str
+    nodes: list[ImageOnNode]
+
+
 class RestartPolicy(Model):
     """Docker's restart policy: ``no``, ``always``, ``unless-stopped`` or ``on-failure[:N]``."""
 
@@ -422,9 +462,7 @@ class ContainerConfig(Model):
     @field_validator("image")
     @classmethod
     def _valid_image(cls, value: str) -> str:
-        if len(value) > 255 or not IMAGE_REFERENCE.match(value):
-            raise ValueError(f"invalid reference format: {value!r}")
-        return value
+        return check_image_reference(value)
 
     @field_validator("env")
     @classmethod
@@ -715,4 +753,5 @@ WORKFLOW_CONTRACTS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     "ContainerRemove": (ContainerRemoveInput, ContainerRemoveOutput),
     "ContainerExport": (ContainerExportInput, ContainerExportOutput),
     "FleetRestart": (FleetRestartInput, FleetProgress),
+    "ImagePull": (ImagePullInput, ImagePullOutput),
 }

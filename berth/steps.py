@@ -37,7 +37,10 @@ from berth.contract import (
     ContainerStopInput,
     ContainerStopOutput,
     FleetSelector,
+    ImageOnNode,
+    ImageReference,
     NetworkMode,
+    NodeName,
     PullPolicy,
 )
 
@@ -382,6 +385,58 @@ class ReleasePullInput(StepModel):
     owner: str
 
 
+class ImageListInput(StepModel):
+    """Input of ``ImageListOnNode`` (and its step): the node whose images to list."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    node: NodeName
+
+
+class ImageSummary(StepModel):
+    """One image of a node's containerd: its name, target digest, size and creation time."""
+
+    name: str
+    digest: str
+    size: int
+    created_at: datetime
+
+
+class ImageListOutput(StepModel):
+    node: str
+    images: list[ImageSummary]
+
+
+class ImageRemoveInput(StepModel):
+    """Input of ``ImageRemoveOnNode`` (and its step): remove ``reference`` from ``node``.
+
+    Refused with ``Conflict`` while a container of the node was created from it, unless
+    ``force`` (as ``docker rmi -f``: the containers keep their filesystems).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    node: NodeName
+    reference: ImageReference
+    force: bool = False
+
+
+class ImageRemoveOutput(StepModel):
+    node: str
+    reference: str
+    # False: the node did not have it.
+    removed: bool
+
+
+class NodeImagePullInput(StepModel):
+    """Input of ``ImagePullOnNode``: pull ``reference`` onto ``node`` (the agent's own)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    node: NodeName
+    reference: ImageReference
+
+
 # --- export, exits, health, fleet -----------------------------------------------------------------
 
 
@@ -589,6 +644,9 @@ NODE_WORKFLOW_CONTRACTS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     "ContainerRemoveOnNode": (NodeRemoveInput, ContainerRemoveOutput),
     "ContainerExportOnNode": (NodeExportInput, ContainerExportOutput),
     "ContainerExitedOnNode": (ExitInput, ExitOutput),
+    "ImagePullOnNode": (NodeImagePullInput, ImageOnNode),
+    "ImageListOnNode": (ImageListInput, ImageListOutput),
+    "ImageRemoveOnNode": (ImageRemoveInput, ImageRemoveOutput),
 }
 
 

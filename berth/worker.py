@@ -26,6 +26,7 @@ from berth.activities.exit import ExitActivities
 from berth.activities.export import ExportActivities
 from berth.activities.fleet import FleetActivities
 from berth.activities.health import HealthActivities
+from berth.activities.images import ImageActivities
 from berth.activities.mount import MountActivities
 from berth.activities.network import NetworkActivities
 from berth.activities.pull import PullActivities
@@ -57,6 +58,12 @@ from berth.workflows.container_restart import ContainerRestart, ContainerRestart
 from berth.workflows.container_start import ContainerStart, ContainerStartOnNode
 from berth.workflows.container_stop import ContainerStop, ContainerStopOnNode
 from berth.workflows.fleet_restart import FleetRestart
+from berth.workflows.image_ops import (
+    ImageListOnNode,
+    ImagePull,
+    ImagePullOnNode,
+    ImageRemoveOnNode,
+)
 from berth.workflows.steps import CONTROL, NODE, check_registered
 
 log = logging.getLogger("berth.worker")
@@ -111,6 +118,7 @@ def control_worker(
             ContainerUnpause,
             ContainerRemove,
             FleetRestart,
+            ImagePull,
         ],
         workflow_runner=workflow_runner(),
         activities=activities,
@@ -274,6 +282,7 @@ def node_worker(
         ImagePuller(runtime.containerd, lambda: registry_client(settings), runtime.faults),
         runtime.faults,
     )
+    images = ImageActivities(runtime.containerd, sessions)
     activities: list[Callable[..., Any]] = [
         export.begin_export,
         export.export_rootfs,
@@ -311,6 +320,8 @@ def node_worker(
         pull.check_image,
         pull.pull_image,
         pull.release_pull,
+        images.list_images,
+        images.remove_image,
     ]
     check_registered(NODE, activities)
     return Worker(
@@ -324,6 +335,9 @@ def node_worker(
             ContainerPauseOnNode,
             ContainerRemoveOnNode,
             ContainerExitedOnNode,
+            ImagePullOnNode,
+            ImageListOnNode,
+            ImageRemoveOnNode,
         ],
         workflow_runner=workflow_runner(),
         activities=activities,

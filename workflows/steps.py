@@ -184,6 +184,8 @@ RESUME_TASK: Step[s.ContainerRef, None] = _host("resume_task", s.ContainerRef, N
 CHECK_IMAGE = _host("check_image", s.CheckImageInput, s.CheckImageOutput)
 RELEASE_PULL = _undo("release_pull", s.ReleasePullInput)
 PULL_IMAGE = _long("pull_image", s.PullImageInput, s.PullImageOutput, timeout=timedelta(hours=1))
+LIST_IMAGES = _host("list_images", s.ImageListInput, s.ImageListOutput)
+REMOVE_IMAGE = _host("remove_image", s.ImageRemoveInput, s.ImageRemoveOutput)
 
 # -- steps whose duration the user controls: regular activities that heartbeat ---------------------
 # The timeout given here is a floor; the stop passes its grace period plus slack per call.
@@ -240,6 +242,8 @@ STEPS: dict[str, Step[Any, Any]] = {
         CHECK_IMAGE,
         RELEASE_PULL,
         PULL_IMAGE,
+        LIST_IMAGES,
+        REMOVE_IMAGE,
     )
 }
 

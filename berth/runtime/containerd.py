@@ -24,7 +24,7 @@ import platform
 import signal as signals
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -135,6 +135,18 @@ class ImageInfo:
     chain_id: str
     config: dict[str, Any] = field(default_factory=dict)
     snapshotter: str = SNAPSHOTTER
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """An entry of containerd's image store: the name and what it points at."""
+
+    name: str
+    digest: str
+    media_type: str
+    # The size of the target (the index or manifest), not of the layers.
+    size: int
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -344,6 +356,41 @@ class ContainerdClient:
                 f"on node {self.node!r} (no snapshot {chain})"
             ) from None
         return ImageInfo(ref=ref, chain_id=chain, config=dict(config_blob.get("config") or {}))
+
+    async def list_images(self) -> list[ImageRecord]:
+        """Every image record of this namespace (name, target digest and media type)."""
+        response = await self._call(
+            "list images", self._images.List, images_pb2.ListImagesRequest()
+        )
+        return [
+            ImageRecord(
+                name=image.name,
+                digest=image.target.digest,
+                media_type=image.target.media_type,
+                size=image.target.size,
+                created_at=image.created_at.ToDatetime(tzinfo=UTC),
+            )
+            for image in response.images
+        ]
+
+    async def image_size(self, image: ImageRecord) -> int:
+        """Bytes of the image's config and layers for this host's platform, as pulled."""
+        manifest = json.loads(await self._read_blob(image.name, image.digest))
+        if image.media_type in _INDEX_TYPES or "manifests" in manifest:
+            entry = pick_manifest(manifest, image.name, self.node)
+            manifest = json.loads(await self._read_blob(image.name, str(entry["digest"])))
+        parts = [manifest.get("config") or {}, *(manifest.get("layers") or [])]
+        return sum(int(part.get("size", 0)) for part in parts)
+
+    async def delete_image(self, name: str, sync: bool = True) -> None:
+        """Delete the image record; with ``sync`` containerd collects what only it kept before
+        answering. A missing image is success."""
+        with contextlib.suppress(NotFound):
+            await self._call(
+                f"delete image {name!r}",
+                self._images.Delete,
+                images_pb2.DeleteImageRequest(name=name, sync=sync),
+            )
 
     async def _read_blob(self, ref: str, digest: str) -> bytes:
         chunks: list[bytes] = []

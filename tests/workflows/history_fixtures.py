@@ -34,6 +34,12 @@ from berth.workflows.container_restart import ContainerRestart, ContainerRestart
 from berth.workflows.container_start import ContainerStart, ContainerStartOnNode
 from berth.workflows.container_stop import ContainerStop, ContainerStopOnNode
 from berth.workflows.fleet_restart import FleetRestart
+from berth.workflows.image_ops import (
+    ImageListOnNode,
+    ImagePull,
+    ImagePullOnNode,
+    ImageRemoveOnNode,
+)
 from tests.integration.conftest import TEST_CODEC_KEYS
 
 HISTORIES_DIR = Path(__file__).resolve().parent / "histories"
@@ -58,6 +64,10 @@ BERTH_WORKFLOWS: list[type] = [
     ContainerExportOnNode,
     ContainerExitedOnNode,
     FleetRestart,
+    ImagePull,
+    ImagePullOnNode,
+    ImageListOnNode,
+    ImageRemoveOnNode,
 ]
 
 
