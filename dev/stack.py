@@ -46,7 +46,7 @@ from temporalio.service import RPCError
 
 from berth.config import NodePaths, Settings
 from berth.errors import BerthError
-from berth.runtime.cni import delete_masquerade
+from berth.runtime.cni import CniNetwork, delete_masquerade
 from berth.runtime.containerd import ContainerdClient
 from berth.runtime.containerd_daemon import (
     containerd_running,
@@ -689,9 +689,19 @@ def unmount_rootfs_dirs(node_paths: NodePaths) -> None:
 
 def delete_netns_files(node_paths: NodePaths) -> None:
     for deployment in sorted(node_paths.workloads_dir.glob("*/netns")):
+        # CNI DEL first: portmap's rules live in the host's iptables, not in the namespace.
+        network = CniNetwork(
+            Settings.model_fields["cni_bin_dir"].default,
+            f"berth-{node_paths.root.name}",
+            "berth-down",  # DEL needs no bridge: it finds the veth in the namespace
+            "10.213.0.0/22",
+            deployment.parent / "cni",
+            masquerade=False,
+        )
         for path in list_netns(deployment):
+            network.detach(path.name, path)
             delete_netns(path)
-            log(f"{'network':<14} deleted netns {path}")
+            log(f"{'network':<14} deleted netns {path} and its port forwards")
 
 
 def berth_bridges() -> list[str]:
