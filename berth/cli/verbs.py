@@ -31,6 +31,7 @@ VERBS: dict[str, Verb] = {
     "logs": Verb("berth.cli.logs", "print a container's output"),
     "fleet": Verb("berth.fleet_cli", "restart fleets of containers"),
     "node": Verb("berth.cli.node", "list nodes with their containers and IPs used/free"),
+    "image": Verb("berth.cli.image", "pull, list and remove images on nodes"),
     "codec-server": Verb("berth.cli.codec", "serve the payload codec for the Temporal Web UI"),
     "codec-keys": Verb("berth.cli.codec", "print a new payload-encryption key set"),
     "completion": Verb("berth.cli.completion", "print a bash, zsh or fish completion script"),
