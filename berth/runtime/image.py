@@ -17,6 +17,7 @@ import subprocess
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from berth.config import NodePaths
 from berth.errors import InvalidParameter, NotFound, System
@@ -99,15 +100,21 @@ def busybox_rootfs_tar(out_tar: Path, busybox: Path = BUSYBOX) -> Path:
     return out_tar
 
 
-def build_busybox_image(out_tar: Path, ref: str = DEFAULT_REF, busybox: Path = BUSYBOX) -> Path:
-    """Write an OCI image-layout tar of a busybox image named ``ref`` to ``out_tar``.
+def build_busybox_image(
+    out_tar: Path,
+    ref: str = DEFAULT_REF,
+    busybox: Path = BUSYBOX,
+    config: dict[str, Any] | None = None,
+) -> Path:
+    """Write an OCI image-layout tar of a busybox image named ``ref`` to ``out_tar``; ``config``
+    adds to its image config (``ExposedPorts``, ``Env``, ...).
 
     Raises:
         System: ``busybox`` is missing (install Debian's ``busybox-static``).
     """
     if not busybox.is_file():
         raise System(f"{busybox} not found: install the Debian package busybox-static")
-    return build_oci_layout(out_tar, ref, [_layer(busybox)])
+    return build_oci_layout(out_tar, ref, [_layer(busybox)], image_config=config)
 
 
 def file_layer(files: dict[str, bytes]) -> bytes:
@@ -141,10 +148,15 @@ def _compress(data: bytes, compression: str) -> bytes:
 
 
 def build_oci_layout(
-    out_tar: Path, ref: str, layers: list[bytes], compression: str = "none"
+    out_tar: Path,
+    ref: str,
+    layers: list[bytes],
+    compression: str = "none",
+    image_config: dict[str, Any] | None = None,
 ) -> Path:
     """Write an OCI image-layout tar of an image named ``ref`` with ``layers`` (plain tars,
-    bottom first, each compressed with ``compression``: none, gzip or zstd) to ``out_tar``."""
+    bottom first, each compressed with ``compression``: none, gzip or zstd) to ``out_tar``;
+    ``image_config`` adds to the image config's ``config`` section."""
     os_name, arch = host_platform()
     blobs = [
         _Blob(LAYER_MEDIA_TYPES[compression], _compress(layer, compression)) for layer in layers
@@ -157,7 +169,7 @@ def build_oci_layout(
                 "architecture": arch,
                 "os": os_name,
                 "created": "1970-01-01T00:00:00Z",
-                "config": {"Env": [DEFAULT_PATH], "Cmd": ["sh"]},
+                "config": {"Env": [DEFAULT_PATH], "Cmd": ["sh"], **(image_config or {})},
                 "rootfs": {"type": "layers", "diff_ids": diff_ids},
                 "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "berth"}],
             },

@@ -12,6 +12,7 @@ import random
 import socket
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +25,7 @@ from berth.contract import ContainerConfig, NetworkMode
 from berth.errors import Conflict, System
 from berth.leaks import LeakKind, check_node
 from berth.reconciler import Reconciler, Undo
+from berth.runtime.image import build_busybox_image, import_image
 from berth.runtime.ports import host_port_free
 from berth.steps import NetworkInput
 from tests.integration.conftest import Stack
@@ -197,3 +199,18 @@ async def test_container_that_exits_by_itself_releases_its_ports(stack: Stack) -
             break
         await asyncio.sleep(0.1)
     assert trace.empty, trace
+
+
+async def test_publish_all_publishes_the_images_exposed_ports(stack: Stack, tmp_path: Path) -> None:
+    ref = "local/exposed-http:latest"
+    tar = build_busybox_image(tmp_path / "image.tar", ref, config={"ExposedPorts": {"80/tcp": {}}})
+    paths = stack.settings.node_paths()
+    await import_image(paths, stack.settings.containerd_namespace, tar, ref)
+    container_id = await stack.create(image=ref, cmd=HTTPD, publish_all=True)
+
+    await stack.berth.start(container_id)
+
+    (published,) = (await stack.footprint(container_id)).ports
+    port = int(published.removesuffix("/tcp"))
+    assert 49153 <= port <= 60999
+    assert await fetch(f"http://{stack.runtime.cni.gateway}:{port}/") == "hello\n"
