@@ -31,10 +31,11 @@ async def _images(context: Context) -> ImageClient:
 
 
 async def _live_nodes(context: Context) -> list[str]:
+    from berth.cli.env import read_settings
     from berth.db.node_reads import NodeReads
     from berth.db.reads import DatabaseUnreachable
 
-    settings = context.settings
+    settings = read_settings()
     try:
         reads = await NodeReads.connect(
             settings.database_url,

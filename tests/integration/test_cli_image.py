@@ -19,7 +19,7 @@ async def test_cli_image_pull_ls_rm_round_trip(
     repository, tag = image.ref.rsplit(":", 1)
 
     pulled = await run(stack, "image", "pull", "--node", "node-1", image.ref)
-    listed = await run(stack, "image", "ls", "--node", "node-1")
+    listed = await run(stack, "image", "ls")  # every live node
     removed = await run(stack, "image", "rm", "--node", "node-1", image.ref)
     after = await run(stack, "image", "ls", "--node", "node-1", "-q")
 
