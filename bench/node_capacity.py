@@ -1,9 +1,11 @@
 """Room on one node: N running containers, each with its own IP, then ``berth node ls``'s figures.
 
-Needs PostgreSQL, Temporal and node-1's containerd from the dev stack
-(``scripts/dev up --nodes 1 --infra-only``); runs in the fleet bench's world (database
-``berth_bench``, namespaces ``berth-bench``) with its own control queue, bridge ``bbcap0`` and
-subnet ``10.213.160.0/22`` (1,021 addresses), its node agent a subprocess stopped at the end.
+Needs PostgreSQL and Temporal from the dev stack (``scripts/dev up --infra-only``); runs its own
+containerd for its node under ``/tmp/berth-capacity`` (a dev stack's containerds, which other
+benches restart, are left alone) in the fleet bench's world (database ``berth_bench``, namespaces
+``berth-bench``) with its own control queue, bridge ``bbcap0`` and subnet ``10.213.160.0/22``
+(1,021 addresses); its node agent is a subprocess stopped at the end, its containerd stopped and
+its directory removed.
 
     .venv/bin/python -m bench.node_capacity               # 300 containers
     .venv/bin/python -m bench.node_capacity --count 50
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import shutil
 import subprocess
 import sys
 import time
@@ -45,10 +48,14 @@ from berth.config import Settings
 from berth.contract import ContainerConfig
 from berth.db.node_reads import NodeReads, NodeUsageRow
 from berth.runtime.cni import delete_masquerade
-from berth.runtime.image import DEFAULT_REF, import_image
+from berth.runtime.containerd_daemon import start_containerd
+from berth.runtime.image import DEFAULT_REF, build_busybox_image, import_image
+from berth.runtime.mounts import unmount_rootfs
 from berth.worker import running
+from dev.stack import StackPaths, stop_node_containerd
 
 ROOT = Path(__file__).resolve().parents[1]
+STATE_DIR = Path("/tmp/berth-capacity")
 BRIDGE = "bbcap0"
 SUBNET = "10.213.160.0/22"
 
@@ -59,6 +66,7 @@ def capacity_settings() -> Settings:
         database_url=BENCH_DATABASE_URL,
         containerd_namespace=BENCH_NAMESPACE,
         task_queue="berth-capacity-bench",
+        state_dir=STATE_DIR,
         node="node-1",
         bridge=BRIDGE,
         subnet=SUBNET,
@@ -136,14 +144,15 @@ async def main() -> None:
     if args.agent:
         await serve_agent(own)
         return
-    if not own.node_paths().containerd_socket.exists():
-        raise SystemExit("no containerd for node-1: scripts/dev up --nodes 1 --infra-only")
     await asyncio.to_thread(prepare_database)
     await prepare_namespace(own)
-    tar = own.state_dir / "images" / "busybox.tar"
-    await import_image(own.node_paths(), own.containerd_namespace, tar, DEFAULT_REF)
+    paths = own.node_paths()
+    (STATE_DIR / "logs").mkdir(parents=True, exist_ok=True)
+    await start_containerd(paths)
+    tar = build_busybox_image(STATE_DIR / "busybox.tar")
+    await import_image(paths, own.containerd_namespace, tar, DEFAULT_REF)
     run = uuid.uuid4().hex[:6]
-    log = own.state_dir / "logs" / "node-capacity-bench-node-1.log"
+    log = STATE_DIR / "logs" / "node-capacity-bench-node-1.log"
     ids: list[tuple[str, str]] = []
     work: list[tuple[list[str], str]] = []
     agent: subprocess.Popen[bytes] | None = None
@@ -176,6 +185,9 @@ async def main() -> None:
                 agent.wait(30)
             subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True, check=False)
             delete_masquerade(BRIDGE)
+            await stop_node_containerd(StackPaths(STATE_DIR), own.node)
+            unmount_rootfs(STATE_DIR)
+            shutil.rmtree(STATE_DIR, ignore_errors=True)
 
 
 if __name__ == "__main__":
