@@ -100,11 +100,12 @@ def test_cli_entry_and_verb_modules_load_no_heavy_dependency(module: str) -> Non
     assert under(loaded, *HEAVY) == []
 
 
-@pytest.mark.parametrize("module", ["berth.db.reads", "berth.cli.transport"])
-def test_cli_light_paths_load_psycopg_but_no_sdk_orm_or_pydantic(module: str) -> None:
+@pytest.mark.parametrize("module", ["berth.db.reads", "berth.db.node_reads", "berth.cli.transport"])
+def test_cli_light_paths_load_asyncpg_but_no_sdk_orm_psycopg_or_pydantic(module: str) -> None:
     loaded = loaded_after(module)
 
-    assert under(loaded, *(name for name in HEAVY if name != "psycopg")) == []
+    assert "asyncpg" in loaded
+    assert under(loaded, *HEAVY) == []
 
 
 def test_workflow_imports_load_no_activity_runtime_or_sqlalchemy_module() -> None:
