@@ -128,6 +128,8 @@ class Sides:
         self.berth_ids: list[str] = []
         self.ctr_ids: list[str] = []
         self.docker_names: list[str] = []
+        # Workflow type -> (workflow id, first run id) of each start by type name.
+        self.runs: dict[str, list[tuple[str, str | None]]] = {}
         self._count = 0
 
     def _next(self, kind: str) -> str:
@@ -143,11 +145,23 @@ class Sides:
         return created.id
 
     async def sdk(self, cid: str, workflow_type: str, task_queue: str) -> None:
-        result = await self.plain.execute_workflow(
+        handle = await self.plain.start_workflow(
             workflow_type, {"container": cid}, id=f"container-start-{cid}", task_queue=task_queue
         )
+        result = await handle.result()
         if not result.get("pid"):
             raise SystemExit(f"{workflow_type} returned no pid: {result}")
+        self.runs.setdefault(workflow_type, []).append((handle.id, handle.first_execution_run_id))
+
+    async def server_ms(self, workflow_type: str) -> list[float]:
+        """Per start of ``workflow_type``: first run's start to the id's last run's close."""
+        spans = []
+        for workflow_id, first_run in self.runs.get(workflow_type, [])[1:]:  # not the warm-up
+            first = await self.plain.get_workflow_handle(workflow_id, run_id=first_run).describe()
+            last = await self.plain.get_workflow_handle(workflow_id).describe()
+            assert last.close_time is not None
+            spans.append((last.close_time - first.start_time).total_seconds() * 1000)
+        return spans
 
     def cli(self, cid: str) -> None:
         argv = [
@@ -244,10 +258,29 @@ async def timed_rounds(
                     for side in order:
                         samples[side].append(await sides.one(side))
                     print(f"round {index + 1}/{rounds}", file=sys.stderr, flush=True)
+                for workflow_type, side in (
+                    ("ContainerStart", SDK),
+                    ("ContainerStartAsChild", CHILD),
+                ):
+                    server = await sides.server_ms(workflow_type)
+                    samples[f"{side}: server"] = server
             finally:
                 sides.clean_docker()
                 clean_ctr(ctr_command(own), sides.ctr_ids)
     return samples
+
+
+def server_lines(samples: dict[str, list[float]]) -> str:
+    """Where a start by type name spends its time: in Temporal (first run's start to the last
+    run's close, from the histories) and around it (start call, result poll, this client)."""
+    lines = []
+    for side in (SDK, CHILD):
+        server = median_ms(samples[f"{side}: server"])
+        lines.append(
+            f"{side:<42} in Temporal {server:6.0f}ms, around it "
+            f"{median_ms(samples[side]) - server:5.0f}ms (medians)"
+        )
+    return "\n".join(lines)
 
 
 async def main() -> None:
@@ -261,6 +294,7 @@ async def main() -> None:
             samples = await bench(own, suite.paths, args.rounds, uuid.uuid4().hex[:6])
     print(f"start latency on {own.node}, {args.rounds} interleaved rounds, warm-up excluded")
     print(table(samples))
+    print(server_lines(samples))
 
 
 if __name__ == "__main__":
