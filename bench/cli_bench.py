@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import resource
 import shlex
 import signal
 import statistics
@@ -55,10 +56,19 @@ DOCKER_BRIDGE_CIDR = "10.216.0.1/24"
 HANG_SECONDS = 60.0
 
 
-def timed(argv: list[str]) -> float | None:
-    """Run ``argv`` to completion; its wall time in ms (None: it hung and was killed). A failing
-    command stops the bench."""
-    began = time.perf_counter()
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(argv: list[str]) -> tuple[float, float] | None:
+    """Run ``argv`` to completion; its wall time and the CPU time (user + system) it used, in ms
+    (None: it hung and was killed). A failing command stops the bench.
+
+    The CPU time is the command's own work, which a busy machine does not inflate as it does the
+    wall time; for berth's writing verbs the saga's work is the workers' and not in it.
+    """
+    began, cpu = time.perf_counter(), _children_cpu()
     try:
         done = subprocess.run(argv, capture_output=True, timeout=HANG_SECONDS)
     except subprocess.TimeoutExpired:
@@ -66,7 +76,7 @@ def timed(argv: list[str]) -> float | None:
     took = (time.perf_counter() - began) * 1000
     if done.returncode != 0:
         raise SystemExit(f"{shlex.join(argv)} exited {done.returncode}: {done.stderr.decode()}")
-    return took
+    return took, (_children_cpu() - cpu) * 1000
 
 
 class Sides:
@@ -136,9 +146,11 @@ class Sides:
 
 
 def bench(sides: Sides, rounds: int) -> dict[str, dict[str, list[float]]]:
-    """Samples in ms by verb and side; round 0 is a warm-up, not kept."""
+    """Samples in ms by verb and side (wall time; ``<side> cpu``: CPU time); round 0 is a
+    warm-up, not kept."""
     samples: dict[str, dict[str, list[float]]] = {
-        verb: {"berth": [], "docker": [], "ctr": []} for verb in VERBS
+        verb: {side: [] for side in ("berth", "docker", "ctr", "berth cpu", "docker cpu")}
+        for verb in VERBS
     }
     for index in range(rounds + 1):
         for verb in VERBS:
@@ -149,12 +161,18 @@ def bench(sides: Sides, rounds: int) -> dict[str, dict[str, list[float]]]:
             ctr = sides.ctr_argv(verb)
             if ctr is not None:
                 parts = [timed(argv) for argv in ctr]
-                figures["ctr"] = None if None in parts else sum(p for p in parts if p is not None)
+                figures["ctr"] = (
+                    None
+                    if None in parts
+                    else (sum(p[0] for p in parts if p), sum(p[1] for p in parts if p))
+                )
             for side, figure in figures.items():
                 if figure is None:
                     print(f"{side} {verb} hung (> {HANG_SECONDS:g} s), killed", file=sys.stderr)
                 elif index:
-                    samples[verb][side].append(figure)
+                    samples[verb][side].append(figure[0])
+                    if side != "ctr":
+                        samples[verb][f"{side} cpu"].append(figure[1])
     return samples
 
 
@@ -162,7 +180,10 @@ def table(samples: dict[str, dict[str, list[float]]]) -> str:
     def median(values: list[float]) -> str:
         return f"{statistics.median(values):.0f}" if values else "-"
 
-    lines = [f"{'verb':<9}{'berth ms':>10}{'docker ms':>11}{'ctr ms':>9}{'berth/docker':>14}"]
+    lines = [
+        f"{'verb':<9}{'berth ms':>10}{'docker ms':>11}{'ctr ms':>9}{'berth/docker':>14}"
+        f"{'berth cpu':>11}{'docker cpu':>12}"
+    ]
     for verb, sides in samples.items():
         berth, docker = sides["berth"], sides["docker"]
         ratio = (
@@ -172,6 +193,7 @@ def table(samples: dict[str, dict[str, list[float]]]) -> str:
         )
         lines.append(
             f"{verb:<9}{median(berth):>10}{median(docker):>11}{median(sides['ctr']):>9}{ratio:>14}"
+            f"{median(sides['berth cpu']):>11}{median(sides['docker cpu']):>12}"
         )
     return "\n".join(lines)
 
@@ -248,7 +270,8 @@ def main() -> None:
     berth, events = shlex.split(args.berth), shlex.split(args.events_flags)
     samples = asyncio.run(run_bench(berth, events, args.rounds))
     print(f"berth: {args.berth}")
-    print(f"{args.rounds} interleaved rounds after a warm-up, medians, node-1's containerd")
+    print(f"{args.rounds} interleaved rounds after a warm-up, medians, node-1's containerd;")
+    print(f"cpu: the command's own user + system time; load average {os.getloadavg()[0]:.1f}")
     print(table(samples))
 
 
