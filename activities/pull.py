@@ -19,16 +19,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import stat
+from collections.abc import Sequence
+from pathlib import Path
 
 from temporalio import activity
 
-from berth.contract import PullPolicy
-from berth.errors import BerthError, NotFound
+from berth.contract import ImageOnNode, PullPolicy
+from berth.errors import BerthError, InvalidParameter, NotFound
 from berth.faults import NO_FAULTS, FaultHook, fault_point
+from berth.host_paths import open_confined
 from berth.runtime.pull import ImagePuller, pull_lease_id
 from berth.steps import (
     CheckImageInput,
     CheckImageOutput,
+    ImageLoadOutput,
+    LoadImageInput,
     PullImageInput,
     PullImageOutput,
     ReleasePullInput,
@@ -56,9 +63,17 @@ class PullProgress:
 class PullActivities:
     """The node's image pulls; one :class:`ImagePuller` per agent (it keeps the per-image locks)."""
 
-    def __init__(self, puller: ImagePuller, faults: FaultHook = NO_FAULTS) -> None:
+    def __init__(
+        self,
+        puller: ImagePuller,
+        faults: FaultHook = NO_FAULTS,
+        import_roots: Sequence[Path] = (),
+    ) -> None:
+        """``import_roots``: where ``load_image`` may read archives (the node's imports
+        directory and its ``allowed_import_paths``)."""
         self._puller = puller
         self._faults = faults
+        self._import_roots = list(import_roots)
 
     @activity.defn(name="check_image")
     async def check_image(self, request: CheckImageInput) -> CheckImageOutput:
@@ -106,6 +121,44 @@ class PullActivities:
             return PullImageOutput(pulled=False)
         return PullImageOutput(
             pulled=True, digest=pulled.digest, chain_id=pulled.chain_id, size=pulled.size
+        )
+
+    @activity.defn(name="load_image")
+    async def load_image(self, request: LoadImageInput) -> ImageLoadOutput:
+        """Load the archive at ``request.path`` (confined to the import roots), heartbeating."""
+        lease = pull_lease_id(request.owner)
+        fd = await asyncio.to_thread(
+            open_confined, request.path, self._import_roots, "image archive"
+        )
+        try:
+            readable = await asyncio.to_thread(os.open, f"/proc/self/fd/{fd}", os.O_RDONLY)
+        finally:
+            os.close(fd)
+        with os.fdopen(readable, "rb") as archive:
+            if not stat.S_ISREG(os.fstat(archive.fileno()).st_mode):
+                raise InvalidParameter(f"image archive {request.path} is not a regular file")
+            progress = PullProgress()
+            work = asyncio.ensure_future(self._puller.load(archive, lease, progress.update))
+            try:
+                while not (await asyncio.wait({work}, timeout=HEARTBEAT_SECONDS))[0]:
+                    if not activity.info().is_local:
+                        activity.heartbeat(progress.details())
+                loaded = work.result()
+            except asyncio.CancelledError:
+                work.cancel()
+                with contextlib.suppress(BaseException):
+                    await work
+                raise
+            except BerthError as err:
+                if not err.retryable:
+                    await self._puller.delete_lease(lease)
+                raise
+        return ImageLoadOutput(
+            node=request.node,
+            images=[
+                ImageOnNode(node=request.node, reference=i.name, digest=i.digest, size=i.size)
+                for i in loaded
+            ],
         )
 
     @activity.defn(name="release_pull")

@@ -86,6 +86,11 @@ class NodePaths:
         return self.logs_dir / f"{container_id}.log"
 
     @property
+    def imports_dir(self) -> Path:
+        """The node's own directory of image archives to load: always allowed."""
+        return self.root / "imports"
+
+    @property
     def exports_dir(self) -> Path:
         """The node's own export directory: always allowed, created (0700) on first use."""
         return self.root / "exports"
@@ -198,6 +203,9 @@ class Settings(BaseSettings):
     # ~/.docker/config.json).
     insecure_registries: list[str] = Field(default_factory=list)
     registry_auth_file: Path | None = None
+    # Directories ``berth image load`` may read archives from (at or below these, resolved on
+    # the node at each load), besides the node's own ``<state_dir>/nodes/<node>/imports``.
+    allowed_import_paths: list[Path] = Field(default_factory=list)
 
     def node_paths(self, node: str | None = None) -> NodePaths:
         return NodePaths(self.state_dir, node or self.node, self.containerd_namespace)

@@ -22,6 +22,8 @@ from berth.errors import as_berth_error
 from berth.steps import (
     ImageListInput,
     ImageListOutput,
+    ImageLoadInput,
+    ImageLoadOutput,
     ImageRemoveInput,
     ImageRemoveOutput,
     node_task_queue,
@@ -123,6 +125,12 @@ class ImageClient:
             ImageRemoveInput(node=node, reference=reference, force=force),
             ImageRemoveOutput,
             "remove",
+        )
+
+    async def load(self, node: str, path: str) -> ImageLoadOutput:
+        """Load the image archive at ``path`` on ``node`` (a file on that node)."""
+        return await self._on_node(
+            "ImageLoadOnNode", node, ImageLoadInput(node=node, path=path), ImageLoadOutput, "load"
         )
 
     async def _on_node(

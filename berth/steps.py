@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
 from berth.contract import (
@@ -428,6 +428,40 @@ class ImageRemoveOutput(StepModel):
     removed: bool
 
 
+class ImageLoadInput(StepModel):
+    """Input of ``ImageLoadOnNode``: load the image archive at ``path`` on ``node``.
+
+    ``path`` is a file on the node, at or below its ``imports`` directory or one of its
+    ``allowed_import_paths`` (anything else is ``Forbidden``); a ``docker save`` archive or an
+    OCI image-layout tar, plain or gzip.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    node: NodeName
+    path: Annotated[str, Field(min_length=2, max_length=4096)]
+
+    @field_validator("path")
+    @classmethod
+    def _absolute_path(cls, value: str) -> str:
+        if not value.startswith("/") or ".." in value.split("/") or "\x00" in value:
+            raise ValueError(f"path must be an absolute file path without '..', got {value!r}")
+        return value
+
+
+class LoadImageInput(StepModel):
+    """Load an archive under the lease of ``owner`` (the load run)."""
+
+    node: str
+    path: str
+    owner: str
+
+
+class ImageLoadOutput(StepModel):
+    node: str
+    images: list[ImageOnNode]
+
+
 class NodeImagePullInput(StepModel):
     """Input of ``ImagePullOnNode``: pull ``reference`` onto ``node`` (the agent's own)."""
 
@@ -647,6 +681,7 @@ NODE_WORKFLOW_CONTRACTS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     "ImagePullOnNode": (NodeImagePullInput, ImageOnNode),
     "ImageListOnNode": (ImageListInput, ImageListOutput),
     "ImageRemoveOnNode": (ImageRemoveInput, ImageRemoveOutput),
+    "ImageLoadOnNode": (ImageLoadInput, ImageLoadOutput),
 }
 
 

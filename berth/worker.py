@@ -60,6 +60,7 @@ from berth.workflows.container_stop import ContainerStop, ContainerStopOnNode
 from berth.workflows.fleet_restart import FleetRestart
 from berth.workflows.image_ops import (
     ImageListOnNode,
+    ImageLoadOnNode,
     ImagePull,
     ImagePullOnNode,
     ImageRemoveOnNode,
@@ -281,6 +282,7 @@ def node_worker(
     pull = PullActivities(
         ImagePuller(runtime.containerd, lambda: registry_client(settings), runtime.faults),
         runtime.faults,
+        import_roots=[paths.imports_dir, *settings.allowed_import_paths],
     )
     images = ImageActivities(runtime.containerd, sessions)
     activities: list[Callable[..., Any]] = [
@@ -322,6 +324,7 @@ def node_worker(
         pull.release_pull,
         images.list_images,
         images.remove_image,
+        pull.load_image,
     ]
     check_registered(NODE, activities)
     return Worker(
@@ -338,6 +341,7 @@ def node_worker(
             ImagePullOnNode,
             ImageListOnNode,
             ImageRemoveOnNode,
+            ImageLoadOnNode,
         ],
         workflow_runner=workflow_runner(),
         activities=activities,

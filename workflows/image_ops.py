@@ -1,5 +1,5 @@
 """Image workflows: ``ImagePull`` (queue ``berth``, fans out to nodes) and, on each node's queue,
-``ImagePullOnNode``, ``ImageListOnNode`` and ``ImageRemoveOnNode``.
+``ImagePullOnNode``, ``ImageLoadOnNode``, ``ImageListOnNode`` and ``ImageRemoveOnNode``.
 
 ``ImagePull`` runs one ``ImagePullOnNode`` child per node at once; its current details (the Web
 UI's) say how many nodes are done and which failed, and its ``progress`` query gives each node's
@@ -22,8 +22,11 @@ with workflow.unsafe.imports_passed_through():
     from berth.steps import (
         ImageListInput,
         ImageListOutput,
+        ImageLoadInput,
+        ImageLoadOutput,
         ImageRemoveInput,
         ImageRemoveOutput,
+        LoadImageInput,
         NodeImagePullInput,
         PullImageInput,
         ReleasePullInput,
@@ -143,6 +146,38 @@ class ImagePull:
         if failed:
             details += f", failed on {', '.join(failed)}"
         workflow.set_current_details(details)
+
+
+@workflow.defn(name="ImageLoadOnNode", failure_exception_types=[BerthError])
+class ImageLoadOnNode:
+    """Load an image archive on this node (``docker load``), for nodes without a registry."""
+
+    @workflow.run
+    async def run(self, request: ImageLoadInput) -> ImageLoadOutput:
+        check_own_node(request.node)
+        node = request.node
+        owner = pull_owner(workflow.info().workflow_id)
+        workflow.set_current_details(f"loading {request.path} on {node}")
+        try:
+            loaded = await run_step(
+                steps.LOAD_IMAGE,
+                LoadImageInput(node=node, path=request.path, owner=owner),
+                f"load {request.path} on {node}",
+            )
+        except (Exception, asyncio.CancelledError) as err:
+            await run_to_completion(
+                lambda: run_step(
+                    steps.RELEASE_PULL,
+                    ReleasePullInput(node=node, owner=owner),
+                    f"drop the load lease of {request.path} on {node}",
+                )
+            )
+            if isinstance(err, asyncio.CancelledError):
+                raise
+            raise as_berth_error(err) from None
+        names = ", ".join(image.reference for image in loaded.images)
+        workflow.set_current_details(f"loaded {names} on {node}")
+        return loaded
 
 
 @workflow.defn(name="ImageListOnNode", failure_exception_types=[BerthError])

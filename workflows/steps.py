@@ -184,6 +184,7 @@ RESUME_TASK: Step[s.ContainerRef, None] = _host("resume_task", s.ContainerRef, N
 CHECK_IMAGE = _host("check_image", s.CheckImageInput, s.CheckImageOutput)
 RELEASE_PULL = _undo("release_pull", s.ReleasePullInput)
 PULL_IMAGE = _long("pull_image", s.PullImageInput, s.PullImageOutput, timeout=timedelta(hours=1))
+LOAD_IMAGE = _long("load_image", s.LoadImageInput, s.ImageLoadOutput, timeout=timedelta(hours=1))
 LIST_IMAGES = _host("list_images", s.ImageListInput, s.ImageListOutput)
 REMOVE_IMAGE = _host("remove_image", s.ImageRemoveInput, s.ImageRemoveOutput)
 
@@ -244,6 +245,7 @@ STEPS: dict[str, Step[Any, Any]] = {
         PULL_IMAGE,
         LIST_IMAGES,
         REMOVE_IMAGE,
+        LOAD_IMAGE,
     )
 }
 

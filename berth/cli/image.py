@@ -1,9 +1,10 @@
-"""``berth image pull|ls|rm``: images on nodes (``berth.image_client``, through Temporal).
+"""``berth image pull|ls|rm|load``: images on nodes (``berth.image_client``, through Temporal).
 
 ``pull REF [--node N | --all-nodes]`` pulls onto this CLI's node (``BERTH_NODE``) by default,
 showing each node's progress on a terminal; ``ls [--node N]`` lists every live node's images
 (or one node's); ``rm REF [--node N | --all-nodes] [-f]`` removes an image a node's containers
-do not use (``-f``: even then).
+do not use (``-f``: even then); ``load -i PATH [--node N]`` loads a ``docker save`` or OCI
+layout tar that is on the node (in its imports directory or an ``allowed_import_paths`` one).
 """
 
 from __future__ import annotations
@@ -138,6 +139,17 @@ async def cmd_rm(context: Context, args: argparse.Namespace) -> int:
     return code
 
 
+async def cmd_load(context: Context, args: argparse.Namespace) -> int:
+    import os
+
+    images = await _images(context)
+    node = args.node or context.settings.node
+    loaded = await images.load(node, os.path.abspath(args.input))
+    for image in loaded.images:
+        print(f"{node}: Loaded image: {image.reference}")
+    return 0
+
+
 def _node_flags(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--node", help="the node (default: BERTH_NODE)")
@@ -159,3 +171,11 @@ def configure(verb: str, parser: argparse.ArgumentParser) -> None:
     remove.add_argument("-f", "--force", action="store_true", help="even while containers use it")
     _node_flags(remove)
     remove.set_defaults(handler=cmd_rm)
+    load = commands.add_parser(
+        "load", help="load a docker save or OCI layout tar that is on the node"
+    )
+    load.add_argument(
+        "-i", "--input", required=True, help="the archive's path on the node (its imports dir)"
+    )
+    load.add_argument("--node", help="the node (default: BERTH_NODE)")
+    load.set_defaults(handler=cmd_load)

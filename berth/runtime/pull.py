@@ -26,11 +26,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import tarfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import IO, Any
 
 import grpc
 from google.protobuf import field_mask_pb2
@@ -43,6 +44,7 @@ from berth._containerd_api.types import descriptor_pb2, mount_pb2
 from berth.errors import InvalidParameter, NotFound, System
 from berth.faults import NO_FAULTS, FaultHook
 from berth.registry.client import (
+    DOCKER_MANIFEST,
     INDEX_TYPES,
     MANIFEST_TYPES,
     MAX_MANIFEST_BYTES,
@@ -66,6 +68,7 @@ WRITE_CHUNK = 1024 * 1024
 ABORT_ATTEMPTS = 5
 # Layers fetched at once (containerd's default is 3).
 FETCH_PARALLEL = 3
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 # What a layer may be: the OCI and Docker layer types, compressed with gzip or zstd or not.
 LAYER_TYPES = frozenset(
     {
@@ -109,6 +112,9 @@ class _Descriptor:
         if not digest.startswith("sha256:") or len(digest) != 71 or size < 0:
             raise InvalidParameter(f"{what}: unsupported digest {digest[:80]!r}")
         return cls(str(raw.get("mediaType") or ""), digest, size)
+
+    def as_json(self) -> dict[str, object]:
+        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
 
     def proto(self) -> descriptor_pb2.Descriptor:
         return descriptor_pb2.Descriptor(
@@ -188,6 +194,158 @@ class ImagePuller:
             await self.delete_lease(lease)
             return pulled
 
+    async def load(
+        self, archive: IO[bytes], lease: str, progress: Progress = _no_progress
+    ) -> list[PulledImage]:
+        """Load the images of a ``docker save`` archive or an OCI image-layout tar (plain or
+        gzip) under ``lease`` (deleted when done): every blob checked against its digest,
+        unpacked and recorded under the archive's names (``RepoTags``; for a layout without
+        ``manifest.json``, its ``io.containerd.image.name`` or ``org.opencontainers.image.ref.name``
+        annotations).
+
+        Raises:
+            InvalidParameter: the archive is neither, names no image, or is malformed.
+            System: a blob does not match its digest, or containerd refused a step.
+        """
+        try:
+            tar = await asyncio.to_thread(tarfile.open, fileobj=archive, mode="r:*")
+            members = {
+                member.name.removeprefix("./"): member
+                for member in await asyncio.to_thread(tar.getmembers)
+                if member.isfile()
+            }
+        except (tarfile.TarError, EOFError, OSError) as err:
+            raise InvalidParameter(f"image archive: not a readable tar ({err})") from None
+        source = _Archive(tar, members)
+        await self.create_lease(lease)
+        if "manifest.json" in members:
+            loaded = await self._load_docker(source, lease, progress)
+        elif "index.json" in members:
+            loaded = await self._load_layout(source, lease, progress)
+        else:
+            raise InvalidParameter(
+                "image archive: neither a docker save archive (manifest.json) nor an OCI "
+                "image layout (index.json)"
+            )
+        await self.delete_lease(lease)
+        return loaded
+
+    async def _load_docker(
+        self, source: _Archive, lease: str, progress: Progress
+    ) -> list[PulledImage]:
+        entries = json.loads(await source.small("manifest.json"))
+        if not isinstance(entries, list) or not entries:
+            raise InvalidParameter("image archive: manifest.json lists no image")
+        loaded = []
+        for entry in entries:
+            tags = [str(tag) for tag in entry.get("RepoTags") or []]
+            for tag in tags:
+                parse_reference(tag)  # a malformed name is refused before anything is written
+            config_data = await source.small(str(entry.get("Config", "")))
+            config_desc = _Descriptor(DOCKER_CONFIG, _digest(config_data), len(config_data))
+            layers = []
+            for path in entry.get("Layers") or []:
+                digest, size, head = await source.hash(str(path))
+                layer = _Descriptor(_layer_type(head), digest, size)
+                await self._load_blob(source, str(path), layer, lease)
+                layers.append(layer)
+            diff_ids = _diff_ids(config_data, layers, "image archive")
+            manifest_data = json.dumps(
+                {
+                    "schemaVersion": 2,
+                    "mediaType": DOCKER_MANIFEST,
+                    "config": config_desc.as_json(),
+                    "layers": [layer.as_json() for layer in layers],
+                },
+                sort_keys=True,
+            ).encode()
+            manifest_desc = _Descriptor(DOCKER_MANIFEST, _digest(manifest_data), len(manifest_data))
+            chain = await self._store_image(
+                tags[0] if tags else "image archive",
+                manifest_data,
+                manifest_desc,
+                config_data,
+                config_desc,
+                layers,
+                diff_ids,
+                lease,
+                progress,
+            )
+            size = sum(layer.size for layer in layers) + len(config_data)
+            for tag in tags:
+                await self._record(tag, manifest_desc)
+                loaded.append(PulledImage(tag, manifest_desc.digest, chain, size))
+        if not loaded:
+            raise InvalidParameter("image archive: no image in it has a name (RepoTags)")
+        return loaded
+
+    async def _load_layout(
+        self, source: _Archive, lease: str, progress: Progress
+    ) -> list[PulledImage]:
+        index = _json(await source.small("index.json"), "image layout")
+        loaded = []
+        for entry in index.get("manifests") or []:
+            annotations = entry.get("annotations") or {}
+            names = [
+                str(name)
+                for name in (
+                    annotations.get("io.containerd.image.name"),
+                    annotations.get("org.opencontainers.image.ref.name"),
+                )
+                if name and ("/" in str(name) or ":" in str(name))
+            ][:1]
+            if not names:
+                continue
+            name = names[0]
+            parse_reference(name)
+            top_desc = _Descriptor.of(entry, f"index of {name}")
+            top_data = await source.blob(top_desc, name)
+            top = Fetched(top_desc.media_type, top_data, top_desc.digest)
+            manifest_blob, index_labels = top, {}
+            if _media_type(top) in INDEX_TYPES:
+                chosen = _Descriptor.of(
+                    pick_manifest(_json(top_data, name), name, self.node), f"index of {name}"
+                )
+                manifest_blob = Fetched(
+                    chosen.media_type, await source.blob(chosen, name), chosen.digest
+                )
+                index_labels = {"containerd.io/gc.ref.content.m.0": chosen.digest}
+            config_desc, layers = _manifest_parts(manifest_blob, name)
+            config_data = await source.blob(config_desc, name)
+            diff_ids = _diff_ids(config_data, layers, name)
+            for layer in layers:
+                await self._load_blob(source, _blob_path(layer.digest), layer, lease)
+            manifest_desc = _Descriptor(
+                manifest_blob.media_type, manifest_blob.digest, len(manifest_blob.data)
+            )
+            chain = await self._store_image(
+                name,
+                manifest_blob.data,
+                manifest_desc,
+                config_data,
+                config_desc,
+                layers,
+                diff_ids,
+                lease,
+                progress,
+            )
+            if index_labels:
+                await self._write_small(top_data, top_desc, lease, index_labels)
+            await self._record(name, top_desc)
+            size = sum(layer.size for layer in layers) + len(config_data)
+            loaded.append(PulledImage(name, top_desc.digest, chain, size))
+        if not loaded:
+            raise InvalidParameter("image archive: its index.json names no image")
+        return loaded
+
+    async def _load_blob(self, source: _Archive, path: str, desc: _Descriptor, lease: str) -> None:
+        if await self._has_blob(desc.digest):
+            await self._hold(lease, "content", desc.digest)
+            return
+        await self._write(
+            desc, source.chunks(path), lease, {}, lambda _: None, f"{path} of the image archive"
+        )
+
     # --- leases -------------------------------------------------------------------------------
 
     async def create_lease(self, lease: str) -> None:
@@ -223,24 +381,10 @@ class ImagePuller:
             chosen = _Descriptor.of(entry, f"index of {name}")
             manifest_blob = await registry.manifest(ref, chosen.digest)
             index_labels = {"containerd.io/gc.ref.content.m.0": chosen.digest}
-        if _media_type(manifest_blob) not in MANIFEST_TYPES:
-            raise InvalidParameter(
-                f"{name}: unsupported manifest type {manifest_blob.media_type!r}"
-            )
-        manifest = _json(manifest_blob.data, name)
-        config_desc = _Descriptor.of(manifest.get("config") or {}, f"config of {name}")
-        layers = [_Descriptor.of(raw, f"layer of {name}") for raw in manifest.get("layers") or []]
-        for layer in layers:
-            if layer.media_type not in LAYER_TYPES:
-                raise InvalidParameter(f"{name}: unsupported layer type {layer.media_type!r}")
+        config_desc, layers = _manifest_parts(manifest_blob, name)
         config_data = await registry.blob_bytes(ref, config_desc.digest, MAX_MANIFEST_BYTES)
         _verify(config_data, config_desc, name)
-        config = _json(config_data, name)
-        diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
-        if len(diff_ids) != len(layers) or not layers:
-            raise InvalidParameter(
-                f"{name}: the config lists {len(diff_ids)} layers, the manifest {len(layers)}"
-            )
+        diff_ids = _diff_ids(config_data, layers, name)
         total = sum(layer.size for layer in layers)
         done = 0
 
@@ -257,6 +401,41 @@ class ImagePuller:
                 await self._faults.at("pull:layer:after", None)
 
         await asyncio.gather(*(fetch(layer) for layer in layers))
+        manifest_desc = _Descriptor(
+            manifest_blob.media_type, manifest_blob.digest, len(manifest_blob.data)
+        )
+        top_chain = await self._store_image(
+            name,
+            manifest_blob.data,
+            manifest_desc,
+            config_data,
+            config_desc,
+            layers,
+            diff_ids,
+            lease,
+            progress,
+        )
+        if index_labels:
+            await self._write_small(top.data, top_desc, lease, index_labels)
+        await self._record(name, top_desc)
+        return PulledImage(
+            name=name, digest=top_desc.digest, chain_id=top_chain, size=total + len(config_data)
+        )
+
+    async def _store_image(
+        self,
+        name: str,
+        manifest_data: bytes,
+        manifest_desc: _Descriptor,
+        config_data: bytes,
+        config_desc: _Descriptor,
+        layers: list[_Descriptor],
+        diff_ids: list[str],
+        lease: str,
+        progress: Progress,
+    ) -> str:
+        """With the layers in the content store: unpack them, then write the config and the
+        manifest with their GC labels; the top snapshot's chain id."""
         top_chain = await self._unpack(name, layers, diff_ids, lease, progress)
         await self._write_small(
             config_data,
@@ -268,18 +447,8 @@ class ImagePuller:
         manifest_labels |= {
             f"containerd.io/gc.ref.content.l.{i}": layer.digest for i, layer in enumerate(layers)
         }
-        await self._write_small(
-            manifest_blob.data,
-            _Descriptor(manifest_blob.media_type, manifest_blob.digest, len(manifest_blob.data)),
-            lease,
-            manifest_labels,
-        )
-        if index_labels:
-            await self._write_small(top.data, top_desc, lease, index_labels)
-        await self._record(name, top_desc)
-        return PulledImage(
-            name=name, digest=top_desc.digest, chain_id=top_chain, size=total + len(config_data)
-        )
+        await self._write_small(manifest_data, manifest_desc, lease, manifest_labels)
+        return top_chain
 
     async def _record(self, name: str, target: _Descriptor) -> None:
         """Create the image record, or point the existing one at ``target``."""
@@ -520,6 +689,98 @@ async def _close(stream: Any) -> None:
             pass
     except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
         stream.cancel()
+
+
+class _Archive:
+    """An image archive's tar, read in a thread (a member at a time, never a layer whole)."""
+
+    def __init__(self, tar: tarfile.TarFile, members: Mapping[str, tarfile.TarInfo]) -> None:
+        self._tar = tar
+        self._members = members
+
+    def _open(self, path: str) -> IO[bytes]:
+        member = self._members.get(path.removeprefix("./"))
+        handle = self._tar.extractfile(member) if member is not None else None
+        if handle is None:
+            raise InvalidParameter(f"image archive: {path!r} is not a file in it")
+        return handle
+
+    async def small(self, path: str) -> bytes:
+        """A JSON member whole, bounded."""
+
+        def read() -> bytes:
+            data = self._open(path).read(MAX_MANIFEST_BYTES + 1)
+            if len(data) > MAX_MANIFEST_BYTES:
+                raise InvalidParameter(f"image archive: {path!r} is larger than 4 MiB")
+            return data
+
+        return await asyncio.to_thread(read)
+
+    async def blob(self, desc: _Descriptor, name: str) -> bytes:
+        """A small blob of an OCI layout, checked against its descriptor."""
+        data = await self.small(_blob_path(desc.digest))
+        _verify(data, desc, name)
+        return data
+
+    async def hash(self, path: str) -> tuple[str, int, bytes]:
+        """A member's digest, size and first bytes (one pass, in chunks)."""
+
+        def digest() -> tuple[str, int, bytes]:
+            handle, hasher, size, head = self._open(path), hashlib.sha256(), 0, b""
+            while chunk := handle.read(WRITE_CHUNK):
+                head = head or chunk[:8]
+                hasher.update(chunk)
+                size += len(chunk)
+            return "sha256:" + hasher.hexdigest(), size, head
+
+        return await asyncio.to_thread(digest)
+
+    async def chunks(self, path: str) -> AsyncIterator[bytes]:
+        handle = await asyncio.to_thread(self._open, path)
+        while chunk := await asyncio.to_thread(handle.read, WRITE_CHUNK):
+            yield chunk
+
+
+def _blob_path(digest: str) -> str:
+    algorithm, _, encoded = digest.partition(":")
+    return f"blobs/{algorithm}/{encoded}"
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _layer_type(head: bytes) -> str:
+    """A docker save layer's media type, by its first bytes (gzip, zstd or a plain tar)."""
+    if head.startswith(b"\x1f\x8b"):
+        return "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    if head.startswith(b"\x28\xb5\x2f\xfd"):
+        return "application/vnd.oci.image.layer.v1.tar+zstd"
+    return "application/vnd.docker.image.rootfs.diff.tar"
+
+
+def _manifest_parts(manifest_blob: Fetched, name: str) -> tuple[_Descriptor, list[_Descriptor]]:
+    """The config and layer descriptors of an image manifest, their types checked."""
+    if _media_type(manifest_blob) not in MANIFEST_TYPES:
+        raise InvalidParameter(f"{name}: unsupported manifest type {manifest_blob.media_type!r}")
+    manifest = _json(manifest_blob.data, name)
+    config_desc = _Descriptor.of(manifest.get("config") or {}, f"config of {name}")
+    layers = [_Descriptor.of(raw, f"layer of {name}") for raw in manifest.get("layers") or []]
+    for layer in layers:
+        if layer.media_type not in LAYER_TYPES:
+            raise InvalidParameter(f"{name}: unsupported layer type {layer.media_type!r}")
+    return config_desc, layers
+
+
+def _diff_ids(config_data: bytes, layers: list[_Descriptor], name: str) -> list[str]:
+    """The config's diff ids, one per layer."""
+    config = _json(config_data, name)
+    diff_ids = [str(d) for d in (config.get("rootfs") or {}).get("diff_ids") or []]
+    if len(diff_ids) != len(layers) or not layers:
+        raise InvalidParameter(
+            f"{name}: the config lists {len(diff_ids)} layers, the manifest {len(layers)}"
+        )
+    return diff_ids
 
 
 def _media_type(fetched: Fetched) -> str:

@@ -36,6 +36,7 @@ from berth.workflows.container_stop import ContainerStop, ContainerStopOnNode
 from berth.workflows.fleet_restart import FleetRestart
 from berth.workflows.image_ops import (
     ImageListOnNode,
+    ImageLoadOnNode,
     ImagePull,
     ImagePullOnNode,
     ImageRemoveOnNode,
@@ -68,6 +69,7 @@ BERTH_WORKFLOWS: list[type] = [
     ImagePullOnNode,
     ImageListOnNode,
     ImageRemoveOnNode,
+    ImageLoadOnNode,
 ]
 
 

@@ -105,7 +105,7 @@ def test_check_registered_input_type_other_than_the_table_raises() -> None:
 def test_steps_whose_duration_the_user_controls_are_regular_and_heartbeat() -> None:
     regular = {name for name, step in STEPS.items() if not step.local}
 
-    assert regular == {"signal_and_wait", "export_rootfs", "pull_image"}
+    assert regular == {"signal_and_wait", "export_rootfs", "pull_image", "load_image"}
     assert all(STEPS[name].heartbeat is not None for name in regular)
     assert all(STEPS[name].workers == {NODE} for name in regular)
 
