@@ -825,8 +825,10 @@ def demo(settings: Settings, paths: StackPaths, nodes: int) -> None:
     up(settings, paths, nodes, infra_only=False)
     env = worker_env(settings, paths)
     name = f"demo-{secrets.token_hex(3)}"
-    log(f"\n$ berth create --name {name} {BUSYBOX_REF} sleep 3600")
-    output = berth_cli("create", "--name", name, BUSYBOX_REF, "sleep", "3600", env=env)
+    # From the stack's registry: the start pulls it onto the node the first time.
+    image = f"{paths.registry.address}/{REGISTRY_REPOSITORY}:latest"
+    log(f"\n$ berth create --name {name} {image} sleep 3600")
+    output = berth_cli("create", "--name", name, image, "sleep", "3600", env=env)
     container_id = output.strip().splitlines()[-1].strip()
     log(container_id)
     log(f"$ berth start {name}")
