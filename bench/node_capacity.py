@@ -1,11 +1,11 @@
 """Room on one node: N running containers, each with its own IP, then ``berth node ls``'s figures.
 
-Needs PostgreSQL and Temporal from the dev stack (``scripts/dev up --infra-only``); runs its own
-containerd for its node under ``/tmp/berth-capacity`` (a dev stack's containerds, which other
-benches restart, are left alone) in the fleet bench's world (database ``berth_bench``, namespaces
+Needs PostgreSQL on 127.0.0.1:5432; runs its own Temporal dev server (free loopback ports) and
+containerd for its node under ``/tmp/berth-capacity`` (a dev stack's, which other benches
+restart, are left alone), in the fleet bench's world (database ``berth_bench``, namespaces
 ``berth-bench``) with its own control queue, bridge ``bbcap0`` and subnet ``10.213.160.0/22``
 (1,021 addresses); its node agent is a subprocess stopped at the end, its containerd stopped and
-its directory removed.
+its Temporal stopped and its directory removed.
 
     .venv/bin/python -m bench.node_capacity               # 300 containers
     .venv/bin/python -m bench.node_capacity --count 50
@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import ipaddress
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -52,16 +53,32 @@ from berth.runtime.containerd_daemon import start_containerd
 from berth.runtime.image import DEFAULT_REF, build_busybox_image, import_image
 from berth.runtime.mounts import unmount_rootfs
 from berth.worker import running
-from dev.stack import StackPaths, stop_node_containerd
+from dev.stack import (
+    StackPaths,
+    TemporalServer,
+    bring_up_temporal,
+    stop_background,
+    stop_node_containerd,
+    temporal_process,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 STATE_DIR = Path("/tmp/berth-capacity")
 BRIDGE = "bbcap0"
 SUBNET = "10.213.160.0/22"
 
 
-def capacity_settings() -> Settings:
+def capacity_settings(temporal_address: str) -> Settings:
     return Settings(
+        temporal_address=temporal_address,
         temporal_namespace=BENCH_TEMPORAL_NAMESPACE,
         database_url=BENCH_DATABASE_URL,
         containerd_namespace=BENCH_NAMESPACE,
@@ -73,10 +90,10 @@ def capacity_settings() -> Settings:
     )
 
 
-def start_agent(log: Path) -> subprocess.Popen[bytes]:
+def start_agent(log: Path, temporal_address: str) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "bench.node_capacity", "--agent"],
+            [sys.executable, "-m", "bench.node_capacity", "--agent", temporal_address],
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -138,16 +155,25 @@ def report_berth(count: int, seconds: float, usage: NodeUsageRow, ips: list[str 
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=300)
-    parser.add_argument("--agent", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--agent", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    own = capacity_settings()
     if args.agent:
-        await serve_agent(own)
+        await serve_agent(capacity_settings(args.agent))
         return
+    stack_paths = StackPaths(STATE_DIR)
+    temporal = TemporalServer(
+        port=free_port(),
+        ui_port=free_port(),
+        http_port=free_port(),
+        namespaces=("default", BENCH_TEMPORAL_NAMESPACE),
+    )
+    own = capacity_settings(temporal.address)
     await asyncio.to_thread(prepare_database)
+    stack_paths.logs_dir.mkdir(parents=True, exist_ok=True)
+    stack_paths.run_dir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(bring_up_temporal, stack_paths, temporal)
     await prepare_namespace(own)
     paths = own.node_paths()
-    (STATE_DIR / "logs").mkdir(parents=True, exist_ok=True)
     await start_containerd(paths)
     tar = build_busybox_image(STATE_DIR / "busybox.tar")
     await import_image(paths, own.containerd_namespace, tar, DEFAULT_REF)
@@ -159,7 +185,7 @@ async def main() -> None:
     async with AsyncExitStack() as stack:
         berth = await stack.enter_async_context(await BerthClient.connect(own))
         try:
-            agent = start_agent(log)
+            agent = start_agent(log, temporal.address)
             await wait_ready(agent, log)
             await stack.enter_async_context(running("control", own, berth.temporal))
             berth_seconds = await start_all(berth, args.count, run, ids)
@@ -185,7 +211,9 @@ async def main() -> None:
                 agent.wait(30)
             subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True, check=False)
             delete_masquerade(BRIDGE)
-            await stop_node_containerd(StackPaths(STATE_DIR), own.node)
+            await stop_node_containerd(stack_paths, own.node)
+            marker = temporal_process(stack_paths, temporal).marker
+            await asyncio.to_thread(stop_background, stack_paths, "temporal", marker)
             unmount_rootfs(STATE_DIR)
             shutil.rmtree(STATE_DIR, ignore_errors=True)
 
