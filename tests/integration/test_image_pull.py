@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
+import hashlib
 import json
 import re
 import tarfile
@@ -26,10 +28,10 @@ from berth.db.models import SagaStep
 from berth.errors import Forbidden, NotFound
 from berth.leaks import Finding, LeakKind, check_node
 from berth.registry.client import RegistryClient
-from berth.runtime.containerd import ContainerdClient
+from berth.runtime.containerd import ContainerdClient, host_platform
 from berth.runtime.image import build_oci_layout, busybox_rootfs_tar, file_layer
 from berth.runtime.pull import ImagePuller, pull_lease_id
-from dev.registry import LocalRegistry, basic_auth, push_oci_layout
+from dev.registry import LocalRegistry, basic_auth, push_blob, push_manifest, push_oci_layout
 from dev.stack import BackgroundProcess, start_background, stop_background
 from tests.integration.conftest import Stack
 from tests.integration.node_agent import Node2
@@ -333,3 +335,118 @@ async def test_leak_checker_reports_the_lease_of_a_pull_that_ended_without_dropp
 
     assert [(f.subject, f.container_id) for f in found] == [(lease, owner)]
     assert await lease_leaks(stack) == []
+
+
+def _push_manifest_image(
+    registry: LocalRegistry,
+    repository: str,
+    tag: str,
+    layers: list[bytes],
+    architecture: str,
+    docker: bool = False,
+) -> tuple[str, int]:
+    """Push one image (gzip layers) by hand: an OCI or Docker schema 2 manifest, under ``tag``
+    (None: by digest only). Its manifest's digest and size."""
+    layer_type = (
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        if docker
+        else "application/vnd.oci.image.layer.v1.tar+gzip"
+    )
+    config_type = (
+        "application/vnd.docker.container.image.v1+json"
+        if docker
+        else "application/vnd.oci.image.config.v1+json"
+    )
+    manifest_type = (
+        "application/vnd.docker.distribution.manifest.v2+json"
+        if docker
+        else "application/vnd.oci.image.manifest.v1+json"
+    )
+    base = f"http://{registry.address}"
+    compressed = [gzip.compress(layer, mtime=0) for layer in layers]
+    config = json.dumps(
+        {
+            "architecture": architecture,
+            "os": "linux",
+            "config": {"Cmd": ["sh"]},
+            "rootfs": {
+                "type": "layers",
+                "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest() for layer in layers],
+            },
+        }
+    ).encode()
+
+    def descriptor(media_type: str, data: bytes) -> dict[str, object]:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        push_blob(base, repository, digest, data, None)
+        return {"mediaType": media_type, "digest": digest, "size": len(data)}
+
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": manifest_type,
+            "config": descriptor(config_type, config),
+            "layers": [descriptor(layer_type, blob) for blob in compressed],
+        }
+    ).encode()
+    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    push_manifest(base, repository, tag or digest, manifest_type, manifest, None)
+    return digest, len(manifest)
+
+
+async def test_start_pulls_a_docker_schema2_image(
+    stack: Stack, registry: LocalRegistry, tmp_path: Path
+) -> None:
+    repository = f"berth/docker-{uuid.uuid4().hex[:8]}"
+    layers = _layers(tmp_path, 2)
+    _push_manifest_image(registry, repository, "v1", layers, host_platform()[1], docker=True)
+    ref = f"{registry.address}/{repository}:v1"
+    container_id = await stack.create(image=ref, cmd=["cat", "/etc/berth-layer-0"])
+
+    await stack.berth.start(container_id)
+
+    assert (await stack.containerd.resolve_image(ref)).config["Cmd"] == ["sh"]
+
+
+async def test_pull_of_a_multi_arch_index_takes_the_nodes_platform_only(
+    stack: Stack, registry: LocalRegistry, registry_log: Path, puller: ImagePuller, tmp_path: Path
+) -> None:
+    repository = f"berth/multi-{uuid.uuid4().hex[:8]}"
+    arch = host_platform()[1]
+    other = "arm64" if arch != "arm64" else "amd64"
+    layers = _layers(tmp_path, 2)
+    mine = _push_manifest_image(registry, repository, "", layers, arch)
+    foreign = _push_manifest_image(registry, repository, "", _layers(tmp_path, 2), other)
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": digest,
+                    "size": size,
+                    "platform": {"os": "linux", "architecture": architecture},
+                }
+                for (digest, size), architecture in ((foreign, other), (mine, arch))
+            ],
+        }
+    ).encode()
+    push_manifest(
+        f"http://{registry.address}",
+        repository,
+        "v1",
+        "application/vnd.oci.image.index.v1+json",
+        index,
+        None,
+    )
+    ref = f"{registry.address}/{repository}:v1"
+
+    pulled = await puller.pull(ref, f"berth-pull-test-{uuid.uuid4().hex[:8]}")
+
+    assert pulled is not None
+    assert pulled.digest == "sha256:" + hashlib.sha256(index).hexdigest()
+    assert await puller.has_image(ref)
+    log = registry_log.read_text()
+    assert f"GET /v2/{repository}/manifests/{mine[0]}" in log
+    assert f"GET /v2/{repository}/manifests/{foreign[0]}" not in log
