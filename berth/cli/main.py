@@ -14,7 +14,6 @@ reports (``Error response from daemon: ...``), otherwise what the handler return
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import os
 import sys
@@ -74,6 +73,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default: the process's) and run the verb; the process's exit code."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(arguments).parse_args(arguments)
+    import asyncio  # not before: --help and usage errors need no event loop
+
     try:
         return asyncio.run(dispatch(args))
     except KeyboardInterrupt:
