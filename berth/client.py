@@ -414,20 +414,25 @@ class BerthClient:
         """Run ``workflow_type`` on the container's node as ``container-<verb>-<id>``.
 
         A second call while one runs attaches to it instead of starting another. A node whose
-        agent is down gets nothing (``Unavailable``): the call would wait for it unbounded.
+        agent is down is waited for up to ``client_wait_seconds``, then gets nothing
+        (``Unavailable``): the workflow would wait for the agent unbounded.
         """
 
-        async def is_live() -> bool:
+        async def agent_running() -> None:
             async with self._sessions() as session:
-                return await NodeRepository(session).is_live(container.node)
+                live = await NodeRepository(session).is_live(container.node)
+            if not live:
+                raise Unavailable(
+                    f"node {container.node} has no running agent (no heartbeat in the last "
+                    f"{NODE_LIVENESS.total_seconds():g}s, waited "
+                    f"{self.settings.client_wait_seconds:g}s); nothing was done to "
+                    f"{container.name}"
+                )
 
-        # One bound for all the waiting of the operation, not one per call it makes.
+        # One bound for all the waiting of the operation, not one per call it makes; an agent
+        # that is restarting is waited for within it like a restarting frontend.
         deadline = self._wait_deadline()
-        if not await self._database_call(is_live, deadline):
-            raise Unavailable(
-                f"node {container.node} has no running agent (no heartbeat in the last "
-                f"{NODE_LIVENESS.total_seconds():g}s); nothing was done to {container.name}"
-            )
+        await self._database_call(agent_running, deadline)
         handle = await self._temporal_call(
             lambda: self.temporal.start_workflow(
                 workflow_type,
