@@ -46,7 +46,7 @@ from temporalio.service import RPCError
 
 from berth.config import NodePaths, Settings
 from berth.errors import BerthError
-from berth.runtime.cni import CniNetwork, delete_masquerade
+from berth.runtime.cni import CniNetwork, delete_masquerade, masquerade_bridges
 from berth.runtime.containerd import ContainerdClient
 from berth.runtime.containerd_daemon import (
     containerd_running,
@@ -720,8 +720,12 @@ def berth_bridges() -> list[str]:
 def delete_bridges() -> None:
     for bridge in berth_bridges():
         subprocess.run(["ip", "link", "del", bridge], check=True)
-        delete_masquerade(bridge)
-        log(f"{'network':<14} deleted bridge {bridge} and its masquerade rule")
+        log(f"{'network':<14} deleted bridge {bridge}")
+    # Every masquerade rule of such a bridge, also of one already gone.
+    for bridge in sorted(masquerade_bridges()):
+        if re.fullmatch(r"(berth|btest|bbench)[0-9]+", bridge):
+            delete_masquerade(bridge)
+            log(f"{'network':<14} deleted the masquerade rule of {bridge}")
 
 
 def tear_down_node(paths: StackPaths, node: str) -> None:

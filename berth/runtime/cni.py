@@ -428,6 +428,22 @@ def delete_masquerade(bridge: str, timeout: float = PLUGIN_TIMEOUT_SECONDS) -> i
     return removed
 
 
+def masquerade_bridges(timeout: float = PLUGIN_TIMEOUT_SECONDS) -> set[str]:
+    """The bridges that have a masquerade rule of Berth's (also ones since deleted).
+
+    Raises:
+        System: iptables is missing or failed.
+    """
+    listed = _iptables_output(["-S", "POSTROUTING"], timeout)
+    found = set()
+    for line in listed.splitlines():
+        words = shlex.split(line)
+        comment = _option(words, "--comment")
+        if comment.startswith("berth masquerade "):
+            found.add(comment.removeprefix("berth masquerade "))
+    return found
+
+
 def _iptables(action: str, rule: list[str], timeout: float, check: bool = False) -> bool:
     """Run ``iptables -t nat <action> <rule>``; whether it succeeded (``check``: or raise).
 

@@ -23,7 +23,13 @@ from pathlib import Path
 import pytest
 
 from berth.errors import InvalidParameter, NotFound
-from berth.runtime.cni import CNI_VERSION, CniNetwork, PortMap, delete_masquerade
+from berth.runtime.cni import (
+    CNI_VERSION,
+    CniNetwork,
+    PortMap,
+    delete_masquerade,
+    masquerade_bridges,
+)
 from berth.runtime.mounts import mounts_under
 from berth.runtime.netns import create_netns, delete_netns, list_netns, netns_addresses
 
@@ -378,3 +384,10 @@ def test_forwarded_ports_lists_every_published_port_with_its_container(lab: Lab)
     assert forwarded[("udp", port + 1)] == container_id
     lab.network.detach(container_id, netns)
     assert ("tcp", port) not in lab.network.forwarded_ports()
+
+
+def test_masquerade_bridges_names_the_bridge_until_its_rule_goes(lab: Lab) -> None:
+    lab.network.ensure_masquerade()
+    assert lab.network.bridge in masquerade_bridges()
+    delete_masquerade(lab.network.bridge)
+    assert lab.network.bridge not in masquerade_bridges()

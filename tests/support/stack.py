@@ -325,7 +325,9 @@ def _delete_bridges(suite: Suite) -> None:
     for name in names:
         if re.fullmatch(rf"btest{suite.index}n[0-9]+", name):
             subprocess.run(["ip", "link", "del", name], check=True, capture_output=True)
-            delete_masquerade(name)
+    # Also the rules of bridges a test deleted itself (a simulated reboot).
+    for node in NODES:
+        delete_masquerade(suite.bridge(node))
 
 
 def _admin() -> psycopg.Connection[Any]:
