@@ -348,6 +348,11 @@ class TaskExitOutput(StepModel):
 # --- images: the start's pull step, image pulls, lists and removal (activities/pull.py) -----------
 
 
+# The detail (``{MISSING_IMAGE: ref}``) of the ``NotFound`` a step raises because the node lacks
+# an image (or has it only half: no unpacked snapshot, a blob gone), so the start pulls it.
+MISSING_IMAGE = "missing_image"
+
+
 class CheckImageInput(StepModel):
     """Whether a start must pull its image first, by its pull policy."""
 

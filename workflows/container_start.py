@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         FailStartInput,
         HostTarget,
         MountRootfsInput,
+        MountRootfsOutput,
         NetworkInput,
         NodeStartInput,
         StartPlan,
@@ -41,7 +42,12 @@ with workflow.unsafe.imports_passed_through():
         cleanup_step,
     )
     from berth.workflows import steps
-    from berth.workflows.image_pull import PULL_STEP_PATCH, pull_for_start
+    from berth.workflows.image_pull import (
+        PULL_ON_MISSING_PATCH,
+        PULL_STEP_PATCH,
+        mount_pulling,
+        pull_for_start,
+    )
     from berth.workflows.lifecycle import cleanup_summary, remove_snapshot
     from berth.workflows.metrics import record_action, record_compensation, recorded
     from berth.workflows.routing import (
@@ -127,16 +133,27 @@ class ContainerStartOnNode:
         ref = ContainerRef(container_id=cid, node=node)
         target = HostTarget(container_id=cid, node=node, mode=plan.config.network_mode)
         try:
-            if workflow.patched(PULL_STEP_PATCH):
-                await pull_for_start(saga, plan, self._enter, self._done)
-            self._enter("mount", f"mount rootfs of {name} on {node}")
-            _register_undo(saga, "mount", target, name)
-            mounted = await run_step(
-                steps.MOUNT_ROOTFS,
-                MountRootfsInput(container_id=cid, node=node, image=plan.config.image),
-                f"mount rootfs of {name} on {node}",
-            )
-            self._done("mount", {"target": mounted.target, "chain_id": mounted.chain_id})
+            registered: list[str] = []
+
+            async def mount() -> MountRootfsOutput:
+                self._enter("mount", f"mount rootfs of {name} on {node}")
+                if not registered:  # a mount run again after a pull has its undo already
+                    _register_undo(saga, "mount", target, name)
+                    registered.append("mount")
+                mounted = await run_step(
+                    steps.MOUNT_ROOTFS,
+                    MountRootfsInput(container_id=cid, node=node, image=plan.config.image),
+                    f"mount rootfs of {name} on {node}",
+                )
+                self._done("mount", {"target": mounted.target, "chain_id": mounted.chain_id})
+                return mounted
+
+            if workflow.patched(PULL_ON_MISSING_PATCH):
+                mounted = await mount_pulling(saga, plan, self._enter, self._done, mount)
+            else:
+                if workflow.patched(PULL_STEP_PATCH):  # histories that checked before mount
+                    await pull_for_start(saga, plan, self._enter, self._done)
+                mounted = await mount()
 
             mode = plan.config.network_mode
             self._enter("network", f"attach {name} to network {mode} on {node}")

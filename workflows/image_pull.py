@@ -1,29 +1,42 @@
-"""The start saga's pull step: the container's image onto its node, before ``mount``.
+"""The start saga's pull step: the container's image onto its node, for its ``mount``.
 
-A local check decides by the container's pull policy whether to pull (``missing``: the node
-lacks it; ``always``; ``never``: a missing image fails the start with ``NotFound``); only then
-does the saga register the pull's undo (drop its containerd lease) and run the pull, a regular
-activity on the node's queue that heartbeats its progress. With the image present and the
-default policy, a start costs one local activity more than before.
+Since patch :data:`PULL_ON_MISSING_PATCH` (:func:`mount_pulling`): with the default policy
+``missing`` the saga mounts first, and only when the mount finds the image missing on the node
+(``NotFound`` carrying :data:`berth.steps.MISSING_IMAGE`) does it register the pull's undo (drop
+its containerd lease), pull (a regular activity on the node's queue that heartbeats its
+progress) and mount again; with the image present a start runs exactly the steps it ran before
+images could be pulled. ``always`` pulls before the mount; ``never`` turns the missing image into
+``NotFound`` naming the policy.
 
-Starts recorded before the step existed replay without it (patch :data:`PULL_STEP_PATCH`).
+Histories recorded between the two patches checked first, as a local activity, then pulled
+(:func:`pull_for_start`, patch :data:`PULL_STEP_PATCH`); those recorded before either replay
+without a pull.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from berth.contract import PullPolicy
-    from berth.steps import CheckImageInput, PullImageInput, ReleasePullInput, StartPlan
+    from berth.errors import NotFound, application_cause
+    from berth.steps import (
+        MISSING_IMAGE,
+        CheckImageInput,
+        MountRootfsOutput,
+        PullImageInput,
+        ReleasePullInput,
+        StartPlan,
+    )
     from berth.workflows import steps
     from berth.workflows.saga import Saga
     from berth.workflows.steps import run_step
 
 PULL_STEP_PATCH = "pull-step"
+PULL_ON_MISSING_PATCH = "pull-on-missing"
 
 
 async def pull_for_start(
@@ -44,9 +57,55 @@ async def pull_for_start(
         CheckImageInput(node=node, image=image, policy=policy),
         f"check image {image} of {name} on {node}",
     )
-    if not need.pull:
-        return
-    owner = plan.container_id
+    if need.pull:
+        await _pull(saga, plan, enter, done, only_if_missing=policy is PullPolicy.MISSING)
+
+
+Enter = Callable[[str, str], None]
+Done = Callable[[str, dict[str, Any]], None]
+
+
+def missing_image_of(err: BaseException) -> str | None:
+    """The image a step's ``NotFound`` says the node lacks (None: any other failure)."""
+    cause = application_cause(err)
+    if cause is None or cause.type != NotFound.type_name or not cause.details:
+        return None
+    details = cause.details[0]
+    if isinstance(details, dict) and details.get(MISSING_IMAGE):
+        return str(details[MISSING_IMAGE])
+    return None
+
+
+async def mount_pulling(
+    saga: Saga,
+    plan: StartPlan,
+    enter: Enter,
+    done: Done,
+    mount: Callable[[], Awaitable[MountRootfsOutput]],
+) -> MountRootfsOutput:
+    """Mount the rootfs, pulling the image first (``always``) or when it is missing."""
+    policy = plan.config.pull_policy
+    if policy is PullPolicy.ALWAYS:
+        await _pull(saga, plan, enter, done, only_if_missing=False)
+        return await mount()
+    try:
+        return await mount()
+    except Exception as err:
+        if missing_image_of(err) is None:
+            raise
+        if policy is PullPolicy.NEVER:
+            raise NotFound(
+                f"image {plan.config.image!r} is not on node {plan.node!r} and the container's "
+                "pull policy is never"
+            ) from None
+    await _pull(saga, plan, enter, done, only_if_missing=True)
+    return await mount()
+
+
+async def _pull(
+    saga: Saga, plan: StartPlan, enter: Enter, done: Done, *, only_if_missing: bool
+) -> None:
+    image, node, name, owner = plan.config.image, plan.node, plan.name, plan.container_id
     summary = f"pull image {image} for {name} on {node}"
     enter("pull", summary)
     saga.register(
@@ -59,9 +118,7 @@ async def pull_for_start(
     )
     pulled = await run_step(
         steps.PULL_IMAGE,
-        PullImageInput(
-            node=node, image=image, owner=owner, only_if_missing=policy is PullPolicy.MISSING
-        ),
+        PullImageInput(node=node, image=image, owner=owner, only_if_missing=only_if_missing),
         summary,
     )
     done("pull", {"image": image, "pulled": pulled.pulled, "digest": pulled.digest})

@@ -54,6 +54,7 @@ from berth.errors import (
     Waiting,
 )
 from berth.runtime.types import Mount, TaskStatus
+from berth.steps import MISSING_IMAGE
 
 SNAPSHOTTER = "overlayfs"
 RUNTIME = "io.containerd.runc.v2"
@@ -335,6 +336,13 @@ class ContainerdClient:
         Raises:
             NotFound: the image, one of its blobs, or its unpacked snapshot is missing.
         """
+        try:
+            return await self._resolve_image(ref)
+        except NotFound as err:
+            # Typed for the start saga: a pull makes this image whole (berth.steps).
+            raise NotFound(err.message, {MISSING_IMAGE: ref}) from None
+
+    async def _resolve_image(self, ref: str) -> ImageInfo:
         what = f"image {ref!r}"
         image = await self._call(what, self._images.Get, images_pb2.GetImageRequest(name=ref))
         target = image.image.target
