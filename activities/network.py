@@ -134,7 +134,12 @@ class NetworkActivities:
         """CNI DEL (even without a netns), remove the netns, forget the record."""
         netns = self._paths.netns(request.container_id)
         if request.mode is NetworkMode.BRIDGE:
-            await asyncio.to_thread(self._cni.detach, request.container_id, netns)
+            # Claimed before they were published, released after: no record, no rules.
+            async with self._sessions() as session:
+                published = bool(await PortRepository(session).for_container(request.container_id))
+            await asyncio.to_thread(
+                self._cni.detach, request.container_id, netns, "eth0", published
+            )
         if request.mode is not NetworkMode.HOST:
             await asyncio.to_thread(delete_netns, netns)
         await asyncio.to_thread(remove_etc_files, self._etc_files(request.container_id))
