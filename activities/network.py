@@ -60,7 +60,12 @@ class NetworkActivities:
     @activity.defn(name="attach_network")
     @fault_point("network")
     async def attach_network(self, request: NetworkInput) -> AttachNetworkOutput:
-        """Record, then create the netns and attach it to the node's network."""
+        """Record the attachment and claim the ports, then create the netns, attach it to the
+        node's network (publishing the ports) and write the container's /etc files.
+
+        Raises:
+            Conflict: a host port is published by another container or held on the node.
+        """
         netns = (
             None if request.mode is NetworkMode.HOST else self._paths.netns(request.container_id)
         )
@@ -131,7 +136,8 @@ class NetworkActivities:
     @activity.defn(name="detach_network")
     @fault_point("undo-network")
     async def detach_network(self, request: NetworkInput) -> None:
-        """CNI DEL (even without a netns), remove the netns, forget the record."""
+        """CNI DEL (even without a netns), remove the netns and the /etc files, forget the
+        record and release the ports."""
         netns = self._paths.netns(request.container_id)
         if request.mode is NetworkMode.BRIDGE:
             # Claimed before they were published, released after: no record, no rules.
