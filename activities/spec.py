@@ -14,6 +14,7 @@ from pathlib import Path
 
 from temporalio import activity
 
+from berth import capabilities
 from berth.config import NodePaths, make_private_dir
 from berth.contract import NetworkMode
 from berth.errors import Forbidden
@@ -40,6 +41,7 @@ class SpecActivities:
         allowed_seccomp_paths: Sequence[Path] = (),
         allow_unconfined_seccomp: bool = False,
         allow_host_network: bool = False,
+        allowed_capabilities: Sequence[str] = (),
     ) -> None:
         self._paths = paths
         self._faults = faults
@@ -47,6 +49,7 @@ class SpecActivities:
         self._allowed_seccomp_paths = allowed_seccomp_paths
         self._allow_unconfined_seccomp = allow_unconfined_seccomp
         self._allow_host_network = allow_host_network
+        self._allowed_capabilities = allowed_capabilities
 
     @activity.defn(name="write_spec")
     @fault_point("spec")
@@ -54,8 +57,9 @@ class SpecActivities:
         """Check the node's permissions and host paths, build the spec and persist it.
 
         Raises:
-            Forbidden: host networking, an unconfined or a seccomp profile or bind source
-                outside this node's allow-lists, where the node does not permit it.
+            Forbidden: host networking, capabilities beyond Docker's default set, an
+                unconfined or a seccomp profile or bind source outside this node's allow-lists,
+                where the node does not permit it.
             InvalidParameter: a bind source that does not exist, or a profile that is not one.
         """
         config = request.config
@@ -63,6 +67,13 @@ class SpecActivities:
             raise Forbidden(
                 f"config.network_mode: host networking is not permitted on node {request.node} "
                 "(its setting allow_host_network is off)"
+            )
+        added = capabilities.container_capabilities(config.cap_add, config.cap_drop)
+        refused = capabilities.beyond_allowed(added, self._allowed_capabilities)
+        if refused:
+            raise Forbidden(
+                f"config.cap_add: {', '.join(refused)} not permitted on node {request.node} "
+                "(beyond Docker's default set; see its setting allowed_capabilities)"
             )
         # In a thread: resolving host paths and reading a profile may touch slow filesystems.
         bind_sources, profile = await asyncio.to_thread(self._host_inputs, request)

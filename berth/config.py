@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr
+from pydantic import AfterValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Defined with the wire (berth.steps), where workflows find it; re-exported for the rest.
+from berth import capabilities
 from berth.steps import node_task_queue as node_task_queue
 
 CONTROL_TASK_QUEUE = "berth"
@@ -178,6 +180,11 @@ class Settings(BaseSettings):
     allowed_seccomp_paths: list[Path] = Field(default_factory=list)
     allow_unconfined_seccomp: bool = False
     allow_host_network: bool = False
+    # Capabilities containers may add beyond Docker's default set (``CAP_NET_ADMIN`` or
+    # ``NET_ADMIN``; ``ALL`` for every one, which ``--cap-add ALL`` needs); empty allows none.
+    allowed_capabilities: list[Annotated[str, AfterValidator(capabilities.normalize)]] = Field(
+        default_factory=list
+    )
     # Directories exports may write to (anything at or below these, resolved on the node at each
     # export), besides the node's own ``<state_dir>/nodes/<node>/exports``, which is always allowed.
     allowed_export_paths: list[Path] = Field(default_factory=list)

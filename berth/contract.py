@@ -190,12 +190,57 @@ class RestartPolicy(Model):
         return self
 
 
+# The shortest CFS quota the kernel takes is 1 ms of a 100 ms period: 0.01 CPU (Docker's floor).
+MIN_NANO_CPUS = 10_000_000
+
+
 class Resources(Model):
-    """Limits applied through the OCI spec's cgroup section."""
+    """Limits applied through the OCI spec's cgroup section.
+
+    ``memory_swap_bytes`` is memory plus swap, as Docker's ``--memory-swap``: None (or 0) is
+    Docker's default, twice ``memory_bytes`` when that is set (else unlimited); -1 is unlimited.
+    ``nano_cpus`` is ``--cpus`` in billionths of a CPU (a CFS quota of a 100 ms period).
+    """
 
     memory_bytes: Annotated[int, Field(ge=6 * 1024 * 1024, le=INT64_MAX)] | None = None
     cpu_shares: Annotated[int, Field(ge=2, le=262144)] | None = None
     pids_limit: Annotated[int, Field(ge=1, le=INT64_MAX)] | None = None
+    memory_swap_bytes: Annotated[int, Field(ge=-1, le=INT64_MAX)] | None = None
+    nano_cpus: Annotated[int, Field(ge=0, le=INT64_MAX)] | None = None
+
+    @field_validator("nano_cpus")
+    @classmethod
+    def _cpus_floor(cls, value: int | None) -> int | None:
+        if value and value < MIN_NANO_CPUS:
+            raise ValueError("must be at least 0.01 CPU (10000000 nano-CPUs), or 0 for no limit")
+        return value or None
+
+    @model_validator(mode="after")
+    def _swap_with_memory(self) -> Resources:
+        swap = self.memory_swap_bytes
+        if swap is None or swap in (0, -1):
+            return self
+        if self.memory_bytes is None:
+            raise ValueError(
+                "memory_swap_bytes: you should always set the memory limit when using a "
+                "memory+swap limit"
+            )
+        if swap < self.memory_bytes:
+            raise ValueError(
+                "memory_swap_bytes: minimum memory+swap limit should be larger than the memory "
+                "limit; see memory_bytes"
+            )
+        return self
+
+    @property
+    def effective_swap(self) -> int | None:
+        """Memory plus swap as applied (Docker's default twice the memory); None: no limit."""
+        swap = self.memory_swap_bytes
+        if swap == -1:
+            return -1 if self.memory_bytes is not None else None
+        if swap:
+            return swap
+        return min(2 * self.memory_bytes, INT64_MAX) if self.memory_bytes is not None else None
 
 
 class BindMount(Model):
@@ -413,6 +458,190 @@ DnsOption = Annotated[str, Field(max_length=40), AfterValidator(check_dns_option
 Hostname = Annotated[str | None, AfterValidator(check_hostname)]
 
 
+# --- process limits and confinement (docker run --ulimit, --tmpfs, --cap-add/--cap-drop) ---
+
+# setrlimit's resources as Docker names them (go-units' ulimitNameMapping).
+ULIMIT_NAMES = (
+    "as",
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+)
+# Docker's /dev/shm size when none is given.
+DEFAULT_SHM_BYTES = 64 * 1024 * 1024
+# Mount flags a tmpfs mount takes (besides these, tmpfs' own KEY=VALUE options below).
+TMPFS_FLAGS = frozenset(
+    {
+        "rw", "ro", "exec", "noexec", "suid", "nosuid", "dev", "nodev",
+        "atime", "noatime", "diratime", "nodiratime", "relatime", "norelatime",
+        "strictatime", "nostrictatime", "sync", "async", "dirsync",
+        "private", "rprivate", "shared", "rshared", "slave", "rslave",
+    }
+)  # fmt: skip
+TMPFS_KEYS = frozenset({"size", "mode", "uid", "gid", "nr_inodes", "nr_blocks", "mpol"})
+TMPFS_VALUE = re.compile(r"^[A-Za-z0-9:=%._,-]{1,64}$")
+MAX_TMPFS = 64
+MAX_ULIMITS = len(ULIMIT_NAMES)
+# An rlimit of -1 is unlimited (RLIM_INFINITY).
+RlimitValue = Annotated[int, Field(ge=-1, le=INT64_MAX)]
+
+
+class Ulimit(Model):
+    """One ``--ulimit NAME=SOFT[:HARD]``: the soft and hard limit of a setrlimit resource."""
+
+    name: str
+    soft: RlimitValue
+    hard: RlimitValue
+
+    @field_validator("name")
+    @classmethod
+    def _known_name(cls, value: str) -> str:
+        if value not in ULIMIT_NAMES:
+            raise ValueError(f"invalid ulimit type {value!r}: one of {', '.join(ULIMIT_NAMES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _soft_within_hard(self) -> Ulimit:
+        if self.hard != -1 and (self.soft == -1 or self.soft > self.hard):
+            raise ValueError(
+                f"ulimit {self.name}: soft limit must be less than or equal to the hard limit"
+            )
+        return self
+
+    @classmethod
+    def parse(cls, spec: str) -> Ulimit:
+        """Docker's ``NAME=SOFT[:HARD]`` (``nofile=1024:2048``; HARD defaults to SOFT).
+
+        Raises:
+            ValueError: the spec is malformed or the values are out of range.
+        """
+        name, sep, limits = spec.partition("=")
+        soft, _, hard = limits.partition(":")
+        numbers = (soft, hard or soft)
+        if not sep or not all(re.fullmatch(r"-?\d{1,19}", n) for n in numbers):
+            raise ValueError(f"invalid ulimit {spec!r}: expected NAME=SOFT[:HARD]")
+        return cls.model_validate({"name": name, "soft": int(numbers[0]), "hard": int(numbers[1])})
+
+
+def _container_path(value: str, what: str) -> str:
+    """An absolute path inside the container, not its root, without ``..`` or NUL."""
+    if not value.startswith("/") or "\x00" in value or ".." in value.split("/"):
+        raise ValueError(f"invalid {what} {value!r}: must be an absolute path without '..'")
+    if value.rstrip("/") == "" or len(value.encode()) > MAX_VALUE_BYTES:
+        raise ValueError(f"invalid {what} {value!r}: not the root, at most 4096 bytes")
+    return value.rstrip("/")
+
+
+def check_tmpfs(value: dict[str, str]) -> dict[str, str]:
+    """``--tmpfs PATH[:OPTIONS]`` as Docker's HostConfig.Tmpfs: path -> comma-separated options."""
+    checked: dict[str, str] = {}
+    for path, options in value.items():
+        target = _container_path(path, "tmpfs path")
+        for option in filter(None, options.split(",")):
+            key, sep, setting = option.partition("=")
+            known = key in TMPFS_KEYS if sep else key in TMPFS_FLAGS
+            if not known or (sep and not TMPFS_VALUE.match(setting)):
+                raise ValueError(f"invalid tmpfs option {option!r} for {target}")
+        if target in checked:
+            raise ValueError(f"duplicate tmpfs mount point {target}")
+        checked[target] = options
+    return checked
+
+
+ALL_CAPABILITIES = "ALL"
+# Every capability of Linux 5.9 and later, by number (CAP_CHOWN is 0, CAP_CHECKPOINT_RESTORE 40).
+KNOWN_CAPABILITIES = (
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+)
+# Docker's (and containerd's) default set (moby oci/caps/defaults.go), in its order.
+DEFAULT_CAPABILITIES = (
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+)
+
+
+def normalize_capability(name: str) -> str:
+    """``net_admin``, ``NET_ADMIN`` or ``CAP_NET_ADMIN`` as ``CAP_NET_ADMIN``; ``all`` as ``ALL``.
+
+    Raises:
+        ValueError: not a capability Linux knows, as Docker says it.
+    """
+    upper = name.strip().upper()
+    if upper == ALL_CAPABILITIES:
+        return ALL_CAPABILITIES
+    full = upper if upper.startswith("CAP_") else f"CAP_{upper}"
+    if full not in KNOWN_CAPABILITIES:
+        raise ValueError(f"unknown capability: {name!r}")
+    return full
+
+
+Capability = Annotated[str, Field(max_length=64), AfterValidator(normalize_capability)]
+
+
 class ContainerConfig(Model):
     """What ``berth create`` registers: the container's config and host config."""
 
@@ -449,6 +678,42 @@ class ContainerConfig(Model):
     dns: list[DnsServer] = Field(default_factory=list, max_length=MAX_DNS)
     dns_search: list[DnsSearch] = Field(default_factory=list, max_length=MAX_DNS)
     dns_options: list[DnsOption] = Field(default_factory=list, max_length=MAX_DNS)
+    # Process limits and confinement (docker run --ulimit, --oom-score-adj, --shm-size,
+    # --read-only, --tmpfs, --cap-add, --cap-drop), Docker's defaults when not given: nofile
+    # 1024:1024, OOM score 0, a 64 MiB /dev/shm, a writable root, Docker's capability set.
+    # Capabilities beyond that set only on a node that permits them (allowed_capabilities).
+    ulimits: list[Ulimit] = Field(default_factory=list, max_length=MAX_ULIMITS)
+    oom_score_adj: Annotated[int, Field(ge=-1000, le=1000)] = 0
+    shm_size_bytes: Annotated[int, Field(ge=0, le=INT64_MAX)] | None = None
+    read_only_rootfs: bool = False
+    tmpfs: Annotated[
+        dict[str, Annotated[str, Field(max_length=1024)]],
+        Field(max_length=MAX_TMPFS),
+        AfterValidator(check_tmpfs),
+    ] = Field(default_factory=dict)
+    cap_add: list[Capability] = Field(default_factory=list, max_length=64)
+    cap_drop: list[Capability] = Field(default_factory=list, max_length=64)
+
+    @field_validator("ulimits")
+    @classmethod
+    def _one_ulimit_each(cls, value: list[Ulimit]) -> list[Ulimit]:
+        names = [ulimit.name for ulimit in value]
+        if len(set(names)) != len(names):
+            raise ValueError("each ulimit may be given once")
+        return value
+
+    @model_validator(mode="after")
+    def _tmpfs_apart_from_binds(self) -> ContainerConfig:
+        targets = {bind.target.rstrip("/") for bind in self.binds}
+        clash = sorted(targets & set(self.tmpfs))
+        if clash:
+            raise ValueError(f"tmpfs: duplicate mount point {clash[0]} (also a bind target)")
+        return self
+
+    @property
+    def shm_size(self) -> int:
+        """/dev/shm's size in bytes (Docker's 64 MiB when none or 0 was given)."""
+        return self.shm_size_bytes or DEFAULT_SHM_BYTES
 
     @field_validator("name")
     @classmethod

@@ -267,6 +267,7 @@ def node_worker(
         allowed_seccomp_paths=settings.allowed_seccomp_paths,
         allow_unconfined_seccomp=settings.allow_unconfined_seccomp,
         allow_host_network=settings.allow_host_network,
+        allowed_capabilities=settings.allowed_capabilities,
     )
     shim = ShimActivities(
         runtime.containerd,

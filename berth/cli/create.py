@@ -4,8 +4,10 @@
 container's output until it exits and exits with its code (a start that fails with a runtime
 error exits 126/127/128 as recorded, anything else the daemon refuses exits 125, as docker run).
 Human units as docker takes them: ``-m 512m``, ``--health-interval 5s``; ``-e``/``--env-file``,
-``-l``/``--label-file``, ``-v``/``--mount type=bind``, ``-w``, ``-u``, ``--pull``, and the
-network flags (``-p``, ``-P``, ``--hostname``, ``--add-host``, ``--dns*``: berth.cli.network_flags).
+``-l``/``--label-file``, ``-v``/``--mount type=bind``, ``-w``, ``-u``, ``--pull``, the resource
+knobs (``--cpus``, ``--memory-swap``, ``--ulimit``, ``--oom-score-adj``, ``--shm-size``,
+``--read-only``, ``--tmpfs``, ``--cap-add``/``--cap-drop``), and the network flags (``-p``,
+``-P``, ``--hostname``, ``--add-host``, ``--dns*``: berth.cli.network_flags).
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ from berth.cli.argfiles import env_entries, label_map
 from berth.cli.binds import binds
 from berth.cli.context import Context, daemon_error
 from berth.cli.network_flags import add_network_flags, network_fields
-from berth.cli.units import parse_bytes, parse_duration
+from berth.cli.units import parse_bytes, parse_cpus, parse_duration
 from berth.cli.usage import UsageError
 
 if TYPE_CHECKING:
-    from berth.contract import ContainerConfig, HealthCheck, RestartPolicy
+    from berth.contract import ContainerConfig, HealthCheck, RestartPolicy, Ulimit
 
 T = TypeVar("T")
 # docker run's exit code when the daemon refuses the create or the start.
@@ -87,6 +89,39 @@ def seccomp_profile(options: list[str]) -> str | None:
     return profile
 
 
+def parse_ulimit(value: str) -> Ulimit:
+    """``--ulimit NAME=SOFT[:HARD]`` (``nofile=1024:2048``)."""
+    from berth.contract import Ulimit
+
+    try:
+        return Ulimit.parse(value)
+    except ValueError as err:  # pydantic's ValidationError is one too
+        raise UsageError(f"invalid argument {value!r} for --ulimit: {_first_line(err)}") from None
+
+
+def _first_line(err: ValueError) -> str:
+    errors = getattr(err, "errors", None)
+    if callable(errors):
+        return "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in errors())
+    return str(err)
+
+
+def parse_memory_swap(value: str) -> int:
+    """``--memory-swap``: a size, or -1 for unlimited swap."""
+    return -1 if value.strip() == "-1" else parse_bytes(value)
+
+
+def tmpfs_mounts(specs: list[str]) -> dict[str, str]:
+    """``--tmpfs PATH[:OPTIONS]`` flags as Docker's HostConfig.Tmpfs (path -> options)."""
+    mounts: dict[str, str] = {}
+    for spec in specs:
+        path, _, options = spec.partition(":")
+        if not path:
+            raise UsageError(f"invalid --tmpfs {spec!r}: expected PATH[:OPTIONS]")
+        mounts[path] = options
+    return mounts
+
+
 def generated_name(image: str) -> str:
     """A name for a container given none: the image's last path part and 8 random hex digits."""
     base = image.rsplit("/", 1)[-1].split("@", 1)[0].split(":", 1)[0] or "container"
@@ -112,7 +147,16 @@ def config_fields(args: argparse.Namespace) -> dict[str, Any]:
             "memory_bytes": args.memory,
             "cpu_shares": args.cpu_shares,
             "pids_limit": args.pids_limit,
+            "memory_swap_bytes": args.memory_swap,
+            "nano_cpus": args.cpus,
         },
+        "ulimits": args.ulimit,
+        "oom_score_adj": args.oom_score_adj,
+        "shm_size_bytes": args.shm_size,
+        "read_only_rootfs": args.read_only,
+        "tmpfs": tmpfs_mounts(args.tmpfs),
+        "cap_add": args.cap_add,
+        "cap_drop": args.cap_drop,
         "binds": binds(args.volume, args.mount),
         "node": args.node,
         "healthcheck": healthcheck_from_args(args),
@@ -230,6 +274,23 @@ def add_create_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("-c", "--cpu-shares", type=int, help="relative CPU weight")
     parser.add_argument("--pids-limit", type=int, help="most processes at once")
+    parser.add_argument(
+        "--memory-swap",
+        type=flag(parse_memory_swap),
+        help="memory plus swap (default twice --memory; -1 unlimited)",
+    )
+    parser.add_argument("--cpus", type=flag(parse_cpus), help="number of CPUs (1.5)")
+    parser.add_argument(
+        "--ulimit", type=flag(parse_ulimit), action="append", default=[], help="nofile=1024:2048"
+    )
+    parser.add_argument("--oom-score-adj", type=int, default=0, help="-1000 to 1000 (0)")
+    parser.add_argument("--shm-size", type=flag(parse_bytes), help="size of /dev/shm (64m)")
+    parser.add_argument("--read-only", action="store_true", help="mount the root read-only")
+    parser.add_argument(
+        "--tmpfs", action="append", default=[], help="a tmpfs mount: /run[:rw,size=64m]"
+    )
+    parser.add_argument("--cap-add", action="append", default=[], help="add a capability (ALL)")
+    parser.add_argument("--cap-drop", action="append", default=[], help="drop a capability")
     parser.add_argument("--entrypoint", help="the image's ENTRYPOINT instead")
     parser.add_argument("-w", "--workdir", default="", help="working directory inside")
     parser.add_argument("-u", "--user", default="", help="user[:group] inside")

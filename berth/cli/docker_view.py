@@ -47,6 +47,8 @@ PS_DEFAULT_TABLE = "\t".join(f"{{{{.{name}}}}}" for name in PS_DEFAULT_FIELDS)
 # docker truncates the command to this many characters unless --no-trunc.
 COMMAND_WIDTH = 20
 SHORT_ID = 12
+# berth.contract.DEFAULT_SHM_BYTES (Docker's 64 MiB), not imported: inspect stays off pydantic.
+DEFAULT_SHM_BYTES = 64 * 1024 * 1024
 
 
 class ContainerRecord(Protocol):
@@ -163,6 +165,37 @@ def port_bindings(ports: list[Mapping[str, Any]]) -> dict[str, list[dict[str, st
     return bindings
 
 
+def _memory_swap(resources: Mapping[str, Any]) -> int:
+    """``HostConfig.MemorySwap`` as dockerd records it: twice ``Memory`` when only that is set."""
+    memory = resources.get("memory_bytes") or 0
+    swap = resources.get("memory_swap_bytes") or 0
+    return swap if swap or not memory else min(2 * memory, 2**63 - 1)
+
+
+def resource_knobs(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``HostConfig``'s process limits and confinement (``--cpus`` ... ``--cap-drop``), with the
+    values dockerd records when none were given (``ShmSize`` 64 MiB, ``MemorySwap`` 2x)."""
+    resources = config.get("resources") or {}
+    tmpfs = dict(config.get("tmpfs") or {})
+    knobs: dict[str, Any] = {
+        "NanoCpus": resources.get("nano_cpus") or 0,
+        "MemorySwap": _memory_swap(resources),
+        "OomScoreAdj": config.get("oom_score_adj") or 0,
+        "ShmSize": config.get("shm_size_bytes") or DEFAULT_SHM_BYTES,
+        "ReadonlyRootfs": bool(config.get("read_only_rootfs")),
+        "CapAdd": list(config.get("cap_add") or []) or None,
+        "CapDrop": list(config.get("cap_drop") or []) or None,
+        "Ulimits": [
+            {"Name": u["name"], "Hard": u["hard"], "Soft": u["soft"]}
+            for u in config.get("ulimits") or []
+        ]
+        or None,
+    }
+    if tmpfs:  # omitted when empty, as in docker's JSON
+        knobs["Tmpfs"] = dict(sorted(tmpfs.items()))
+    return knobs
+
+
 def _security_options(profile: str | None) -> list[str] | None:
     if profile in (None, "default"):
         return None
@@ -237,6 +270,7 @@ def inspect_view(
             "Dns": list(config.get("dns") or []),
             "DnsSearch": list(config.get("dns_search") or []),
             "DnsOptions": list(config.get("dns_options") or []),
+            **resource_knobs(config),
         },
         "Mounts": _mounts(binds),
         "Config": {

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from berth import capabilities
 from berth.contract import BindMount, ContainerConfig
 from berth.errors import InvalidParameter
 from berth.runtime import rootfs_files
@@ -19,23 +20,29 @@ OCI_VERSION = "1.0.2"
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CGROUP_PARENT = "/berth"
 
-# containerd's defaultUnixCaps.
-DEFAULT_CAPABILITIES = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-]
+# Docker's (and containerd's) default set; a container's own comes from
+# berth.capabilities.container_capabilities.
+DEFAULT_CAPABILITIES = list(capabilities.DEFAULT_CAPABILITIES)
+# The CFS period Docker uses with --cpus (100 ms, in microseconds).
+CPU_PERIOD_US = 100_000
+# An rlimit of -1 (unlimited) is RLIM_INFINITY in the spec (an unsigned 64-bit integer).
+RLIM_INFINITY = 2**64 - 1
+# Docker's only default rlimit, containerd's: 1024 open files.
+DEFAULT_RLIMITS = {"nofile": (1024, 1024)}
+# Docker's default options of a --tmpfs mount, before the container's own.
+TMPFS_DEFAULT_OPTIONS = ("noexec", "nosuid", "nodev")
+# A tmpfs option and its opposite: the container's choice replaces the default's.
+_OPPOSITES = {
+    "rw": "ro",
+    "exec": "noexec",
+    "suid": "nosuid",
+    "dev": "nodev",
+    "atime": "noatime",
+    "diratime": "nodiratime",
+    "relatime": "norelatime",
+    "strictatime": "nostrictatime",
+    "sync": "async",
+}
 MASKED_PATHS = [
     "/proc/acpi",
     "/proc/asound",
@@ -51,10 +58,12 @@ MASKED_PATHS = [
 READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 
 
-def _default_mounts() -> list[dict[str, Any]]:
-    def mount(destination: str, kind: str, source: str, *options: str) -> dict[str, Any]:
-        return {"destination": destination, "type": kind, "source": source, "options": [*options]}
+def _mount(destination: str, kind: str, source: str, *options: str) -> dict[str, Any]:
+    return {"destination": destination, "type": kind, "source": source, "options": [*options]}
 
+
+def _default_mounts(shm_bytes: int) -> list[dict[str, Any]]:
+    mount = _mount
     return [
         mount("/proc", "proc", "proc", "nosuid", "noexec", "nodev"),
         mount("/dev", "tmpfs", "tmpfs", "nosuid", "strictatime", "mode=755", "size=65536k"),
@@ -69,7 +78,16 @@ def _default_mounts() -> list[dict[str, Any]]:
             "mode=0620",
             "gid=5",
         ),
-        mount("/dev/shm", "tmpfs", "shm", "nosuid", "noexec", "nodev", "mode=1777", "size=65536k"),
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            "nosuid",
+            "noexec",
+            "nodev",
+            "mode=1777",
+            f"size={shm_bytes}",
+        ),
         mount("/dev/mqueue", "mqueue", "mqueue", "nosuid", "noexec", "nodev"),
         mount("/sys", "sysfs", "sysfs", "nosuid", "noexec", "nodev", "ro"),
         mount("/sys/fs/cgroup", "cgroup", "cgroup", "nosuid", "noexec", "nodev", "relatime", "ro"),
@@ -184,12 +202,56 @@ def _resources(config: ContainerConfig) -> dict[str, Any]:
     resources: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}]}
     limits = config.resources
     if limits.memory_bytes is not None:
-        resources["memory"] = {"limit": limits.memory_bytes}
+        # swap is memory plus swap, as Docker's MemorySwap (cgroup v1's memsw limit).
+        resources["memory"] = {"limit": limits.memory_bytes, "swap": limits.effective_swap}
+    cpu: dict[str, Any] = {}
     if limits.cpu_shares is not None:
-        resources["cpu"] = {"shares": limits.cpu_shares}
+        cpu["shares"] = limits.cpu_shares
+    if limits.nano_cpus:
+        cpu["period"] = CPU_PERIOD_US
+        cpu["quota"] = limits.nano_cpus * CPU_PERIOD_US // 1_000_000_000
+    if cpu:
+        resources["cpu"] = cpu
     if limits.pids_limit is not None:
         resources["pids"] = {"limit": limits.pids_limit}
     return resources
+
+
+def _rlimits(config: ContainerConfig) -> list[dict[str, Any]]:
+    """Docker's default nofile 1024:1024, replaced or joined by the container's ulimits."""
+    limits = dict(DEFAULT_RLIMITS)
+    limits.update({u.name: (u.soft, u.hard) for u in config.ulimits})
+    return [
+        {
+            "type": f"RLIMIT_{name.upper()}",
+            "hard": RLIM_INFINITY if hard == -1 else hard,
+            "soft": RLIM_INFINITY if soft == -1 else soft,
+        }
+        for name, (soft, hard) in limits.items()
+    ]
+
+
+def tmpfs_options(options: str) -> list[str]:
+    """Docker's ``noexec,nosuid,nodev`` with the container's options merged over them: a flag
+    replaces its opposite, a ``KEY=VALUE`` an earlier one of its key."""
+    merged: list[str] = list(TMPFS_DEFAULT_OPTIONS)
+    opposite = {**_OPPOSITES, **{no: yes for yes, no in _OPPOSITES.items()}}
+    for option in filter(None, options.split(",")):
+        key = option.partition("=")[0]
+        merged = [
+            kept
+            for kept in merged
+            if kept != option and kept != opposite.get(option) and kept.partition("=")[0] != key
+        ]
+        merged.append(option)
+    return merged
+
+
+def _tmpfs_mounts(config: ContainerConfig) -> list[dict[str, Any]]:
+    return [
+        _mount(target, "tmpfs", "tmpfs", *tmpfs_options(options))
+        for target, options in config.tmpfs.items()
+    ]
 
 
 def _bind(bind: BindMount, source: str) -> dict[str, Any]:
@@ -294,13 +356,13 @@ def build_spec(
     ]
     if netns is not None:
         namespaces.append({"type": "network", "path": str(netns)})
-    capabilities = list(DEFAULT_CAPABILITIES)
+    caps = capabilities.container_capabilities(config.cap_add, config.cap_drop)
     sources = [bind.source for bind in config.binds] if bind_sources is None else bind_sources
     binds = zip(config.binds, sources, strict=True)
     linux_seccomp: dict[str, Any] = {}
     if seccomp is not None:
         profile = default_profile() if seccomp == "default" else seccomp
-        linux_seccomp["seccomp"] = to_oci(profile, capabilities)
+        linux_seccomp["seccomp"] = to_oci(profile, caps)
     return {
         "ociVersion": OCI_VERSION,
         "process": {
@@ -314,16 +376,22 @@ def build_spec(
             ),
             "cwd": config.working_dir or image_config.get("WorkingDir") or "/",
             "capabilities": {
-                "bounding": capabilities,
-                "effective": list(capabilities),
-                "permitted": list(capabilities),
+                "bounding": caps,
+                "effective": list(caps),
+                "permitted": list(caps),
             },
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "rlimits": _rlimits(config),
+            "oomScoreAdj": config.oom_score_adj,
             "noNewPrivileges": True,
         },
-        "root": {"path": str(rootfs), "readonly": False},
+        "root": {"path": str(rootfs), "readonly": config.read_only_rootfs},
         "hostname": hostname,
-        "mounts": _default_mounts()
+        "mounts": [
+            mount
+            for mount in _default_mounts(config.shm_size)
+            if mount["destination"] not in config.tmpfs
+        ]
+        + _tmpfs_mounts(config)
         + [
             _etc_bind(target, source)
             for target, source in etc_files
