@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
+from berth.runtime.image import build_oci_layout, busybox_rootfs_tar
 from dev.registry import LocalRegistry
 from tests.integration.conftest import Stack
 from tests.integration.test_cli import run
@@ -62,3 +64,20 @@ async def test_cli_image_rm_of_image_in_use_is_refused(
 
     assert result.returncode == 1
     assert "use it" in result.stderr
+
+
+async def test_cli_image_load_of_an_archive_in_the_nodes_imports_dir(
+    stack: Stack, tmp_path: Path
+) -> None:
+    imports = stack.settings.node_paths().imports_dir
+    imports.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ref = f"loaded/cli-{uuid.uuid4().hex[:8]}:v1"
+    rootfs = busybox_rootfs_tar(tmp_path / "rootfs.tar").read_bytes()
+    archive = build_oci_layout(imports / f"{uuid.uuid4().hex}.tar", ref, [rootfs], "gzip")
+    try:
+        result = await run(stack, "image", "load", "-i", str(archive), "--node", "node-1")
+    finally:
+        archive.unlink()
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"node-1: Loaded image: {ref}"
