@@ -234,3 +234,23 @@ async def test_every_public_workflow_by_type_name_continues_on_node(
         output.unlink(missing_ok=True)
     with pytest.raises(NotFound):
         await stack.berth.get(cid)
+
+
+async def test_start_by_type_name_with_too_long_workflow_id_fails_before_the_node(
+    stack: Stack, plain: Client
+) -> None:
+    cid = await stack.create()
+    # The node run would hold the container as ``<workflow id>@<run id>``: no room for this one.
+    workflow_id = f"start-{cid}-" + "x" * 120
+
+    with pytest.raises(WorkflowFailureError) as failure:
+        await run_by_type_name(plain, stack, "ContainerStart", {"container": cid}, workflow_id)
+
+    assert getattr(failure.value.cause, "type", None) == "InvalidParameter"
+    assert "workflow id: at most 180 characters" in str(failure.value.cause)
+    described = await plain.get_workflow_handle(workflow_id).describe()
+    assert (described.workflow_type, described.status) == (
+        "ContainerStart",
+        WorkflowExecutionStatus.FAILED,
+    )
+    assert (await stack.berth.get(cid)).state == "created"
