@@ -214,3 +214,25 @@ async def test_publish_all_publishes_the_images_exposed_ports(stack: Stack, tmp_
     port = int(published.removesuffix("/tcp"))
     assert 49153 <= port <= 60999
     assert await fetch(f"http://{stack.runtime.cni.gateway}:{port}/") == "hello\n"
+
+
+async def test_network_step_run_twice_keeps_one_picked_port_and_undo_removes_it(
+    stack: Stack,
+) -> None:
+    container_id = await stack.create(ports=[{"container_port": 80}])
+    paths, runtime, node = stack.settings.node_paths(), stack.runtime, stack.settings.node
+    network = NetworkActivities(stack.sessions, runtime.cni, paths)
+    config = ContainerConfig.model_validate((await stack.berth.get(container_id)).config)
+    request = NetworkInput(
+        container_id=container_id, node=node, mode=NetworkMode.BRIDGE, config=config
+    )
+
+    first = await network.attach_network(request)
+    ports = (await stack.footprint(container_id)).ports
+    again = await network.attach_network(request)
+
+    assert again == first
+    trace = await stack.footprint(container_id)
+    assert (trace.ports, trace.port_forward) == (ports, True) and len(ports) == 1
+    await network.detach_network(request)
+    assert (await stack.footprint(container_id)).empty
