@@ -6,6 +6,7 @@ and ``/etc/group`` to resolve a named user), so the spec step can rebuild it on 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -198,9 +199,14 @@ def _int(value: str, user: str) -> int:
         raise InvalidParameter(f"user {user!r}: malformed passwd or group entry") from None
 
 
-def _resources(config: ContainerConfig) -> dict[str, Any]:
+def _resources(config: ContainerConfig, cpu_count: int) -> dict[str, Any]:
     resources: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}]}
     limits = config.resources
+    if limits.nano_cpus and limits.nano_cpus > cpu_count * 1_000_000_000:
+        raise InvalidParameter(
+            f"config.resources.nano_cpus: range of CPUs is from 0.01 to {cpu_count}.00, as there "
+            f"are only {cpu_count} CPUs available"
+        )
     if limits.memory_bytes is not None:
         # swap is memory plus swap, as Docker's MemorySwap (cgroup v1's memsw limit).
         resources["memory"] = {"limit": limits.memory_bytes, "swap": limits.effective_swap}
@@ -323,6 +329,7 @@ def build_spec(
     bind_sources: Sequence[str] | None = None,
     seccomp: SeccompProfile | Literal["default"] | None = "default",
     etc_files: Sequence[tuple[str, Path]] = (),
+    cpu_count: int | None = None,
 ) -> dict[str, Any]:
     """The OCI runtime spec (as JSON-ready dict) for ``config`` run from ``rootfs``.
 
@@ -339,9 +346,11 @@ def build_spec(
         etc_files: (path in the container, file on the node) of the generated ``/etc/hosts``,
             ``/etc/hostname`` and ``/etc/resolv.conf``, bound over the image's as dockerd does
             (a client's bind of the same path replaces it, as in dockerd).
+        cpu_count: the node's CPUs, which ``--cpus`` may not exceed (None: this machine's).
 
     Raises:
-        InvalidParameter: no command, or a user or group that the rootfs does not know.
+        InvalidParameter: no command, a user or group that the rootfs does not know, or more
+            CPUs than the node has.
     """
     hostname = config.hostname or container_id[:12]
     uid, gid, additional_gids = resolve_user(config.user or image_config.get("User") or "", rootfs)
@@ -399,7 +408,7 @@ def build_spec(
         ]
         + [_bind(bind, source) for bind, source in binds],
         "linux": {
-            "resources": _resources(config),
+            "resources": _resources(config, cpu_count or len(os.sched_getaffinity(0))),
             "cgroupsPath": f"{CGROUP_PARENT}/{container_id}",
             "namespaces": namespaces,
             "maskedPaths": list(MASKED_PATHS),

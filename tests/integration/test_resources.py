@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterable
 
@@ -20,7 +21,7 @@ import pytest
 from berth.activities.spec import SpecActivities
 from berth.capabilities import DEFAULT_CAPABILITIES, KNOWN_CAPABILITIES
 from berth.contract import ContainerConfig
-from berth.errors import Forbidden
+from berth.errors import Forbidden, InvalidParameter
 from berth.runtime.image import DEFAULT_REF
 from tests.integration.conftest import BIND_ROOT, Stack
 from tests.integration.test_cli import run
@@ -107,6 +108,17 @@ async def test_cpus_set_the_cfs_quota_and_memory_limits_swap_as_docker(stack: St
     assert (seen["period"], seen["quota"]) == ("100000", "150000")
     # No --memory-swap: memory plus swap is twice the memory, as Docker sets it.
     assert (seen["memory"], seen["memsw"]) == (str(64 << 20), str(128 << 20))
+
+
+async def test_more_cpus_than_the_node_has_is_invalid_and_leaves_nothing(stack: Stack) -> None:
+    cpus = len(os.sched_getaffinity(0))
+    container_id = await stack.create(resources={"nano_cpus": (cpus + 1) * 10**9})
+
+    with pytest.raises(InvalidParameter, match=rf"only {cpus} CPUs available"):
+        await stack.berth.start(container_id)
+
+    trace = await stack.footprint(container_id)
+    assert (trace.rootfs_mounts, trace.netns, trace.containerd_container) == (0, False, False)
 
 
 async def test_memory_swap_given_or_unlimited(stack: Stack) -> None:

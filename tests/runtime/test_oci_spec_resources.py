@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from berth.capabilities import KNOWN_CAPABILITIES, beyond_allowed, container_capabilities
 from berth.contract import ContainerConfig, Resources, Ulimit
+from berth.errors import InvalidParameter
 from berth.runtime.oci_spec import DEFAULT_CAPABILITIES, RLIM_INFINITY, build_spec, tmpfs_options
 
 CONTAINER_ID = "0123456789abcdef" * 4
@@ -48,6 +49,14 @@ def test_memory_swap_without_memory_or_below_it_is_refused() -> None:
 def test_cpus_become_a_cfs_quota_of_a_100ms_period() -> None:
     cpu = _spec(resources={"nano_cpus": 1_500_000_000, "cpu_shares": 512})["linux"]["resources"]
     assert cpu["cpu"] == {"shares": 512, "period": 100_000, "quota": 150_000}
+
+
+def test_cpus_beyond_the_nodes_cpus_are_invalid_as_docker_says() -> None:
+    config = ContainerConfig(name="web-1", image="busybox", resources={"nano_cpus": 3 * 10**9})
+    with pytest.raises(InvalidParameter, match=r"from 0\.01 to 2\.00, as there are only 2 CPUs"):
+        build_spec(CONTAINER_ID, config, IMAGE, Path("/nonexistent-rootfs"), None, cpu_count=2)
+    spec = build_spec(CONTAINER_ID, config, IMAGE, Path("/nonexistent-rootfs"), None, cpu_count=3)
+    assert spec["linux"]["resources"]["cpu"]["quota"] == 300_000
 
 
 def test_cpus_below_a_hundredth_are_refused_and_zero_is_no_limit() -> None:
