@@ -60,6 +60,12 @@ CLIENT = "BerthClient.start"
 DOCKER = "docker start (bridge)"
 CTR = "ctr run -d (no network)"
 SIDES = [SDK, CLI, CHILD, CLIENT, DOCKER, CTR]
+# The workflow type each of these sides starts, to read its runs' span from Temporal.
+SERVER_SPANS = [
+    ("ContainerStart", SDK),
+    ("ContainerStartAsChild", CHILD),
+    ("ContainerStartOnNode", CLIENT),
+]
 CHILD_SHAPE_PROCESS = "child-shape"
 CHILD_SHAPE_MARKER = "bench.route_shapes"
 
@@ -182,6 +188,8 @@ class Sides:
         result = await self.berth.start(cid)
         if not result.pid:
             raise SystemExit(f"BerthClient.start returned no pid: {result}")
+        # One run, ``container-start-<id>`` (berth.steps.start_workflow_id).
+        self.runs.setdefault("ContainerStartOnNode", []).append((f"container-start-{cid}", None))
 
     def docker_created(self) -> str:
         name = self._next("docker")
@@ -258,10 +266,7 @@ async def timed_rounds(
                     for side in order:
                         samples[side].append(await sides.one(side))
                     print(f"round {index + 1}/{rounds}", file=sys.stderr, flush=True)
-                for workflow_type, side in (
-                    ("ContainerStart", SDK),
-                    ("ContainerStartAsChild", CHILD),
-                ):
+                for workflow_type, side in SERVER_SPANS:
                     server = await sides.server_ms(workflow_type)
                     samples[f"{side}: server"] = server
             finally:
@@ -274,7 +279,7 @@ def server_lines(samples: dict[str, list[float]]) -> str:
     """Where a start by type name spends its time: in Temporal (first run's start to the last
     run's close, from the histories) and around it (start call, result poll, this client)."""
     lines = []
-    for side in (SDK, CHILD):
+    for _, side in SERVER_SPANS:
         server = median_ms(samples[f"{side}: server"])
         lines.append(
             f"{side:<42} in Temporal {server:6.0f}ms, around it "
