@@ -68,13 +68,9 @@ class SpecActivities:
                 f"config.network_mode: host networking is not permitted on node {request.node} "
                 "(its setting allow_host_network is off)"
             )
-        added = capabilities.container_capabilities(config.cap_add, config.cap_drop)
-        refused = capabilities.beyond_allowed(added, self._allowed_capabilities)
-        if refused:
-            raise Forbidden(
-                f"config.cap_add: {', '.join(refused)} not permitted on node {request.node} "
-                "(beyond Docker's default set; see its setting allowed_capabilities)"
-            )
+        capabilities.check_permitted(
+            config.cap_add, config.cap_drop, self._allowed_capabilities, f"on node {request.node}"
+        )
         # In a thread: resolving host paths and reading a profile may touch slow filesystems.
         bind_sources, profile = await asyncio.to_thread(self._host_inputs, request)
         # In a thread: it reads the rootfs' passwd and group files, which the container controls.

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
+from berth import capabilities
 from berth.contract import (
     ContainerConfig,
     ContainerCreateInput,
@@ -63,10 +64,12 @@ class StateActivities:
         sessions: async_sessionmaker[AsyncSession],
         allowed_host_paths: Sequence[Path] = (),
         allowed_seccomp_paths: Sequence[Path] = (),
+        allowed_capabilities: Sequence[str] = (),
     ) -> None:
         self._sessions = sessions
         self._allowed_host_paths = allowed_host_paths
         self._allowed_seccomp_paths = allowed_seccomp_paths
+        self._allowed_capabilities = allowed_capabilities
 
     @activity.defn(name="create_container")
     async def create_container(self, request: ContainerCreateInput) -> ContainerCreateOutput:
@@ -78,6 +81,10 @@ class StateActivities:
             check_host_path(
                 config.seccomp_profile, self._allowed_seccomp_paths, "config.seccomp_profile"
             )
+        # Here too, before anything is recorded; the node checks its own setting at each start.
+        capabilities.check_permitted(
+            config.cap_add, config.cap_drop, self._allowed_capabilities, "at create"
+        )
         async with self._sessions.begin() as session:
             containers = ContainerRepository(session)
             registry = NodeRepository(session)

@@ -12,6 +12,7 @@ from collections.abc import Collection, Iterable
 from berth.contract import ALL_CAPABILITIES as ALL
 from berth.contract import DEFAULT_CAPABILITIES, KNOWN_CAPABILITIES
 from berth.contract import normalize_capability as normalize
+from berth.errors import Forbidden
 
 
 def container_capabilities(cap_add: Iterable[str], cap_drop: Iterable[str]) -> list[str]:
@@ -37,3 +38,19 @@ def beyond_allowed(capabilities: Iterable[str], allowed: Collection[str]) -> lis
     if ALL in permitted:
         return []
     return [c for c in capabilities if c not in DEFAULT_CAPABILITIES and c not in permitted]
+
+
+def check_permitted(
+    cap_add: Iterable[str], cap_drop: Iterable[str], allowed: Collection[str], where: str
+) -> None:
+    """Refuse a container whose capabilities go beyond Docker's default and ``allowed``.
+
+    Raises:
+        Forbidden: naming ``config.cap_add`` and the capabilities ``where`` does not permit.
+    """
+    refused = beyond_allowed(container_capabilities(cap_add, cap_drop), allowed)
+    if refused:
+        raise Forbidden(
+            f"config.cap_add: {', '.join(refused)} not permitted {where} (beyond Docker's "
+            "default set; see the setting allowed_capabilities)"
+        )

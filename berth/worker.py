@@ -90,7 +90,12 @@ def control_worker(
     client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession]
 ) -> Worker:
     """The control worker: public workflows and their PostgreSQL steps, on queue ``berth``."""
-    state = StateActivities(sessions, settings.allowed_host_paths, settings.allowed_seccomp_paths)
+    state = StateActivities(
+        sessions,
+        settings.allowed_host_paths,
+        settings.allowed_seccomp_paths,
+        settings.allowed_capabilities,
+    )
     fleet = FleetActivities(sessions, client)
     health = HealthActivities(sessions)
     activities: list[Callable[..., Any]] = [
@@ -255,7 +260,12 @@ def node_worker(
 ) -> Worker:
     """A node agent: the saga's host-bound steps, on queue ``berth-node-<node>``."""
     paths = settings.node_paths()
-    state = StateActivities(sessions, settings.allowed_host_paths, settings.allowed_seccomp_paths)
+    state = StateActivities(
+        sessions,
+        settings.allowed_host_paths,
+        settings.allowed_seccomp_paths,
+        settings.allowed_capabilities,
+    )
     mount = MountActivities(sessions, runtime.containerd, paths, runtime.faults)
     network = NetworkActivities(
         sessions, runtime.cni, paths, runtime.faults, resolv_conf=settings.resolv_conf

@@ -5,7 +5,7 @@
 ``ulimit -n``, ``/proc/self/oom_score_adj``, cgroup files (this machine's cgroup v1 hierarchy, as
 runc mounts the container's own cgroups at ``/sys/fs/cgroup/<controller>``), ``df /dev/shm``,
 ``/proc/mounts`` and ``/proc/self/status`` show them. A capability beyond Docker's default set is
-``Forbidden`` on a node that does not permit it, and the start leaves nothing behind.
+``Forbidden`` unless permitted: at create (nothing recorded) and by the node's spec step.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterable
 
@@ -21,8 +22,9 @@ import pytest
 from berth.activities.spec import SpecActivities
 from berth.capabilities import DEFAULT_CAPABILITIES, KNOWN_CAPABILITIES
 from berth.contract import ContainerConfig
-from berth.errors import Forbidden, InvalidParameter
+from berth.errors import Forbidden, InvalidParameter, NotFound
 from berth.runtime.image import DEFAULT_REF
+from berth.steps import WriteSpecInput
 from tests.integration.conftest import BIND_ROOT, Stack
 from tests.integration.test_cli import run
 from tests.integration.test_confinement import PermissiveNode
@@ -168,18 +170,42 @@ async def test_cap_drop_removes_capabilities_from_every_set(stack: Stack) -> Non
     assert seen["chown"] == "refused"
 
 
-async def test_cap_add_beyond_the_default_is_forbidden_and_leaves_nothing(stack: Stack) -> None:
-    container_id = await stack.create(cap_add=["NET_ADMIN"])
+async def test_cap_add_beyond_the_default_is_forbidden_at_create(stack: Stack) -> None:
+    name = f"cap-{uuid.uuid4().hex[:8]}"
 
-    with pytest.raises(Forbidden, match=r"config\.cap_add: CAP_NET_ADMIN not permitted on node"):
-        await stack.berth.start(container_id)
+    with pytest.raises(Forbidden, match=r"config\.cap_add: CAP_NET_ADMIN not permitted at create"):
+        await stack.berth.create(
+            ContainerConfig(
+                name=name, image=DEFAULT_REF, node=stack.settings.node, cap_add=["NET_ADMIN"]
+            )
+        )
 
-    described = await stack.berth.inspect(container_id)
-    assert described["State"]["Running"] is False
-    assert described["Config"]["cap_add"] == ["CAP_NET_ADMIN"]
-    trace = await stack.footprint(container_id)
-    assert (trace.rootfs_mounts, trace.netns, trace.ips) == (0, False, [])
-    assert (trace.containerd_container, trace.task_status) == (False, None)
+    with pytest.raises(NotFound):
+        await stack.berth.inspect(name)
+
+
+async def test_node_refuses_a_cap_add_it_does_not_permit_before_writing_a_spec(
+    stack: Stack,
+) -> None:
+    # A record from a control worker that permits more than this node: the node decides.
+    container_id = secrets.token_hex(32)
+    config = ContainerConfig(
+        name="cap-node", image=DEFAULT_REF, cap_add=["ALL"], cap_drop=["SYS_ADMIN"]
+    )
+    request = WriteSpecInput(
+        container_id=container_id,
+        node=stack.settings.node,
+        config=config,
+        image_config={},
+        rootfs="/nonexistent-rootfs",
+        netns=None,
+    )
+    spec = SpecActivities(stack.settings.node_paths(), allowed_capabilities=["NET_ADMIN"])
+
+    with pytest.raises(Forbidden, match=r"config\.cap_add: CAP_DAC_READ_SEARCH, .* on node node-1"):
+        await spec.write_spec(request)
+
+    assert not stack.settings.node_paths().spec(container_id).exists()
 
 
 @pytest.fixture
