@@ -253,6 +253,10 @@ def tmpfs_options(options: str) -> list[str]:
     return merged
 
 
+def _depth(mount: dict[str, Any]) -> int:
+    return len([part for part in str(mount["destination"]).split("/") if part])
+
+
 def _tmpfs_mounts(config: ContainerConfig) -> list[dict[str, Any]]:
     return [
         _mount(target, "tmpfs", "tmpfs", *tmpfs_options(options))
@@ -400,13 +404,17 @@ def build_spec(
             for mount in _default_mounts(config.shm_size)
             if mount["destination"] not in config.tmpfs
         ]
-        + _tmpfs_mounts(config)
-        + [
-            _etc_bind(target, source)
-            for target, source in etc_files
-            if target not in {bind.target.rstrip("/") for bind in config.binds}
-        ]
-        + [_bind(bind, source) for bind, source in binds],
+        # Parents before children, as dockerd sorts them (stable: binds keep their order).
+        + sorted(
+            _tmpfs_mounts(config)
+            + [
+                _etc_bind(target, source)
+                for target, source in etc_files
+                if target not in {bind.target.rstrip("/") for bind in config.binds}
+            ]
+            + [_bind(bind, source) for bind, source in binds],
+            key=_depth,
+        ),
         "linux": {
             "resources": _resources(config, cpu_count or len(os.sched_getaffinity(0))),
             "cgroupsPath": f"{CGROUP_PARENT}/{container_id}",

@@ -117,6 +117,18 @@ def test_tmpfs_mount_merges_its_options_over_dockers_defaults() -> None:
     assert tmpfs_options("size=1m,size=2m") == ["noexec", "nosuid", "nodev", "size=2m"]
 
 
+def test_mounts_are_ordered_parents_first_whatever_the_config_order() -> None:
+    spec = _spec(
+        tmpfs={"/data/cache/tmp": "", "/scratch": ""},
+        binds=[
+            {"source": "/srv/cache", "target": "/data/cache"},
+            {"source": "/srv", "target": "/data"},
+        ],
+    )
+    user = [m["destination"] for m in spec["mounts"]][7:]
+    assert user == ["/scratch", "/data", "/data/cache", "/data/cache/tmp"]
+
+
 def test_tmpfs_over_dev_shm_replaces_the_default_shm_mount() -> None:
     shm = [
         m for m in _spec(tmpfs={"/dev/shm": "size=1m"})["mounts"] if m["destination"] == "/dev/shm"
