@@ -6,6 +6,7 @@ and ``/etc/group`` to resolve a named user), so the spec step can rebuild it on 
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -199,7 +200,16 @@ def _int(value: str, user: str) -> int:
         raise InvalidParameter(f"user {user!r}: malformed passwd or group entry") from None
 
 
-def _resources(config: ContainerConfig, cpu_count: int) -> dict[str, Any]:
+@functools.cache
+def swap_limit_supported(cgroup_root: Path = Path("/sys/fs/cgroup")) -> bool:
+    """Whether this node's kernel limits swap per cgroup (cgroup v1's memsw files, or v2's
+    memory.swap.max), as dockerd's sysinfo asks before it sets MemorySwap."""
+    if (cgroup_root / "memory" / "memory.memsw.limit_in_bytes").exists():
+        return True
+    return any(cgroup_root.glob("*/memory.swap.max"))
+
+
+def _resources(config: ContainerConfig, cpu_count: int, swap_limit: bool) -> dict[str, Any]:
     resources: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}]}
     limits = config.resources
     if limits.nano_cpus and limits.nano_cpus > cpu_count * 1_000_000_000:
@@ -208,8 +218,11 @@ def _resources(config: ContainerConfig, cpu_count: int) -> dict[str, Any]:
             f"are only {cpu_count} CPUs available"
         )
     if limits.memory_bytes is not None:
-        # swap is memory plus swap, as Docker's MemorySwap (cgroup v1's memsw limit).
-        resources["memory"] = {"limit": limits.memory_bytes, "swap": limits.effective_swap}
+        resources["memory"] = {"limit": limits.memory_bytes}
+        # swap is memory plus swap, as Docker's MemorySwap (cgroup v1's memsw limit); a kernel
+        # without swap accounting gets none, as dockerd leaves it out there (runc would fail).
+        if swap_limit:
+            resources["memory"]["swap"] = limits.effective_swap
     cpu: dict[str, Any] = {}
     if limits.cpu_shares is not None:
         cpu["shares"] = limits.cpu_shares
@@ -334,6 +347,7 @@ def build_spec(
     seccomp: SeccompProfile | Literal["default"] | None = "default",
     etc_files: Sequence[tuple[str, Path]] = (),
     cpu_count: int | None = None,
+    swap_limit: bool | None = None,
 ) -> dict[str, Any]:
     """The OCI runtime spec (as JSON-ready dict) for ``config`` run from ``rootfs``.
 
@@ -351,6 +365,7 @@ def build_spec(
             ``/etc/hostname`` and ``/etc/resolv.conf``, bound over the image's as dockerd does
             (a client's bind of the same path replaces it, as in dockerd).
         cpu_count: the node's CPUs, which ``--cpus`` may not exceed (None: this machine's).
+        swap_limit: whether the node limits swap per cgroup (None: ask this machine's kernel).
 
     Raises:
         InvalidParameter: no command, a user or group that the rootfs does not know, or more
@@ -416,7 +431,11 @@ def build_spec(
             key=_depth,
         ),
         "linux": {
-            "resources": _resources(config, cpu_count or len(os.sched_getaffinity(0))),
+            "resources": _resources(
+                config,
+                cpu_count or len(os.sched_getaffinity(0)),
+                swap_limit_supported() if swap_limit is None else swap_limit,
+            ),
             "cgroupsPath": f"{CGROUP_PARENT}/{container_id}",
             "namespaces": namespaces,
             "maskedPaths": list(MASKED_PATHS),

@@ -12,7 +12,13 @@ from pydantic import ValidationError
 from berth.capabilities import KNOWN_CAPABILITIES, beyond_allowed, container_capabilities
 from berth.contract import ContainerConfig, Resources, Ulimit
 from berth.errors import InvalidParameter
-from berth.runtime.oci_spec import DEFAULT_CAPABILITIES, RLIM_INFINITY, build_spec, tmpfs_options
+from berth.runtime.oci_spec import (
+    DEFAULT_CAPABILITIES,
+    RLIM_INFINITY,
+    build_spec,
+    swap_limit_supported,
+    tmpfs_options,
+)
 
 CONTAINER_ID = "0123456789abcdef" * 4
 IMAGE = {"Cmd": ["sh"]}
@@ -20,7 +26,9 @@ IMAGE = {"Cmd": ["sh"]}
 
 def _spec(**fields: Any) -> dict[str, Any]:
     config = ContainerConfig.model_validate({"name": "web-1", "image": "busybox", **fields})
-    return build_spec(CONTAINER_ID, config, IMAGE, Path("/nonexistent-rootfs"), None)
+    return build_spec(
+        CONTAINER_ID, config, IMAGE, Path("/nonexistent-rootfs"), None, swap_limit=True
+    )
 
 
 def _mounts(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -30,6 +38,22 @@ def _mounts(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_memory_swap_defaults_to_twice_the_memory() -> None:
     memory = _spec(resources={"memory_bytes": 100 << 20})["linux"]["resources"]["memory"]
     assert memory == {"limit": 100 << 20, "swap": 200 << 20}
+
+
+def test_memory_swap_is_left_out_where_the_kernel_limits_no_swap() -> None:
+    config = ContainerConfig(name="web-1", image="busybox", resources={"memory_bytes": 100 << 20})
+    spec = build_spec(CONTAINER_ID, config, IMAGE, Path("/r"), None, swap_limit=False)
+    assert spec["linux"]["resources"]["memory"] == {"limit": 100 << 20}
+
+
+def test_swap_limit_supported_reads_cgroup_v1_and_v2_files(tmp_path: Path) -> None:
+    v1, v2, none = tmp_path / "v1", tmp_path / "v2", tmp_path / "none"
+    (v1 / "memory").mkdir(parents=True)
+    (v1 / "memory" / "memory.memsw.limit_in_bytes").write_text("max\n")
+    (v2 / "init.scope").mkdir(parents=True)
+    (v2 / "init.scope" / "memory.swap.max").write_text("max\n")
+    (none / "memory").mkdir(parents=True)
+    assert [swap_limit_supported(root) for root in (v1, v2, none)] == [True, True, False]
 
 
 def test_memory_swap_given_is_memory_plus_swap_and_minus_one_unlimited() -> None:
