@@ -209,6 +209,10 @@ class Settings(BaseSettings):
     # to (all others: HTTPS only), and the Docker config.json with its credentials (unset:
     # ~/.docker/config.json).
     insecure_registries: list[str] = Field(default_factory=list)
+    # When set, the only registries (host[:port]) this node pulls from: an image of any other is
+    # NotFound without a byte sent (the dev stack and the suite allow their loopback registry
+    # only, so nothing reaches Docker Hub). Unset: any registry.
+    allowed_registries: list[str] | None = None
     registry_auth_file: Path | None = None
     # Directories ``berth image load`` may read archives from (at or below these, resolved on
     # the node at each load), besides the node's own ``<state_dir>/nodes/<node>/imports``.

@@ -172,6 +172,7 @@ def registry_client(settings: Settings) -> RegistryClient:
         settings.insecure_registries,
         settings.registry_auth_file,
         settings.node,
+        allowed_registries=settings.allowed_registries,
         timeout_seconds=settings.runtime_call_timeout_seconds * 3,
         grace_seconds=settings.runtime_grace_seconds,
     )

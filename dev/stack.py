@@ -563,6 +563,8 @@ def worker_env(settings: Settings, paths: StackPaths, node: str | None = None) -
         "BERTH_CONTAINERD_NAMESPACE": settings.containerd_namespace,
         # The stack's registry speaks plain HTTP on loopback.
         "BERTH_INSECURE_REGISTRIES": f'["{paths.registry.address}"]',
+        # ... and the only one its nodes pull from: nothing reaches a registry off this machine.
+        "BERTH_ALLOWED_REGISTRIES": f'["{paths.registry.address}"]',
         # Prometheus: the control worker on 9464, node-i's agent on 9464 + i.
         "BERTH_METRICS_ADDRESS": f"127.0.0.1:{METRICS_BASE_PORT}",
     }

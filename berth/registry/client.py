@@ -75,7 +75,11 @@ class RegistryClient:
         node: str = "",
         timeout_seconds: float = 30.0,
         grace_seconds: float = DEFAULT_GRACE_SECONDS,
+        allowed_registries: Iterable[str] | None = None,
     ) -> None:
+        """``allowed_registries``: when given, the only registries spoken to (others:
+        ``NotFound``, nothing sent)."""
+        self._allowed = None if allowed_registries is None else frozenset(allowed_registries)
         self._insecure = frozenset(insecure_registries)
         self._auth_file = auth_file
         self._node = node
@@ -108,6 +112,11 @@ class RegistryClient:
         return self._session
 
     def _base(self, ref: Reference) -> str:
+        if self._allowed is not None and not {ref.domain, ref.endpoint} & self._allowed:
+            raise NotFound(
+                f"image {ref} is not on node {self._node!r}, and its registry {ref.domain} is "
+                f"not among the registries the node pulls from ({', '.join(sorted(self._allowed))})"
+            )
         scheme = (
             "http" if ref.endpoint in self._insecure or ref.domain in self._insecure else "https"
         )

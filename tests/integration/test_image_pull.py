@@ -450,3 +450,17 @@ async def test_pull_of_a_multi_arch_index_takes_the_nodes_platform_only(
     log = registry_log.read_text()
     assert f"GET /v2/{repository}/manifests/{mine[0]}" in log
     assert f"GET /v2/{repository}/manifests/{foreign[0]}" not in log
+
+
+async def test_start_of_image_from_a_registry_the_node_does_not_pull_from_is_not_found(
+    stack: Stack, puller: ImagePuller
+) -> None:
+    # The suite's nodes pull from its loopback registry only (BERTH_ALLOWED_REGISTRIES): this
+    # start sends nothing to Docker Hub and fails at once.
+    container_id = await stack.create(image="library/no-such-image:latest")
+
+    with pytest.raises(NotFound, match=r"registry docker\.io is not among the registries"):
+        await asyncio.wait_for(stack.berth.start(container_id), 20)
+
+    assert await leases(puller) == []
+    assert (await stack.footprint(container_id)).empty

@@ -155,6 +155,9 @@ class SuiteStack:
             "BERTH_BRIDGE": self.suite.bridge(NODES[0]),
             "BERTH_SUBNET": self.suite.subnet(NODES[0]),
             "BERTH_INSECURE_REGISTRIES": f'["{self.registry.address}"]',
+            # The suite's registry only: an image of any other (Docker Hub's) is NotFound at
+            # once, and nothing leaves this machine.
+            "BERTH_ALLOWED_REGISTRIES": f'["{self.registry.address}"]',
         }
 
     def node_settings(self, settings: Settings, node: str) -> Settings:
