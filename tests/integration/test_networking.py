@@ -14,7 +14,9 @@ import sys
 from pathlib import Path
 
 from berth.leaks import LeakKind, check_node
+from berth.runtime.cni import delete_masquerade, masquerade_bridges
 from tests.integration.conftest import Stack
+from tests.integration.test_published_ports import node_reconciler
 
 BERTH = Path(sys.executable).parent / "berth"
 SHOW_ETC = "cat /etc/hostname; echo --; cat /etc/hosts; echo --; cat /etc/resolv.conf; sleep 600"
@@ -161,3 +163,15 @@ async def test_node_ls_shows_the_nodes_containers_and_ips_used_and_free(stack: S
         "IPS",
         "FREE",
     ]
+
+
+async def test_reconciler_puts_the_nodes_masquerade_rule_back(stack: Stack) -> None:
+    container_id = await stack.create()
+    await stack.berth.start(container_id)
+    bridge = stack.settings.bridge
+    await asyncio.to_thread(delete_masquerade, bridge)
+    assert bridge not in await asyncio.to_thread(masquerade_bridges)
+
+    await node_reconciler(stack).reconcile()
+
+    assert bridge in await asyncio.to_thread(masquerade_bridges)

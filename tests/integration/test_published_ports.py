@@ -57,6 +57,30 @@ async def fetch(url: str, attempts: int = 50) -> str:
     return await asyncio.to_thread(get, url)
 
 
+def node_reconciler(stack: Stack) -> Reconciler:
+    """A reconciler of the session's node-1 that takes every operation for ended."""
+    paths, runtime = stack.settings.node_paths(), stack.runtime
+
+    async def never_running(operation: str) -> bool:
+        return False
+
+    return Reconciler(
+        stack.settings.node,
+        paths,
+        runtime.containerd,
+        runtime.cni,
+        stack.sessions,
+        Undo(
+            mount=MountActivities(stack.sessions, runtime.containerd, paths),
+            network=NetworkActivities(stack.sessions, runtime.cni, paths),
+            spec=SpecActivities(paths),
+            shim=ShimActivities(runtime.containerd, paths),
+            task=TaskActivities(runtime.containerd),
+        ),
+        never_running,
+    )
+
+
 def refused(host: str, port: int) -> bool:
     try:
         socket.create_connection((host, port), 2).close()
@@ -158,24 +182,7 @@ async def test_reconciler_releases_ports_a_crashed_start_left(stack: Stack) -> N
     kinds = {f.kind for f in leaks if f.container_id == container_id}
     assert {LeakKind.PORTS_OF_IDLE_CONTAINER, LeakKind.PORT_FORWARD_OF_IDLE_CONTAINER} <= kinds
 
-    async def never_running(operation: str) -> bool:
-        return False
-
-    reconciler = Reconciler(
-        node,
-        paths,
-        runtime.containerd,
-        runtime.cni,
-        stack.sessions,
-        Undo(
-            mount=MountActivities(stack.sessions, runtime.containerd, paths),
-            network=network,
-            spec=SpecActivities(paths),
-            shim=ShimActivities(runtime.containerd, paths),
-            task=TaskActivities(runtime.containerd),
-        ),
-        never_running,
-    )
+    reconciler = node_reconciler(stack)
     repairs = await reconciler.reconcile()
 
     assert any(r.container_id == container_id for r in repairs)
