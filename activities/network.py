@@ -29,6 +29,7 @@ from berth.runtime.cni import CniNetwork, PortMap
 from berth.runtime.etc_files import (
     EtcFiles,
     hosts_content,
+    read_node_file,
     read_node_resolv_conf,
     remove_etc_files,
     resolv_conf_content,
@@ -50,12 +51,14 @@ class NetworkActivities:
         faults: FaultHook = NO_FAULTS,
         *,
         resolv_conf: Path = Path("/etc/resolv.conf"),
+        hosts: Path = Path("/etc/hosts"),
     ) -> None:
         self._sessions = sessions
         self._cni = cni
         self._paths = paths
         self._faults = faults
         self._resolv_conf = resolv_conf
+        self._hosts = hosts
 
     @activity.defn(name="attach_network")
     @fault_point("network")
@@ -115,17 +118,22 @@ class NetworkActivities:
         config = request.config
         hostname = (config.hostname if config else None) or request.container_id[:12]
         gateway = self._cni.gateway if request.mode is NetworkMode.BRIDGE else None
+        host_network = request.mode is NetworkMode.HOST
         resolv = resolv_conf_content(
             read_node_resolv_conf(self._resolv_conf),
             config.dns if config else (),
             config.dns_search if config else (),
             config.dns_options if config else (),
+            host_network=host_network,
         )
+        base = read_node_file(self._hosts) if host_network else None
         write_etc_files(
             self._etc_files(request.container_id),
             {
                 "hostname": f"{hostname}\n",
-                "hosts": hosts_content(hostname, ip, config.extra_hosts if config else (), gateway),
+                "hosts": hosts_content(
+                    hostname, ip, config.extra_hosts if config else (), gateway, base
+                ),
                 "resolv.conf": resolv,
             },
         )

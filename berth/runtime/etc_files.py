@@ -10,7 +10,9 @@ are pure.
 resolv.conf follows dockerd (libnetwork's ``sandbox_dns_unix``): the node's nameservers with
 loopback ones dropped (a resolver on the node's 127.0.0.53 cannot be reached from the container's
 namespace), Docker's public fallbacks when none remain; ``dns``, ``dns_search`` and ``dns_options``
-each replace their part of the node's file; a search of ``.`` means none.
+each replace their part of the node's file; a search of ``.`` means none. A container on the
+host's network (mode ``host``) shares the node's resolvers, loopback ones too, and starts its
+hosts file from the node's, as dockerd does.
 """
 
 from __future__ import annotations
@@ -98,14 +100,18 @@ def parse_resolv_conf(text: str) -> NodeResolvConf:
     return NodeResolvConf(tuple(nameservers), tuple(search), tuple(options))
 
 
-def read_node_resolv_conf(path: Path) -> NodeResolvConf:
-    """The node's resolv.conf (bounded read); a missing file is an empty one."""
+def read_node_file(path: Path) -> str:
+    """A small file of the node's (bounded read); a missing file is an empty one."""
     try:
         with open(path, "rb") as source:
-            data = source.read(MAX_RESOLV_CONF_BYTES)
+            return source.read(MAX_RESOLV_CONF_BYTES).decode(errors="replace")
     except FileNotFoundError:
-        return NodeResolvConf((), (), ())
-    return parse_resolv_conf(data.decode(errors="replace"))
+        return ""
+
+
+def read_node_resolv_conf(path: Path) -> NodeResolvConf:
+    """The node's resolv.conf (bounded read); a missing file is an empty one."""
+    return parse_resolv_conf(read_node_file(path))
 
 
 def _reachable(nameserver: str) -> bool:
@@ -121,9 +127,11 @@ def resolv_conf_content(
     dns: Sequence[str] = (),
     dns_search: Sequence[str] = (),
     dns_options: Sequence[str] = (),
+    host_network: bool = False,
 ) -> str:
-    """The container's resolv.conf: the node's, each part replaced where the container gives it."""
-    nameservers = list(dns) or [n for n in node.nameservers if _reachable(n)]
+    """The container's resolv.conf: the node's, each part replaced where the container gives it
+    (on the host's network, loopback resolvers are reachable and kept)."""
+    nameservers = list(dns) or [n for n in node.nameservers if host_network or _reachable(n)]
     if not nameservers:
         nameservers = list(FALLBACK_NAMESERVERS)
     search = list(dns_search) or list(node.search)
@@ -139,15 +147,20 @@ def resolv_conf_content(
 
 
 def hosts_content(
-    hostname: str, ip: str | None, extra_hosts: Sequence[str] = (), gateway: str | None = None
+    hostname: str,
+    ip: str | None,
+    extra_hosts: Sequence[str] = (),
+    gateway: str | None = None,
+    base: str | None = None,
 ) -> str:
-    """The container's /etc/hosts: localhost entries, ``extra_hosts``, then its own address.
+    """The container's /etc/hosts: localhost entries (or ``base``, the node's file for a
+    container on the host's network), ``extra_hosts``, then its own address.
 
     Raises:
         InvalidParameter: an extra host asks for ``host-gateway`` where the container has no
             bridge (network mode none or host).
     """
-    lines = [_HOSTS_PREAMBLE]
+    lines = [_HOSTS_PREAMBLE if base is None else base.rstrip("\n") + "\n"]
     for entry in extra_hosts:
         name, _, address = entry.partition(":")
         if address == HOST_GATEWAY:

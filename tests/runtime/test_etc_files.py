@@ -109,3 +109,15 @@ def test_etc_files_incomplete_when_one_is_missing(tmp_path: Path) -> None:
 
 def test_read_node_resolv_conf_missing_file_is_empty(tmp_path: Path) -> None:
     assert read_node_resolv_conf(tmp_path / "none") == NodeResolvConf((), (), ())
+
+
+def test_resolv_conf_content_on_host_network_keeps_loopback_resolvers() -> None:
+    content = resolv_conf_content(NODE, host_network=True)
+    assert content.startswith("nameserver 127.0.0.53\nnameserver 10.0.0.2\nnameserver ::1\n")
+
+
+def test_hosts_content_with_base_starts_from_the_nodes_file() -> None:
+    content = hosts_content(
+        "web", None, ["db:10.0.0.9"], None, base="127.0.0.1 localhost\n10.1.1.1 node\n"
+    )
+    assert content == "127.0.0.1 localhost\n10.1.1.1 node\n10.0.0.9\tdb\n"
