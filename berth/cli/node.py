@@ -1,6 +1,6 @@
 """``berth node ls``: the nodes, their agents' liveness, containers and addresses used and free.
 
-Read-only: it reads PostgreSQL (``berth.db.node_reads``, psycopg only) and never connects to
+Read-only: it reads PostgreSQL (``berth.db.node_reads``, no SQLAlchemy) and never connects to
 Temporal.
 """
 

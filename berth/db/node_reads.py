@@ -1,6 +1,6 @@
-"""Reads for ``berth node ls`` and the ports ``ps``/``inspect`` show, in SQL on psycopg.
+"""Reads for ``berth node ls`` and the ports ``ps``/``inspect`` show, in plain SQL.
 
-Light like :mod:`berth.db.reads` (psycopg and the standard library only), on its connection:
+Light like :mod:`berth.db.reads` (its driver and the standard library only), on its connection:
 ``NodeReads`` is a ``ContainerReads`` with the node and port queries added.
 """
 
