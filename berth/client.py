@@ -196,9 +196,11 @@ async def wait_out(
         try:
             return await call()
         except Unavailable as error:
-            if not retry_if(error) or loop.time() + pause > deadline:
+            remaining = deadline - loop.time()
+            if not retry_if(error) or remaining <= 0:
                 raise
-        await asyncio.sleep(pause)
+        # The last pause ends at the bound, for one last try there.
+        await asyncio.sleep(min(pause, remaining))
         pause = min(pause * 2, _MAX_PAUSE_SECONDS)
 
 
