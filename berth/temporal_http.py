@@ -242,6 +242,21 @@ class TemporalHttp:
             self._connection.sock.settimeout(timeout)
         return self._connection
 
+    def listening(self, timeout: float) -> bool:
+        """Open the connection now: False when nothing answers at the address (refused, no
+        route, timed out). The connection stays open for the first call; a TLS failure raises
+        ``TemporalUnreachable`` (something listens, but this client cannot use it)."""
+        connection = self._connect(timeout)
+        try:
+            connection.connect()
+        except ssl.SSLError as err:
+            self.close()
+            raise self._unreachable(err) from None
+        except OSError:
+            self.close()
+            return False
+        return True
+
     def _unreachable(self, reason: object) -> TemporalUnreachable:
         return TemporalUnreachable(
             f"cannot connect to Temporal at {self.target.address} (HTTP API): {reason}"

@@ -92,18 +92,28 @@ class Context:
         return self._reader
 
     async def operations(self) -> HttpOperations | BerthClient:
-        """What the writing verbs call (``start``, ``stop``, ``restart``, ``pause``, ``unpause``,
-        ``remove``): over Temporal's HTTP API when ``BERTH_TEMPORAL_HTTP_ADDRESS`` is set (no SDK
-        to import, no native threads), else the client."""
+        """What the writing verbs call (``create``, ``start``, ``stop``, ``restart``, ``pause``,
+        ``unpause``, ``remove``): over Temporal's HTTP API (no SDK to import, no native threads)
+        at ``BERTH_TEMPORAL_HTTP_ADDRESS``, or when that is not set, beside
+        ``BERTH_TEMPORAL_ADDRESS`` (gRPC port + 10) if something listens there; else (set empty,
+        or nothing listening at the derived address) the SDK's client."""
         if self._operations is not None:
             return self._operations
+        if self._berth is not None:
+            return self._berth
         from berth.cli.env import read_settings, temporal_http_settings
 
         http = temporal_http_settings()
         if http is None:
             return await self.berth()
         from berth.cli.transport import HttpOperations
-        from berth.temporal_http import HttpTarget, Sealer, TemporalHttp, tls_context
+        from berth.temporal_http import (
+            HttpTarget,
+            Sealer,
+            TemporalHttp,
+            TemporalUnreachable,
+            tls_context,
+        )
 
         reads = read_settings()
         try:
@@ -131,7 +141,18 @@ class Context:
             wait_seconds=reads.client_wait_seconds,
             call_timeout=reads.runtime_call_timeout_seconds,
         )
-        self._operations = HttpOperations(await self.reader(), TemporalHttp(target))
+        temporal = TemporalHttp(target)
+        # Only a derived address may be absent (a frontend without the HTTP API): the connect
+        # it costs is the first call's (the connection is kept), about 0.1 ms on loopback.
+        try:
+            listening = not http.derived or temporal.listening(
+                min(reads.runtime_call_timeout_seconds, 2.0)
+            )
+        except TemporalUnreachable as err:
+            raise BerthFailure(str(err)) from None
+        if not listening:
+            return await self.berth()
+        self._operations = HttpOperations(await self.reader(), temporal)
         return self._operations
 
     async def close(self) -> None:

@@ -18,6 +18,10 @@ DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/berth"
 DEFAULT_CALL_TIMEOUT_SECONDS = 10.0
 DEFAULT_CLIENT_WAIT_SECONDS = 30.0
 DEFAULT_NAMESPACE = "default"
+DEFAULT_TEMPORAL_ADDRESS = "127.0.0.1:7233"
+# Where a frontend serves its HTTP API by default: Temporal's own defaults pair gRPC 7233 with
+# HTTP 7243, and the dev stack keeps that distance for any gRPC port (dev.stack.temporal_server).
+HTTP_PORT_OFFSET = 10
 # pydantic's words for booleans.
 _TRUE = {"1", "on", "t", "true", "y", "yes"}
 _FALSE = {"0", "off", "f", "false", "n", "no"}
@@ -35,6 +39,9 @@ class TemporalHttpSettings(NamedTuple):
     """The Temporal connection's settings, for its HTTP API (``BERTH_TEMPORAL_HTTP_ADDRESS``)."""
 
     http_address: str
+    # True when the address was derived from BERTH_TEMPORAL_ADDRESS (not set by the user): a
+    # refused connection there means "no HTTP API", and the CLI falls back to the SDK.
+    derived: bool
     namespace: str
     # None: no TLS; else the CA file (None: system roots), client pair and server name.
     tls: bool
@@ -91,14 +98,30 @@ def read_settings() -> ReadSettings:
     )
 
 
+def default_http_address(temporal_address: str) -> str | None:
+    """The HTTP API's address beside a gRPC ``host:port`` (port + 10: 7233 -> 7243), or None
+    when the address has no numeric port."""
+    host, _, port = temporal_address.rpartition(":")
+    if not host or not port.isdigit() or int(port) + HTTP_PORT_OFFSET > 65535:
+        return None
+    return f"{host}:{int(port) + HTTP_PORT_OFFSET}"
+
+
 def temporal_http_settings() -> TemporalHttpSettings | None:
-    """The HTTP API's settings, or None when ``BERTH_TEMPORAL_HTTP_ADDRESS`` is not set.
+    """The HTTP API's settings: at ``BERTH_TEMPORAL_HTTP_ADDRESS``, or, when that is not set,
+    beside ``BERTH_TEMPORAL_ADDRESS`` (``default_http_address``; ``derived``). None when it is
+    set empty (the SDK, always) or no address can be derived.
 
     TLS as ``berth.client.tls_config`` decides it: on with ``temporal_tls``, any TLS file, or an
     API key (a bearer secret never goes out in cleartext) unless ``temporal_tls`` is set false.
     """
     env = environment()
     address = env.get("BERTH_TEMPORAL_HTTP_ADDRESS")
+    derived = address is None
+    if address is None:
+        address = default_http_address(
+            env.get("BERTH_TEMPORAL_ADDRESS", DEFAULT_TEMPORAL_ADDRESS).strip()
+        )
     if not address:
         return None
     files = [env.get(f"BERTH_TEMPORAL_TLS_{part}_FILE") or None for part in ("CA", "CERT", "KEY")]
@@ -111,6 +134,7 @@ def temporal_http_settings() -> TemporalHttpSettings | None:
         )
     return TemporalHttpSettings(
         http_address=address,
+        derived=derived,
         namespace=env.get("BERTH_TEMPORAL_NAMESPACE", DEFAULT_NAMESPACE),
         tls=tls,
         tls_ca_file=files[0],

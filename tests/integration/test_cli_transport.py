@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from temporalio.api.enums.v1 import EventType
 
 from berth.contract import ContainerState
@@ -28,16 +29,19 @@ def closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def berth(stack: Stack, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {
-        **os.environ,
+def cli_environ(stack: Stack) -> dict[str, str]:
+    """The settings a ``berth`` call needs for the suite's stack (beside the process's own)."""
+    return {
         "BERTH_DATABASE_URL": stack.settings.database_url.get_secret_value(),
         "BERTH_TEMPORAL_NAMESPACE": stack.settings.temporal_namespace,
         "BERTH_STATE_DIR": str(stack.settings.state_dir),
         "BERTH_CODEC_KEYS": TEST_CODEC_KEYS,
         "BERTH_CONTAINERD_NAMESPACE": stack.settings.containerd_namespace,
-        **env,
     }
+
+
+def berth(stack: Stack, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {**os.environ, **cli_environ(stack), **env}
     return subprocess.run(
         [str(BERTH), *args], capture_output=True, text=True, env=environ, timeout=60
     )
@@ -84,6 +88,62 @@ async def test_cli_start_stop_restart_over_http_api_run_the_node_sagas_encrypted
             break
     else:
         raise AssertionError("no started event")
+
+
+async def test_cli_without_http_address_uses_the_http_api_beside_the_grpc_port(
+    stack: Stack,
+) -> None:
+    # Unset, the HTTP address is the gRPC one's port + 10. Nothing serves gRPC at this
+    # BERTH_TEMPORAL_ADDRESS, only the HTTP API 10 ports up: the start succeeds over HTTP only.
+    container_id = await stack.create(cmd=["sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait"])
+    host, _, http_port = os.environ["BERTH_TEMPORAL_HTTP_ADDRESS"].rpartition(":")
+    environ = {**os.environ, **cli_environ(stack)}
+    del environ["BERTH_TEMPORAL_HTTP_ADDRESS"]
+    environ |= {
+        "BERTH_TEMPORAL_ADDRESS": f"{host}:{int(http_port) - 10}",
+        "BERTH_CLIENT_WAIT_SECONDS": "0",
+    }
+
+    started = await asyncio.to_thread(
+        subprocess.run,
+        [str(BERTH), "start", container_id],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=60,
+    )
+
+    assert (started.returncode, started.stderr) == (0, "")
+    assert await state_of(stack, container_id) is ContainerState.RUNNING
+    await run(stack, "stop", "-t", "1", container_id)
+
+
+async def test_cli_without_http_address_falls_back_to_the_sdk_when_nothing_listens_there(
+    stack: Stack,
+) -> None:
+    # The suite's gRPC address, whose port + 10 nothing listens on: the probe is refused and
+    # the SDK's client runs the start.
+    host, _, grpc_port = stack.settings.temporal_address.rpartition(":")
+    with socket.socket() as probe:
+        if probe.connect_ex((host, int(grpc_port) + 10)) == 0:
+            pytest.skip("something listens 10 ports above the suite's gRPC port")
+    container_id = await stack.create(cmd=["sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait"])
+    environ = {**os.environ, **cli_environ(stack)}
+    del environ["BERTH_TEMPORAL_HTTP_ADDRESS"]
+    environ["BERTH_TEMPORAL_ADDRESS"] = stack.settings.temporal_address
+
+    started = await asyncio.to_thread(
+        subprocess.run,
+        [str(BERTH), "start", container_id],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=60,
+    )
+
+    assert (started.returncode, started.stderr) == (0, "")
+    assert await state_of(stack, container_id) is ContainerState.RUNNING
+    await run(stack, "stop", "-t", "1", container_id)
 
 
 async def test_cli_start_of_unknown_container_over_http_api_exits_1_like_docker(

@@ -55,12 +55,32 @@ def test_read_settings_refuses_what_settings_refuse(monkeypatch: pytest.MonkeyPa
         Settings()
 
 
-def test_temporal_http_settings_absent_without_an_http_address(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_temporal_http_settings_set_empty_mean_the_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
     clear(monkeypatch)
+    monkeypatch.setenv("BERTH_TEMPORAL_HTTP_ADDRESS", "")
 
     assert temporal_http_settings() is None
+
+
+@pytest.mark.parametrize(
+    ("temporal_address", "http_address"),
+    [(None, "127.0.0.1:7243"), ("temporal.example:7233", "temporal.example:7243"),
+     ("[::1]:17233", "[::1]:17243"), ("no-port", None)],
+)  # fmt: skip
+def test_temporal_http_settings_unset_derive_the_address_beside_the_grpc_one(
+    temporal_address: str | None, http_address: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clear(monkeypatch)
+    if temporal_address is not None:
+        monkeypatch.setenv("BERTH_TEMPORAL_ADDRESS", temporal_address)
+
+    light = temporal_http_settings()
+
+    if http_address is None:
+        assert light is None
+    else:
+        assert light is not None
+        assert (light.http_address, light.derived) == (http_address, True)
 
 
 @pytest.mark.parametrize(
@@ -90,5 +110,6 @@ def test_temporal_http_settings_choose_tls_as_the_client_does(
 
     assert light is not None
     assert light.http_address == settings.temporal_http_address
+    assert not light.derived
     assert light.namespace == settings.temporal_namespace
     assert light.tls == (tls_config(settings) is not False)
