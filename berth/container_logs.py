@@ -21,7 +21,6 @@ from typing import BinaryIO
 from urllib.parse import quote, urlencode
 
 from berth import log_driver
-from berth.config import make_private_dir
 
 CHUNK_BYTES = 64 * 1024
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
@@ -65,6 +64,9 @@ def driver_uri(driver: Path, log: Path, policy: LogPolicy) -> str:
 
 def prepare_log(driver: Path, log: Path, policy: LogPolicy) -> str:
     """Install the driver, make the log's directory private, and return the stdio URI."""
+    # Here, not at the top: the command line reads logs without loading the settings' pydantic.
+    from berth.config import make_private_dir
+
     ensure_log_driver(driver)
     make_private_dir(log.parent)
     return driver_uri(driver, log, policy)

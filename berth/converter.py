@@ -26,15 +26,7 @@ from temporalio.converter import (
 )
 
 from berth.errors import InvalidParameter
-
-
-def describe_validation_error(err: ValidationError) -> str:
-    """One line per bad field: ``config.name: Value error, Invalid container name ...``."""
-    parts = []
-    for item in err.errors():
-        location = ".".join(str(part) for part in item["loc"]) or "input"
-        parts.append(f"{location}: {item['msg']}")
-    return "invalid input: " + "; ".join(parts)
+from berth.validation import describe_validation_error as describe_validation_error
 
 
 @functools.lru_cache(maxsize=1024)

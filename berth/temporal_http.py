@@ -425,10 +425,11 @@ class TemporalHttp:
         task_queue: str,
         argument: Any,
         search_attributes: Mapping[str, str],
+        use_existing: bool = True,
     ) -> Any:
-        """Start (or attach to) the workflow and wait for its result."""
+        """Start (or, with ``use_existing``, attach to) the workflow and wait for its result."""
         run_id = self.start_workflow(
-            workflow_type, workflow_id, task_queue, argument, search_attributes
+            workflow_type, workflow_id, task_queue, argument, search_attributes, use_existing
         )
         return self.result(workflow_id, run_id)
 

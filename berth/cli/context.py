@@ -152,7 +152,7 @@ class Context:
             raise BerthFailure(str(err)) from None
         if not listening:
             return await self.berth()
-        self._operations = HttpOperations(await self.reader(), temporal)
+        self._operations = HttpOperations(await self.reader(), temporal, http.task_queue)
         return self._operations
 
     async def close(self) -> None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from berth.cli.argfiles import env_entries, label_map
 from berth.cli.binds import binds
-from berth.cli.context import Context, daemon_error
+from berth.cli.context import Context, DaemonError, daemon_error
 from berth.cli.network_flags import add_network_flags, network_fields
 from berth.cli.units import parse_bytes, parse_cpus, parse_duration
 from berth.cli.usage import UsageError
@@ -171,13 +171,13 @@ def config_from_args(args: argparse.Namespace) -> ContainerConfig:
 
     Raises:
         UsageError: a flag's shape is wrong (exit 125).
-        InvalidParameter: the contract refuses a value, naming the field.
+        DaemonError: the contract refuses a value, naming the field (docker's
+            ``Error response from daemon``, as the workflow's ``InvalidParameter`` would say).
     """
     from pydantic import ValidationError
 
     from berth.contract import ContainerConfig
-    from berth.converter import describe_validation_error
-    from berth.errors import InvalidParameter
+    from berth.validation import describe_validation_error
 
     try:
         fields = config_fields(args)
@@ -185,27 +185,27 @@ def config_from_args(args: argparse.Namespace) -> ContainerConfig:
             raise UsageError("conflicting options: cannot specify both --restart and --rm")
         return ContainerConfig.model_validate(fields)
     except ValidationError as err:
-        raise InvalidParameter(describe_validation_error(err)) from None
+        raise DaemonError(describe_validation_error(err)) from None
     except UsageError:
         raise
     except ValueError as err:
-        raise InvalidParameter(str(err)) from None
+        raise DaemonError(str(err)) from None
 
 
 async def cmd_create(context: Context, args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    created = await (await context.berth()).create(config)
+    created = await (await context.operations()).create(config)
     print(created.id)
     return 0
 
 
 async def cmd_run(context: Context, args: argparse.Namespace) -> int:
     """create + start; without ``-d`` the container's output, then its exit code."""
-    berth = await context.berth()
+    operations = await context.operations()
     created_id = None
     try:
-        created_id = (await berth.create(config_from_args(args))).id
-        await berth.start(created_id)
+        created_id = (await operations.create(config_from_args(args))).id
+        await operations.start(created_id)
     except Exception as err:
         message = daemon_error(context, err)
         if message is None:
@@ -219,40 +219,29 @@ async def cmd_run(context: Context, args: argparse.Namespace) -> int:
 
 
 async def _failed_start_code(context: Context, container_id: str | None) -> int:
-    """docker run's code for a failed start: 126/127 as the runtime recorded them, else 125."""
+    """docker run's code for a failed start: 126/127 as the runtime recorded them, else 125
+    (also when ``--rm`` removed it: nothing recorded to read)."""
     if container_id is None:
         return EXIT_RUN_FAILED
-    try:
-        container = await (await context.berth()).get(container_id)
-    except Exception as err:
-        if daemon_error(context, err) is None:
-            raise
-        return EXIT_RUN_FAILED  # removed with --rm: nothing recorded to read
-    code = container.exit_code
+    container = await (await context.reader()).find(container_id)
+    code = container.exit_code if container is not None else None
     return code if code in (126, 127) else EXIT_RUN_FAILED
 
 
 async def _attach(context: Context, container_id: str) -> int:
-    """The container's output while it runs (from its log), then its exit code (docker wait)."""
-    berth = await context.berth()
-    out = sys.stdout.buffer
-    try:
-        async for chunk in berth.stream_logs(container_id, follow=True):
+    """The container's output while it runs (from its log), then its exit code (docker wait);
+    a container already removed (``--rm``) leaves only the code its ``die`` event recorded."""
+    from berth.cli.lifecycle import wait_exit
+    from berth.cli.logs import stream_logs
+
+    reader = await context.reader()
+    container = await reader.find(container_id)
+    if container is not None:
+        out = sys.stdout.buffer
+        async for chunk in stream_logs(reader, container, tail=None, follow=True):
             out.write(chunk)
             out.flush()
-    except Exception as err:
-        # Already exited and removed (--rm) before its log could be read: only the code is left.
-        if daemon_error(context, err) is None:
-            raise
-    try:
-        return await berth.wait(container_id)
-    except Exception as err:
-        if daemon_error(context, err) is None or type(err).__name__ != "NotFound":
-            raise
-    # Removed (--rm) before wait could find it: the code its last ``die`` event recorded.
-    dies = [e for e in await berth.events(None) if e.container_id == container_id]
-    dies = [e for e in dies if e.action == "die"]
-    return int(dies[-1].attributes.get("exitCode", 0)) if dies else 0
+    return await wait_exit(reader, container_id)
 
 
 def add_create_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,6 +9,7 @@ the same values and defaults.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import NamedTuple
 
 from berth.cli.context import BerthFailure
@@ -19,6 +20,9 @@ DEFAULT_CALL_TIMEOUT_SECONDS = 10.0
 DEFAULT_CLIENT_WAIT_SECONDS = 30.0
 DEFAULT_NAMESPACE = "default"
 DEFAULT_TEMPORAL_ADDRESS = "127.0.0.1:7233"
+DEFAULT_TASK_QUEUE = "berth"
+DEFAULT_STATE_DIR = "/var/lib/berth"
+DEFAULT_CONTAINERD_NAMESPACE = "berth"
 # Where a frontend serves its HTTP API by default: Temporal's own defaults pair gRPC 7233 with
 # HTTP 7243, and the dev stack keeps that distance for any gRPC port (dev.stack.temporal_server).
 HTTP_PORT_OFFSET = 10
@@ -43,6 +47,7 @@ class TemporalHttpSettings(NamedTuple):
     # refused connection there means "no HTTP API", and the CLI falls back to the SDK.
     derived: bool
     namespace: str
+    task_queue: str
     # None: no TLS; else the CA file (None: system roots), client pair and server name.
     tls: bool
     tls_ca_file: str | None
@@ -136,6 +141,7 @@ def temporal_http_settings() -> TemporalHttpSettings | None:
         http_address=address,
         derived=derived,
         namespace=env.get("BERTH_TEMPORAL_NAMESPACE", DEFAULT_NAMESPACE),
+        task_queue=env.get("BERTH_TASK_QUEUE", DEFAULT_TASK_QUEUE),
         tls=tls,
         tls_ca_file=files[0],
         tls_cert_file=files[1],
@@ -145,3 +151,13 @@ def temporal_http_settings() -> TemporalHttpSettings | None:
         codec_keys=env.get("BERTH_CODEC_KEYS") or None,
         codec_keys_file=env.get("BERTH_CODEC_KEYS_FILE") or None,
     )
+
+
+def log_path(node: str, container_id: str) -> Path:
+    """Where ``node``'s log driver writes the container's output on this host
+    (``Settings.node_paths(node).log(container_id)``, from ``BERTH_STATE_DIR`` and
+    ``BERTH_CONTAINERD_NAMESPACE``)."""
+    env = environment()
+    state_dir = Path(env.get("BERTH_STATE_DIR", DEFAULT_STATE_DIR))
+    namespace = env.get("BERTH_CONTAINERD_NAMESPACE", DEFAULT_CONTAINERD_NAMESPACE)
+    return state_dir / "nodes" / node / "ns" / namespace / "logs" / f"{container_id}.log"

@@ -7,8 +7,12 @@ import argparse
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
-from berth.cli.context import Context, berth_failure, daemon_error
+from berth.cli.context import Context, DaemonError, berth_failure, daemon_error
+
+if TYPE_CHECKING:
+    from berth.db.reads import ContainerReads
 
 
 async def for_each(
@@ -66,12 +70,35 @@ async def cmd_rm(context: Context, args: argparse.Namespace) -> int:
     )
 
 
+# The states in which a container's task no longer runs: ``wait`` returns its exit code.
+ENDED_STATES = frozenset({"created", "exited", "dead"})
+WAIT_POLL_SECONDS = 0.1
+
+
+async def wait_exit(reader: ContainerReads, container_id: str) -> int:
+    """Block until the container is not running (docker wait); its exit code. A container
+    removed meanwhile (``--rm``) gives the code of its last ``die`` event (0 if none)."""
+    import asyncio
+
+    while True:
+        container = await reader.find(container_id)
+        if container is None:
+            dies = [e for e in await reader.events(container_id) if e.action == "die"]
+            return int(dies[-1].attributes.get("exitCode", 0)) if dies else 0
+        if container.state in ENDED_STATES:
+            return container.exit_code or 0
+        await asyncio.sleep(WAIT_POLL_SECONDS)
+
+
 async def cmd_wait(context: Context, args: argparse.Namespace) -> int:
-    berth = await context.berth()
+    reader = await context.reader()
     failed = False
     for ref in args.containers:
         try:
-            print(await berth.wait(ref))
+            container = await reader.find(ref)
+            if container is None:
+                raise DaemonError(f"No such container: {ref}")
+            print(await wait_exit(reader, container.id))
         except Exception as err:
             message = None if berth_failure(err) else daemon_error(context, err)
             if message is None:

@@ -1,11 +1,23 @@
-"""``berth logs``: a container's output, from its node's log files."""
+"""``berth logs``: a container's output, read from its node's log files on this host.
+
+The container is looked up in PostgreSQL (``berth.db.reads``) and its log found where the node's
+log driver writes it (``berth.cli.env.log_path``): no Temporal, no settings model.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
-from berth.cli.context import Context
+from berth.cli.context import Context, DaemonError
+
+if TYPE_CHECKING:
+    from berth.db.reads import ContainerReads, ContainerRow
+
+# The states in which ``logs --follow`` keeps waiting for output (docker's: until it stops).
+FOLLOWED_STATES = frozenset({"starting", "running", "paused", "stopping"})
 
 
 def parse_tail(value: str) -> int | None:
@@ -21,10 +33,38 @@ def parse_tail(value: str) -> int | None:
     return lines
 
 
+async def stream_logs(
+    reader: ContainerReads, container: ContainerRow, tail: int | None, follow: bool
+) -> AsyncIterator[bytes]:
+    """The container's output in chunks, oldest first, across rotated files; with ``follow``,
+    then what it writes until it is no longer running (or is removed)."""
+    import asyncio
+
+    from berth.cli.env import log_path
+    from berth.container_logs import follow_log, read_log
+
+    path = log_path(container.node, container.id)
+    if not follow:
+        chunks = read_log(path, tail)
+        while chunk := await asyncio.to_thread(next, chunks, b""):
+            yield chunk
+        return
+
+    async def still_running() -> bool:
+        current = await reader.find(container.id)
+        return current is not None and current.state in FOLLOWED_STATES
+
+    async for chunk in follow_log(path, tail, still_running):
+        yield chunk
+
+
 async def cmd_logs(context: Context, args: argparse.Namespace) -> int:
-    berth = await context.berth()
+    reader = await context.reader()
+    container = await reader.find(args.container)
+    if container is None:
+        raise DaemonError(f"No such container: {args.container}")
     out = sys.stdout.buffer
-    async for chunk in berth.stream_logs(args.container, tail=args.tail, follow=args.follow):
+    async for chunk in stream_logs(reader, container, args.tail, args.follow):
         out.write(chunk)
         if args.follow:
             out.flush()

@@ -11,11 +11,17 @@ have the same method names.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from berth.cli.context import BerthFailure, DaemonError
 from berth.db.reads import NODE_LIVENESS_SECONDS, ContainerReads, ContainerRow
 from berth.temporal_http import TemporalCallError, TemporalHttp, TemporalUnreachable, WorkflowFailed
+
+if TYPE_CHECKING:
+    from berth.contract import ContainerConfig, ContainerCreateOutput
+
+# Where the control worker serves ContainerCreate (``berth.config.CONTROL_TASK_QUEUE``).
+CONTROL_TASK_QUEUE = "berth"
 
 
 def node_task_queue(node: str) -> str:
@@ -29,11 +35,48 @@ def operation_id(verb: str, container_id: str) -> str:
 
 
 class HttpOperations:
-    """start, stop, restart, pause, unpause and remove over Temporal's HTTP API."""
+    """create, start, stop, restart, pause, unpause and remove over Temporal's HTTP API."""
 
-    def __init__(self, reader: ContainerReads, temporal: TemporalHttp) -> None:
+    def __init__(
+        self, reader: ContainerReads, temporal: TemporalHttp, task_queue: str = CONTROL_TASK_QUEUE
+    ) -> None:
         self._reader = reader
         self._temporal = temporal
+        self._task_queue = task_queue
+
+    def _execute(
+        self,
+        workflow_type: str,
+        workflow_id: str,
+        task_queue: str,
+        argument: dict[str, Any],
+        attributes: dict[str, str],
+        use_existing: bool = True,
+    ) -> Any:
+        try:
+            # Blocking calls: this process does nothing else meanwhile.
+            return self._temporal.execute(
+                workflow_type, workflow_id, task_queue, argument, attributes, use_existing
+            )
+        except TemporalUnreachable as err:
+            raise BerthFailure(str(err)) from None
+        except (WorkflowFailed, TemporalCallError) as err:
+            raise DaemonError(err.message) from None
+
+    async def create(self, config: ContainerConfig) -> ContainerCreateOutput:
+        """Register a container (``ContainerCreate`` on the control queue), as
+        ``BerthClient.create``: one create per name at a time (a second is refused)."""
+        from berth.contract import ContainerCreateInput, ContainerCreateOutput
+
+        created = self._execute(
+            "ContainerCreate",
+            f"container-create-{config.name}",
+            self._task_queue,
+            ContainerCreateInput(config=config).model_dump(mode="json"),
+            {},
+            use_existing=False,
+        )
+        return ContainerCreateOutput.model_validate(created)
 
     async def _container(self, ref: str) -> ContainerRow:
         container = await self._reader.find(ref)
@@ -59,19 +102,13 @@ class HttpOperations:
             "ContainerName": container.name,
             "Node": container.node,
         }
-        try:
-            # Blocking calls: this process does nothing else meanwhile.
-            return self._temporal.execute(
-                workflow_type,
-                operation_id(verb, container.id),
-                node_task_queue(container.node),
-                request(container),
-                attributes,
-            )
-        except TemporalUnreachable as err:
-            raise BerthFailure(str(err)) from None
-        except (WorkflowFailed, TemporalCallError) as err:
-            raise DaemonError(err.message) from None
+        return self._execute(
+            workflow_type,
+            operation_id(verb, container.id),
+            node_task_queue(container.node),
+            request(container),
+            attributes,
+        )
 
     async def start(self, ref: str) -> Any:
         return await self._on_node(

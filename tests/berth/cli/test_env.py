@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from berth.cli.context import BerthFailure
-from berth.cli.env import read_settings, temporal_http_settings
+from berth.cli.env import log_path, read_settings, temporal_http_settings
 from berth.client import tls_config
 from berth.config import Settings
 
@@ -113,3 +113,28 @@ def test_temporal_http_settings_choose_tls_as_the_client_does(
     assert not light.derived
     assert light.namespace == settings.temporal_namespace
     assert light.tls == (tls_config(settings) is not False)
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [{}, {"BERTH_STATE_DIR": "/srv/berth-x", "BERTH_CONTAINERD_NAMESPACE": "tenant-2"}],
+)
+def test_log_path_is_the_nodes_log_path_as_settings_make_it(
+    environ: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clear(monkeypatch)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+
+    assert log_path("node-2", "c" * 64) == Settings().node_paths("node-2").log("c" * 64)
+
+
+def test_temporal_http_settings_task_queue_is_the_settings_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clear(monkeypatch)
+    assert (light := temporal_http_settings()) is not None
+    assert light.task_queue == Settings().task_queue
+    monkeypatch.setenv("BERTH_TASK_QUEUE", "berth-tenant-2")
+    assert (light := temporal_http_settings()) is not None
+    assert light.task_queue == Settings().task_queue == "berth-tenant-2"

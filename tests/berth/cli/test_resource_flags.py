@@ -12,9 +12,9 @@ import pytest
 
 from berth import contract
 from berth.cli import docker_view
+from berth.cli.context import DaemonError
 from berth.cli.create import add_create_arguments, config_from_args
 from berth.cli.docker_view import inspect_view
-from berth.errors import InvalidParameter
 
 
 class _Refused(Exception):
@@ -99,7 +99,7 @@ def test_malformed_resource_flag_is_a_usage_error(argv: tuple[str, ...]) -> None
 def test_out_of_range_value_is_invalid_parameter_naming_the_field(
     argv: tuple[str, ...], field_name: str
 ) -> None:
-    with pytest.raises(InvalidParameter, match=field_name):
+    with pytest.raises(DaemonError, match=field_name):
         config_from_args(_args(*argv))
 
 

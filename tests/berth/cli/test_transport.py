@@ -13,6 +13,7 @@ import pytest
 
 from berth.cli.context import DaemonError
 from berth.cli.transport import HttpOperations
+from berth.contract import ContainerConfig, ContainerCreateInput
 from berth.db.reads import ContainerRow
 from berth.steps import (
     CONTAINER_ID,
@@ -49,10 +50,11 @@ class Reader:
 class Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
+        self.result: dict[str, Any] = {}
 
     def execute(self, *call: Any) -> dict[str, Any]:
         self.calls.append(call)
-        return {}
+        return self.result
 
 
 CASES = [
@@ -79,7 +81,8 @@ async def test_http_operation_runs_the_clients_workflow_with_an_input_its_model_
 
     await getattr(operations, method)("web-1", *args)
 
-    ((workflow_type, workflow_id, queue, argument, attributes),) = recorder.calls
+    ((workflow_type, workflow_id, queue, argument, attributes, use_existing),) = recorder.calls
+    assert use_existing  # a second call attaches to the running operation
     assert workflow_type == workflow
     assert workflow_id == f"container-{verb}-{ROW.id}"
     assert queue == node_task_queue(ROW.node)
@@ -93,6 +96,27 @@ async def test_http_operation_runs_the_clients_workflow_with_an_input_its_model_
     for field, value in expect.items():
         found = getattr(parsed, field) if hasattr(parsed, field) else getattr(parsed.request, field)
         assert found == value
+
+
+async def test_http_create_runs_container_create_on_the_control_queue_with_the_config() -> None:
+    recorder = Recorder()
+    recorder.result = {"id": ROW.id, "name": "web-1", "node": "node-2"}
+    operations = HttpOperations(Reader(), recorder, "berth-tenant")  # type: ignore[arg-type]
+    config = ContainerConfig(
+        name="web-1", image="local/busybox:latest", cmd=["sleep", "5"], env=["A=1"]
+    )
+
+    created = await operations.create(config)
+
+    ((workflow_type, workflow_id, queue, argument, attributes, use_existing),) = recorder.calls
+    assert (workflow_type, workflow_id, queue) == (
+        "ContainerCreate",
+        "container-create-web-1",
+        "berth-tenant",
+    )
+    assert ContainerCreateInput.model_validate(argument).config == config
+    assert (attributes, use_existing) == ({}, False)  # as the client: a second create is refused
+    assert (created.id, created.node) == (ROW.id, "node-2")
 
 
 async def test_http_operation_on_unknown_container_is_no_such_container() -> None:
