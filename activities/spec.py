@@ -1,7 +1,8 @@
 """Step ``spec``: the OCI runtime spec, built from the image config and the container config.
 
-Do: build the spec (root at the mounted rootfs, the netns path, resources) and persist it at
-``<node>/specs/<id>.json``. Undo: drop the file; a missing file is success.
+Do: build the spec (root at the mounted rootfs, the netns path, resources, the named volumes'
+directories, made and filled on first use) and persist it at ``<node>/specs/<id>.json``.
+Undo: drop the file; a missing file is success (a volume is kept: it outlives containers).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from berth.runtime import seccomp
 from berth.runtime.etc_files import EtcFiles
 from berth.runtime.oci_spec import build_spec
 from berth.steps import ContainerRef, WriteSpecInput, WriteSpecOutput
+from berth.volumes_host import prepare_volumes
 
 # The spec holds the container's environment (its secrets): the agent's alone.
 SPEC_FILE_MODE = 0o600
@@ -73,6 +75,14 @@ class SpecActivities:
         )
         # In a thread: resolving host paths and reading a profile may touch slow filesystems.
         bind_sources, profile = await asyncio.to_thread(self._host_inputs, request)
+        # Named volumes: made on first use and filled from the image (berth.volumes_host).
+        volume_sources = await asyncio.to_thread(
+            prepare_volumes,
+            self._paths,
+            request.container_id,
+            config.volumes,
+            Path(request.rootfs),
+        )
         # In a thread: it reads the rootfs' passwd and group files, which the container controls.
         spec = await asyncio.to_thread(
             build_spec,
@@ -84,6 +94,7 @@ class SpecActivities:
             bind_sources=bind_sources,
             seccomp=profile,
             etc_files=await asyncio.to_thread(self._etc_files, request.container_id),
+            volume_sources=volume_sources,
         )
         path = self._paths.spec(request.container_id)
         await asyncio.to_thread(_write_atomically, path, json.dumps(spec, indent=2))

@@ -28,6 +28,7 @@ from berth.contract import (
 )
 from berth.db.models import Container
 from berth.db.repository import ContainerRepository, NodeRepository, SagaStepRepository
+from berth.db.volume_repository import VolumeRepository
 from berth.errors import Conflict, InvalidParameter, Unavailable
 from berth.host_paths import check_bind_sources, check_host_path
 from berth.state_machine import (
@@ -108,6 +109,10 @@ class StateActivities:
             )
             containers.add(container)
             containers.add_event(container, "create", {"image": config.image})
+            # A named volume is recorded on the node now (docker creates it at create); the
+            # node makes its directory at the container's first start.
+            for volume in config.volumes:
+                await VolumeRepository(session).ensure(node, volume.name)
             try:
                 await session.flush()
             except IntegrityError:

@@ -267,6 +267,42 @@ class BindMount(Model):
         return value
 
 
+# -- named volumes (docker volume create; run -v NAME:/path) --------------------------------------
+# Docker's volume name rule; it also keeps a name one path component (no '/', no '..').
+VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+MAX_VOLUMES = 64
+
+
+def check_volume_name(value: str) -> str:
+    """A volume name as docker takes it: ``[a-zA-Z0-9][a-zA-Z0-9_.-]+``, at most 255 bytes."""
+    if len(value) > 255 or not VOLUME_NAME.match(value):
+        raise ValueError(
+            f"invalid volume name {value[:64]!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed, "
+            "at least 2 characters"
+        )
+    return value
+
+
+VolumeName = Annotated[str, AfterValidator(check_volume_name)]
+
+
+class VolumeMount(Model):
+    """A named volume of the container's node mounted into the container (``-v name:/path``).
+
+    The volume is created on the node when missing; its directory is the node's own
+    (``<workload root>/volumes/<name>``), never a path the client names.
+    """
+
+    name: VolumeName
+    target: Annotated[str, Field(min_length=1, max_length=4096)]
+    read_only: bool = False
+
+    @field_validator("target")
+    @classmethod
+    def _absolute_target(cls, value: str) -> str:
+        return BindMount._not_the_root(BindMount._absolute_clean_path(value))
+
+
 # A health check's probe: docker's HEALTHCHECK test forms.
 HEALTH_TEST_KINDS = ("CMD", "CMD-SHELL", "NONE")
 # Docker's minimum for a health check duration.
@@ -660,6 +696,7 @@ class ContainerConfig(Model):
     restart_policy: RestartPolicy = Field(default_factory=RestartPolicy)
     resources: Resources = Field(default_factory=Resources)
     binds: list[BindMount] = Field(default_factory=list, max_length=64)
+    volumes: list[VolumeMount] = Field(default_factory=list, max_length=MAX_VOLUMES)
     node: str | None = None
     # Wins over the image's Healthcheck when given; ["NONE"] disables the image's too.
     healthcheck: HealthCheck | None = None
@@ -708,6 +745,12 @@ class ContainerConfig(Model):
         clash = sorted(targets & set(self.tmpfs))
         if clash:
             raise ValueError(f"tmpfs: duplicate mount point {clash[0]} (also a bind target)")
+        seen = targets | set(self.tmpfs)
+        for volume in self.volumes:
+            target = volume.target.rstrip("/")
+            if target in seen:
+                raise ValueError(f"volumes: duplicate mount point {volume.target}")
+            seen.add(target)
         return self
 
     @property

@@ -39,9 +39,11 @@ from berth.contract import (
     FleetSelector,
     ImageOnNode,
     ImageReference,
+    Labels,
     NetworkMode,
     NodeName,
     PullPolicy,
+    VolumeName,
 )
 
 # The holder a running task keeps on its rootfs mount until the container stops.
@@ -802,3 +804,45 @@ def cleanup_step(step: str) -> CleanupStep:
         if candidate.step == step:
             return candidate
     raise KeyError(step)
+
+
+# -- named volumes: ``VolumeCreateOnNode`` / ``VolumeRemoveOnNode`` on the node's queue -----------
+class VolumeCreateInput(StepModel):
+    """Create the volume ``name`` on ``node`` (an existing one is returned as it is)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    node: NodeName
+    name: VolumeName
+    labels: Labels = Field(default_factory=dict)
+
+
+class VolumeRemoveInput(StepModel):
+    """Remove the volume and its data, refused while a container references it; ``force``
+    makes a missing volume success (docker's ``volume rm -f``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    node: NodeName
+    name: VolumeName
+    force: bool = False
+
+
+class VolumeInfo(StepModel):
+    """A volume as ``berth volume inspect`` shows it."""
+
+    node: str
+    name: str
+    labels: dict[str, str]
+    created_at: datetime
+    # The directory containers mount (made at the volume's first use by a container).
+    mountpoint: str
+    # Names of the node's containers (any state) that reference it.
+    used_by: list[str] = Field(default_factory=list)
+
+
+class VolumeRemoveOutput(StepModel):
+    node: str
+    name: str
+    # False: there was no such volume (``force``).
+    removed: bool

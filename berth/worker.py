@@ -35,6 +35,7 @@ from berth.activities.spec import SpecActivities
 from berth.activities.state import StateActivities
 from berth.activities.state_lifecycle import LifecycleStateActivities
 from berth.activities.task import TaskActivities
+from berth.activities.volume import VolumeActivities
 from berth.client import connect
 from berth.config import Settings, node_task_queue
 from berth.container_logs import LogPolicy
@@ -66,6 +67,7 @@ from berth.workflows.image_ops import (
     ImageRemoveOnNode,
 )
 from berth.workflows.steps import CONTROL, NODE, check_registered
+from berth.workflows.volume_ops import VolumeCreateOnNode, VolumeRemoveOnNode
 
 log = logging.getLogger("berth.worker")
 NODE_HEARTBEAT_SECONDS = 5.0
@@ -297,6 +299,7 @@ def node_worker(
         import_roots=[paths.imports_dir, *settings.allowed_import_paths],
     )
     images = ImageActivities(runtime.containerd, sessions)
+    volumes = VolumeActivities(settings.node, paths, sessions)
     activities: list[Callable[..., Any]] = [
         export.begin_export,
         export.export_rootfs,
@@ -337,6 +340,8 @@ def node_worker(
         images.list_images,
         images.remove_image,
         pull.load_image,
+        volumes.create_volume,
+        volumes.remove_volume,
     ]
     check_registered(NODE, activities)
     return Worker(
@@ -354,6 +359,8 @@ def node_worker(
             ImageListOnNode,
             ImageRemoveOnNode,
             ImageLoadOnNode,
+            VolumeCreateOnNode,
+            VolumeRemoveOnNode,
         ],
         workflow_runner=workflow_runner(),
         activities=activities,

@@ -188,6 +188,10 @@ LOAD_IMAGE = _long("load_image", s.LoadImageInput, s.ImageLoadOutput, timeout=ti
 LIST_IMAGES = _host("list_images", s.ImageListInput, s.ImageListOutput)
 REMOVE_IMAGE = _host("remove_image", s.ImageRemoveInput, s.ImageRemoveOutput)
 
+# -- named volumes: the node's directory and its row -----------------------------------------------
+CREATE_VOLUME = _host("create_volume", s.VolumeCreateInput, s.VolumeInfo)
+REMOVE_VOLUME = _host("remove_volume", s.VolumeRemoveInput, s.VolumeRemoveOutput)
+
 # -- steps whose duration the user controls: regular activities that heartbeat ---------------------
 # The timeout given here is a floor; the stop passes its grace period plus slack per call.
 SIGNAL_AND_WAIT = _long("signal_and_wait", s.SignalTaskInput, s.TaskExitOutput)
@@ -246,6 +250,8 @@ STEPS: dict[str, Step[Any, Any]] = {
         LIST_IMAGES,
         REMOVE_IMAGE,
         LOAD_IMAGE,
+        CREATE_VOLUME,
+        REMOVE_VOLUME,
     )
 }
 

@@ -223,3 +223,18 @@ class PortMapping(Base):
     container_id: Mapped[str] = mapped_column(String(64), index=True)
     container_port: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = _now()
+
+
+class Volume(Base):
+    """A named volume of one node (``docker volume create``; ``run -v name:/path`` makes one).
+
+    The row is the intent: written before the node makes the volume's directory and removed
+    after it deletes it, so the leak checker can tell a leftover directory from a pending one.
+    """
+
+    __tablename__ = "volumes"
+
+    node: Mapped[str] = mapped_column(String(63), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    labels: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict, server_default="{}")
+    created_at: Mapped[datetime] = _now()

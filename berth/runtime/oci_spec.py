@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from berth import capabilities
-from berth.contract import BindMount, ContainerConfig
+from berth.contract import BindMount, ContainerConfig, VolumeMount
 from berth.errors import InvalidParameter
 from berth.runtime import rootfs_files
 from berth.runtime.seccomp import SeccompProfile, default_profile, to_oci
@@ -289,6 +289,17 @@ def _bind(bind: BindMount, source: str) -> dict[str, Any]:
     }
 
 
+def _volume(volume: VolumeMount, source: str) -> dict[str, Any]:
+    """The mount of a named volume from its directory on the node (``berth.volumes_host``)."""
+    mode = "ro" if volume.read_only else "rw"
+    return {
+        "destination": volume.target,
+        "type": "bind",
+        "source": source,
+        "options": ["rbind", "rprivate", mode],
+    }
+
+
 def _etc_bind(target: str, source: Path) -> dict[str, Any]:
     """A generated /etc file, bound as dockerd binds its own (read-write, private)."""
     return {
@@ -346,6 +357,7 @@ def build_spec(
     bind_sources: Sequence[str] | None = None,
     seccomp: SeccompProfile | Literal["default"] | None = "default",
     etc_files: Sequence[tuple[str, Path]] = (),
+    volume_sources: Sequence[str] = (),
     cpu_count: int | None = None,
     swap_limit: bool | None = None,
 ) -> dict[str, Any]:
@@ -364,6 +376,7 @@ def build_spec(
         etc_files: (path in the container, file on the node) of the generated ``/etc/hosts``,
             ``/etc/hostname`` and ``/etc/resolv.conf``, bound over the image's as dockerd does
             (a client's bind of the same path replaces it, as in dockerd).
+        volume_sources: the node's directory of each of ``config.volumes``, in their order.
         cpu_count: the node's CPUs, which ``--cpus`` may not exceed (None: this machine's).
         swap_limit: whether the node limits swap per cgroup (None: ask this machine's kernel).
 
@@ -387,6 +400,7 @@ def build_spec(
     caps = capabilities.container_capabilities(config.cap_add, config.cap_drop)
     sources = [bind.source for bind in config.binds] if bind_sources is None else bind_sources
     binds = zip(config.binds, sources, strict=True)
+    volumes = zip(config.volumes, volume_sources, strict=True)
     linux_seccomp: dict[str, Any] = {}
     if seccomp is not None:
         profile = default_profile() if seccomp == "default" else seccomp
@@ -426,8 +440,10 @@ def build_spec(
                 _etc_bind(target, source)
                 for target, source in etc_files
                 if target not in {bind.target.rstrip("/") for bind in config.binds}
+                and target not in {volume.target.rstrip("/") for volume in config.volumes}
             ]
-            + [_bind(bind, source) for bind, source in binds],
+            + [_bind(bind, source) for bind, source in binds]
+            + [_volume(volume, source) for volume, source in volumes],
             key=_depth,
         ),
         "linux": {
