@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from berth.cli.argfiles import env_entries, label_map
-from berth.cli.binds import binds
+from berth.cli.binds import binds, named_volumes
 from berth.cli.context import Context, DaemonError, daemon_error
 from berth.cli.network_flags import add_network_flags, network_fields
 from berth.cli.units import parse_bytes, parse_cpus, parse_duration
@@ -158,6 +158,7 @@ def config_fields(args: argparse.Namespace) -> dict[str, Any]:
         "cap_add": args.cap_add,
         "cap_drop": args.cap_drop,
         "binds": binds(args.volume, args.mount),
+        "volumes": named_volumes(args.volume, args.mount),
         "node": args.node,
         "healthcheck": healthcheck_from_args(args),
         "seccomp_profile": seccomp_profile(args.security_opt),
@@ -284,7 +285,11 @@ def add_create_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-w", "--workdir", default="", help="working directory inside")
     parser.add_argument("-u", "--user", default="", help="user[:group] inside")
     parser.add_argument(
-        "-v", "--volume", action="append", default=[], help="bind /host:/container[:ro]"
+        "-v",
+        "--volume",
+        action="append",
+        default=[],
+        help="bind /host:/container[:ro], or a named volume name:/container[:ro]",
     )
     parser.add_argument(
         "--mount", action="append", default=[], help="type=bind,source=/h,target=/c[,readonly]"
