@@ -5,10 +5,12 @@ itself fails (125, one line, no traceback)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -252,3 +254,52 @@ async def test_cli_light_verbs_exit_normally_without_a_signal(stack: Stack) -> N
             codes.append((verb[0], (await run(stack, *args)).returncode))
 
     assert codes == [(verb, 0) for verb, _ in codes]
+
+
+# Run a verb in this interpreter, then write the modules it loaded to the file named last.
+_LOADED_BY_VERB = (
+    "import json, sys\n"
+    "from berth.cli.main import run\n"
+    "code = run(sys.argv[1:-1])\n"
+    "with open(sys.argv[-1], 'w') as out:\n"
+    "    json.dump(sorted(sys.modules), out)\n"
+    "sys.exit(code)\n"
+)
+# Never loaded by a verb on the light paths (pydantic is: create and run validate the config).
+SDK_ORM_AND_SETTINGS = ("temporalio", "sqlalchemy", "psycopg", "pydantic_settings", "aiohttp")
+
+
+def modules_loaded_by(stack: Stack, tmp_path: Path, *args: str) -> list[str]:
+    out = tmp_path / "modules.json"
+    done = subprocess.run(
+        [sys.executable, "-c", _LOADED_BY_VERB, *args, str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **cli_environ(stack)},
+        timeout=60,
+    )
+    assert done.returncode == 0, (args, done.stderr)
+    return [m for m in json.loads(out.read_text()) if m.split(".")[0] in SDK_ORM_AND_SETTINGS]
+
+
+async def test_cli_verbs_load_no_sdk_orm_or_settings_model(stack: Stack, tmp_path: Path) -> None:
+    name = f"light-{uuid.uuid4().hex[:8]}"
+    verbs = [
+        ("run", "-d", "--name", name, "local/busybox:latest", "sh", "-c", "echo hi; sleep 600"),
+        ("ps", "-a"),
+        ("inspect", name),
+        ("logs", name),
+        ("stop", "-t", "1", name),
+        ("wait", name),
+        ("start", name),
+        ("rm", "-f", name),
+        ("create", "--name", name, "local/busybox:latest", "true"),
+        ("run", "--rm", "local/busybox:latest", "sh", "-c", "echo attached"),
+        ("events", "--no-follow"),
+        ("rm", name),
+    ]
+
+    loaded = {args[0] + " " + args[1]: await asyncio.to_thread(
+        modules_loaded_by, stack, tmp_path, *args) for args in verbs}  # fmt: skip
+
+    assert loaded == {verb: [] for verb in loaded}
