@@ -5,7 +5,9 @@ containers' generated /etc files, the CNI IPAM reservations and portmap's port f
 containerd's containers and tasks in Berth's namespace, the runc shims of the node's containerd
 in that namespace (:mod:`berth.runtime.shims`) and the containers' cgroups
 (:mod:`berth.runtime.cgroups`), and PostgreSQL's mount holders, network attachments, port
-mappings and container states, and reports every disagreement as a :class:`Finding`. Tests
+mappings and container states, and the node's named volumes (a directory under
+``<workload root>/volumes`` against the ``volumes`` rows), and reports every disagreement as a
+:class:`Finding`. Tests
 assert that a node has none once a saga ended; the reconciler repairs what it finds.
 
 A container whose ``operation`` is set, or whose state is transient (``starting``, ``stopping``,
@@ -42,6 +44,7 @@ from berth.db.repository import (
     MountHolderRepository,
     NetworkAttachmentRepository,
 )
+from berth.db.volume_repository import VolumeRepository
 from berth.runtime.cgroups import container_cgroups
 from berth.runtime.cni import CniNetwork
 from berth.runtime.containerd import ContainerdClient, TaskInfo
@@ -51,6 +54,7 @@ from berth.runtime.pull import PULL_LEASE_PREFIX
 from berth.runtime.shims import ShimProcess, list_shims, wait_shim_gone
 from berth.runtime.types import TaskStatus
 from berth.state_machine import LIVE_STATES
+from berth.volumes_host import volume_dir, volume_names
 
 # The holder a running task keeps (berth.activities.mount.TASK_HOLDER; not imported: no
 # layering back).
@@ -82,6 +86,8 @@ class LeakKind(StrEnum):
     ETC_FILES_OF_IDLE_CONTAINER = "etc-files-of-idle-container"
     PORTS_OF_IDLE_CONTAINER = "ports-of-idle-container"
     PORT_FORWARD_OF_IDLE_CONTAINER = "port-forward-of-idle-container"
+    VOLUME_DIR_WITHOUT_RECORD = "volume-dir-without-record"
+    VOLUME_RECORD_WITHOUT_DIR = "volume-record-without-dir"
 
 
 # How long a shim whose task was just deleted may take to exit before it counts as left behind.
@@ -127,6 +133,9 @@ class NodeView:
     port_claims: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # Ids portmap publishes ports for in iptables, for the ids this node's records name.
     port_forwards: frozenset[str] = frozenset()
+    # Named volumes: the directories under the node's volumes dir, and PostgreSQL's rows.
+    volume_dirs: frozenset[str] = frozenset()
+    volume_rows: frozenset[str] = frozenset()
 
     def busy(self, container_id: str) -> bool:
         """Whether an operation holds the container (its resources may be half made)."""
@@ -164,6 +173,8 @@ async def observe_node(
                 *port_claims.get(claim.container_id, ()),
                 f"{claim.host_port}/{claim.protocol}",
             )
+        volume_rows = frozenset(v.name for v in await VolumeRepository(session).list(node))
+    volume_dirs = await asyncio.to_thread(volume_names, paths)
     mounted = await asyncio.to_thread(_mounted_targets, paths.rootfs_dir)
     etc_dirs = await asyncio.to_thread(_entries, paths.containers_dir)
     netns_files = tuple(await asyncio.to_thread(list_netns, paths.netns_dir))
@@ -198,6 +209,8 @@ async def observe_node(
         etc_dirs=etc_dirs,
         port_claims=port_claims,
         port_forwards=frozenset(forwards & named),
+        volume_dirs=volume_dirs,
+        volume_rows=volume_rows,
     )
 
 
@@ -262,6 +275,7 @@ def find_leaks(view: NodeView, paths: NodePaths) -> list[Finding]:
     findings += _containerd_findings(view)
     findings += _node_resource_findings(view)
     findings += _lease_findings(view)
+    findings += _volume_findings(view, paths)
     return findings
 
 
@@ -413,6 +427,38 @@ def _lease_findings(view: NodeView) -> Iterable[Finding]:
         owner = lease.removeprefix(PULL_LEASE_PREFIX)
         if not view.busy(owner):
             yield Finding(LeakKind.LEASE_OF_ENDED_PULL, lease, owner, _described(view, owner))
+
+
+def _volume_findings(view: NodeView, paths: NodePaths) -> Iterable[Finding]:
+    """Volume directories without a row, and rows without a directory.
+
+    A row is written first (at ``volume create``, or when a container naming the volume is
+    created) and the directory is made on the node (at once, or at that container's first
+    start): a row whose users are all containers that never started, or one in flight, is
+    pending, not leaked.
+    """
+    users: dict[str, list[Container]] = {}
+    for container in view.containers.values():
+        for volume in container.config.get("volumes") or []:
+            users.setdefault(volume.get("name", ""), []).append(container)
+    for name in sorted(view.volume_dirs - view.volume_rows):
+        if not any(view.busy(c.id) for c in users.get(name, [])):
+            yield Finding(
+                LeakKind.VOLUME_DIR_WITHOUT_RECORD,
+                str(volume_dir(paths, name)),
+                None,
+                "no volumes row",
+            )
+    for name in sorted(view.volume_rows - view.volume_dirs):
+        own = users.get(name, [])
+        if own and all(view.busy(c.id) or not c.has_been_started_before for c in own):
+            continue  # made at the first start of a container that names it
+        yield Finding(
+            LeakKind.VOLUME_RECORD_WITHOUT_DIR,
+            str(volume_dir(paths, name)),
+            None,
+            f"row without directory, used by {sorted(c.name for c in own) or 'no container'}",
+        )
 
 
 def _described(view: NodeView, container_id: str) -> str:

@@ -32,6 +32,7 @@ VERBS: dict[str, Verb] = {
     "fleet": Verb("berth.fleet_cli", "restart fleets of containers"),
     "node": Verb("berth.cli.node", "list nodes with their containers and IPs used/free"),
     "image": Verb("berth.cli.image", "pull, list and remove images on nodes"),
+    "volume": Verb("berth.cli.volume", "create, list, inspect and remove named volumes"),
     "codec-server": Verb("berth.cli.codec", "serve the payload codec for the Temporal Web UI"),
     "codec-keys": Verb("berth.cli.codec", "print a new payload-encryption key set"),
     "completion": Verb("berth.cli.completion", "print a bash, zsh or fish completion script"),
