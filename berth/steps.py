@@ -675,6 +675,48 @@ class ExitOutput(StepModel):
     error: str | None = None
 
 
+# -- named volumes: ``VolumeCreateOnNode`` / ``VolumeRemoveOnNode`` on the node's queue -----------
+class VolumeCreateInput(StepModel):
+    """Create the volume ``name`` on ``node`` (an existing one is returned as it is)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    node: NodeName
+    name: VolumeName
+    labels: Labels = Field(default_factory=dict)
+
+
+class VolumeRemoveInput(StepModel):
+    """Remove the volume and its data, refused while a container references it; ``force``
+    makes a missing volume success (docker's ``volume rm -f``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    node: NodeName
+    name: VolumeName
+    force: bool = False
+
+
+class VolumeInfo(StepModel):
+    """A volume as ``berth volume inspect`` shows it."""
+
+    node: str
+    name: str
+    labels: dict[str, str]
+    created_at: datetime
+    # The directory containers mount (made at the volume's first use by a container).
+    mountpoint: str
+    # Names of the node's containers (any state) that reference it.
+    used_by: list[str] = Field(default_factory=list)
+
+
+class VolumeRemoveOutput(StepModel):
+    node: str
+    name: str
+    # False: there was no such volume (``force``).
+    removed: bool
+
+
 # The private workflows a node agent runs on its queue ``berth-node-<node>``: type name → input
 # and output. Any Temporal client can start them, so their JSON Schemas are published too.
 NODE_WORKFLOW_CONTRACTS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
@@ -689,6 +731,8 @@ NODE_WORKFLOW_CONTRACTS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     "ImageListOnNode": (ImageListInput, ImageListOutput),
     "ImageRemoveOnNode": (ImageRemoveInput, ImageRemoveOutput),
     "ImageLoadOnNode": (ImageLoadInput, ImageLoadOutput),
+    "VolumeCreateOnNode": (VolumeCreateInput, VolumeInfo),
+    "VolumeRemoveOnNode": (VolumeRemoveInput, VolumeRemoveOutput),
 }
 
 
@@ -804,45 +848,3 @@ def cleanup_step(step: str) -> CleanupStep:
         if candidate.step == step:
             return candidate
     raise KeyError(step)
-
-
-# -- named volumes: ``VolumeCreateOnNode`` / ``VolumeRemoveOnNode`` on the node's queue -----------
-class VolumeCreateInput(StepModel):
-    """Create the volume ``name`` on ``node`` (an existing one is returned as it is)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    node: NodeName
-    name: VolumeName
-    labels: Labels = Field(default_factory=dict)
-
-
-class VolumeRemoveInput(StepModel):
-    """Remove the volume and its data, refused while a container references it; ``force``
-    makes a missing volume success (docker's ``volume rm -f``)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    node: NodeName
-    name: VolumeName
-    force: bool = False
-
-
-class VolumeInfo(StepModel):
-    """A volume as ``berth volume inspect`` shows it."""
-
-    node: str
-    name: str
-    labels: dict[str, str]
-    created_at: datetime
-    # The directory containers mount (made at the volume's first use by a container).
-    mountpoint: str
-    # Names of the node's containers (any state) that reference it.
-    used_by: list[str] = Field(default_factory=list)
-
-
-class VolumeRemoveOutput(StepModel):
-    node: str
-    name: str
-    # False: there was no such volume (``force``).
-    removed: bool

@@ -41,6 +41,7 @@ from berth.workflows.image_ops import (
     ImagePullOnNode,
     ImageRemoveOnNode,
 )
+from berth.workflows.volume_ops import VolumeCreateOnNode, VolumeRemoveOnNode
 from tests.integration.conftest import TEST_CODEC_KEYS
 
 HISTORIES_DIR = Path(__file__).resolve().parent / "histories"
@@ -70,6 +71,8 @@ BERTH_WORKFLOWS: list[type] = [
     ImageListOnNode,
     ImageRemoveOnNode,
     ImageLoadOnNode,
+    VolumeCreateOnNode,
+    VolumeRemoveOnNode,
 ]
 
 
