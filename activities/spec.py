@@ -76,12 +76,16 @@ class SpecActivities:
         # In a thread: resolving host paths and reading a profile may touch slow filesystems.
         bind_sources, profile = await asyncio.to_thread(self._host_inputs, request)
         # Named volumes: made on first use and filled from the image (berth.volumes_host).
-        volume_sources = await asyncio.to_thread(
-            prepare_volumes,
-            self._paths,
-            request.container_id,
-            config.volumes,
-            Path(request.rootfs),
+        volume_sources = (
+            await asyncio.to_thread(
+                prepare_volumes,
+                self._paths,
+                request.container_id,
+                config.volumes,
+                Path(request.rootfs),
+            )
+            if config.volumes
+            else []
         )
         # In a thread: it reads the rootfs' passwd and group files, which the container controls.
         spec = await asyncio.to_thread(
