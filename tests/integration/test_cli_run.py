@@ -119,16 +119,16 @@ async def test_cli_run_usage_errors_exit_125_before_anything_is_created(stack: S
 
     bad_size = await run(stack, "run", "--name", name, "-m", "5x", IMAGE)
     bad_duration = await run(stack, "run", "--name", name, "--health-interval", "5", IMAGE, "true")
-    named_volume = await run(stack, "run", "--name", name, "-v", "data:/data", IMAGE)
+    bad_volume = await run(stack, "run", "--name", name, "-v", "./data:/data", IMAGE)
     bad_name = await run(stack, "run", "--name=-bad", IMAGE)
 
     assert bad_size.returncode == 125 and "invalid size: '5x'" in bad_size.stderr
     assert bad_duration.returncode == 125 and "missing unit" in bad_duration.stderr
-    assert named_volume.returncode == 125
-    assert named_volume.stderr.strip().splitlines()[-1].startswith("berth: invalid volume")
+    assert bad_volume.returncode == 125
+    assert bad_volume.stderr.strip().splitlines()[-1].startswith("berth: invalid volume")
     assert bad_name.returncode == 125
     assert "Invalid container name" in bad_name.stderr
-    assert "Traceback" not in bad_size.stderr + named_volume.stderr + bad_name.stderr
+    assert "Traceback" not in bad_size.stderr + bad_volume.stderr + bad_name.stderr
     assert (await run(stack, "inspect", name)).returncode == 1
 
 
