@@ -138,6 +138,24 @@ def bind_spec(bind: Mapping[str, Any]) -> str:
     return f"{spec}:ro" if bind.get("read_only") else spec
 
 
+def _volume_mounts(volumes: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Named volumes as docker's ``Mounts`` shows them (their directory on the node: ``berth
+    volume inspect``'s ``Mountpoint``)."""
+    return [
+        {
+            "Type": "volume",
+            "Name": volume["name"],
+            "Source": "",
+            "Destination": volume["target"],
+            "Driver": "local",
+            "Mode": "ro" if volume.get("read_only") else "",
+            "RW": not volume.get("read_only"),
+            "Propagation": "",
+        }
+        for volume in volumes
+    ]
+
+
 def _mounts(binds: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [
         {
@@ -236,6 +254,7 @@ def inspect_view(
     cmd = config.get("cmd")
     argv = [*(entrypoint or []), *(cmd or [])]
     binds = list(config.get("binds") or [])
+    volumes = list(config.get("volumes") or [])
     restart = config.get("restart_policy") or {}
     resources = config.get("resources") or {}
     network_mode = str(config.get("network_mode") or "bridge")
@@ -253,7 +272,11 @@ def inspect_view(
         "Driver": "overlayfs",
         "Platform": "linux",
         "HostConfig": {
-            "Binds": [bind_spec(bind) for bind in binds] or None,
+            "Binds": [
+                *(bind_spec(bind) for bind in binds),
+                *(bind_spec({**volume, "source": volume["name"]}) for volume in volumes),
+            ]
+            or None,
             "NetworkMode": network_mode,
             "RestartPolicy": {
                 "Name": restart.get("name", "no"),
@@ -272,7 +295,7 @@ def inspect_view(
             "DnsOptions": list(config.get("dns_options") or []),
             **resource_knobs(config),
         },
-        "Mounts": _mounts(binds),
+        "Mounts": _mounts(binds) + _volume_mounts(volumes),
         "Config": {
             "Hostname": config.get("hostname") or container.id[:SHORT_ID],
             "Domainname": "",
@@ -326,6 +349,7 @@ def ps_view(
     labels: dict[str, str] = dict(sorted((config.get("labels") or {}).items()))
     label: Callable[[str], str] = lambda name: labels.get(name, "")  # noqa: E731
     binds = config.get("binds") or []
+    volumes = config.get("volumes") or []
     state = str(container.state)
     return {
         "ID": container.id if no_trunc else container.id[:SHORT_ID],
@@ -347,9 +371,9 @@ def ps_view(
         "Names": container.name,
         "Labels": ",".join(f"{k}={v}" for k, v in labels.items()),
         "Label": label,
-        "Mounts": ",".join(bind["source"] for bind in binds),
+        "Mounts": ",".join([*(bind["source"] for bind in binds), *(v["name"] for v in volumes)]),
         "Networks": str(config.get("network_mode") or "bridge"),
-        "LocalVolumes": "0",
+        "LocalVolumes": str(len(volumes)),
         "Node": container.node,
         "IP": container.ip or "",
     }

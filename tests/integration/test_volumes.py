@@ -223,6 +223,20 @@ async def test_cli_volume_verbs_and_run_with_a_named_volume(stack: Stack, volume
     [shown] = json.loads(inspected.stdout)
     assert shown["Mountpoint"] == str(volumes.data(name)) and len(shown["UsedBy"]) == 1
 
+    mounts = await run(stack, "inspect", "--format", "{{json .Mounts}}", container)
+    assert json.loads(mounts.stdout) == [
+        {
+            "Type": "volume",
+            "Name": name,
+            "Source": "",
+            "Destination": "/data",
+            "Driver": "local",
+            "Mode": "",
+            "RW": True,
+            "Propagation": "",
+        }
+    ]
+
     refused = await run(stack, "volume", "rm", "--node", volumes.node, name)
     assert refused.returncode == 1
     assert "volume is in use" in refused.stderr
