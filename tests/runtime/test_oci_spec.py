@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from berth.contract import BindMount, ContainerConfig, Resources
+from berth.contract import BindMount, ContainerConfig, Resources, VolumeMount
 from berth.errors import InvalidParameter
 from berth.runtime.oci_spec import DEFAULT_CAPABILITIES, build_spec, with_bind_sources
 
@@ -295,6 +295,62 @@ def test_build_spec_client_bind_of_etc_hosts_replaces_the_generated_one() -> Non
     config = _config(binds=[BindMount(source="/srv/hosts", target="/etc/hosts", read_only=True)])
     hosts = [m for m in _etc_spec(config)["mounts"] if m["destination"] == "/etc/hosts"]
     assert [m["source"] for m in hosts] == ["/srv/hosts"]
+
+
+def test_build_spec_named_volumes_bind_the_nodes_directories_after_the_binds() -> None:
+    config = _config(
+        binds=[BindMount(source="/srv/a", target="/a")],
+        volumes=[
+            VolumeMount(name="data", target="/data"),
+            VolumeMount(name="logs", target="/logs", read_only=True),
+        ],
+    )
+
+    spec = build_spec(
+        CONTAINER_ID,
+        config,
+        IMAGE,
+        Path("/nonexistent"),
+        None,
+        volume_sources=["/node/volumes/data/_data", "/node/volumes/logs/_data"],
+    )
+
+    assert spec["mounts"][-2:] == [
+        {
+            "destination": "/data",
+            "type": "bind",
+            "source": "/node/volumes/data/_data",
+            "options": ["rbind", "rprivate", "rw"],
+        },
+        {
+            "destination": "/logs",
+            "type": "bind",
+            "source": "/node/volumes/logs/_data",
+            "options": ["rbind", "rprivate", "ro"],
+        },
+    ]
+
+
+def test_build_spec_without_the_volumes_directories_is_an_error() -> None:
+    config = _config(volumes=[VolumeMount(name="data", target="/data")])
+
+    with pytest.raises(ValueError):
+        build_spec(CONTAINER_ID, config, IMAGE, Path("/nonexistent"), None)
+
+
+def test_build_spec_named_volume_at_etc_hosts_replaces_the_generated_one() -> None:
+    config = _config(volumes=[VolumeMount(name="hosts", target="/etc/hosts")])
+    spec = build_spec(
+        CONTAINER_ID,
+        config,
+        IMAGE,
+        Path("/nonexistent-rootfs"),
+        None,
+        etc_files=ETC,
+        volume_sources=["/v/_data"],
+    )
+    hosts = [m for m in spec["mounts"] if m["destination"] == "/etc/hosts"]
+    assert [m["source"] for m in hosts] == ["/v/_data"]
 
 
 def test_build_spec_hostname_given_sets_uts_hostname_and_env() -> None:
