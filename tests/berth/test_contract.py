@@ -14,6 +14,7 @@ from berth.contract import (
     FleetRestartInput,
     FleetSelector,
     HealthCheck,
+    VolumeMount,
 )
 from berth.converter import data_converter
 from berth.errors import InvalidParameter
@@ -193,3 +194,27 @@ def test_converter_turns_a_nul_label_into_invalid_parameter_naming_the_field() -
 
     with pytest.raises(InvalidParameter, match=r"config\.labels: .*NUL"):
         data_converter.payload_converter.from_payloads([payload], [ContainerCreateInput])
+
+
+@pytest.mark.parametrize("name", ["../x", "..", "a", "-a", "_a", "a/b", "a b", "x" * 256, "é1"])
+def test_volume_mount_name_outside_docker_s_rule_is_refused(name: str) -> None:
+    with pytest.raises(ValidationError, match="invalid volume name"):
+        VolumeMount(name=name, target="/data")
+
+
+@pytest.mark.parametrize("name", ["db", "pg-data_1.x", "0a", "x" * 255])
+def test_volume_mount_name_within_docker_s_rule_is_taken(name: str) -> None:
+    assert VolumeMount(name=name, target="/data").name == name
+
+
+@pytest.mark.parametrize("target", ["data", "/", "/a/../etc"])
+def test_volume_mount_target_not_a_clean_absolute_path_is_refused(target: str) -> None:
+    with pytest.raises(ValidationError):
+        VolumeMount(name="db", target=target)
+
+
+def test_container_config_volume_on_a_bind_or_tmpfs_target_is_a_duplicate_mount_point() -> None:
+    volume = {"name": "db", "target": "/data/"}
+    for clash in ({"binds": [{"source": "/srv", "target": "/data"}]}, {"tmpfs": {"/data": ""}}):
+        with pytest.raises(ValidationError, match="duplicate mount point"):
+            ContainerConfig(name="web", image="busybox", volumes=[volume], **clash)  # type: ignore[arg-type]
