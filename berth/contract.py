@@ -243,6 +243,23 @@ class Resources(Model):
         return min(2 * self.memory_bytes, INT64_MAX) if self.memory_bytes is not None else None
 
 
+def check_absolute_clean_path(value: str) -> str:
+    """An absolute path without NUL or a ``..`` component."""
+    if not value.startswith("/") or "\x00" in value:
+        raise ValueError(f"must be an absolute path, got {value!r}")
+    if ".." in value.split("/"):
+        raise ValueError(f"must not contain '..', got {value!r}")
+    return value
+
+
+def check_mount_target(value: str) -> str:
+    """Where a bind or a volume is mounted in the container: a clean absolute path, not ``/``."""
+    check_absolute_clean_path(value)
+    if value.rstrip("/") == "":
+        raise ValueError("cannot mount over the container's root")
+    return value
+
+
 class BindMount(Model):
     """A host path mounted into the container; the host path must be under an allowed root."""
 
@@ -250,21 +267,15 @@ class BindMount(Model):
     target: Annotated[str, Field(min_length=1, max_length=4096)]
     read_only: bool = False
 
-    @field_validator("source", "target")
+    @field_validator("source")
     @classmethod
     def _absolute_clean_path(cls, value: str) -> str:
-        if not value.startswith("/") or "\x00" in value:
-            raise ValueError(f"must be an absolute path, got {value!r}")
-        if ".." in value.split("/"):
-            raise ValueError(f"must not contain '..', got {value!r}")
-        return value
+        return check_absolute_clean_path(value)
 
     @field_validator("target")
     @classmethod
-    def _not_the_root(cls, value: str) -> str:
-        if value.rstrip("/") == "":
-            raise ValueError("cannot mount over the container's root")
-        return value
+    def _valid_target(cls, value: str) -> str:
+        return check_mount_target(value)
 
 
 # -- named volumes (docker volume create; run -v NAME:/path) --------------------------------------
@@ -299,8 +310,8 @@ class VolumeMount(Model):
 
     @field_validator("target")
     @classmethod
-    def _absolute_target(cls, value: str) -> str:
-        return BindMount._not_the_root(BindMount._absolute_clean_path(value))
+    def _valid_target(cls, value: str) -> str:
+        return check_mount_target(value)
 
 
 # A health check's probe: docker's HEALTHCHECK test forms.
