@@ -111,8 +111,8 @@ async def cmd_wait(context: Context, args: argparse.Namespace) -> int:
 async def cmd_export(context: Context, args: argparse.Namespace) -> int:
     # The agent refuses a directory reached through a symlink; resolve the caller's own.
     directory, name = os.path.split(os.path.abspath(args.output))
-    berth = await context.berth()
-    await berth.export(args.container, os.path.join(os.path.realpath(directory), name))
+    operations = await context.operations()
+    await operations.export(args.container, os.path.join(os.path.realpath(directory), name))
     return 0
 
 

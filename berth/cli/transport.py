@@ -34,6 +34,11 @@ def operation_id(verb: str, container_id: str) -> str:
     return f"container-{verb}-{container_id}"
 
 
+def search_attributes(container: ContainerRow) -> dict[str, str]:
+    """The container's search attributes, as ``berth.steps.container_attributes`` sets them."""
+    return {"ContainerId": container.id, "ContainerName": container.name, "Node": container.node}
+
+
 class HttpOperations:
     """create, start, stop, restart, pause, unpause and remove over Temporal's HTTP API."""
 
@@ -97,17 +102,12 @@ class HttpOperations:
                 f"node {container.node} has no running agent (no heartbeat in the last "
                 f"{NODE_LIVENESS_SECONDS}s); nothing was done to {container.name}"
             )
-        attributes = {
-            "ContainerId": container.id,
-            "ContainerName": container.name,
-            "Node": container.node,
-        }
         return self._execute(
             workflow_type,
             operation_id(verb, container.id),
             node_task_queue(container.node),
             request(container),
-            attributes,
+            search_attributes(container),
         )
 
     async def start(self, ref: str) -> Any:
@@ -153,6 +153,21 @@ class HttpOperations:
             "remove",
             ref,
             lambda c: {"request": {"container": c.id, "force": force}},
+        )
+
+    async def export(self, ref: str, output: str) -> Any:
+        """A tar of the container's filesystem at ``output`` on its node
+        (``ContainerExportOnNode``, a run of its own each time, as ``BerthClient.export``)."""
+        import uuid
+
+        container = await self._container(ref)
+        return self._execute(
+            "ContainerExportOnNode",
+            f"container-export-{container.id}-{uuid.uuid4().hex[:8]}",
+            node_task_queue(container.node),
+            {"request": {"container": container.id, "output": output}},
+            search_attributes(container),
+            use_existing=False,
         )
 
     def close(self) -> None:

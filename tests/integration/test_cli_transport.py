@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import tarfile
 import uuid
 from pathlib import Path
 
@@ -284,6 +285,8 @@ def modules_loaded_by(stack: Stack, tmp_path: Path, *args: str) -> list[str]:
 
 async def test_cli_verbs_load_no_sdk_orm_or_settings_model(stack: Stack, tmp_path: Path) -> None:
     name = f"light-{uuid.uuid4().hex[:8]}"
+    exports = stack.settings.node_paths().exports_dir
+    exports.mkdir(mode=0o700, parents=True, exist_ok=True)
     verbs = [
         ("run", "-d", "--name", name, "local/busybox:latest", "sh", "-c", "echo hi; sleep 600"),
         ("ps", "-a"),
@@ -294,6 +297,7 @@ async def test_cli_verbs_load_no_sdk_orm_or_settings_model(stack: Stack, tmp_pat
         ("start", name),
         ("rm", "-f", name),
         ("create", "--name", name, "local/busybox:latest", "true"),
+        ("export", "-o", str(exports / f"{name}.tar"), name),
         ("run", "--rm", "local/busybox:latest", "sh", "-c", "echo attached"),
         ("events", "--no-follow"),
         ("rm", name),
@@ -302,4 +306,20 @@ async def test_cli_verbs_load_no_sdk_orm_or_settings_model(stack: Stack, tmp_pat
     loaded = {args[0] + " " + args[1]: await asyncio.to_thread(
         modules_loaded_by, stack, tmp_path, *args) for args in verbs}  # fmt: skip
 
+    (exports / f"{name}.tar").unlink()
     assert loaded == {verb: [] for verb in loaded}
+
+
+async def test_cli_export_over_http_api_writes_the_containers_filesystem(stack: Stack) -> None:
+    container_id = await stack.create()
+    exports = stack.settings.node_paths().exports_dir
+    exports.mkdir(mode=0o700, parents=True, exist_ok=True)
+    target = exports / f"cli-{uuid.uuid4().hex[:8]}.tar"
+    try:
+        exported = await run(stack, "export", "-o", str(target), container_id)
+
+        assert (exported.returncode, exported.stderr) == (0, "")
+        with tarfile.open(target) as tar:
+            assert "bin/busybox" in {name.lstrip("./") for name in tar.getnames()}
+    finally:
+        target.unlink(missing_ok=True)
