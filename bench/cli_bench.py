@@ -12,9 +12,9 @@ dockerd on node-1's containerd with its bridge ``docker0``, see bench/docker_bas
 Each side gets one container of the same busybox image and command (a shell that exits on
 SIGTERM, so ``stop`` measures a graceful stop, not the 10 s kill timeout). Every round runs each
 verb once per side, interleaved (berth, docker, ctr, then the next verb), in the order a container
-goes through (start, ps, inspect, events, restart, stop), each timed from the shell as a whole
-process. The first round is a warm-up and not counted; the table shows medians and the ratio of
-berth to docker. ``--berth`` chooses the berth command (e.g. an older checkout's
+goes through (start, ps, inspect, events, logs, restart, stop), each timed from the shell as a
+whole process. The first round is a warm-up and not counted; the table shows medians and the
+ratio of berth to docker. ``--berth`` chooses the berth command (e.g. an older checkout's
 ``python -c 'from berth.cli import main; main()'``) to compare before and after.
 """
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
 import contextlib
 import os
 import resource
@@ -46,7 +47,7 @@ from tests.support.stack import AGENT_MARKER, claim_suite, environment, start_st
 COMMAND = ["sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait"]
 # ctr's own namespace: the node agent's reconciler owns Berth's and removes what it did not make.
 CTR_NAMESPACE = "bench-cli-ctr"
-VERBS = ("start", "ps", "inspect", "events", "restart", "stop")
+VERBS = ("start", "ps", "inspect", "events", "logs", "restart", "stop")
 # dockerd's default bridge for the docker side (no iptables rules, no NAT, no forwarding); its
 # own address range, so this bench and bench/type_name_bench.py can run at once.
 DOCKER_BRIDGE_CIDR = "10.216.0.1/24"
@@ -98,6 +99,7 @@ class Sides:
             "ps": [*self.berth, "ps"],
             "inspect": [*self.berth, "inspect", name],
             "events": [*self.berth, "events", *self.events, name],
+            "logs": [*self.berth, "logs", "--tail", "10", name],
             "restart": [*self.berth, "restart", name],
             "stop": [*self.berth, "stop", name],
         }[verb]
@@ -113,6 +115,7 @@ class Sides:
                 *self.docker, "events", "--since", self.since, "--until", until,
                 "--filter", f"container={name}",
             ],
+            "logs": [*self.docker, "logs", "--tail", "10", name],
             "restart": [*self.docker, "restart", name],
             "stop": [*self.docker, "stop", name],
         }[verb]  # fmt: skip
@@ -265,6 +268,10 @@ def main() -> None:
         help="berth events' flags to print the recorded events and exit ('' before 713d6e5)",
     )
     args = parser.parse_args()
+    # A user's install has its bytecode written; a shell with PYTHONDONTWRITEBYTECODE=1 (as
+    # this environment's) would have every berth call compile the modules changed since the
+    # last write, which no user pays.
+    compileall.compile_dir(Path(__file__).resolve().parents[1] / "berth", quiet=1)
     # Stopped with SIGTERM (timeout, kill): unwind, so the stack and dockerd are cleared.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     berth, events = shlex.split(args.berth), shlex.split(args.events_flags)
