@@ -145,8 +145,9 @@ class Settings(BaseSettings):
     database_url: SecretStr = SecretStr("postgresql+psycopg://postgres@127.0.0.1:5432/berth")
     temporal_address: str = "127.0.0.1:7233"
     # The frontend's HTTP API (host:port, ``temporal server start-dev --http-port``; the dev stack
-    # serves it on 7243): when set, the CLI's writing verbs use it instead of the SDK
-    # (berth.temporal_http, read by berth.cli.env). Same namespace, TLS and API key settings.
+    # serves it on 7243), which the CLI's writing verbs use instead of the SDK (berth.temporal_http,
+    # read by berth.cli.env). Unset without TLS: temporal_address's port + 10, if it listens;
+    # empty: the SDK. Same namespace, TLS and API key settings.
     temporal_http_address: str | None = None
     temporal_namespace: str = "default"
     task_queue: str = CONTROL_TASK_QUEUE

@@ -16,6 +16,11 @@ if TYPE_CHECKING:
     from berth.db.reads import ContainerReads
 
 
+# How long a derived HTTP address gets to accept a connection before the SDK serves instead
+# (derived only without TLS: a local or LAN frontend, which answers in well under this).
+_PROBE_SECONDS = 0.5
+
+
 class BerthFailure(Exception):
     """Berth itself cannot serve the command (settings, Temporal or PostgreSQL): exit 125.
 
@@ -143,11 +148,9 @@ class Context:
         )
         temporal = TemporalHttp(target)
         # Only a derived address may be absent (a frontend without the HTTP API): the connect
-        # it costs is the first call's (the connection is kept), about 0.1 ms on loopback.
+        # it costs is the first call's (the connection is kept), about 0.05 ms on loopback.
         try:
-            listening = not http.derived or temporal.listening(
-                min(reads.runtime_call_timeout_seconds, 2.0)
-            )
+            listening = not http.derived or temporal.listening(_PROBE_SECONDS)
         except TemporalUnreachable as err:
             raise BerthFailure(str(err)) from None
         if not listening:

@@ -114,21 +114,13 @@ def default_http_address(temporal_address: str) -> str | None:
 
 def temporal_http_settings() -> TemporalHttpSettings | None:
     """The HTTP API's settings: at ``BERTH_TEMPORAL_HTTP_ADDRESS``, or, when that is not set,
-    beside ``BERTH_TEMPORAL_ADDRESS`` (``default_http_address``; ``derived``). None when it is
-    set empty (the SDK, always) or no address can be derived.
+    beside ``BERTH_TEMPORAL_ADDRESS`` (``default_http_address``; ``derived``) unless TLS is on.
+    None (the SDK) when it is set empty or no address can be derived.
 
     TLS as ``berth.client.tls_config`` decides it: on with ``temporal_tls``, any TLS file, or an
     API key (a bearer secret never goes out in cleartext) unless ``temporal_tls`` is set false.
     """
     env = environment()
-    address = env.get("BERTH_TEMPORAL_HTTP_ADDRESS")
-    derived = address is None
-    if address is None:
-        address = default_http_address(
-            env.get("BERTH_TEMPORAL_ADDRESS", DEFAULT_TEMPORAL_ADDRESS).strip()
-        )
-    if not address:
-        return None
     files = [env.get(f"BERTH_TEMPORAL_TLS_{part}_FILE") or None for part in ("CA", "CERT", "KEY")]
     api_key = env.get("BERTH_TEMPORAL_API_KEY") or None
     chosen = _flag(env, "temporal_tls")
@@ -137,6 +129,16 @@ def temporal_http_settings() -> TemporalHttpSettings | None:
         raise BerthFailure(
             "bad settings: temporal_tls_key_file: required with temporal_tls_cert_file"
         )
+    address = env.get("BERTH_TEMPORAL_HTTP_ADDRESS")
+    derived = address is None
+    if derived and not tls:
+        address = default_http_address(
+            env.get("BERTH_TEMPORAL_ADDRESS", DEFAULT_TEMPORAL_ADDRESS).strip()
+        )
+    # With TLS no address is guessed: a TLS frontend's HTTP API is usually elsewhere (another
+    # host or port), and a probe of a filtered port would cost its timeout on every call.
+    if not address:
+        return None
     return TemporalHttpSettings(
         http_address=address,
         derived=derived,

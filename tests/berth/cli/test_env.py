@@ -55,6 +55,16 @@ def test_read_settings_refuses_what_settings_refuse(monkeypatch: pytest.MonkeyPa
         Settings()
 
 
+def test_temporal_http_settings_unset_with_tls_guess_no_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clear(monkeypatch)
+    monkeypatch.setenv("BERTH_TEMPORAL_ADDRESS", "ns.example:7233")
+    monkeypatch.setenv("BERTH_TEMPORAL_TLS", "true")
+
+    assert temporal_http_settings() is None
+
+
 def test_temporal_http_settings_set_empty_mean_the_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
     clear(monkeypatch)
     monkeypatch.setenv("BERTH_TEMPORAL_HTTP_ADDRESS", "")
