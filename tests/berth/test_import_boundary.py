@@ -89,6 +89,9 @@ def cli_modules() -> list[str]:
             *(verb.module for verb in VERBS.values()),
             "berth.cli.env",
             "berth.temporal_http",
+            # What the light handlers import: create's messages, logs' readers.
+            "berth.validation",
+            "berth.container_logs",
         }
     )
 
