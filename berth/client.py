@@ -29,7 +29,7 @@ from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from berth.codec import AesGcmCodec, CodecKeys
 from berth.config import Settings, node_task_queue
-from berth.container_logs import follow_log, read_log
+from berth.container_logs import stream_log
 from berth.contract import (
     ContainerConfig,
     ContainerCreateInput,
@@ -543,11 +543,6 @@ class BerthClient:
             raise InvalidParameter(f"tail: must be 0 or more, not {tail}")
         container = await self.get(ref)
         path = self.settings.node_paths(container.node).log(container.id)
-        if not follow:
-            chunks = read_log(path, tail)
-            while chunk := await asyncio.to_thread(next, chunks, b""):
-                yield chunk
-            return
 
         async def still_running() -> bool:
             try:
@@ -556,7 +551,7 @@ class BerthClient:
                 return False
             return current.state in _FOLLOWED_STATES
 
-        async for chunk in follow_log(path, tail, still_running):
+        async for chunk in stream_log(path, tail, follow, still_running):
             yield chunk
 
 

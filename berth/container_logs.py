@@ -178,6 +178,20 @@ def tail_start(streams: list[BinaryIO], lines: int) -> tuple[int, int]:
     return 0, 0
 
 
+async def stream_log(
+    log: Path, tail: int | None, follow: bool, still_running: Callable[[], Awaitable[bool]]
+) -> AsyncIterator[bytes]:
+    """The log's chunks, oldest first, across its rotated files (``tail``: only the last N lines);
+    with ``follow``, then what is written, across rotations, while ``still_running()``."""
+    if not follow:
+        chunks = read_log(log, tail)
+        while chunk := await asyncio.to_thread(next, chunks, b""):
+            yield chunk
+        return
+    async for chunk in follow_log(log, tail, still_running):
+        yield chunk
+
+
 async def follow_log(
     log: Path,
     tail: int | None,

@@ -38,23 +38,15 @@ async def stream_logs(
 ) -> AsyncIterator[bytes]:
     """The container's output in chunks, oldest first, across rotated files; with ``follow``,
     then what it writes until it is no longer running (or is removed)."""
-    import asyncio
-
     from berth.cli.env import log_path
-    from berth.container_logs import follow_log, read_log
-
-    path = log_path(container.node, container.id)
-    if not follow:
-        chunks = read_log(path, tail)
-        while chunk := await asyncio.to_thread(next, chunks, b""):
-            yield chunk
-        return
+    from berth.container_logs import stream_log
 
     async def still_running() -> bool:
         current = await reader.find(container.id)
         return current is not None and current.state in FOLLOWED_STATES
 
-    async for chunk in follow_log(path, tail, still_running):
+    path = log_path(container.node, container.id)
+    async for chunk in stream_log(path, tail, follow, still_running):
         yield chunk
 
 
