@@ -141,7 +141,8 @@ class ImagePuller:
         faults: FaultHook = NO_FAULTS,
     ) -> None:
         """``registry`` makes the registry client of one pull (closed when the pull ends);
-        ``faults`` is called at ``pull:layer:after`` once each layer is in the content store."""
+        ``faults`` is called at ``pull:layer:after`` once each layer it fetched is in the content
+        store."""
         self._containerd = containerd
         self._registry = registry
         self._faults = faults
@@ -397,8 +398,8 @@ class ImagePuller:
 
         async def fetch(layer: _Descriptor) -> None:
             async with gate:
-                await self._fetch_layer(registry, ref, name, layer, lease, advanced)
-                await self._faults.at("pull:layer:after", None)
+                if await self._fetch_layer(registry, ref, name, layer, lease, advanced):
+                    await self._faults.at("pull:layer:after", None)
 
         await asyncio.gather(*(fetch(layer) for layer in layers))
         manifest_desc = _Descriptor(
@@ -505,13 +506,16 @@ class ImagePuller:
         layer: _Descriptor,
         lease: str,
         advanced: Callable[[int], None],
-    ) -> None:
+    ) -> bool:
+        """Bring the layer into the content store under ``lease``; whether it was fetched
+        (False: the store had it already)."""
         if await self._has_blob(layer.digest):
             await self._hold(lease, "content", layer.digest)
             advanced(layer.size)
-            return
+            return False
         async with registry.blob(ref, layer.digest) as chunks:
             await self._write(layer, chunks, lease, {}, advanced, f"layer {layer.digest} of {name}")
+        return True
 
     async def _write(
         self,
