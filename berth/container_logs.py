@@ -125,32 +125,42 @@ def _close_all(streams: list[BinaryIO]) -> None:
         stream.close()
 
 
-def _chunks(stream: BinaryIO) -> Iterator[bytes]:
-    while chunk := stream.read(CHUNK_BYTES):
+def _chunks(stream: BinaryIO, end: int | None = None) -> Iterator[bytes]:
+    """The stream's chunks from where it stands, to its end (or to byte ``end``)."""
+    while chunk := stream.read(
+        CHUNK_BYTES if end is None else min(CHUNK_BYTES, end - stream.tell())
+    ):
         yield chunk
 
 
 def read_log(log: Path, tail: int | None = None) -> Iterator[bytes]:
     """The log, oldest first, in chunks of at most ``CHUNK_BYTES``; with ``tail``, only its
     last ``tail`` lines (a last line without a newline counts)."""
-    streams = open_log_files(log)
+    opened = open_log_files(log)
+    streams = opened
     try:
-        if tail is not None:
-            index, offset = tail_start(streams, tail)
+        end = None
+        if tail is not None and streams:
+            # The lines counted are the ones there now: what the container writes meanwhile is
+            # not read, so a tail of N is N lines.
+            end = os.fstat(streams[-1].fileno()).st_size
+            index, offset = tail_start(streams, tail, end)
             streams = streams[index:]
             if streams:
                 streams[0].seek(offset)
-        for stream in streams:
-            yield from _chunks(stream)
+        for position, stream in enumerate(streams):
+            yield from _chunks(stream, end if position == len(streams) - 1 else None)
     finally:
-        _close_all(streams)
+        _close_all(opened)
 
 
-def tail_start(streams: list[BinaryIO], lines: int) -> tuple[int, int]:
+def tail_start(
+    streams: list[BinaryIO], lines: int, newest_end: int | None = None
+) -> tuple[int, int]:
     """Where the last ``lines`` lines begin: (index into ``streams``, byte offset).
 
-    Reads backwards one chunk at a time from the newest file; leaves the files after the
-    returned one at their starts.
+    Reads backwards one chunk at a time from the newest file (from ``newest_end`` if given,
+    else its current end); leaves the files after the returned one at their starts.
     """
     if lines <= 0:
         return len(streams), 0
@@ -159,6 +169,8 @@ def tail_start(streams: list[BinaryIO], lines: int) -> tuple[int, int]:
     for index in range(len(streams) - 1, -1, -1):
         stream = streams[index]
         end = stream.seek(0, os.SEEK_END)
+        if index == len(streams) - 1 and newest_end is not None:
+            end = min(end, newest_end)
         while end > 0:
             start = max(0, end - CHUNK_BYTES)
             stream.seek(start)

@@ -57,6 +57,21 @@ def test_read_log_tail_last_line_without_newline_counts(tmp_path: Path) -> None:
     assert b"".join(read_log(log, tail=10)) == b"a\nb\nc"
 
 
+def test_read_log_tail_is_the_lines_there_when_asked_not_what_comes_after(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "c.log"
+    log.write_bytes(lines(1, 30_000))  # several chunks
+    chunks = read_log(log, tail=30_000)
+
+    first = next(chunks)
+    with log.open("ab") as writer:  # the container writes on while the tail is read
+        writer.write(b"later\n")
+    rest = b"".join(chunks)
+
+    assert first + rest == lines(1, 30_000)
+
+
 def test_read_log_missing_log_is_empty(tmp_path: Path) -> None:
     assert list(read_log(tmp_path / "none.log")) == []
 
