@@ -21,8 +21,9 @@ import asyncio
 import contextlib
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from temporalio import activity
 
@@ -30,7 +31,7 @@ from berth.contract import ImageOnNode, PullPolicy
 from berth.errors import BerthError, InvalidParameter, NotFound
 from berth.faults import NO_FAULTS, FaultHook, fault_point
 from berth.host_paths import open_confined
-from berth.runtime.pull import ImagePuller, pull_lease_id
+from berth.runtime.pull import ImagePuller, Progress, pull_lease_id
 from berth.steps import (
     CheckImageInput,
     CheckImageOutput,
@@ -43,6 +44,8 @@ from berth.steps import (
 
 # How often a pull reports its progress (the table's heartbeat timeout is 30 s).
 HEARTBEAT_SECONDS = 2.0
+
+T = TypeVar("T")
 
 
 class PullProgress:
@@ -75,6 +78,26 @@ class PullActivities:
         self._faults = faults
         self._import_roots = list(import_roots)
 
+    async def _under_lease(self, lease: str, run: Callable[[Progress], Awaitable[T]]) -> T:
+        """``run(progress)``, heartbeating its progress; a failure for good drops ``lease`` (so
+        nothing written is kept), a retryable one keeps it for the retry to reuse."""
+        progress = PullProgress()
+        work = asyncio.ensure_future(run(progress.update))
+        try:
+            while not (await asyncio.wait({work}, timeout=HEARTBEAT_SECONDS))[0]:
+                if not activity.info().is_local:
+                    activity.heartbeat(progress.details())
+            return work.result()
+        except asyncio.CancelledError:
+            work.cancel()
+            with contextlib.suppress(BaseException):
+                await work
+            raise
+        except BerthError as err:
+            if not err.retryable:
+                await self._puller.delete_lease(lease)
+            raise
+
     @activity.defn(name="check_image")
     async def check_image(self, request: CheckImageInput) -> CheckImageOutput:
         """Whether the start must pull its image first."""
@@ -94,29 +117,12 @@ class PullActivities:
     async def pull_image(self, request: PullImageInput) -> PullImageOutput:
         """Pull the image under the owner's lease, heartbeating its progress."""
         lease = pull_lease_id(request.owner)
-        progress = PullProgress()
-        work = asyncio.ensure_future(
-            self._puller.pull(
-                request.image,
-                lease,
-                only_if_missing=request.only_if_missing,
-                progress=progress.update,
-            )
+        pulled = await self._under_lease(
+            lease,
+            lambda progress: self._puller.pull(
+                request.image, lease, only_if_missing=request.only_if_missing, progress=progress
+            ),
         )
-        try:
-            while not (await asyncio.wait({work}, timeout=HEARTBEAT_SECONDS))[0]:
-                if not activity.info().is_local:
-                    activity.heartbeat(progress.details())
-            pulled = work.result()
-        except asyncio.CancelledError:
-            work.cancel()
-            with contextlib.suppress(BaseException):
-                await work
-            raise
-        except BerthError as err:
-            if not err.retryable:
-                await self._puller.delete_lease(lease)
-            raise
         if pulled is None:
             return PullImageOutput(pulled=False)
         return PullImageOutput(
@@ -137,22 +143,9 @@ class PullActivities:
         with os.fdopen(readable, "rb") as archive:
             if not stat.S_ISREG(os.fstat(archive.fileno()).st_mode):
                 raise InvalidParameter(f"image archive {request.path} is not a regular file")
-            progress = PullProgress()
-            work = asyncio.ensure_future(self._puller.load(archive, lease, progress.update))
-            try:
-                while not (await asyncio.wait({work}, timeout=HEARTBEAT_SECONDS))[0]:
-                    if not activity.info().is_local:
-                        activity.heartbeat(progress.details())
-                loaded = work.result()
-            except asyncio.CancelledError:
-                work.cancel()
-                with contextlib.suppress(BaseException):
-                    await work
-                raise
-            except BerthError as err:
-                if not err.retryable:
-                    await self._puller.delete_lease(lease)
-                raise
+            loaded = await self._under_lease(
+                lease, lambda progress: self._puller.load(archive, lease, progress)
+            )
         return ImageLoadOutput(
             node=request.node,
             images=[
