@@ -345,7 +345,10 @@ async def test_fleet_restart_agent_killed_and_restarted_completes(fleet: Fleet) 
     request = fleet.request(ids, max_parallel=6, node_wait=60)
     fleet.node3.kill()
     handle = await fleet.berth.fleet.restart(request)
-    await fleet.until(request.name, lambda p: p.nodes["node-1"].restarted == 3)
+    # Progress has no per-node counts until the job has planned its items.
+    await fleet.until(
+        request.name, lambda p: "node-1" in p.nodes and p.nodes["node-1"].restarted == 3
+    )
     await asyncio.sleep(1)
     await fleet.node3.start()
     result = await handle.result()
