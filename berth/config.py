@@ -219,5 +219,11 @@ class Settings(BaseSettings):
     # the node at each load), besides the node's own ``<state_dir>/nodes/<node>/imports``.
     allowed_import_paths: list[Path] = Field(default_factory=list)
 
+    # Where the node agent's endpoint (berth.endpoint: logs, exec, attach, cp) listens,
+    # host:port; port 0 picks a free one. The address it listens on is recorded with the node's
+    # heartbeat, so clients find it; endpoint_advertise overrides what is recorded.
+    endpoint_address: str = "127.0.0.1:0"
+    endpoint_advertise: str | None = None
+
     def node_paths(self, node: str | None = None) -> NodePaths:
         return NodePaths(self.state_dir, node or self.node, self.containerd_namespace)

@@ -41,6 +41,8 @@ from berth.config import Settings, node_task_queue
 from berth.container_logs import LogPolicy
 from berth.db.repository import NodeRepository
 from berth.db.session import make_engine, make_sessionmaker
+from berth.endpoint.deps import EndpointDeps
+from berth.endpoint.server import start_endpoint
 from berth.exit_monitor import ExitMonitor
 from berth.faults import NO_FAULTS, FaultHook, faults_from_env
 from berth.health_prober import HealthProber
@@ -235,9 +237,13 @@ async def watch_node(reconciler: Reconciler, exits: ExitMonitor, interval: float
     await asyncio.gather(reconcile_later(), exits.run())
 
 
-async def register_node(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> None:
+async def register_node(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], endpoint: str | None
+) -> None:
     async with sessions.begin() as session:
-        await NodeRepository(session).register(settings.node, settings.bridge, settings.subnet)
+        await NodeRepository(session).register(
+            settings.node, settings.bridge, settings.subnet, endpoint
+        )
 
 
 async def leave_node(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -245,12 +251,14 @@ async def leave_node(settings: Settings, sessions: async_sessionmaker[AsyncSessi
         await NodeRepository(session).leave(settings.node)
 
 
-async def heartbeat(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> None:
+async def heartbeat(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], endpoint: str | None
+) -> None:
     """Refresh the node's ``last_seen_at`` so placement only picks nodes whose agent runs."""
     while True:
         await asyncio.sleep(NODE_HEARTBEAT_SECONDS)
         try:
-            await register_node(settings, sessions)
+            await register_node(settings, sessions, endpoint)
         except Exception:
             log.exception("node heartbeat failed; retrying")
 
@@ -387,7 +395,11 @@ async def running(
             runtime = node_runtime(settings)
             await asyncio.to_thread(settings.node_paths().make_private_dirs)
             stack.push_async_callback(runtime.containerd.close)
-            await register_node(settings, sessions)
+            endpoint = await start_endpoint(
+                EndpointDeps(settings, settings.node_paths(), sessions, runtime.containerd)
+            )
+            stack.push_async_callback(endpoint.stop)
+            await register_node(settings, sessions, endpoint.address)
             stack.push_async_callback(leave_node, settings, sessions)
             worker = node_worker(client, settings, sessions, runtime)
         await stack.enter_async_context(worker)
@@ -400,7 +412,9 @@ async def running(
                 sessions, runtime.containerd, settings.node_paths(), settings.node
             )
             stack.push_async_callback(_cancel, asyncio.create_task(prober.run()))
-            stack.push_async_callback(_cancel, asyncio.create_task(heartbeat(settings, sessions)))
+            stack.push_async_callback(
+                _cancel, asyncio.create_task(heartbeat(settings, sessions, endpoint.address))
+            )
         yield worker
 
 

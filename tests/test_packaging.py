@@ -43,6 +43,7 @@ from berth.runtime.containerd_daemon import start_containerd, stop_containerd
 ROOT = Path(__file__).resolve().parents[1]
 STUBS = ROOT / "berth" / "_containerd_api"
 GENERATOR = ROOT / "scripts" / "gen_containerd_stubs.py"
+NODE_GENERATOR = ROOT / "scripts" / "gen_node_stubs.py"
 # Whole build + install + child run; each subprocess also has its own bound below.
 WHEEL_TEST_SECONDS = 60
 SUBPROCESS_SECONDS = 40
@@ -106,6 +107,16 @@ def test_containerd_stubs_regenerated_from_installed_protos_are_identical(
     assert generator.check(ROOT) == [], (
         "berth/_containerd_api differs from the protos: "
         "run scripts/gen_containerd_stubs.py and commit the result"
+    )
+
+
+def test_node_api_stubs_regenerated_from_their_protos_are_identical() -> None:
+    spec = importlib.util.spec_from_file_location("gen_node_stubs", NODE_GENERATOR)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.check(ROOT) == [], (
+        "berth/node_api's stubs differ from its protos: run scripts/gen_node_stubs.py and commit"
     )
 
 

@@ -48,6 +48,8 @@ class Node(Base):
     name: Mapped[str] = mapped_column(String(63), primary_key=True)
     bridge: Mapped[str] = mapped_column(String(15))
     subnet: Mapped[str] = mapped_column(String(43))
+    # host:port of the agent's node endpoint (berth.endpoint), refreshed with its heartbeat.
+    endpoint: Mapped[str | None] = mapped_column(String(255))
     last_seen_at: Mapped[datetime] = _now()
     created_at: Mapped[datetime] = _now()
 

@@ -247,6 +247,19 @@ class ContainerReads:
         rows: list[EventRow] = await self._rows(EventRow, query, params)
         return rows
 
+    async def node_endpoint(self, node: str) -> str | None:
+        """host:port of the node's endpoint, if its agent runs (refreshed within the window)."""
+        try:
+            found: str | None = await self._connection.fetchval(
+                "SELECT endpoint FROM nodes"
+                " WHERE name = $1 AND last_seen_at > now() - $2 * interval '1s'",
+                node,
+                NODE_LIVENESS_SECONDS,
+            )
+        except _TRANSPORT_ERRORS as err:
+            raise _unreachable(self._database_url, err) from None
+        return found
+
     async def node_is_live(self, node: str) -> bool:
         """Whether the node's agent refreshed its row within the liveness window."""
         try:

@@ -163,13 +163,15 @@ class NodeRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    async def register(self, name: str, bridge: str, subnet: str) -> None:
-        """Insert or refresh the node's row (idempotent)."""
-        statement = insert(Node).values(name=name, bridge=bridge, subnet=subnet)
+    async def register(
+        self, name: str, bridge: str, subnet: str, endpoint: str | None = None
+    ) -> None:
+        """Insert or refresh the node's row (idempotent), with its endpoint's address."""
+        values = {"bridge": bridge, "subnet": subnet, "endpoint": endpoint}
+        statement = insert(Node).values(name=name, **values)
         await self._session.execute(
             statement.on_conflict_do_update(
-                index_elements=[Node.name],
-                set_={"bridge": bridge, "subnet": subnet, "last_seen_at": func.now()},
+                index_elements=[Node.name], set_={**values, "last_seen_at": func.now()}
             )
         )
 
