@@ -240,6 +240,19 @@ def _process_details_exec_id(value: bytes) -> str:
     return value[index : index + length].decode(errors="replace")
 
 
+@dataclass(frozen=True)
+class ProcessStdio:
+    """Where a process's stdio goes: FIFO paths or stdio URIs; "" for none.
+
+    With ``terminal`` the shim copies the console to ``stdout`` (``stderr`` is unused).
+    """
+
+    stdin: str
+    stdout: str
+    stderr: str
+    terminal: bool = False
+
+
 def stdio_uri(target: Path | str) -> str:
     """A task's stdio URI: a path is a ``file://`` URI; a string is already a URI."""
     return target if isinstance(target, str) else target.absolute().as_uri()
@@ -576,7 +589,14 @@ class ContainerdClient:
 
     # --- tasks -------------------------------------------------------------------------------
 
-    async def create_task(self, container_id: str, stdout: Path | str, stderr: Path | str) -> int:
+    async def create_task(
+        self,
+        container_id: str,
+        stdout: Path | str,
+        stderr: Path | str,
+        stdin: str = "",
+        terminal: bool = False,
+    ) -> int:
         """Create (not start) the container's task; return the init pid.
 
         Converges: a CREATED, RUNNING or PAUSED task is kept and its pid returned; a STOPPED one
@@ -584,6 +604,8 @@ class ContainerdClient:
         already mounted by the caller. ``stdout``/``stderr``: a file (the shim's ``file://``
         copy, which writes both streams to the stdout file, unbounded) or a stdio URI, such as
         the ``binary://`` log driver's (``berth.container_logs.driver_uri``) that gets both.
+        ``stdin``: a FIFO the shim reads the init's stdin from ("" for none); ``terminal``: the
+        init gets a console, which the shim copies to ``stdout``.
         """
         while True:
             try:
@@ -598,7 +620,8 @@ class ContainerdClient:
                 container_id=container_id,
                 stdout=stdio_uri(stdout),
                 stderr=stdio_uri(stderr),
-                terminal=False,
+                stdin=stdin,
+                terminal=terminal,
             )
             try:
                 response = await self._call(
@@ -719,18 +742,7 @@ class ContainerdClient:
         Both streams go to ``output``: a file (the shim's ``file://`` copy) or a stdio URI.
         """
         uri = stdio_uri(output)
-        await self._call(
-            f"exec {exec_id} in task {container_id}",
-            self._tasks.Exec,
-            tasks_pb2.ExecProcessRequest(
-                container_id=container_id,
-                exec_id=exec_id,
-                stdout=uri,
-                stderr=uri,
-                terminal=False,
-                spec=any_pb2.Any(type_url=PROCESS_TYPE_URL, value=json.dumps(process).encode()),
-            ),
-        )
+        await self.exec_process_stdio(container_id, exec_id, process, ProcessStdio("", uri, uri))
 
     async def start_process(self, container_id: str, exec_id: str) -> int:
         """Start the exec process and return its pid."""
@@ -788,6 +800,42 @@ class ContainerdClient:
             if exec_id:
                 found.append(exec_id)
         return found
+
+    async def exec_process_stdio(
+        self, container_id: str, exec_id: str, process: Mapping[str, Any], stdio: ProcessStdio
+    ) -> None:
+        """Add the exec process ``exec_id`` (an OCI process spec) with ``stdio``; not started."""
+        await self._call(
+            f"exec {exec_id} in task {container_id}",
+            self._tasks.Exec,
+            tasks_pb2.ExecProcessRequest(
+                container_id=container_id,
+                exec_id=exec_id,
+                stdin=stdio.stdin,
+                stdout=stdio.stdout,
+                stderr=stdio.stderr,
+                terminal=stdio.terminal,
+                spec=any_pb2.Any(type_url=PROCESS_TYPE_URL, value=json.dumps(process).encode()),
+            ),
+        )
+
+    async def resize_pty(self, container_id: str, exec_id: str, cols: int, rows: int) -> None:
+        """Set the terminal size of the exec process (``exec_id`` "": the task's init)."""
+        await self._call(
+            f"resize pty of {exec_id or 'init'} in task {container_id}",
+            self._tasks.ResizePty,
+            tasks_pb2.ResizePtyRequest(
+                container_id=container_id, exec_id=exec_id, width=cols, height=rows
+            ),
+        )
+
+    async def close_stdin(self, container_id: str, exec_id: str) -> None:
+        """Close the shim's end of the process's stdin FIFO, so the process reads its end."""
+        await self._call(
+            f"close stdin of {exec_id or 'init'} in task {container_id}",
+            self._tasks.CloseIO,
+            tasks_pb2.CloseIORequest(container_id=container_id, exec_id=exec_id, stdin=True),
+        )
 
     # --- events ------------------------------------------------------------------------------
 
