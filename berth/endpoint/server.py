@@ -16,6 +16,7 @@ import grpc
 from berth.endpoint import exec as exec_service
 from berth.endpoint import files, logs
 from berth.endpoint.deps import EndpointDeps
+from berth.endpoint.errors import CallGuard
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,8 @@ def _host(address: str) -> str:
 async def start_endpoint(deps: EndpointDeps) -> RunningEndpoint:
     """Serve the node's endpoint on ``settings.endpoint_address``."""
     settings = deps.settings
-    server = grpc.aio.server()
+    # Every call logged with who asked; servicers raise berth.errors, answered as statuses.
+    server = grpc.aio.server(interceptors=[CallGuard()])
     for register in SERVICES:
         register(server, deps)
     port = server.add_insecure_port(settings.endpoint_address)
