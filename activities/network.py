@@ -1,15 +1,16 @@
 """Step ``network``: a network namespace per container, its CNI attachment and /etc files.
 
 Do: record the attachment (mode and netns path) and claim the published ports (bridge only;
-a host port another container publishes or something on the node holds is a ``Conflict`` before
-anything is made) in PostgreSQL, create the netns at ``<node>/netns/<id>``, run CNI ADD (bridge,
-with portmap's mappings) or bring up loopback (none), record the IP, then
-write the container's ``/etc/hostname``, ``/etc/hosts`` and ``/etc/resolv.conf`` under
-``<node>/containers/<id>`` (``berth.runtime.etc_files``; the spec binds them). Host mode makes
-no namespace, only the files. Undo: CNI DEL (which frees the IP and removes the port mappings
-even when the netns is already gone), remove the netns and the files, forget the record and
-release the ports. Everything is derived from the
-container id, so undo is safe when do never ran or half ran, and idempotent.
+a host port another container publishes or something on the node holds is a ``Conflict``; the
+start's first step ``begin_start`` refused the common case already, before anything was made,
+and this claim stays the authority when two starts race) in PostgreSQL, create the netns at
+``<node>/netns/<id>``, run CNI ADD (bridge, with portmap's mappings) or bring up loopback
+(none), record the IP, then write the container's ``/etc/hostname``, ``/etc/hosts`` and
+``/etc/resolv.conf`` under ``<node>/containers/<id>`` (``berth.runtime.etc_files``; the spec
+binds them). Host mode makes no namespace, only the files. Undo: CNI DEL (which frees the IP
+and removes the port mappings even when the netns is already gone), remove the netns and the
+files, forget the record and release the ports. Everything is derived from the container id,
+so undo is safe when do never ran or half ran, and idempotent.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from berth.runtime.etc_files import (
     write_etc_files,
 )
 from berth.runtime.netns import create_netns, delete_netns
-from berth.runtime.ports import host_port_free, published_ports
+from berth.runtime.ports import port_free_on_node, published_ports
 from berth.steps import AttachNetworkOutput, NetworkInput
 
 
@@ -79,11 +80,7 @@ class NetworkActivities:
         )
         # Ports other deployments on this host publish (they share its addresses), and ours.
         forwarded = await asyncio.to_thread(self._cni.forwarded_ports) if wanted else {}
-
-        def port_free(host_ip: str, port: int, protocol: str) -> bool:
-            owner = forwarded.get((protocol, port), request.container_id)
-            return owner == request.container_id and host_port_free(host_ip, port, protocol)
-
+        port_free = port_free_on_node(forwarded, request.container_id)
         async with self._sessions.begin() as session:
             await NetworkAttachmentRepository(session).intend(
                 request.container_id, request.node, request.mode, str(netns) if netns else None

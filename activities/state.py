@@ -1,14 +1,18 @@
 """PostgreSQL transitions of a container's lifecycle: create, begin, commit and fail a start.
 
-``begin_start`` runs the seed's pre-checks under a row lock and marks the container
-``starting`` for one operation; ``commit_start`` and ``fail_start`` end that operation. Each is
-one transaction and converges when run again for the same operation.
+``begin_start`` runs the seed's pre-checks under a row lock, refuses a fixed host port that
+another container publishes on the node or that something on the node holds (``Conflict``
+before the saga makes anything; the network step's claim stays the authority when two starts
+race) and marks the container ``starting`` for one operation; ``commit_start`` and
+``fail_start`` end that operation. Each is one transaction and converges when run again for the
+same operation.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -24,13 +28,16 @@ from berth.contract import (
     ContainerCreateOutput,
     ContainerStartOutput,
     ContainerState,
+    NetworkMode,
     RestartPolicy,
 )
 from berth.db.models import Container
+from berth.db.port_repository import PortRepository
 from berth.db.repository import ContainerRepository, NodeRepository, SagaStepRepository
 from berth.db.volume_repository import VolumeRepository
 from berth.errors import Conflict, InvalidParameter, Unavailable
 from berth.host_paths import check_bind_sources, check_host_path
+from berth.runtime.ports import port_free_on_node
 from berth.state_machine import (
     Decision,
     Facts,
@@ -66,11 +73,20 @@ class StateActivities:
         allowed_host_paths: Sequence[Path] = (),
         allowed_seccomp_paths: Sequence[Path] = (),
         allowed_capabilities: Sequence[str] = (),
+        forwarded_ports: Callable[[], Mapping[tuple[str, int], str]] | None = None,
     ) -> None:
+        """The transitions over ``sessions``, with the node's allow-lists.
+
+        Args:
+            forwarded_ports: on a node agent, the host ports portmap forwards on this host
+                (``CniNetwork.forwarded_ports``); a start then bind-tests its fixed host ports
+                before anything is made. None (the control worker): no host is probed.
+        """
         self._sessions = sessions
         self._allowed_host_paths = allowed_host_paths
         self._allowed_seccomp_paths = allowed_seccomp_paths
         self._allowed_capabilities = allowed_capabilities
+        self._forwarded_ports = forwarded_ports
 
     @activity.defn(name="create_container")
     async def create_container(self, request: ContainerCreateInput) -> ContainerCreateOutput:
@@ -98,7 +114,13 @@ class StateActivities:
                 raise Unavailable("no node agent is running; start one first")
             if await containers.find(config.name) is not None:
                 raise Conflict(f'Conflict. The container name "/{config.name}" is already in use')
-            node = config.node or _least_loaded(live, await containers.list())
+            # Like kube-scheduler's NodePorts filter, placement skips a node where another
+            # container publishes a wanted host port; a named node is not refused here (docker
+            # creates such a container too: the old one may be gone by its start).
+            busy = await PortRepository(session).nodes_publishing(config.ports)
+            node = config.node or _least_loaded(
+                [name for name in live if name not in busy] or live, await containers.list()
+            )
             container = Container(
                 id=secrets.token_hex(32),
                 name=config.name,
@@ -133,6 +155,7 @@ class StateActivities:
             lambda facts: decide_begin_start(
                 facts, request.operation, request.parent_operation, start.checkpoint_dir
             ),
+            check=self._host_ports_available,
         )
         return StartPlan(
             container_id=done.container.id,
@@ -143,6 +166,37 @@ class StateActivities:
             not_modified=done.decision.verdict is Verdict.NOT_MODIFIED,
             pid=done.before.pid,
             ip=done.before.ip,
+        )
+
+    async def _host_ports_available(
+        self, session: AsyncSession, container: Container, before: Facts, decision: Decision
+    ) -> None:
+        """Refuse a fresh start whose fixed host ports are taken on its node (under its lock).
+
+        Only a start that takes a free container: one taking over a hold (a policy restart)
+        or run again after it applied must not be refused half way by a port.
+
+        Raises:
+            Conflict: a fixed host port is published by another container on the node or held.
+        """
+        if decision.verdict is not Verdict.APPLY or before.operation is not None:
+            return
+        config = ContainerConfig.model_validate(container.config)
+        fixed = [binding for binding in config.ports if binding.host_port]
+        if not fixed or config.network_mode is not NetworkMode.BRIDGE:
+            return
+        forwarded = (
+            await asyncio.to_thread(self._forwarded_ports) if self._forwarded_ports else None
+        )
+
+        def recorded_only(host_ip: str, port: int, protocol: str) -> bool:
+            return True
+
+        await PortRepository(session).check_available(
+            container.node,
+            container.id,
+            fixed,
+            recorded_only if forwarded is None else port_free_on_node(forwarded, container.id),
         )
 
     @activity.defn(name="commit_start")
@@ -216,14 +270,20 @@ class Transition(NamedTuple):
     decision: Decision
 
 
+# A test run under the row lock once the decision is made, before it is applied: raising
+# refuses the transition (the transaction rolls back).
+Check = Callable[[AsyncSession, Container, Facts, Decision], Awaitable[None]]
+
+
 async def transition(
     sessions: async_sessionmaker[AsyncSession],
     container: str,
     decide: Callable[[Facts], Decision],
     steps: Journal | None = None,
+    check: Check | None = None,
 ) -> Transition:
     """One state transition of ``container`` (id or name; ``NotFound`` if there is none)."""
-    done = await _transition(sessions, container, decide, steps, must_exist=True)
+    done = await _transition(sessions, container, decide, steps, must_exist=True, check=check)
     assert done is not None  # the repository raised NotFound otherwise
     return done
 
@@ -244,6 +304,7 @@ async def _transition(
     decide: Callable[[Facts], Decision],
     steps: Journal | None,
     must_exist: bool,
+    check: Check | None = None,
 ) -> Transition | None:
     """Lock the row, ask the state machine, apply its decision: one transaction."""
     async with sessions.begin() as session:
@@ -256,6 +317,8 @@ async def _transition(
             return None
         before = facts_of(container)
         decision = decide(before)
+        if check is not None:
+            await check(session, container, before, decision)
         if steps is not None and (steps.always or decision.verdict is Verdict.APPLY):
             await journal(session, steps.operation, container.id, steps.steps)
         await apply_decision(containers, container, decision)

@@ -276,6 +276,7 @@ def node_worker(
         settings.allowed_host_paths,
         settings.allowed_seccomp_paths,
         settings.allowed_capabilities,
+        forwarded_ports=runtime.cni.forwarded_ports,
     )
     mount = MountActivities(sessions, runtime.containerd, paths, runtime.faults)
     network = NetworkActivities(

@@ -3,6 +3,8 @@
 A claim takes the node's advisory lock, so concurrent starts on one node see each other's
 claims; the table's key (node, protocol, host port) holds even without it. Claiming again for
 the same container returns its existing mappings (a retried step keeps the ports it picked).
+The claim is the authority; ``check_available`` is the same test without recording anything,
+run by a start's first step so that the common conflict is refused before anything is made.
 """
 
 from __future__ import annotations
@@ -54,27 +56,12 @@ class PortRepository:
         existing = await self.for_container(container_id)
         if existing:
             return existing
-        rows = await self._session.execute(
-            select(PortMapping.protocol, PortMapping.host_port, PortMapping.container_id).where(
-                PortMapping.node == node
-            )
-        )
-        taken = {(protocol, port): owner for protocol, port, owner in rows}
+        taken = await self._taken(node)
         made: list[PortMapping] = []
         for binding in bindings:
             port = binding.host_port or 0
             if port:
-                owner = taken.get((binding.protocol, port))
-                if owner is not None:
-                    raise Conflict(
-                        f"Bind for {_describe(binding.host_ip, port)} failed: port is already "
-                        f"allocated (by container {owner[:12]} on node {node})"
-                    )
-                if not port_free(binding.host_ip, port, binding.protocol):
-                    raise Conflict(
-                        f"Bind for {_describe(binding.host_ip, port)} failed: port is already "
-                        f"in use on node {node}"
-                    )
+                _check_fixed(binding, taken, port_free, node)
             else:
                 port = _pick(binding, taken, port_free, ephemeral, node)
             taken[(binding.protocol, port)] = container_id
@@ -92,6 +79,50 @@ class PortRepository:
         await self._session.flush()
         return made
 
+    async def check_available(
+        self,
+        node: str,
+        container_id: str,
+        bindings: Sequence[PortBinding],
+        port_free: PortFree,
+    ) -> None:
+        """Refuse, as ``claim`` would, a fixed host port of ``bindings`` that another container
+        publishes on ``node`` or that something on the node holds; records nothing.
+
+        Raises:
+            Conflict: as ``claim`` does for a fixed host port.
+        """
+        taken = {
+            key: owner
+            for key, owner in (await self._taken(node)).items()
+            if owner != container_id  # a retried start's own ports are no conflict
+        }
+        for binding in bindings:
+            if binding.host_port:
+                _check_fixed(binding, taken, port_free, node)
+                taken[(binding.protocol, binding.host_port)] = container_id
+
+    async def nodes_publishing(self, bindings: Sequence[PortBinding]) -> set[str]:
+        """The nodes where another container publishes a fixed host port of ``bindings``."""
+        wanted = {(b.protocol, b.host_port) for b in bindings if b.host_port}
+        if not wanted:
+            return set()
+        rows = await self._session.execute(
+            select(PortMapping.node, PortMapping.protocol, PortMapping.host_port).where(
+                PortMapping.host_port.in_({port for _, port in wanted})
+            )
+        )
+        return {node for node, protocol, port in rows if (protocol, port) in wanted}
+
+    async def _taken(self, node: str) -> dict[tuple[str, int], str]:
+        """(protocol, host port) -> the container that publishes it on ``node``."""
+        rows = await self._session.execute(
+            select(PortMapping.protocol, PortMapping.host_port, PortMapping.container_id).where(
+                PortMapping.node == node
+            )
+        )
+        return {(protocol, port): owner for protocol, port, owner in rows}
+
     async def for_container(self, container_id: str) -> list[PortMapping]:
         query = (
             select(PortMapping)
@@ -108,6 +139,24 @@ class PortRepository:
         """Forget the container's mappings (after they were removed from the node)."""
         await self._session.execute(
             delete(PortMapping).where(PortMapping.container_id == container_id)
+        )
+
+
+def _check_fixed(
+    binding: PortBinding, taken: dict[tuple[str, int], str], port_free: PortFree, node: str
+) -> None:
+    """Refuse the binding's host port when a container on the node has it or the node does."""
+    port = binding.host_port or 0
+    owner = taken.get((binding.protocol, port))
+    if owner is not None:
+        raise Conflict(
+            f"Bind for {_describe(binding.host_ip, port)} failed: port is already "
+            f"allocated (by container {owner[:12]} on node {node})"
+        )
+    if not port_free(binding.host_ip, port, binding.protocol):
+        raise Conflict(
+            f"Bind for {_describe(binding.host_ip, port)} failed: port is already "
+            f"in use on node {node}"
         )
 
 
