@@ -178,14 +178,22 @@ _OWN_SERVICES = ("Temporal at ", "PostgreSQL at ")
 def berth_failure(err: BaseException) -> str | None:
     """The one line for a failure of Berth itself (exit 125), or None for any other error.
 
-    ``BerthFailure``; a light read that lost PostgreSQL; an ``Unavailable`` waiting for Temporal
-    or PostgreSQL (not one a saga reports for containerd or a node: that is the daemon's).
+    ``BerthFailure``; a light read that lost PostgreSQL; a node endpoint that cannot be reached
+    (``berth.endpoint.client.EndpointUnreachable``, or a gRPC call's transport failure); an
+    ``Unavailable`` waiting for Temporal or PostgreSQL (not one a saga reports for containerd or
+    a node: that is the daemon's).
     """
     if isinstance(err, BerthFailure):
         return str(err)
     reads = sys.modules.get("berth.db.reads")
     if reads is not None and isinstance(err, reads.DatabaseUnreachable):
         return str(err)
+    endpoint = sys.modules.get("berth.endpoint.client")
+    if endpoint is not None:
+        # A node endpoint that cannot be reached (no agent, refused connection or TLS).
+        failure = endpoint.endpoint_failure(err)
+        if isinstance(failure, endpoint.EndpointUnreachable):
+            return str(failure)
     errors = sys.modules.get("berth.errors")
     if errors is not None and isinstance(err, errors.Unavailable):
         waiting = errors.waiting_of(err)
@@ -196,7 +204,7 @@ def berth_failure(err: BaseException) -> str | None:
 
 def daemon_error(context: Context, err: BaseException) -> str | None:
     """The message of a daemon-side error (a typed Berth error, a Temporal call's transport
-    failure), or None for anything else.
+    failure, a node endpoint's answer), or None for anything else.
 
     Reads the error classes from ``sys.modules``: a module never imported raised nothing, and
     importing it here would cost the start-up time this package saves.
@@ -206,6 +214,11 @@ def daemon_error(context: Context, err: BaseException) -> str | None:
     errors = sys.modules.get("berth.errors")
     if errors is not None and isinstance(err, errors.BerthError):
         return str(err.message)
+    endpoint = sys.modules.get("berth.endpoint.client")
+    if endpoint is not None:
+        failure = endpoint.endpoint_failure(err)
+        if isinstance(failure, endpoint.EndpointError):
+            return str(failure)
     service = sys.modules.get("temporalio.service")
     if service is not None and isinstance(err, service.RPCError):
         from berth.client import call_error
