@@ -224,6 +224,15 @@ class Settings(BaseSettings):
     # heartbeat, so clients find it; endpoint_advertise overrides what is recorded.
     endpoint_address: str = "127.0.0.1:0"
     endpoint_advertise: str | None = None
+    # The endpoint's mTLS (berth.endpoint.tls): the CA that signs both sides, and this side's
+    # certificate and key (a node agent's node pair, a client's client pair); all three or none.
+    # None: the dev stack's files under <state_dir>/endpoint/ if they are there.
+    endpoint_tls_ca_file: Path | None = None
+    endpoint_tls_cert_file: Path | None = None
+    endpoint_tls_key_file: Path | None = None
+    # Serve (and reach) a loopback endpoint without TLS. Off by default: a loopback port is open
+    # to every local user, and this endpoint execs as root in containers. Never outside loopback.
+    endpoint_insecure_loopback: bool = False
 
     def node_paths(self, node: str | None = None) -> NodePaths:
         return NodePaths(self.state_dir, node or self.node, self.containerd_namespace)
