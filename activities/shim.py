@@ -3,8 +3,10 @@
 Do: create the containerd container with the spec (replacing a stale one left by a crashed
 attempt), then create its task with stdout and stderr to ``<node>/logs/<id>.log`` through the
 node's log driver (``berth.container_logs``: the shim runs it beside the task; it rotates the file
-within the node's ``log_max_bytes * log_max_files``). Undo: delete the task (killing it if it
-runs), then the container; "not found" is success at each.
+within the node's ``log_max_bytes * log_max_files``). A container created with ``-t`` gets a
+console (the shim copies it to the same log) and a stdin FIFO in its own directory, for attach;
+any other task's stdio is as it always was. Undo: delete the task (killing it if it runs), then
+the container; "not found" is success at each.
 
 A containerd SIGKILLed while it created a task leaves that task's shim running with no task
 containerd lists (and, once runc had created it, the container's init process in its cgroup);
@@ -43,6 +45,7 @@ from berth.host_paths import pinned_bind_sources, release_pins
 from berth.runtime.cgroups import container_cgroups, kill_cgroup_processes
 from berth.runtime.containerd import ContainerdClient
 from berth.runtime.containerd_daemon import task_bundle
+from berth.runtime.exec_io import init_stdio
 from berth.runtime.oci_spec import client_bind_indexes, with_bind_sources
 from berth.runtime.shims import ShimProcess, kill_shim, list_shims
 from berth.runtime.types import TaskStatus
@@ -149,7 +152,12 @@ class ShimActivities:
             )
             await self._end_orphaned_shims(request.container_id)
             log = await asyncio.to_thread(self._log_uri, request.container_id)
-            pid = await self._containerd.create_task(request.container_id, stdout=log, stderr=log)
+            stdin, terminal = await asyncio.to_thread(
+                init_stdio, self._paths, request.container_id, spec
+            )
+            pid = await self._containerd.create_task(
+                request.container_id, stdout=log, stderr=log, stdin=stdin, terminal=terminal
+            )
         return CreateShimOutput(pid=pid)
 
     @activity.defn(name="replace_task")
@@ -179,7 +187,10 @@ class ShimActivities:
                 await self._containerd.set_container_spec(cid, spec)
             await self._end_orphaned_shims(cid)
             log = await asyncio.to_thread(self._log_uri, cid)
-            await self._containerd.create_task(cid, stdout=log, stderr=log)
+            stdin, terminal = await asyncio.to_thread(init_stdio, self._paths, cid, spec)
+            await self._containerd.create_task(
+                cid, stdout=log, stderr=log, stdin=stdin, terminal=terminal
+            )
         return ReplaceTaskOutput(pid=await self._containerd.start_task(cid))
 
     @activity.defn(name="delete_shim")

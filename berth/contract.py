@@ -741,6 +741,17 @@ class ContainerConfig(Model):
     ] = Field(default_factory=dict)
     cap_add: list[Capability] = Field(default_factory=list, max_length=64)
     cap_drop: list[Capability] = Field(default_factory=list, max_length=64)
+    # docker run -t / -i: the init gets a terminal (the shim writes its console to the log) and
+    # with -i a stdin FIFO a later attach writes to. -i needs -t: the node's log driver, which
+    # takes the output of a task without a terminal, gives containerd no stdin to copy.
+    tty: bool = False
+    open_stdin: bool = False
+
+    @model_validator(mode="after")
+    def _stdin_with_a_terminal(self) -> ContainerConfig:
+        if self.open_stdin and not self.tty:
+            raise ValueError("open_stdin (-i) needs tty (-t): use -it")
+        return self
 
     @field_validator("ulimits")
     @classmethod

@@ -408,7 +408,7 @@ def build_spec(
     return {
         "ociVersion": OCI_VERSION,
         "process": {
-            "terminal": False,
+            "terminal": config.tty,
             "user": user,
             "args": process_args(config, image_config),
             "env": merge_env(
