@@ -151,6 +151,15 @@ class ImageRecord:
 
 
 @dataclass(frozen=True)
+class LeaseInfo:
+    """A lease of the namespace: its id, when it was made, its labels."""
+
+    id: str
+    created_at: datetime
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class TaskInfo:
     """A containerd task's init process."""
 
@@ -429,10 +438,17 @@ class ContainerdClient:
 
     # --- leases ------------------------------------------------------------------------------
 
-    async def create_lease(self, lease: str, expires: datetime) -> None:
-        """Create the lease, collectable after ``expires``; an existing one is kept."""
+    async def create_lease(
+        self, lease: str, expires: datetime, labels: Mapping[str, str] | None = None
+    ) -> None:
+        """Create the lease, collectable after ``expires``, with ``labels``; an existing one is
+        kept as it is."""
         request = leases_pb2.CreateRequest(
-            id=lease, labels={LEASE_EXPIRE_LABEL: expires.strftime("%Y-%m-%dT%H:%M:%SZ")}
+            id=lease,
+            labels={
+                **(labels or {}),
+                LEASE_EXPIRE_LABEL: expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            },
         )
         with contextlib.suppress(AlreadyExists):
             await self._call(f"create lease {lease}", self._leases.Create, request)
@@ -448,6 +464,14 @@ class ContainerdClient:
         """The ids of every lease of this namespace."""
         response = await self._call("list leases", self._leases.List, leases_pb2.ListRequest())
         return [lease.id for lease in response.leases]
+
+    async def lease_infos(self) -> list[LeaseInfo]:
+        """Every lease of this namespace, with its creation time and labels."""
+        response = await self._call("list leases", self._leases.List, leases_pb2.ListRequest())
+        return [
+            LeaseInfo(lease.id, lease.created_at.ToDatetime(UTC), dict(lease.labels))
+            for lease in response.leases
+        ]
 
     async def add_to_lease(self, lease: str, kind: str, resource_id: str) -> None:
         """Let ``lease`` hold an existing resource (``content``, ``snapshots/<snapshotter>``)."""
