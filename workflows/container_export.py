@@ -29,9 +29,17 @@ with workflow.unsafe.imports_passed_through():
         export_holder,
     )
     from berth.workflows import steps
-    from berth.workflows.routing import locate, operation_id, route_to_node, set_outcome
+    from berth.workflows.routing import (
+        locate,
+        operation_id,
+        route_to_node,
+        set_outcome,
+        with_outcome,
+    )
     from berth.workflows.saga import Saga
     from berth.workflows.steps import run_step
+
+EXPORTED = "exported"
 
 
 @workflow.defn(name="ContainerExport", failure_exception_types=[BerthError])
@@ -47,7 +55,7 @@ class ContainerExport:
             NodeExportInput(request=request),
             where,
         )
-        set_outcome("exported")
+        set_outcome(EXPORTED)
         return result
 
 
@@ -57,6 +65,9 @@ class ContainerExportOnNode:
 
     @workflow.run
     async def run(self, start: NodeExportInput) -> ContainerExportOutput:
+        return await with_outcome(lambda: self._export(start), lambda _: EXPORTED)
+
+    async def _export(self, start: NodeExportInput) -> ContainerExportOutput:
         request = start.request
         holder = export_holder(operation_id())
         try:

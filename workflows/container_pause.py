@@ -18,7 +18,13 @@ with workflow.unsafe.imports_passed_through():
     from berth.steps import BeginPauseInput, CommitPauseInput, ContainerRef, NodePauseInput
     from berth.workflows import steps
     from berth.workflows.lifecycle import abort, state_step
-    from berth.workflows.routing import locate, operation_id, route_to_node, set_outcome
+    from berth.workflows.routing import (
+        locate,
+        operation_id,
+        route_to_node,
+        set_outcome,
+        with_outcome,
+    )
     from berth.workflows.saga import run_to_completion
     from berth.workflows.steps import run_step
 
@@ -32,8 +38,13 @@ async def _pause_on_node(request: ContainerPauseInput, pause: bool) -> Container
         NodePauseInput(request=request, pause=pause),
         where,
     )
-    set_outcome(f"{verb}d")
+    set_outcome(pause_outcome(pause))
     return result
+
+
+def pause_outcome(pause: bool) -> str:
+    """A pause's or an unpause's ``Outcome``."""
+    return "paused" if pause else "unpaused"
 
 
 @workflow.defn(name="ContainerPause", failure_exception_types=[BerthError])
@@ -60,6 +71,11 @@ class ContainerPauseOnNode:
 
     @workflow.run
     async def run(self, request: NodePauseInput) -> ContainerPauseOutput:
+        return await with_outcome(
+            lambda: self._pause(request), lambda _: pause_outcome(request.pause)
+        )
+
+    async def _pause(self, request: NodePauseInput) -> ContainerPauseOutput:
         operation = operation_id()
         verb = "pause" if request.pause else "unpause"
         held = await state_step(

@@ -32,11 +32,18 @@ with workflow.unsafe.imports_passed_through():
         state_step,
         stop_task,
     )
-    from berth.workflows.routing import locate, operation_id, route_to_node, set_outcome
+    from berth.workflows.routing import (
+        locate,
+        operation_id,
+        route_to_node,
+        set_outcome,
+        with_outcome,
+    )
     from berth.workflows.saga import failure_message, run_to_completion
 
 # How long a SIGKILLed task may take to be reaped.
 KILL_WAIT_SECONDS = 10
+REMOVED = "removed"
 
 
 @workflow.defn(name="ContainerRemove", failure_exception_types=[BerthError])
@@ -52,7 +59,7 @@ class ContainerRemove:
             NodeRemoveInput(request=request),
             where,
         )
-        set_outcome("removed")
+        set_outcome(REMOVED)
         return result
 
 
@@ -62,6 +69,9 @@ class ContainerRemoveOnNode:
 
     @workflow.run
     async def run(self, remove: NodeRemoveInput) -> ContainerRemoveOutput:
+        return await with_outcome(lambda: self._remove(remove), lambda _: REMOVED)
+
+    async def _remove(self, remove: NodeRemoveInput) -> ContainerRemoveOutput:
         request = remove.request
         operation = operation_id()
         plan = await state_step(

@@ -41,9 +41,17 @@ with workflow.unsafe.imports_passed_through():
         stop_task_or_abort,
     )
     from berth.workflows.metrics import recorded
-    from berth.workflows.routing import locate, operation_id, route_to_node, set_outcome
+    from berth.workflows.routing import (
+        locate,
+        operation_id,
+        route_to_node,
+        set_outcome,
+        with_outcome,
+    )
     from berth.workflows.saga import failure_message, run_to_completion
     from berth.workflows.steps import run_step
+
+RESTARTED = "restarted"
 
 
 @workflow.defn(name="ContainerRestart", failure_exception_types=[BerthError])
@@ -59,7 +67,7 @@ class ContainerRestart:
             NodeRestartInput(request=request),
             where,
         )
-        set_outcome("restarted")
+        set_outcome(RESTARTED)
         return result
 
 
@@ -69,7 +77,10 @@ class ContainerRestartOnNode:
 
     @workflow.run
     async def run(self, restart: NodeRestartInput) -> ContainerStartOutput:
-        return await recorded("restart", workflow.now(), lambda: self._restart(restart))
+        return await with_outcome(
+            lambda: recorded("restart", workflow.now(), lambda: self._restart(restart)),
+            lambda _: RESTARTED,
+        )
 
     async def _restart(self, restart: NodeRestartInput) -> ContainerStartOutput:
         request = restart.request
@@ -106,8 +117,7 @@ class ContainerRestartOnNode:
         )
         # The start saga, inline and as this same run's operation: begin_start finds it held by us.
         workflow.set_current_details(f"start {held.name} from scratch")
-        start = ContainerStartOnNode()
-        return await start.run(
+        return await ContainerStartOnNode().start(
             NodeStartInput(request=ContainerStartInput(container=held.container_id))
         )
 

@@ -56,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
         parent_operation,
         route_to_node,
         set_outcome,
+        with_outcome,
     )
     from berth.workflows.saga import Saga, failure_message, run_to_completion
     from berth.workflows.steps import run_step
@@ -74,8 +75,13 @@ class ContainerStart:
             NodeStartInput(request=request),
             where,
         )
-        set_outcome("not-modified" if result.not_modified else "started")
+        set_outcome(start_outcome(result))
         return result
+
+
+def start_outcome(result: ContainerStartOutput) -> str:
+    """A start's ``Outcome``: ``started``, or ``not-modified`` for one already running."""
+    return "not-modified" if result.not_modified else "started"
 
 
 @workflow.defn(name="ContainerStartOnNode", failure_exception_types=[BerthError])
@@ -94,6 +100,10 @@ class ContainerStartOnNode:
 
     @workflow.run
     async def run(self, start: NodeStartInput) -> ContainerStartOutput:
+        return await with_outcome(lambda: self.start(start), start_outcome)
+
+    async def start(self, start: NodeStartInput) -> ContainerStartOutput:
+        """The saga without setting ``Outcome``: a restart runs it inline as its own operation."""
         began = workflow.now()
         self._enter("checks", f"check and lock container {start.request.container}")
         try:

@@ -29,7 +29,13 @@ with workflow.unsafe.imports_passed_through():
         state_step,
         stop_task_or_abort,
     )
-    from berth.workflows.routing import locate, operation_id, route_to_node, set_outcome
+    from berth.workflows.routing import (
+        locate,
+        operation_id,
+        route_to_node,
+        set_outcome,
+        with_outcome,
+    )
     from berth.workflows.saga import run_to_completion
 
 
@@ -46,8 +52,13 @@ class ContainerStop:
             NodeStopInput(request=request),
             where,
         )
-        set_outcome("not-modified" if result.not_modified else "stopped")
+        set_outcome(stop_outcome(result))
         return result
+
+
+def stop_outcome(result: ContainerStopOutput) -> str:
+    """A stop's ``Outcome``: ``stopped``, or ``not-modified`` for one not running."""
+    return "not-modified" if result.not_modified else "stopped"
 
 
 @workflow.defn(name="ContainerStopOnNode", failure_exception_types=[BerthError])
@@ -56,6 +67,9 @@ class ContainerStopOnNode:
 
     @workflow.run
     async def run(self, stop: NodeStopInput) -> ContainerStopOutput:
+        return await with_outcome(lambda: self._stop(stop), stop_outcome)
+
+    async def _stop(self, stop: NodeStopInput) -> ContainerStopOutput:
         request = stop.request
         operation = operation_id()
         plan = await state_step(

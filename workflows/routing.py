@@ -12,6 +12,11 @@ Temporal cluster must not hold a new run back after a short one: its dynamic con
 recorded before the patch :data:`CONTINUE_ON_NODE_PATCH` ran the node workflow as a child
 (:func:`run_on_node`), and replay as they ran.
 
+The ``Outcome`` search attribute (the Web UI filters on it) is set by the node run itself
+(:func:`with_outcome`), in the workflow task it closes in, so a run continued from a public one,
+a ``BerthClient`` call and a CLI call all carry it at no extra workflow task; the public run
+sets it only in the child shape, where it outlives the child.
+
 The operation a node workflow holds a container as is :func:`operation_id`: its own workflow id
 and run id, both set by Temporal. No input carries it, so no client can name another
 operation's hold to get past the busy check: a run id is never reused, and a workflow id alone
@@ -53,6 +58,10 @@ In = TypeVar("In")
 MAX_OPERATION_WORKFLOW_ID = 180
 # Public runs from this patch on continue as new on the node instead of starting a child there.
 CONTINUE_ON_NODE_PATCH = "continue-on-node"
+# Node runs from this patch on set their own Outcome (a continued run's public half never does).
+OUTCOME_ON_NODE_PATCH = "outcome-on-node"
+# The Outcome of a node run that failed or was cancelled.
+FAILED = "failed"
 
 
 def operation_of(workflow_id: str, run_id: str) -> str:
@@ -84,6 +93,21 @@ def parent_operation() -> str | None:
 
 def set_outcome(outcome: str) -> None:
     workflow.upsert_search_attributes([OUTCOME.value_set(outcome)])
+
+
+async def with_outcome(operation: Callable[[], Awaitable[T]], outcome: Callable[[T], str]) -> T:
+    """Run a node workflow's ``operation``, then set its ``Outcome``: ``outcome(result)``, or
+    ``failed`` when it raised or was cancelled (runs recorded before
+    :data:`OUTCOME_ON_NODE_PATCH` set none). The upsert rides on the closing workflow task."""
+    try:
+        result = await operation()
+    except (Exception, asyncio.CancelledError):
+        if workflow.patched(OUTCOME_ON_NODE_PATCH):
+            set_outcome(FAILED)
+        raise
+    if workflow.patched(OUTCOME_ON_NODE_PATCH):
+        set_outcome(outcome(result))
+    return result
 
 
 async def locate(container: str) -> ContainerLocation:
@@ -170,7 +194,7 @@ async def run_on_node(
         operation = operation_of(child_id, handle.first_execution_run_id or "")
         result = await handle
     except (ChildWorkflowError, asyncio.CancelledError) as err:
-        set_outcome("failed")
+        set_outcome(FAILED)
         if operation is not None:
             await _release(where, operation, err)
         if isinstance(err, asyncio.CancelledError):

@@ -21,7 +21,7 @@ from temporalio.converter import DataConverter
 from berth.codec import AesGcmCodec, CodecKeys
 from berth.config import node_task_queue
 from berth.errors import NotFound
-from berth.steps import CONTAINER_ID
+from berth.steps import CONTAINER_ID, OUTCOME
 from tests.integration.conftest import EXPORT_ROOT, TEST_CODEC_KEYS, Stack
 from tests.integration.test_container_start import temporal_cli
 
@@ -76,6 +76,12 @@ async def assert_continued_on_node(
     assert latest.status in (WorkflowExecutionStatus.COMPLETED, WorkflowExecutionStatus.FAILED)
 
 
+async def outcome_of(plain: Client, workflow_id: str) -> str | None:
+    """The ``Outcome`` search attribute of the workflow id's latest run."""
+    described = await plain.get_workflow_handle(workflow_id).describe()
+    return described.typed_search_attributes.get(OUTCOME)
+
+
 async def test_start_by_type_name_with_json_continues_on_node_and_returns_its_result(
     stack: Stack, plain: Client
 ) -> None:
@@ -110,6 +116,42 @@ async def test_start_by_type_name_failing_on_node_reaches_caller_as_typed_error(
     assert (await stack.footprint(cid)).empty
     handle = plain.get_workflow_handle(workflow_id)
     assert (await handle.describe()).status == WorkflowExecutionStatus.FAILED
+
+
+async def test_start_by_type_name_sets_outcome_in_the_node_runs_one_workflow_task(
+    stack: Stack, plain: Client
+) -> None:
+    cid = await stack.create()
+    workflow_id = f"container-start-{cid}"
+
+    await run_by_type_name(plain, stack, "ContainerStart", {"container": cid}, workflow_id)
+
+    assert await outcome_of(plain, workflow_id) == "started"
+    history = await plain.get_workflow_handle(workflow_id).fetch_history()
+    tasks = [
+        e for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+    ]
+    assert len(tasks) == 1  # the upsert rides on the task the saga closes in
+    # What the Web UI's filter does (visibility catches up shortly).
+    query = f'{OUTCOME.name} = "started" AND WorkflowId = "{workflow_id}"'
+    found: list[str] = []
+    deadline = time.monotonic() + 20
+    while not found and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        found = [w.workflow_type async for w in plain.list_workflows(query)]
+    assert found == ["ContainerStartOnNode"]
+
+
+async def test_start_by_type_name_failing_on_node_sets_outcome_failed(
+    stack: Stack, plain: Client
+) -> None:
+    cid = await stack.create(cmd=["/no/such/binary"])
+    workflow_id = f"container-start-{cid}"
+
+    with pytest.raises(WorkflowFailureError):
+        await run_by_type_name(plain, stack, "ContainerStart", {"container": cid}, workflow_id)
+
+    assert await outcome_of(plain, workflow_id) == "failed"
 
 
 async def test_start_by_type_name_of_paused_container_is_conflict_from_the_node(
@@ -210,18 +252,21 @@ async def test_every_public_workflow_by_type_name_continues_on_node(
     EXPORT_ROOT.mkdir(mode=0o700, parents=True, exist_ok=True)
     output = EXPORT_ROOT / f"routing-{uuid.uuid4().hex[:8]}.tar"
     export = {"container": cid, "output": str(output)}
-    # (public type, its node workflow, JSON request, the state it leaves), in this order.
+    # (public type, its node workflow, JSON request, the state it leaves, its Outcome), in order.
+    stop = {"container": cid, "timeout": 5}
     runs = [
-        ("ContainerStart", "ContainerStartOnNode", {"container": cid}, "running"),
-        ("ContainerPause", "ContainerPauseOnNode", {"container": cid}, "paused"),
-        ("ContainerUnpause", "ContainerPauseOnNode", {"container": cid}, "running"),
-        ("ContainerRestart", "ContainerRestartOnNode", {"container": cid, "timeout": 5}, "running"),
-        ("ContainerExport", "ContainerExportOnNode", export, "running"),
-        ("ContainerStop", "ContainerStopOnNode", {"container": cid, "timeout": 5}, "exited"),
-        ("ContainerRemove", "ContainerRemoveOnNode", {"container": cid}, None),
+        ("ContainerStart", "ContainerStartOnNode", {"container": cid}, "running", "started"),
+        ("ContainerStart", "ContainerStartOnNode", {"container": cid}, "running", "not-modified"),
+        ("ContainerPause", "ContainerPauseOnNode", {"container": cid}, "paused", "paused"),
+        ("ContainerUnpause", "ContainerPauseOnNode", {"container": cid}, "running", "unpaused"),
+        ("ContainerRestart", "ContainerRestartOnNode", stop, "running", "restarted"),
+        ("ContainerExport", "ContainerExportOnNode", export, "running", "exported"),
+        ("ContainerStop", "ContainerStopOnNode", stop, "exited", "stopped"),
+        ("ContainerStop", "ContainerStopOnNode", stop, "exited", "not-modified"),
+        ("ContainerRemove", "ContainerRemoveOnNode", {"container": cid}, None, "removed"),
     ]  # fmt: skip
     try:
-        for public, node_type, request, state in runs:
+        for public, node_type, request, state, outcome in runs:
             workflow_id = f"{public}-{cid}-{uuid.uuid4().hex[:4]}"
 
             result, first_run = await run_by_type_name(plain, stack, public, request, workflow_id)
@@ -230,6 +275,8 @@ async def test_every_public_workflow_by_type_name_continues_on_node(
             await assert_continued_on_node(plain, stack, workflow_id, first_run, node_type)
             if state is not None:
                 assert (await stack.berth.get(cid)).state == state, public
+            # Set by the node run (the public run continued before it knew the outcome).
+            assert await outcome_of(plain, workflow_id) == outcome, public
     finally:
         output.unlink(missing_ok=True)
     with pytest.raises(NotFound):
