@@ -157,6 +157,8 @@ def config_fields(args: argparse.Namespace) -> dict[str, Any]:
         "tmpfs": tmpfs_mounts(args.tmpfs),
         "cap_add": args.cap_add,
         "cap_drop": args.cap_drop,
+        "tty": args.tty,
+        "open_stdin": args.interactive,
         "binds": binds(args.volume, args.mount),
         "volumes": named_volumes(args.volume, args.mount),
         "node": args.node,
@@ -216,6 +218,11 @@ async def cmd_run(context: Context, args: argparse.Namespace) -> int:
     if args.detach:
         print(created_id)
         return 0
+    if args.tty:
+        from berth.cli.exec import attach_container
+
+        # Its terminal, from the log's start: what it printed before the attach is not lost.
+        return await attach_container(context, created_id, args.interactive, logs=True)
     return await _attach(context, created_id)
 
 
@@ -248,6 +255,10 @@ async def _attach(context: Context, container_id: str) -> int:
 def add_create_arguments(parser: argparse.ArgumentParser) -> None:
     """docker create's flags that Berth takes."""
     parser.add_argument("--name", help="the container's name (default: image-<random>)")
+    parser.add_argument(
+        "-i", "--interactive", action="store_true", help="keep stdin open for attach (with -t)"
+    )
+    parser.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
     parser.add_argument(
         "-e", "--env", action="append", default=[], help="KEY=VALUE, or KEY from this shell"
     )
