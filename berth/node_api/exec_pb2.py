@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x62\x65rth/node_api/exec.proto\x12\rberth.node.v1\"(\n\nWindowSize\x12\x0c\n\x04rows\x18\x01 \x01(\r\x12\x0c\n\x04\x63ols\x18\x02 \x01(\r\"\xa0\x01\n\tExecStart\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x02 \x03(\t\x12\x0b\n\x03\x65nv\x18\x03 \x03(\t\x12\x0f\n\x07workdir\x18\x04 \x01(\t\x12\x0c\n\x04user\x18\x05 \x01(\t\x12\x0b\n\x03tty\x18\x06 \x01(\x08\x12\r\n\x05stdin\x18\x07 \x01(\x08\x12\'\n\x04size\x18\x08 \x01(\x0b\x32\x19.berth.node.v1.WindowSize\"[\n\x0b\x41ttachStart\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\r\n\x05stdin\x18\x02 \x01(\x08\x12\'\n\x04size\x18\x03 \x01(\x0b\x32\x19.berth.node.v1.WindowSize\"\xc2\x01\n\tExecInput\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x18.berth.node.v1.ExecStartH\x00\x12,\n\x06\x61ttach\x18\x02 \x01(\x0b\x32\x1a.berth.node.v1.AttachStartH\x00\x12\x0f\n\x05stdin\x18\x03 \x01(\x0cH\x00\x12\x15\n\x0b\x63lose_stdin\x18\x04 \x01(\x08H\x00\x12+\n\x06resize\x18\x05 \x01(\x0b\x32\x19.berth.node.v1.WindowSizeH\x00\x42\x07\n\x05input\"R\n\rProcessOutput\x12\x10\n\x06stdout\x18\x01 \x01(\x0cH\x00\x12\x10\n\x06stderr\x18\x02 \x01(\x0cH\x00\x12\x13\n\texit_code\x18\x03 \x01(\x05H\x00\x42\x08\n\x06output2\x90\x01\n\x04\x45xec\x12\x42\n\x04\x45xec\x12\x18.berth.node.v1.ExecInput\x1a\x1c.berth.node.v1.ProcessOutput(\x01\x30\x01\x12\x44\n\x06\x41ttach\x12\x18.berth.node.v1.ExecInput\x1a\x1c.berth.node.v1.ProcessOutput(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x62\x65rth/node_api/exec.proto\x12\rberth.node.v1\"(\n\nWindowSize\x12\x0c\n\x04rows\x18\x01 \x01(\r\x12\x0c\n\x04\x63ols\x18\x02 \x01(\r\"\xa0\x01\n\tExecStart\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x02 \x03(\t\x12\x0b\n\x03\x65nv\x18\x03 \x03(\t\x12\x0f\n\x07workdir\x18\x04 \x01(\t\x12\x0c\n\x04user\x18\x05 \x01(\t\x12\x0b\n\x03tty\x18\x06 \x01(\x08\x12\r\n\x05stdin\x18\x07 \x01(\x08\x12\'\n\x04size\x18\x08 \x01(\x0b\x32\x19.berth.node.v1.WindowSize\"i\n\x0b\x41ttachStart\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\r\n\x05stdin\x18\x02 \x01(\x08\x12\'\n\x04size\x18\x03 \x01(\x0b\x32\x19.berth.node.v1.WindowSize\x12\x0c\n\x04logs\x18\x04 \x01(\x08\"\xc2\x01\n\tExecInput\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x18.berth.node.v1.ExecStartH\x00\x12,\n\x06\x61ttach\x18\x02 \x01(\x0b\x32\x1a.berth.node.v1.AttachStartH\x00\x12\x0f\n\x05stdin\x18\x03 \x01(\x0cH\x00\x12\x15\n\x0b\x63lose_stdin\x18\x04 \x01(\x08H\x00\x12+\n\x06resize\x18\x05 \x01(\x0b\x32\x19.berth.node.v1.WindowSizeH\x00\x42\x07\n\x05input\"R\n\rProcessOutput\x12\x10\n\x06stdout\x18\x01 \x01(\x0cH\x00\x12\x10\n\x06stderr\x18\x02 \x01(\x0cH\x00\x12\x13\n\texit_code\x18\x03 \x01(\x05H\x00\x42\x08\n\x06output2\x90\x01\n\x04\x45xec\x12\x42\n\x04\x45xec\x12\x18.berth.node.v1.ExecInput\x1a\x1c.berth.node.v1.ProcessOutput(\x01\x30\x01\x12\x44\n\x06\x41ttach\x12\x18.berth.node.v1.ExecInput\x1a\x1c.berth.node.v1.ProcessOutput(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,11 +36,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXECSTART']._serialized_start=87
   _globals['_EXECSTART']._serialized_end=247
   _globals['_ATTACHSTART']._serialized_start=249
-  _globals['_ATTACHSTART']._serialized_end=340
-  _globals['_EXECINPUT']._serialized_start=343
-  _globals['_EXECINPUT']._serialized_end=537
-  _globals['_PROCESSOUTPUT']._serialized_start=539
-  _globals['_PROCESSOUTPUT']._serialized_end=621
-  _globals['_EXEC']._serialized_start=624
-  _globals['_EXEC']._serialized_end=768
+  _globals['_ATTACHSTART']._serialized_end=354
+  _globals['_EXECINPUT']._serialized_start=357
+  _globals['_EXECINPUT']._serialized_end=551
+  _globals['_PROCESSOUTPUT']._serialized_start=553
+  _globals['_PROCESSOUTPUT']._serialized_end=635
+  _globals['_EXEC']._serialized_start=638
+  _globals['_EXEC']._serialized_end=782
 # @@protoc_insertion_point(module_scope)
