@@ -19,6 +19,9 @@ crashed or was cut short and nothing dropped it: one whose owner is a container 
 no operation holds (or no container at all) is reported, since until it expires it keeps what
 the pull wrote from containerd's garbage collector.
 
+A mount holder of a node endpoint call (``endpoint:<agent>:<call>``, a cp or a streamed export)
+is a leak once the agent process it names is gone (:mod:`berth.endpoint.holders`).
+
 A shim or a cgroup is a leak when containerd lists no task for its container (a shim that a
 killed containerd lost, the cgroup a killed task left). The cgroup parent is shared by every
 deployment on the machine, so only the cgroups of containers this node's records name (its
@@ -45,6 +48,7 @@ from berth.db.repository import (
     NetworkAttachmentRepository,
 )
 from berth.db.volume_repository import VolumeRepository
+from berth.endpoint.holders import endpoint_holder_alive, is_endpoint_holder
 from berth.runtime.cgroups import container_cgroups
 from berth.runtime.cni import CniNetwork
 from berth.runtime.containerd import ContainerdClient, TaskInfo
@@ -70,6 +74,7 @@ class LeakKind(StrEnum):
     MOUNT_WITHOUT_HOLDER = "mount-without-holder"
     HOLDER_WITHOUT_MOUNT = "holder-without-mount"
     HOLDER_OF_UNKNOWN_CONTAINER = "holder-of-unknown-container"
+    HOLDER_OF_ENDED_CALL = "holder-of-ended-call"
     TASK_HOLDER_OF_IDLE_CONTAINER = "task-holder-of-idle-container"
     NETNS_WITHOUT_ATTACHMENT = "netns-without-attachment"
     ATTACHMENT_WITHOUT_NETNS = "attachment-without-netns"
@@ -292,6 +297,11 @@ def _mount_findings(view: NodeView, paths: NodePaths) -> Iterable[Finding]:
         if view.busy(container_id):
             continue
         names = sorted(h.holder for h in holders)
+        for name in names:
+            if is_endpoint_holder(name) and not endpoint_holder_alive(name):
+                yield Finding(
+                    LeakKind.HOLDER_OF_ENDED_CALL, str(target), container_id, f"holder {name}"
+                )
         if target not in view.mounted_targets and target.parent == rootfs_dir:
             yield Finding(
                 LeakKind.HOLDER_WITHOUT_MOUNT, str(target), container_id, f"holders {names}"

@@ -9,14 +9,21 @@ leak checker (:mod:`berth.leaks`) and repairs, per container, under the containe
 - a container whose ``operation`` names a workflow that no longer runs: undo what the start
   left (the saga's own compensations) and reset the state;
 - mount holders whose operation no longer runs (``task`` of a container that is not running,
-  ``<kind>:<workflow id>`` of a workflow that ended) and mounts with no holder at all;
+  ``<kind>:<workflow id>`` of a workflow that ended, ``endpoint:<agent>:<call>`` of a node
+  endpoint call whose agent process is gone, e.g. one that crashed mid-cp) and mounts with no
+  holder at all;
 - network namespaces, attachments, IPAM reservations, published ports (records and portmap's
   rules) and generated /etc files of containers that are not running;
 - containerd containers and tasks of containers that PostgreSQL does not say are running;
 - shims and cgroups of containers that PostgreSQL does not say are running, or for which
   containerd lists no task: the task's delete through containerd first (the shim's own
   shutdown), then the shim ended by its pid, the container's processes by its cgroup, and the
-  empty cgroup removed.
+  empty cgroup removed;
+- containerd leases of pulls that no longer run: the workflow the lease's label names
+  (:data:`berth.runtime.pull.PULL_WORKFLOW_LABEL`) ended, and the container that asked for the
+  pull (if any) is held by no operation, checked under its row lock, so a start that begins
+  meanwhile waits and makes a new lease. Only leases older than :data:`STALE_PULL_LEASE_AGE`:
+  containerd collects them itself, but only when they expire, an hour after the pull began.
 
 When the agent boots, :meth:`Reconciler.recover_boot` runs first, before the exit monitor: a
 live container whose task did not survive the node going down (a reboot: containerd, shims and
@@ -36,7 +43,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +61,7 @@ from berth.config import NodePaths
 from berth.contract import ContainerState, NetworkMode
 from berth.db.models import Container
 from berth.db.repository import ContainerRepository, MountHolderRepository
+from berth.endpoint.holders import endpoint_holder_alive, is_endpoint_holder
 from berth.leaks import (
     SHIM_EXIT_GRACE_SECONDS,
     TASK_HOLDER,
@@ -70,6 +78,7 @@ from berth.runtime.cni import CniNetwork
 from berth.runtime.containerd import ContainerdClient
 from berth.runtime.mounts import is_mounted, unmount_rootfs
 from berth.runtime.netns import delete_netns
+from berth.runtime.pull import PullLease, pull_leases
 from berth.runtime.shims import kill_shim, wait_shim_gone
 from berth.runtime.types import TaskStatus
 from berth.state_machine import (
@@ -92,6 +101,9 @@ from berth.steps import (
 log = logging.getLogger("berth.reconciler")
 
 WorkflowRunning = Callable[[str], Awaitable[bool]]
+
+# A pull's lease younger than this is left alone whatever its workflow says (a pull just begun).
+STALE_PULL_LEASE_AGE = timedelta(minutes=2)
 
 
 def temporal_workflow_running(client: Client) -> WorkflowRunning:
@@ -159,8 +171,11 @@ class Reconciler:
         sessions: async_sessionmaker[AsyncSession],
         undo: Undo,
         workflow_running: WorkflowRunning,
+        *,
+        stale_pull_lease_age: timedelta = STALE_PULL_LEASE_AGE,
     ) -> None:
         self._node = node
+        self._stale_pull_lease_age = stale_pull_lease_age
         self._paths = paths
         self._containerd = containerd
         self._cni = cni
@@ -229,6 +244,7 @@ class Reconciler:
         for container_id in sorted(_suspects(view)):
             repairs += await self._repair_container(container_id, view)
         repairs += await self._repair_unheld_mounts(view)
+        repairs += await self._delete_stale_pull_leases()
         for finding in _exit_monitor_findings(view, self._paths):
             log.info("reconciler: %s (left to the exit monitor's sweep)", finding)
         return repairs
@@ -383,9 +399,12 @@ class Reconciler:
         return repairs
 
     async def _holder_alive(self, holder: str, container_live: bool) -> bool:
-        """``task`` lives with a running container; ``<kind>:<workflow id>`` with its workflow."""
+        """``task`` lives with a running container; ``<kind>:<workflow id>`` with its workflow;
+        an endpoint call's with the agent process that took it."""
         if holder == TASK_HOLDER:
             return container_live
+        if is_endpoint_holder(holder):
+            return endpoint_holder_alive(holder)
         _, sep, workflow_id = holder.partition(":")
         return bool(sep) and await self._workflow_running(workflow_id)
 
@@ -411,6 +430,37 @@ class Reconciler:
                 self._record(containers, await containers.find(container_id), repair, {})
             repairs.append(repair)
         return repairs
+
+    # --- pull leases ---------------------------------------------------------------------------
+
+    async def _delete_stale_pull_leases(self) -> list[Repair]:
+        """Delete the leases of pulls that no longer run (what they held becomes garbage)."""
+        repairs = []
+        oldest = datetime.now(UTC) - self._stale_pull_lease_age
+        for lease in pull_leases(await self._containerd.lease_infos()):
+            if lease.created_at > oldest:
+                continue
+            if lease.workflow is not None and await self._workflow_running(lease.workflow):
+                continue
+            repair = await self._delete_pull_lease(lease)
+            if repair is not None:
+                repairs.append(repair)
+        return repairs
+
+    async def _delete_pull_lease(self, lease: PullLease) -> Repair | None:
+        """Delete ``lease`` unless the container that owns it is held by an operation, under
+        that container's row lock (a start beginning now waits, then makes a lease anew)."""
+        async with self._sessions.begin() as session:
+            containers = ContainerRepository(session)
+            container = await session.get(Container, lease.owner, with_for_update=True)
+            if container is not None and (
+                container.operation is not None or container.state in TRANSIENT_STATES
+            ):
+                return None
+            await self._containerd.delete_lease(lease.lease)
+            repair = Repair("pull-lease-leftover", lease.lease, container.id if container else None)
+            self._record(containers, container, repair, {"workflow": lease.workflow})
+        return repair
 
     def _record(
         self,
