@@ -15,11 +15,11 @@ relative to that directory's fd, then renamed over the output: a symlink at the 
 replaced, never followed. A failed export leaves no temporary file; running it again writes the
 same tar.
 
-What goes into the tar is the container's, so the rootfs is walked through
-:mod:`berth.runtime.rootfs_files`: every entry is opened relative to its parent's fd without
-following it, symlinks are stored as symlinks, a file's header comes from ``fstat`` of the fd its
-bytes are read from, device nodes and FIFOs are stored as headers and never opened, and nothing
-on another filesystem (a mount under the rootfs) is entered. The walk runs in a thread and the
+What goes into the tar is the container's, so the rootfs is walked by
+:func:`berth.runtime.rootfs_tar.write_tar` (the walk the node endpoint's streamed export and cp
+use too): every entry is opened relative to its parent's fd without following it, symlinks are
+stored as symlinks, device nodes and FIFOs are stored as headers and never opened, and nothing on
+another filesystem (a mount under the rootfs) is entered. The walk runs in a thread and the
 activity heartbeats while it runs; a cancel stops the walk and removes the temporary file.
 """
 
@@ -31,11 +31,9 @@ import errno
 import os
 import secrets
 import stat
-import tarfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
@@ -46,11 +44,11 @@ from berth.db.repository import ContainerRepository
 from berth.errors import Forbidden, InvalidParameter, System
 from berth.faults import NO_FAULTS, FaultHook, fault_point
 from berth.runtime import rootfs_files
+from berth.runtime.rootfs_tar import Progress, Stopped, write_tar
 from berth.state_machine import decide_export
 from berth.steps import BeginExportInput, ExportRootfsInput, ExportRootfsOutput, ExportTarget
 
 HEARTBEAT_SECONDS = 2.0
-_BUFFER = 1 << 20
 
 
 class ExportActivities:
@@ -123,17 +121,6 @@ class ExportDirectories:
         return [Path(os.path.realpath(root)) for root in (self.own, *self.allowed)]
 
 
-class Progress:
-    """How far a tar has got; written by the walk's thread, read by the heartbeat."""
-
-    def __init__(self) -> None:
-        self.entries = 0
-
-
-class _Stopped(Exception):
-    """The export was cancelled while the walk ran."""
-
-
 def export_to(
     rootfs: Path,
     output: Path,
@@ -168,7 +155,7 @@ def export_to(
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(partial, dir_fd=dir_fd)
             raise
-    except _Stopped:
+    except Stopped:
         raise System(f"export to {output}: cancelled") from None
     except OSError as error:
         raise System(f"export to {output}: {error.strerror or error}") from error
@@ -242,81 +229,3 @@ def _check_replaceable(dir_fd: int, name: str, output: Path) -> None:
         return
     if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
         raise Forbidden(f"output: {output} exists and is {rootfs_files.kind(mode)}")
-
-
-def write_tar(rootfs: Path, stream: BinaryIO, stop: threading.Event, progress: Progress) -> None:
-    """Write the tar of ``rootfs`` to ``stream``, every entry read as the module doc says."""
-    root_fd = rootfs_files.open_root(rootfs)
-    skipped = rootfs_files.Skipped([])
-    # The first name each multiply-linked file was stored under, for hard-link members.
-    stored: dict[tuple[int, int], str] = {}
-    try:
-        with tarfile.open(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            tar.addfile(_header(".", os.fstat(root_fd)))
-            for entry in rootfs_files.walk(root_fd, skipped):
-                if stop.is_set():
-                    raise _Stopped
-                _add(tar, entry, stored)
-                progress.entries += 1
-    finally:
-        os.close(root_fd)
-    if skipped.paths:
-        activity.logger.info("export of %s left out mounts: %s", rootfs, skipped.paths)
-
-
-def _add(
-    tar: tarfile.TarFile, entry: rootfs_files.Entry, stored: dict[tuple[int, int], str]
-) -> None:
-    info = _header(f"./{entry.path}", entry.stat)
-    mode = entry.stat.st_mode
-    if stat.S_ISREG(mode):
-        key = (entry.stat.st_dev, entry.stat.st_ino)
-        if entry.stat.st_nlink > 1 and key in stored:
-            info.type, info.linkname, info.size = tarfile.LNKTYPE, stored[key], 0
-            tar.addfile(info)
-            return
-        stored[key] = info.name
-        info.size = entry.stat.st_size
-        fd = rootfs_files.open_regular(entry.fd, f"/{entry.path}")
-        with os.fdopen(fd, "rb", buffering=0) as data:
-            tar.addfile(info, _Exactly(data, info.size))
-    elif stat.S_ISDIR(mode):
-        info.type = tarfile.DIRTYPE
-        tar.addfile(info)
-    elif stat.S_ISLNK(mode):
-        info.type, info.linkname = tarfile.SYMTYPE, rootfs_files.read_link(entry.fd)
-        tar.addfile(info)
-    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        info.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
-        info.devmajor, info.devminor = os.major(entry.stat.st_rdev), os.minor(entry.stat.st_rdev)
-        tar.addfile(info)
-    elif stat.S_ISFIFO(mode):
-        info.type = tarfile.FIFOTYPE
-        tar.addfile(info)
-    # A socket has no tar form (as with tar(1) and docker export): left out.
-
-
-def _header(name: str, info: os.stat_result) -> tarfile.TarInfo:
-    header = tarfile.TarInfo(name)
-    header.mode = stat.S_IMODE(info.st_mode)
-    header.uid, header.gid = info.st_uid, info.st_gid
-    # Numeric owners only: names would come from the host's user database, not the container's.
-    header.uname = header.gname = ""
-    header.mtime = int(info.st_mtime)
-    return header
-
-
-class _Exactly:
-    """``size`` bytes of a file that a running container may be changing: cut or zero-padded."""
-
-    def __init__(self, stream: BinaryIO, size: int) -> None:
-        self._stream = stream
-        self._left = size
-
-    def read(self, size: int = _BUFFER) -> bytes:
-        want = min(size, self._left)
-        chunk = self._stream.read(want) or b""
-        if len(chunk) < want:  # the file shrank: keep the header's size
-            chunk += b"\0" * (want - len(chunk))
-        self._left -= want
-        return chunk
