@@ -1,0 +1,228 @@
+"""``berth exec`` through the node endpoint, on the real stack: the container's namespaces, exit
+codes, stdin, a terminal driven by the test, the events, and no exec left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import signal
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select as sql_select
+
+from berth.db.models import ContainerEvent
+from berth.endpoint.exec import EXEC_PREFIX
+from berth.errors import NotFound
+from tests.integration.conftest import Stack
+from tests.integration.test_cli import BERTH, cli_env, run
+
+IMAGE = "local/busybox:latest"
+
+
+async def running_container(stack: Stack, *flags: str, cmd: tuple[str, ...] = ()) -> str:
+    """A started container (``berth run -d``) with a unique name; returns its name."""
+    name = f"exec-{uuid.uuid4().hex[:8]}"
+    started = await run(
+        stack, "run", "-d", "--name", name, "--node", stack.settings.node, *flags, IMAGE,
+        *(cmd or ("sleep", "600")),
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    stack.created.append(started.stdout.strip())
+    return name
+
+
+def berth_input(stack: Stack, stdin: bytes, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [str(BERTH), *args], input=stdin, capture_output=True, env=cli_env(stack), timeout=60
+    )
+
+
+async def execs_of(stack: Stack, container_id: str) -> list[str]:
+    try:
+        found = await stack.containerd.exec_ids(container_id)
+    except NotFound:
+        return []
+    return [e for e in found if e.startswith(EXEC_PREFIX)]
+
+
+@dataclass
+class Terminal:
+    """A ``berth`` process on a pseudo-terminal the test types into and reads."""
+
+    process: subprocess.Popen[bytes]
+    master: int
+    seen: bytes = b""
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.master, keys)
+
+    def read_until(self, wanted: bytes, timeout: float = 30) -> bytes:
+        """What the terminal shows until ``wanted`` appears (AssertionError after timeout)."""
+        deadline = time.monotonic() + timeout
+        while wanted not in self.seen:
+            left = deadline - time.monotonic()
+            assert left > 0, f"{wanted!r} not shown; the terminal showed {self.seen!r}"
+            ready, _, _ = select.select([self.master], [], [], min(left, 0.5))
+            if ready:
+                try:
+                    chunk = os.read(self.master, 4096)
+                except OSError:  # the other end closed: nothing more comes
+                    chunk = b""
+                if not chunk:
+                    assert wanted in self.seen, f"{wanted!r} not shown by the end: {self.seen!r}"
+                self.seen += chunk
+        return self.seen
+
+    def wait(self, timeout: float = 30) -> int:
+        return self.process.wait(timeout)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        os.close(self.master)
+
+
+def on_terminal(stack: Stack, *args: str) -> Terminal:
+    """``berth args...`` with stdin, stdout and stderr on a new pseudo-terminal."""
+    master, slave = os.openpty()
+    os.set_blocking(master, True)
+    process = subprocess.Popen(
+        [str(BERTH), *args], stdin=slave, stdout=slave, stderr=slave, env=cli_env(stack)
+    )
+    os.close(slave)
+    return Terminal(process, master)
+
+
+async def test_exec_runs_in_the_container_s_namespaces_its_hostname_and_ip(stack: Stack) -> None:
+    name = await running_container(stack)
+    shown = await run(
+        stack, "inspect", "-f", "{{.Config.Hostname}} {{.NetworkSettings.IPAddress}}", name
+    )
+    hostname, ip = shown.stdout.split()
+
+    done = await run(stack, "exec", name, "sh", "-c", "hostname; ip -o -4 addr show eth0")
+
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == hostname
+    assert f" {ip}/" in lines[1]
+
+
+async def test_exec_stdout_and_stderr_apart_and_the_command_s_exit_code(stack: Stack) -> None:
+    name = await running_container(stack)
+
+    done = await run(stack, "exec", name, "sh", "-c", "echo out; echo err >&2; exit 5")
+
+    assert (done.returncode, done.stdout, done.stderr) == (5, "out\n", "err\n")
+
+
+async def test_exec_missing_command_exits_127_and_not_executable_126(stack: Stack) -> None:
+    name = await running_container(stack)
+
+    missing = await run(stack, "exec", name, "no-such-command")
+    not_executable = await run(stack, "exec", name, "/etc/passwd")
+
+    assert missing.returncode == 127, (missing.stdout, missing.stderr)
+    assert "no-such-command" in missing.stderr
+    assert not_executable.returncode == 126, (not_executable.stdout, not_executable.stderr)
+
+
+async def test_exec_env_workdir_and_user_on_top_of_the_container_s(stack: Stack) -> None:
+    name = await running_container(stack, "-e", "KEPT=1", "-e", "FOO=old")
+
+    done = await run(
+        stack, "exec", "-e", "FOO=new", "-w", "/tmp", "-u", "1000:1001", name,
+        "sh", "-c", "echo $KEPT $FOO; pwd; id -u; id -g",
+    )  # fmt: skip
+
+    assert (done.returncode, done.stdout) == (0, "1 new\n/tmp\n1000\n1001\n"), done.stderr
+
+
+async def test_exec_interactive_pipes_stdin_to_the_process_and_closes_it(stack: Stack) -> None:
+    name = await running_container(stack)
+    data = b"".join(b"line %d\n" % i for i in range(20000))  # past a FIFO's 64 KiB buffer
+
+    command = ("exec", "-i", name, "sh", "-c", "cat; echo end")
+    done = await asyncio.to_thread(berth_input, stack, data, *command)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == data + b"end\n"
+
+
+async def test_exec_on_a_stopped_container_is_a_conflict(stack: Stack) -> None:
+    name = await running_container(stack, cmd=("true",))
+    await run(stack, "wait", name)
+
+    done = await run(stack, "exec", name, "true")
+
+    assert done.returncode == 1
+    assert "is not running" in done.stderr
+
+
+async def test_exec_it_gives_a_terminal_a_prompt_typed_commands_and_exit_3(stack: Stack) -> None:
+    name = await running_container(stack)
+    terminal = on_terminal(stack, "exec", "-it", name, "sh")
+    try:
+        await asyncio.to_thread(terminal.read_until, b"# ")
+        terminal.type(b"tty; echo $((6*7))\r")
+        shown = await asyncio.to_thread(terminal.read_until, b"42")
+        assert b"/dev/pts/" in shown
+        terminal.type(b"exit 3\r")
+        assert await asyncio.to_thread(terminal.wait) == 3
+    finally:
+        terminal.close()
+
+
+async def test_exec_client_killed_mid_exec_leaves_no_exec_in_containerd(stack: Stack) -> None:
+    name = await running_container(stack)
+    container_id = stack.created[-1]
+    client = subprocess.Popen(
+        [str(BERTH), "exec", name, "sleep", "300"], env=cli_env(stack), stdout=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not await execs_of(stack, container_id):
+            assert time.monotonic() < deadline, "the exec never started"
+            assert client.poll() is None
+            await asyncio.sleep(0.1)
+    finally:
+        client.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(client.wait)
+
+    deadline = time.monotonic() + 10
+    while await execs_of(stack, container_id):
+        assert time.monotonic() < deadline, "the exec outlived its client"
+        await asyncio.sleep(0.1)
+    top = await run(stack, "exec", name, "ps", "-o", "args")
+    assert "sleep 300" not in top.stdout
+
+
+async def test_exec_records_exec_create_and_exec_die_with_its_exit_code(stack: Stack) -> None:
+    name = await running_container(stack)
+    container_id = stack.created[-1]
+
+    done = await run(stack, "exec", name, "sh", "-c", "exit 4")
+    assert done.returncode == 4
+
+    deadline = time.monotonic() + 10
+    while True:
+        async with stack.sessions() as session:
+            events = (
+                await session.scalars(
+                    sql_select(ContainerEvent)
+                    .where(ContainerEvent.container_id == container_id)
+                    .order_by(ContainerEvent.id)
+                )
+            ).all()
+        execs = [e for e in events if e.action.startswith("exec_")]
+        if len(execs) == 2 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert [e.action for e in execs] == ["exec_create: sh -c exit 4", "exec_die"]
+    assert execs[1].attributes["exitCode"] == "4"
+    assert execs[0].attributes["execID"] == execs[1].attributes["execID"]
