@@ -45,6 +45,8 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from berth.config import NodePaths, Settings
+from berth.endpoint.certs import ensure_dev_certificates
+from berth.endpoint.tls import dev_directory
 from berth.errors import BerthError
 from berth.runtime.cni import CniNetwork, delete_masquerade, masquerade_bridges
 from berth.runtime.containerd import ContainerdClient
@@ -739,8 +741,17 @@ def tear_down_node(paths: StackPaths, node: str) -> None:
 # --- commands ----------------------------------------------------------------------------------
 
 
+def bring_up_endpoint_certificates(paths: StackPaths) -> None:
+    """The node endpoint's dev CA and pairs, where agents and clients look when no
+    ``BERTH_ENDPOINT_TLS_*`` is set (so the endpoint needs no set-up on this machine)."""
+    directory = dev_directory(paths.state)
+    if ensure_dev_certificates(directory):
+        log(f"node endpoint certificates written to {directory}")
+
+
 def up(settings: Settings, paths: StackPaths, nodes: int, infra_only: bool) -> None:
     names = node_names(nodes)
+    bring_up_endpoint_certificates(paths)
     bring_up_postgresql(settings)
     bring_up_temporal(paths, temporal_server(settings))
     asyncio.run(bring_up_nodes(paths, names))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import grpc
 
 from berth.db.reads import ContainerReads, ContainerRow
-from berth.endpoint.tls import EndpointSettings
+from berth.endpoint.tls import EndpointSettings, TlsSettingsError, is_loopback, tls_files
 
 # Trailing metadata the endpoint's interceptor sets on a Berth error: its type ("NotFound"...).
 ERROR_TYPE_KEY = "berth-error-type"
@@ -80,9 +80,30 @@ def endpoint_failure(err: BaseException) -> EndpointUnreachable | EndpointError 
 
 
 def open_channel(settings: EndpointSettings, endpoint: str) -> grpc.aio.Channel:
-    """A channel to ``endpoint`` (host:port) with the client's credentials from ``settings``."""
-    del settings  # credentials: mTLS lands next
-    return grpc.aio.insecure_channel(endpoint)
+    """A channel to ``endpoint`` (host:port) that presents the client's certificate and checks
+    the node's against the deployment's CA (plaintext only to a loopback endpoint, and only
+    with ``endpoint_insecure_loopback``, as the agent serves it then).
+
+    Raises:
+        EndpointUnreachable: no client certificate is configured or it cannot be read.
+    """
+    if settings.endpoint_insecure_loopback and is_loopback(endpoint):
+        return grpc.aio.insecure_channel(endpoint)
+    try:
+        files = tls_files(settings, "client")
+        if files is None:
+            raise EndpointUnreachable(
+                "no client certificate for the node endpoint: set BERTH_ENDPOINT_TLS_CA_FILE,"
+                " BERTH_ENDPOINT_TLS_CERT_FILE and BERTH_ENDPOINT_TLS_KEY_FILE"
+                f" (the dev stack's are in {settings.state_dir}/endpoint)"
+            )
+        ca, cert, key = files.read()
+    except (OSError, TlsSettingsError) as err:
+        raise EndpointUnreachable(f"node endpoint TLS: {err}") from None
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=ca, private_key=key, certificate_chain=cert
+    )
+    return grpc.aio.secure_channel(endpoint, credentials)
 
 
 @dataclass(frozen=True)

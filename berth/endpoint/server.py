@@ -13,10 +13,13 @@ from dataclasses import dataclass
 
 import grpc
 
+from berth.config import Settings
 from berth.endpoint import exec as exec_service
 from berth.endpoint import files, logs
 from berth.endpoint.deps import EndpointDeps
 from berth.endpoint.errors import CallGuard
+from berth.endpoint.tls import TlsSettingsError, dev_directory, is_loopback, tls_files
+from berth.errors import Forbidden, InvalidParameter
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +47,59 @@ def _host(address: str) -> str:
     return address.rsplit(":", 1)[0]
 
 
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """The node's mTLS credentials: its pair, and client certificates required and checked
+    against the deployment's CA. None (plaintext) only for a loopback address with
+    ``endpoint_insecure_loopback`` set.
+
+    Raises:
+        Forbidden: no TLS material (no settings, no dev stack files) and no explicit
+            ``endpoint_insecure_loopback`` for a loopback address: the endpoint is not served.
+        InvalidParameter: the TLS settings are incomplete or a file cannot be read.
+    """
+    address = settings.endpoint_address
+    if settings.endpoint_insecure_loopback:
+        if not is_loopback(address):
+            raise Forbidden(
+                f"node endpoint: endpoint_insecure_loopback does not apply to {address}, which"
+                " is not a loopback address; set endpoint_tls_ca_file, endpoint_tls_cert_file"
+                " and endpoint_tls_key_file"
+            )
+        log.warning("node endpoint on %s serves WITHOUT TLS (endpoint_insecure_loopback)", address)
+        return None
+    try:
+        files = tls_files(settings, "node")
+        if files is None:
+            raise Forbidden(
+                f"node endpoint: no TLS certificate to serve {address} with: set"
+                " endpoint_tls_ca_file, endpoint_tls_cert_file and endpoint_tls_key_file (the dev"
+                f" stack writes its own under {dev_directory(settings.state_dir)})"
+            )
+        ca, cert, key = files.read()
+    except (OSError, TlsSettingsError) as err:
+        raise InvalidParameter(f"node endpoint TLS: {err}") from None
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=ca, require_client_auth=True
+    )
+
+
 async def start_endpoint(deps: EndpointDeps) -> RunningEndpoint:
-    """Serve the node's endpoint on ``settings.endpoint_address``."""
+    """Serve the node's endpoint on ``settings.endpoint_address`` with mTLS (see
+    :func:`server_credentials`), every call through :class:`CallGuard`."""
     settings = deps.settings
+    credentials = server_credentials(settings)
     # Every call logged with who asked; servicers raise berth.errors, answered as statuses.
     server = grpc.aio.server(interceptors=[CallGuard()])
     for register in SERVICES:
         register(server, deps)
-    port = server.add_insecure_port(settings.endpoint_address)
+    if credentials is None:
+        port = server.add_insecure_port(settings.endpoint_address)
+    else:
+        port = server.add_secure_port(settings.endpoint_address, credentials)
     if port == 0:
         raise OSError(f"node endpoint: cannot listen on {settings.endpoint_address}")
     await server.start()
     address = settings.endpoint_advertise or f"{_host(settings.endpoint_address)}:{port}"
-    log.info("node endpoint listening on %s", address)
+    tls = "mTLS" if credentials is not None else "plaintext"
+    log.info("node endpoint listening on %s (%s)", address, tls)
     return RunningEndpoint(server, address)

@@ -48,6 +48,8 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from berth.config import NodePaths, Settings
+from berth.endpoint.certs import ensure_dev_certificates
+from berth.endpoint.tls import dev_directory
 from berth.runtime.cni import CniNetwork, delete_masquerade
 from berth.runtime.containerd_daemon import start_containerd
 from berth.runtime.image import DEFAULT_REF, build_busybox_image, import_image
@@ -374,6 +376,8 @@ async def start_stack(suite: Suite) -> SuiteStack:
         asyncio.to_thread(stack.start_temporal),
         _start_nodes(suite),
         asyncio.to_thread(_create_database, database, database_url),
+        # The node endpoint's CA and pairs: every agent and client of the suite uses mTLS.
+        asyncio.to_thread(ensure_dev_certificates, dev_directory(suite.state_dir)),
     )
     await asyncio.to_thread(start_registry, suite, stack.registry)
     return stack
