@@ -155,6 +155,31 @@ def temporal_http_settings() -> TemporalHttpSettings | None:
     )
 
 
+class EndpointClientSettings(NamedTuple):
+    """What a client of the node endpoint reads (``berth.endpoint.tls.EndpointSettings``)."""
+
+    state_dir: Path
+    endpoint_tls_ca_file: Path | None
+    endpoint_tls_cert_file: Path | None
+    endpoint_tls_key_file: Path | None
+    endpoint_insecure_loopback: bool
+
+
+def endpoint_settings() -> EndpointClientSettings:
+    """The node endpoint client's settings from ``BERTH_*``, as ``Settings`` reads them:
+    the client pair's files and ``endpoint_insecure_loopback`` (``berth.endpoint.client``)."""
+    env = environment()
+    files = [env.get(f"BERTH_ENDPOINT_TLS_{part}_FILE") or None for part in ("CA", "CERT", "KEY")]
+    ca, cert, key = (Path(file) if file else None for file in files)
+    return EndpointClientSettings(
+        state_dir=Path(env.get("BERTH_STATE_DIR", DEFAULT_STATE_DIR)),
+        endpoint_tls_ca_file=ca,
+        endpoint_tls_cert_file=cert,
+        endpoint_tls_key_file=key,
+        endpoint_insecure_loopback=bool(_flag(env, "endpoint_insecure_loopback")),
+    )
+
+
 def log_path(node: str, container_id: str) -> Path:
     """Where ``node``'s log driver writes the container's output on this host
     (``Settings.node_paths(node).log(container_id)``, from ``BERTH_STATE_DIR`` and

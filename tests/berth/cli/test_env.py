@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from berth.cli.context import BerthFailure
-from berth.cli.env import log_path, read_settings, temporal_http_settings
+from berth.cli.env import endpoint_settings, log_path, read_settings, temporal_http_settings
 from berth.client import tls_config
 from berth.config import Settings
 
@@ -148,3 +148,42 @@ def test_temporal_http_settings_task_queue_is_the_settings_one(
     monkeypatch.setenv("BERTH_TASK_QUEUE", "berth-tenant-2")
     assert (light := temporal_http_settings()) is not None
     assert light.task_queue == Settings().task_queue == "berth-tenant-2"
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {},
+        {
+            "BERTH_STATE_DIR": "/srv/berth-x",
+            "BERTH_ENDPOINT_TLS_CA_FILE": "/etc/berth/ca.pem",
+            "BERTH_ENDPOINT_TLS_CERT_FILE": "/etc/berth/client.pem",
+            "berth_endpoint_tls_key_file": "/etc/berth/client-key.pem",
+            "BERTH_ENDPOINT_INSECURE_LOOPBACK": "yes",
+        },
+        {"BERTH_ENDPOINT_INSECURE_LOOPBACK": "0"},
+    ],
+)
+def test_endpoint_settings_equal_settings(
+    environ: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clear(monkeypatch)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+
+    light = endpoint_settings()
+
+    assert light.state_dir == settings.state_dir
+    assert light.endpoint_tls_ca_file == settings.endpoint_tls_ca_file
+    assert light.endpoint_tls_cert_file == settings.endpoint_tls_cert_file
+    assert light.endpoint_tls_key_file == settings.endpoint_tls_key_file
+    assert light.endpoint_insecure_loopback is settings.endpoint_insecure_loopback
+
+
+def test_endpoint_settings_bad_flag_is_berth_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    clear(monkeypatch)
+    monkeypatch.setenv("BERTH_ENDPOINT_INSECURE_LOOPBACK", "maybe")
+
+    with pytest.raises(BerthFailure, match="endpoint_insecure_loopback"):
+        endpoint_settings()
