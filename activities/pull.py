@@ -6,9 +6,11 @@ and a missing image is ``NotFound`` naming it and the node.
 
 Do (regular, heartbeating with its progress): pull the image (berth.runtime.pull) under the
 containerd lease ``berth-pull-<owner>``, where the owner is the container id (or the pull run's
-id); the lease is deleted when the pull ends. A pull that fails for good (NotFound, Forbidden,
-a corrupt blob) drops its lease at once, so nothing it wrote is kept; one that may succeed again
-(Unavailable, a crash of the agent) keeps it, so the retry reuses what was written.
+id), labelled with the id of the workflow the step runs for (a lease whose workflow no longer
+runs is the reconciler's to delete); the lease is deleted when the pull ends. A pull that fails
+for good (NotFound, Forbidden, a corrupt blob) drops its lease at once, so nothing it wrote is
+kept; one that may succeed again (Unavailable, a crash of the agent) keeps it, so the retry
+reuses what was written.
 
 Undo: delete the lease (found from the owner alone; a missing one is success), so what a failed
 or cancelled pull wrote becomes garbage for containerd's collector. An image a finished pull
@@ -120,7 +122,11 @@ class PullActivities:
         pulled = await self._under_lease(
             lease,
             lambda progress: self._puller.pull(
-                request.image, lease, only_if_missing=request.only_if_missing, progress=progress
+                request.image,
+                lease,
+                only_if_missing=request.only_if_missing,
+                progress=progress,
+                workflow=activity.info().workflow_id,
             ),
         )
         if pulled is None:
@@ -144,7 +150,10 @@ class PullActivities:
             if not stat.S_ISREG(os.fstat(archive.fileno()).st_mode):
                 raise InvalidParameter(f"image archive {request.path} is not a regular file")
             loaded = await self._under_lease(
-                lease, lambda progress: self._puller.load(archive, lease, progress)
+                lease,
+                lambda progress: self._puller.load(
+                    archive, lease, progress, activity.info().workflow_id
+                ),
             )
         return ImageLoadOutput(
             node=request.node,

@@ -5,7 +5,9 @@ The same work containerd's own ``Pull`` does, through its services:
 1. A **lease** (``lease_id``, an id derivable from what asked for the pull) holds everything the
    pull creates; it expires after :data:`LEASE_EXPIRY` so that a pull that crashed leaves
    nothing the garbage collector keeps for good, and a retry with the same lease id finds what
-   the first attempt wrote and reuses it.
+   the first attempt wrote and reuses it. It is labelled with the workflow whose pull made it
+   (:data:`PULL_WORKFLOW_LABEL`): once that workflow no longer runs, no retry will come, and the
+   node's reconciler deletes the lease well before it expires (:func:`pull_leases`).
 2. The manifest (an index is resolved to the node's platform), the config and the layers are
    written into the **content store** through ``Content.Write`` in 1 MiB chunks, each checked
    against its digest and size as it streams (containerd checks again at commit). A blob the
@@ -28,7 +30,7 @@ import hashlib
 import json
 import tarfile
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
@@ -56,6 +58,7 @@ from berth.runtime.containerd import (
     SNAPSHOTTER,
     AlreadyExists,
     ContainerdClient,
+    LeaseInfo,
     chain_id,
     pick_manifest,
 )
@@ -126,9 +129,41 @@ class _Descriptor:
 PULL_LEASE_PREFIX = "berth-pull-"
 
 
+# The label of a pull's lease naming the workflow (its id) whose pull made it.
+PULL_WORKFLOW_LABEL = "berth/pull-workflow"
+
+
 def pull_lease_id(owner: str) -> str:
     """The lease of the pull ``owner`` asked for (a container id, a pull workflow's id)."""
     return f"{PULL_LEASE_PREFIX}{owner}"
+
+
+@dataclass(frozen=True)
+class PullLease:
+    """A pull's lease: who asked for the pull, the workflow whose pull made it (None for a
+    lease made without one), and when."""
+
+    lease: str
+    owner: str
+    workflow: str | None
+    created_at: datetime
+
+
+def pull_leases(leases: Iterable[LeaseInfo]) -> list[PullLease]:
+    """The pulls' leases among ``leases`` (``ContainerdClient.lease_infos``), oldest first."""
+    return sorted(
+        (
+            PullLease(
+                lease.id,
+                lease.id.removeprefix(PULL_LEASE_PREFIX),
+                lease.labels.get(PULL_WORKFLOW_LABEL),
+                lease.created_at,
+            )
+            for lease in leases
+            if lease.id.startswith(PULL_LEASE_PREFIX)
+        ),
+        key=lambda found: (found.created_at, found.lease),
+    )
 
 
 class ImagePuller:
@@ -172,9 +207,11 @@ class ImagePuller:
         *,
         only_if_missing: bool = False,
         progress: Progress = _no_progress,
+        workflow: str | None = None,
     ) -> PulledImage | None:
         """Pull ``name`` under ``lease`` (deleted when done); None when ``only_if_missing``
         found it already there (a concurrent pull of the same name is waited for first).
+        ``workflow``: the id of the workflow the pull runs for, labelled on a new lease.
 
         Raises:
             InvalidParameter: the reference is malformed, or the registry served something
@@ -189,20 +226,24 @@ class ImagePuller:
         async with lock:
             if only_if_missing and await self.has_image(name):
                 return None
-            await self.create_lease(lease)
+            await self.create_lease(lease, workflow)
             async with self._registry() as registry:
                 pulled = await self._pull(registry, name, ref, lease, progress)
             await self.delete_lease(lease)
             return pulled
 
     async def load(
-        self, archive: IO[bytes], lease: str, progress: Progress = _no_progress
+        self,
+        archive: IO[bytes],
+        lease: str,
+        progress: Progress = _no_progress,
+        workflow: str | None = None,
     ) -> list[PulledImage]:
         """Load the images of a ``docker save`` archive or an OCI image-layout tar (plain or
         gzip) under ``lease`` (deleted when done): every blob checked against its digest,
         unpacked and recorded under the archive's names (``RepoTags``; for a layout without
         ``manifest.json``, its ``io.containerd.image.name`` or ``org.opencontainers.image.ref.name``
-        annotations).
+        annotations). ``workflow`` as for :meth:`pull`.
 
         Raises:
             InvalidParameter: the archive is neither, names no image, or is malformed.
@@ -218,7 +259,7 @@ class ImagePuller:
         except (tarfile.TarError, EOFError, OSError) as err:
             raise InvalidParameter(f"image archive: not a readable tar ({err})") from None
         source = _Archive(tar, members)
-        await self.create_lease(lease)
+        await self.create_lease(lease, workflow)
         if "manifest.json" in members:
             loaded = await self._load_docker(source, lease, progress)
         elif "index.json" in members:
@@ -349,9 +390,11 @@ class ImagePuller:
 
     # --- leases -------------------------------------------------------------------------------
 
-    async def create_lease(self, lease: str) -> None:
-        """Create the lease (expiring), or keep the one a crashed attempt left."""
-        await self._containerd.create_lease(lease, datetime.now(UTC) + LEASE_EXPIRY)
+    async def create_lease(self, lease: str, workflow: str | None = None) -> None:
+        """Create the lease (expiring, labelled with ``workflow``), or keep the one a crashed
+        attempt left."""
+        labels = {PULL_WORKFLOW_LABEL: workflow} if workflow else {}
+        await self._containerd.create_lease(lease, datetime.now(UTC) + LEASE_EXPIRY, labels)
 
     async def delete_lease(self, lease: str) -> None:
         """Delete the lease; what it alone held becomes garbage. A missing one is success."""

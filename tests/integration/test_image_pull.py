@@ -24,17 +24,18 @@ import pytest
 from sqlalchemy import select
 
 from berth._containerd_api.services.content.v1 import content_pb2, content_pb2_grpc
-from berth.db.models import SagaStep
+from berth.db.models import Container, SagaStep
 from berth.errors import Forbidden, NotFound
 from berth.leaks import Finding, LeakKind, check_node
 from berth.registry.client import RegistryClient
 from berth.runtime.containerd import ContainerdClient, host_platform
 from berth.runtime.image import build_oci_layout, busybox_rootfs_tar, file_layer
-from berth.runtime.pull import ImagePuller, pull_lease_id
+from berth.runtime.pull import PULL_WORKFLOW_LABEL, ImagePuller, pull_lease_id
 from dev.registry import LocalRegistry, basic_auth, push_blob, push_manifest, push_oci_layout
 from dev.stack import BackgroundProcess, start_background, stop_background
 from tests.integration.conftest import Stack
 from tests.integration.node_agent import Node2
+from tests.integration.test_published_ports import node_reconciler
 from tests.support.stack import REGISTRY_PROCESS, SuiteStack, free_port
 
 
@@ -338,6 +339,106 @@ async def test_leak_checker_reports_the_lease_of_a_pull_that_ended_without_dropp
 
     assert [(f.subject, f.container_id) for f in found] == [(lease, owner)]
     assert await lease_leaks(stack) == []
+
+
+class HoldAfterLayer:
+    """A fault hook that holds a pull after its first fetched layer until released."""
+
+    def __init__(self) -> None:
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def at(self, point: str, container_id: str | None) -> None:
+        if point == "pull:layer:after":
+            self.reached.set()
+            await self.release.wait()
+
+
+async def pull_held(
+    stack: Stack, registry: LocalRegistry, ref: str, lease: str, workflow: str
+) -> tuple[asyncio.Task[object], HoldAfterLayer]:
+    """A pull of ``ref`` under ``lease`` for ``workflow``, held after its first layer."""
+    hold = HoldAfterLayer()
+    puller = ImagePuller(
+        stack.containerd,
+        lambda: RegistryClient([registry.address], node=stack.settings.node),
+        hold,
+    )
+    task: asyncio.Task[object] = asyncio.create_task(puller.pull(ref, lease, workflow=workflow))
+    await asyncio.wait_for(hold.reached.wait(), 60)
+    return task, hold
+
+
+async def test_reconciler_deletes_the_lease_of_a_killed_pull_and_keeps_a_running_ones(
+    stack: Stack, registry: LocalRegistry, puller: ImagePuller, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    dead_lease, live_lease = pull_lease_id(f"image-dead-{tag}"), pull_lease_id(f"image-{tag}")
+    killed, _ = await pull_held(
+        stack, registry, push_image(registry, tmp_path).ref, dead_lease, f"pull-dead-{tag}"
+    )
+    killed.cancel()  # the agent died mid-pull: nothing dropped the lease
+    with pytest.raises(asyncio.CancelledError):
+        await killed
+    image = push_image(registry, tmp_path)
+    running, hold = await pull_held(stack, registry, image.ref, live_lease, f"pull-live-{tag}")
+
+    async def only_the_live_pull_runs(workflow: str) -> bool:
+        return workflow == f"pull-live-{tag}"
+
+    try:
+        labels = {i.id: i.labels for i in await stack.containerd.lease_infos()}
+        assert labels[dead_lease][PULL_WORKFLOW_LABEL] == f"pull-dead-{tag}"
+        # Younger than the default bound: kept, whatever its workflow says.
+        await node_reconciler(stack, only_the_live_pull_runs).reconcile()
+        assert {dead_lease, live_lease} <= set(await leases(puller))
+
+        repairs = await node_reconciler(
+            stack, only_the_live_pull_runs, stale_pull_lease_age=timedelta(0)
+        ).reconcile()
+
+        assert [r.subject for r in repairs if r.kind == "pull-lease-leftover"] == [dead_lease]
+        assert dead_lease not in await leases(puller)
+        assert live_lease in await leases(puller)
+    finally:
+        hold.release.set()
+    await asyncio.wait_for(running, 60)
+    assert await puller.has_image(image.ref)
+    assert live_lease not in await leases(puller)
+
+
+async def test_reconciler_keeps_the_pull_lease_of_a_container_an_operation_holds(
+    stack: Stack, puller: ImagePuller
+) -> None:
+    """A start's pull holds its container: the lease stays, even when its workflow looks gone;
+    once no operation holds the container, the lease goes."""
+    container_id = await stack.create()
+    lease = pull_lease_id(container_id)
+    await puller.create_lease(lease, f"container-start-{container_id}")
+    operation = f"container-start-{container_id}@run"
+    async with stack.sessions.begin() as session:
+        container = await session.get(Container, container_id)
+        assert container is not None
+        container.operation = operation
+
+    async def only_the_operation_runs(workflow: str) -> bool:
+        return workflow == operation  # not the lease's label, a bare workflow id
+
+    reconciler = node_reconciler(stack, only_the_operation_runs, timedelta(0))
+    try:
+        repairs = await reconciler.reconcile()
+        assert lease in await leases(puller)
+        assert [r for r in repairs if r.kind == "pull-lease-leftover"] == []
+    finally:
+        async with stack.sessions.begin() as session:
+            container = await session.get(Container, container_id)
+            assert container is not None
+            container.operation = None
+
+    repairs = await reconciler.reconcile()
+
+    assert [(r.kind, r.container_id) for r in repairs] == [("pull-lease-leftover", container_id)]
+    assert lease not in await leases(puller)
 
 
 def _push_manifest_image(

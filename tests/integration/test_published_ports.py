@@ -14,6 +14,7 @@ import socket
 import urllib.error
 import urllib.request
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,7 @@ from berth.db.models import Container, Node, PortMapping, SagaStep
 from berth.db.repository import NodeRepository
 from berth.errors import Conflict, System
 from berth.leaks import LeakKind, check_node
-from berth.reconciler import Reconciler, Undo
+from berth.reconciler import STALE_PULL_LEASE_AGE, Reconciler, Undo, WorkflowRunning
 from berth.runtime.image import build_busybox_image, import_image
 from berth.runtime.ports import host_port_free
 from berth.steps import NetworkInput
@@ -66,13 +67,18 @@ async def fetch(url: str, attempts: int = 50) -> str:
     return await asyncio.to_thread(get, url)
 
 
-def node_reconciler(stack: Stack) -> Reconciler:
-    """A reconciler of the session's node-1 that takes every operation for ended."""
+async def never_running(operation: str) -> bool:
+    return False
+
+
+def node_reconciler(
+    stack: Stack,
+    workflow_running: WorkflowRunning = never_running,
+    stale_pull_lease_age: timedelta = STALE_PULL_LEASE_AGE,
+) -> Reconciler:
+    """A reconciler of the session's node-1 that takes every operation for ended (unless
+    ``workflow_running`` says otherwise)."""
     paths, runtime = stack.settings.node_paths(), stack.runtime
-
-    async def never_running(operation: str) -> bool:
-        return False
-
     return Reconciler(
         stack.settings.node,
         paths,
@@ -86,7 +92,8 @@ def node_reconciler(stack: Stack) -> Reconciler:
             shim=ShimActivities(runtime.containerd, paths),
             task=TaskActivities(runtime.containerd),
         ),
-        never_running,
+        workflow_running,
+        stale_pull_lease_age=stale_pull_lease_age,
     )
 
 
