@@ -1,10 +1,9 @@
 """Verbs that change containers through their node's saga: start, stop, restart, pause, unpause,
-rm, wait, export."""
+rm, wait."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -108,14 +107,6 @@ async def cmd_wait(context: Context, args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-async def cmd_export(context: Context, args: argparse.Namespace) -> int:
-    # The agent refuses a directory reached through a symlink; resolve the caller's own.
-    directory, name = os.path.split(os.path.abspath(args.output))
-    operations = await context.operations()
-    await operations.export(args.container, os.path.join(os.path.realpath(directory), name))
-    return 0
-
-
 HANDLERS = {
     "start": cmd_start,
     "stop": cmd_stop,
@@ -128,11 +119,6 @@ HANDLERS = {
 
 
 def configure(verb: str, parser: argparse.ArgumentParser) -> None:
-    if verb == "export":
-        parser.add_argument("container")
-        parser.add_argument("-o", "--output", required=True, help="the tar file to write")
-        parser.set_defaults(handler=cmd_export)
-        return
     parser.add_argument("containers", nargs="+")
     if verb in ("stop", "restart"):
         parser.add_argument("-t", "--time", type=int, help="seconds to wait before SIGKILL (10)")

@@ -24,7 +24,7 @@ VERBS: dict[str, Verb] = {
     "unpause": Verb("berth.cli.lifecycle", "unpause all processes of containers"),
     "rm": Verb("berth.cli.lifecycle", "remove one or more containers"),
     "wait": Verb("berth.cli.lifecycle", "block until containers stop; print exit codes"),
-    "export": Verb("berth.cli.lifecycle", "write a tar of a container's filesystem"),
+    "export": Verb("berth.cli.cp", "write a tar of a container's filesystem on this host"),
     "cp": Verb("berth.cli.cp", "copy files between a container and this host (tar streams)"),
     "exec": Verb("berth.cli.exec", "run a command in a running container"),
     "attach": Verb("berth.cli.exec", "attach this terminal to a running container's stdio"),

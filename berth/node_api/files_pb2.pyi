@@ -1,9 +1,19 @@
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class CopyMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    COPY_MODE_ARCHIVE: _ClassVar[CopyMode]
+    COPY_MODE_SOURCE: _ClassVar[CopyMode]
+    COPY_MODE_CONTENTS: _ClassVar[CopyMode]
+COPY_MODE_ARCHIVE: CopyMode
+COPY_MODE_SOURCE: CopyMode
+COPY_MODE_CONTENTS: CopyMode
 
 class Chunk(_message.Message):
     __slots__ = ("data",)
@@ -20,12 +30,16 @@ class CopyFromRequest(_message.Message):
     def __init__(self, container_id: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
 
 class CopyTarget(_message.Message):
-    __slots__ = ("container_id", "path")
+    __slots__ = ("container_id", "path", "mode", "keep_owners")
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    KEEP_OWNERS_FIELD_NUMBER: _ClassVar[int]
     container_id: str
     path: str
-    def __init__(self, container_id: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+    mode: CopyMode
+    keep_owners: bool
+    def __init__(self, container_id: _Optional[str] = ..., path: _Optional[str] = ..., mode: _Optional[_Union[CopyMode, str]] = ..., keep_owners: _Optional[bool] = ...) -> None: ...
 
 class CopyToInput(_message.Message):
     __slots__ = ("target", "data")
