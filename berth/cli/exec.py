@@ -78,7 +78,8 @@ def raw_terminal(fd: int) -> Iterator[None]:
 
     saved = termios.tcgetattr(fd)
     try:
-        tty.setraw(fd)
+        # TCSANOW, not setraw's TCSAFLUSH: keys typed before the call began are sent, not lost.
+        tty.setraw(fd, termios.TCSANOW)
         yield
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
@@ -253,7 +254,6 @@ async def attach_container(context: Context, ref: str, stdin: bool, logs: bool =
     """Attach this terminal to ``ref``'s stdio until it exits (its code) or is detached (0)."""
     from berth.node_api import exec_pb2
 
-    _check_terminal(stdin, True)
     first = exec_pb2.ExecInput(
         attach=exec_pb2.AttachStart(stdin=stdin, size=_size_message(), logs=logs)
     )

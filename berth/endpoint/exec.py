@@ -349,16 +349,21 @@ class ExecService(exec_pb2_grpc.ExecServicer):
         if attach.stdin and config.open_stdin:
             stdin = await asyncio.to_thread(FifoEnd, container_stdin(self._paths, cid))
         exited = asyncio.create_task(self._containerd.wait_task(cid))
-        feeder = asyncio.create_task(self._feed_attach(inputs, cid, stdin))
+        # Input waits until the log is read to its end: the echo of the first keys typed is
+        # written after that point, not skipped by the follow's start.
+        following = asyncio.Event()
+        feeder = asyncio.create_task(self._feed_attach(inputs, cid, stdin, following))
         try:
             if attach.size.rows and attach.size.cols:
                 await self._containerd.resize_pty(cid, "", attach.size.cols, attach.size.rows)
 
             async def still_running() -> bool:
+                following.set()  # asked only once the files read to their end
                 return not exited.done()
 
             tail = None if attach.logs else 0  # logs: from its start, else from now on
             async for chunk in follow_log(self._paths.log(cid), tail, still_running):
+                following.set()
                 yield _output(stdout=chunk)
             yield _output(exit_code=await self._exit_code(container, exited))
         finally:
@@ -369,8 +374,15 @@ class ExecService(exec_pb2_grpc.ExecServicer):
             if stdin is not None:
                 stdin.close()
 
-    async def _feed_attach(self, inputs: Inputs, container_id: str, stdin: FifoEnd | None) -> None:
+    async def _feed_attach(
+        self,
+        inputs: Inputs,
+        container_id: str,
+        stdin: FifoEnd | None,
+        following: asyncio.Event,
+    ) -> None:
         """The client's keys into the container's stdin, window sizes to its console."""
+        await following.wait()
         try:
             async for message in inputs:
                 kind = message.WhichOneof("input")
