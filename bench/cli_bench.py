@@ -12,7 +12,7 @@ dockerd on node-1's containerd with its bridge ``docker0``, see bench/docker_bas
 Each side gets one container of the same busybox image and command (a shell that exits on
 SIGTERM, so ``stop`` measures a graceful stop, not the 10 s kill timeout). Every round runs each
 verb once per side, interleaved (berth, docker, ctr, then the next verb), in the order a container
-goes through (start, ps, inspect, events, logs, restart, stop), each timed from the shell as a
+goes through (start, ps, inspect, events, logs, exec, restart, stop), each timed from the shell as a
 whole process. The first round is a warm-up and not counted; the table shows medians and the
 ratio of berth to docker. ``--berth`` chooses the berth command (e.g. an older checkout's
 ``python -c 'from berth.cli import main; main()'``) to compare before and after.
@@ -47,7 +47,7 @@ from tests.support.stack import AGENT_MARKER, claim_suite, environment, start_st
 COMMAND = ["sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait"]
 # ctr's own namespace: the node agent's reconciler owns Berth's and removes what it did not make.
 CTR_NAMESPACE = "bench-cli-ctr"
-VERBS = ("start", "ps", "inspect", "events", "logs", "restart", "stop")
+VERBS = ("start", "ps", "inspect", "events", "logs", "exec", "restart", "stop")
 # dockerd's default bridge for the docker side (no iptables rules, no NAT, no forwarding); its
 # own address range, so this bench and bench/type_name_bench.py can run at once.
 DOCKER_BRIDGE_CIDR = "10.216.0.1/24"
@@ -100,6 +100,7 @@ class Sides:
             "inspect": [*self.berth, "inspect", name],
             "events": [*self.berth, "events", *self.events, name],
             "logs": [*self.berth, "logs", "--tail", "10", name],
+            "exec": [*self.berth, "exec", name, "true"],
             "restart": [*self.berth, "restart", name],
             "stop": [*self.berth, "stop", name],
         }[verb]
@@ -116,6 +117,7 @@ class Sides:
                 "--filter", f"container={name}",
             ],
             "logs": [*self.docker, "logs", "--tail", "10", name],
+            "exec": [*self.docker, "exec", name, "true"],
             "restart": [*self.docker, "restart", name],
             "stop": [*self.docker, "stop", name],
         }[verb]  # fmt: skip
@@ -127,6 +129,7 @@ class Sides:
             "start": [[*task, "start", "-d", self.ctr_id]],
             "ps": [[*task, "ls"]],
             "inspect": [[*self.ctr, "container", "info", self.ctr_id]],
+            "exec": [[*task, "exec", "--exec-id", uuid.uuid4().hex[:12], self.ctr_id, "true"]],
             "restart": [[*task, "rm", "-f", self.ctr_id], [*task, "start", "-d", self.ctr_id]],
             "stop": [[*task, "rm", "-f", self.ctr_id]],
         }.get(verb)
