@@ -23,7 +23,15 @@ leak checker (:mod:`berth.leaks`) and repairs, per container, under the containe
   (:data:`berth.runtime.pull.PULL_WORKFLOW_LABEL`) ended, and the container that asked for the
   pull (if any) is held by no operation, checked under its row lock, so a start that begins
   meanwhile waits and makes a new lease. Only leases older than :data:`STALE_PULL_LEASE_AGE`:
-  containerd collects them itself, but only when they expire, an hour after the pull began.
+  containerd collects them itself, but only when they expire, an hour after the pull began;
+- a named volume whose row is there but whose directory vanished (the leak checker's
+  ``VOLUME_RECORD_WITHOUT_DIR``: not one still waiting for its first user's start): the
+  directory is made again, empty, under the row's lock, and the loss logged as a repair. Its
+  data is gone either way; a start would make it the same way (a volume's first use fills it
+  from the image, as docker does), and a mark would need every start to refuse the volume, a
+  failure docker does not have. A volume directory with no row is only reported: it may be
+  a user's data (a row deleted by hand, a database restored from before its create), and
+  whether it becomes a volume again, or goes, is the operator's call.
 
 When the agent boots, :meth:`Reconciler.recover_boot` runs first, before the exit monitor: a
 live container whose task did not survive the node going down (a reboot: containerd, shims and
@@ -61,6 +69,7 @@ from berth.config import NodePaths
 from berth.contract import ContainerState, NetworkMode
 from berth.db.models import Container
 from berth.db.repository import ContainerRepository, MountHolderRepository
+from berth.db.volume_repository import VolumeRepository
 from berth.endpoint.holders import endpoint_holder_alive, is_endpoint_holder
 from berth.leaks import (
     SHIM_EXIT_GRACE_SECONDS,
@@ -97,6 +106,7 @@ from berth.steps import (
     NetworkInput,
     ReleaseRootfsInput,
 )
+from berth.volumes_host import make_volume_dir, volume_dir
 
 log = logging.getLogger("berth.reconciler")
 
@@ -245,6 +255,7 @@ class Reconciler:
             repairs += await self._repair_container(container_id, view)
         repairs += await self._repair_unheld_mounts(view)
         repairs += await self._delete_stale_pull_leases()
+        repairs += await self._restore_volume_dirs(view)
         for finding in _exit_monitor_findings(view, self._paths):
             log.info("reconciler: %s (left to the exit monitor's sweep)", finding)
         return repairs
@@ -461,6 +472,34 @@ class Reconciler:
             repair = Repair("pull-lease-leftover", lease.lease, container.id if container else None)
             self._record(containers, container, repair, {"workflow": lease.workflow})
         return repair
+
+    # --- volumes -------------------------------------------------------------------------------
+
+    async def _restore_volume_dirs(self, view: NodeView) -> list[Repair]:
+        """Make again, empty, the directory of each volume whose row outlived it; report a
+        directory without a row (never deleted: it may be a user's data)."""
+        repairs = []
+        for finding in find_leaks(view, self._paths):
+            name = Path(finding.subject).name
+            if finding.kind is LeakKind.VOLUME_DIR_WITHOUT_RECORD:
+                log.warning("reconciler: %s (left to the operator: it may hold data)", finding)
+            elif finding.kind is LeakKind.VOLUME_RECORD_WITHOUT_DIR:
+                async with self._sessions.begin() as session:
+                    # Locked as create and remove lock it: a removal in flight goes first.
+                    if await VolumeRepository(session).get(self._node, name, lock=True) is None:
+                        continue
+                    if await asyncio.to_thread(volume_dir(self._paths, name).is_dir):
+                        continue
+                    await asyncio.to_thread(make_volume_dir, self._paths, name)
+                repair = Repair("volume-dir-lost", str(volume_dir(self._paths, name)), None)
+                log.warning(
+                    "reconciler on %s: volume %s had lost its directory (its data is gone); "
+                    "made again, empty",
+                    self._node,
+                    name,
+                )
+                repairs.append(repair)
+        return repairs
 
     def _record(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from berth.volumes_host import data_dir, volume_dir
 from tests.integration.conftest import Stack, force_remove
 from tests.integration.test_bad_input import raw_json
 from tests.integration.test_cli import run
+from tests.integration.test_published_ports import node_reconciler
 
 
 class Volumes:
@@ -163,6 +165,43 @@ async def test_leak_checker_finds_an_orphaned_volume_dir_and_a_row_without_one(
     assert (LeakKind.VOLUME_DIR_WITHOUT_RECORD, str(volume_dir(paths, orphan))) in found
     assert (LeakKind.VOLUME_RECORD_WITHOUT_DIR, str(volume_dir(paths, lost))) in found
     volume_dir(paths, orphan).rmdir()
+
+
+async def test_reconciler_remakes_a_lost_volume_dir_empty_and_only_reports_an_orphaned_one(
+    stack: Stack, volumes: Volumes
+) -> None:
+    paths = stack.settings.node_paths()
+    lost, orphan, pending = volumes.name(), volumes.name(), volumes.name()
+    writer = await stack.create(
+        cmd=["sh", "-c", "echo gone > /data/file"], volumes=[{"name": lost, "target": "/data"}]
+    )
+    await stack.berth.start(writer)
+    await wait_exited(stack, writer)
+    shutil.rmtree(volume_dir(paths, lost))  # someone deleted it on the node
+    (volume_dir(paths, orphan) / "_data").mkdir(parents=True)
+    (volume_dir(paths, orphan) / "_data" / "file").write_text("someone's data\n")
+    # A row whose only user never started: its directory comes at that start, from the image.
+    await stack.create(volumes=[{"name": pending, "target": "/etc"}])
+
+    try:
+        repairs = await node_reconciler(stack).reconcile()
+        found = await volume_leaks(stack)
+        orphan_data = (volume_dir(paths, orphan) / "_data" / "file").read_text()
+    finally:
+        shutil.rmtree(volume_dir(paths, orphan))
+
+    lost_dir = str(volume_dir(paths, lost))
+    assert [(r.kind, r.subject) for r in repairs if r.kind.startswith("volume")] == [
+        ("volume-dir-lost", lost_dir)
+    ]
+    assert list(volume_dir(paths, lost).iterdir()) == []
+    assert not volume_dir(paths, pending).exists()
+    assert orphan_data == "someone's data\n"
+    assert found == [(LeakKind.VOLUME_DIR_WITHOUT_RECORD, str(volume_dir(paths, orphan)))]
+    # The remade volume is a new one: its next user's start fills it from the image.
+    await stack.berth.start(writer)
+    await wait_exited(stack, writer)
+    assert (volumes.data(lost) / "file").read_text() == "gone\n"
 
 
 @pytest.mark.parametrize("name", ["../x", "a", "-a", "a/b", ".hidden", "x" * 256])
