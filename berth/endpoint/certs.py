@@ -9,6 +9,7 @@ under ``<state_dir>/endpoint/``, where agents and clients look when nothing is s
 from __future__ import annotations
 
 import datetime
+import fcntl
 import ipaddress
 import os
 import tempfile
@@ -222,6 +223,13 @@ def ensure_dev_certificates(directory: Path, hosts: Sequence[str] = DEV_HOSTS) -
     """
     directory.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
     os.chmod(directory, DIRECTORY_MODE)
+    # Two callers at once (two `scripts/dev up`) would each write a CA and mix the pairs.
+    with open(directory / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _ensure_locked(directory, hosts)
+
+
+def _ensure_locked(directory: Path, hosts: Sequence[str]) -> bool:
     wrote = False
     authority = _load_authority(directory)
     if authority is None:

@@ -9,6 +9,7 @@ request: a refused client never reaches a servicer, a let-in one gets the servic
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -25,8 +26,10 @@ from berth.db.reads import ContainerReads
 from berth.endpoint.certs import ensure_dev_certificates
 from berth.endpoint.client import EndpointError, EndpointUnreachable, call_failure, open_channel
 from berth.node_api import exec_pb2, files_pb2, logs_pb2
-from tests.integration.conftest import ROOT, TEST_CODEC_KEYS
+from tests.integration.conftest import ROOT, TEST_CODEC_KEYS, Stack
 from tests.integration.node_agent import NodeAgent
+from tests.integration.test_cli import BERTH, cli_env
+from tests.integration.test_exec import running_container
 
 # How long a let-in call may take to be answered (a servicer that waits for more input than an
 # empty request gives answers when the deadline ends it: still past the TLS check).
@@ -117,13 +120,27 @@ async def test_node_endpoint_client_without_valid_certificate_is_refused_on_ever
 
 
 async def test_node_endpoint_client_with_suite_client_pair_reaches_every_servicer(
-    node1_endpoint: str, settings: Settings
+    node1_endpoint: str, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with open_channel(settings, node1_endpoint) as channel:
-        outcomes = {m.full_name: await outcome(channel, m, node1_endpoint) for m in methods()}
+    with caplog.at_level(logging.INFO, logger="berth.endpoint.errors"):
+        async with open_channel(settings, node1_endpoint) as channel:
+            outcomes = {m.full_name: await outcome(channel, m, node1_endpoint) for m in methods()}
 
     reached = {name: not isinstance(found, EndpointUnreachable) for name, found in outcomes.items()}
     assert reached == dict.fromkeys(outcomes, True), outcomes
+    # The in-process agent logged each call with who asked.
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().endswith("(berth-client)")]
+    served = [
+        m
+        for m in methods()
+        if not (
+            isinstance(found := outcomes[m.full_name], EndpointError)
+            and found.code is grpc.StatusCode.UNIMPLEMENTED  # a service not registered yet
+        )
+    ]
+    paths = {f"/{m.containing_service.full_name}/{m.name}" for m in served}
+    assert paths
+    assert {line.split()[2] for line in lines} >= paths, lines
 
 
 async def test_node_endpoint_missing_container_is_the_daemons_not_found(
@@ -209,3 +226,43 @@ def test_node_endpoint_agent_outside_loopback_without_tls_refuses_to_start(
 
     assert done.returncode != 0
     assert "node endpoint: no TLS certificate to serve 0.0.0.0:0" in done.stderr
+
+
+def berth_with(stack: Stack, extra: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BERTH), *args],
+        capture_output=True,
+        text=True,
+        env={**cli_env(stack), **extra},
+        timeout=60,
+    )
+
+
+async def test_node_endpoint_cli_with_client_pair_of_another_ca_exits_125_naming_the_endpoint(
+    stack: Stack, tmp_path: Path
+) -> None:
+    name = await running_container(stack)
+    ensure_dev_certificates(tmp_path)
+    other = {
+        "BERTH_ENDPOINT_TLS_CA_FILE": str(stack.settings.state_dir / "endpoint" / "ca.pem"),
+        "BERTH_ENDPOINT_TLS_CERT_FILE": str(tmp_path / "client.pem"),
+        "BERTH_ENDPOINT_TLS_KEY_FILE": str(tmp_path / "client-key.pem"),
+    }
+
+    done = await asyncio.to_thread(berth_with, stack, other, "exec", name, "true")
+
+    assert done.returncode == 125, done.stderr
+    assert done.stderr.startswith("berth: cannot reach the node endpoint")
+    assert "127.0.0.1:" in done.stderr
+
+
+async def test_node_endpoint_cli_with_incomplete_tls_settings_exits_125_naming_them(
+    stack: Stack,
+) -> None:
+    name = await running_container(stack)
+    partial = {"BERTH_ENDPOINT_TLS_CA_FILE": "/nonexistent/ca.pem"}
+
+    done = await asyncio.to_thread(berth_with, stack, partial, "exec", name, "true")
+
+    assert done.returncode == 125, done.stderr
+    assert "endpoint_tls_cert_file, endpoint_tls_key_file must be set too" in done.stderr

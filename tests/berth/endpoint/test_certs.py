@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cryptography import x509
@@ -28,7 +29,7 @@ def test_ensure_dev_certificates_empty_directory_writes_ca_and_pairs_with_privat
 
     assert ensure_dev_certificates(directory) is True
 
-    assert sorted(p.name for p in directory.iterdir()) == sorted(FILES)
+    assert sorted(p.name for p in directory.iterdir() if p.name != ".lock") == sorted(FILES)
     assert mode(directory) == 0o700
     assert all(mode(directory / name) == 0o600 for name in FILES if name.endswith("-key.pem"))
     ca = load(directory / "ca.pem")
@@ -83,3 +84,12 @@ def test_ensure_dev_certificates_pair_of_another_ca_is_replaced(tmp_path: Path) 
     load(tmp_path / "ours" / "client.pem").verify_directly_issued_by(
         load(tmp_path / "ours" / "ca.pem")
     )
+
+
+def test_ensure_dev_certificates_concurrent_callers_share_one_ca(tmp_path: Path) -> None:
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: ensure_dev_certificates(tmp_path), range(4)))
+
+    ca = load(tmp_path / "ca.pem")
+    for role in ("node", "client"):
+        load(tmp_path / f"{role}.pem").verify_directly_issued_by(ca)

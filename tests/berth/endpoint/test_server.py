@@ -8,6 +8,7 @@ test_node_endpoint.py).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -143,7 +144,7 @@ def test_server_credentials_no_tls_material_on_loopback_refuses_to_serve(tmp_pat
 def test_server_credentials_no_tls_material_outside_loopback_refuses_to_serve(
     tmp_path: Path,
 ) -> None:
-    with pytest.raises(Forbidden, match="0.0.0.0:7000"):
+    with pytest.raises(Forbidden, match=re.escape("0.0.0.0:7000")):
         server_credentials(settings_for(tmp_path, endpoint_address="0.0.0.0:7000"))
 
 
@@ -176,5 +177,5 @@ def test_server_credentials_unreadable_key_is_invalid_parameter(state_dir: Path)
         endpoint_tls_key_file=state_dir / "endpoint" / "missing-key.pem",
     )
 
-    with pytest.raises(InvalidParameter, match="missing-key.pem"):
+    with pytest.raises(InvalidParameter, match=re.escape("missing-key.pem")):
         server_credentials(settings)

@@ -41,8 +41,8 @@ def test_tls_files_nothing_set_uses_dev_files_of_the_role(tmp_path: Path) -> Non
 
     files = tls_files(Chosen(tmp_path), "node")
 
-    directory = tmp_path / "endpoint"
-    assert files == TlsFiles(directory / "ca.pem", directory / "node.pem", directory / "node-key.pem")
+    found = tmp_path / "endpoint"
+    assert files == TlsFiles(found / "ca.pem", found / "node.pem", found / "node-key.pem")
 
 
 def test_tls_files_nothing_set_and_no_dev_files_is_none(tmp_path: Path) -> None:
