@@ -4,6 +4,7 @@ codes, stdin, a terminal driven by the test, the events, and no exec left behind
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import select
 import signal
@@ -11,12 +12,15 @@ import subprocess
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import select as sql_select
 
 from berth.db.models import ContainerEvent
-from berth.endpoint.exec import EXEC_PREFIX
+from berth.endpoint.deps import EndpointDeps
+from berth.endpoint.exec import EXEC_PREFIX, ExecService
 from berth.errors import NotFound
+from berth.runtime.exec_io import exec_dir, make_pipes
 from tests.integration.conftest import Stack
 from tests.integration.test_cli import BERTH, cli_env, run
 
@@ -226,3 +230,29 @@ async def test_exec_records_exec_create_and_exec_die_with_its_exit_code(stack: S
     assert [e.action for e in execs] == ["exec_create: sh -c exit 4", "exec_die"]
     assert execs[1].attributes["exitCode"] == "4"
     assert execs[0].attributes["execID"] == execs[1].attributes["execID"]
+
+
+async def test_exec_strays_of_a_crashed_agent_are_deleted_by_the_next_one(
+    stack: Stack, tmp_path: Path
+) -> None:
+    name = await running_container(stack)
+    container_id = stack.created[-1]
+    paths = stack.settings.node_paths()
+    stray = f"{EXEC_PREFIX}crashed"
+    # What a crashed agent leaves: a live exec with the prefix, and its FIFO directory.
+    leftover = await asyncio.to_thread(
+        make_pipes, exec_dir(paths, container_id, stray), False, False
+    )
+    process = {**json.loads(paths.spec(container_id).read_text())["process"]}
+    process["args"] = ["sleep", "300"]
+    await stack.containerd.exec_process(container_id, stray, process, tmp_path / "out")
+    await stack.containerd.start_process(container_id, stray)
+    assert await execs_of(stack, container_id) == [stray]
+    service = ExecService(EndpointDeps(stack.settings, paths, stack.sessions, stack.containerd))
+
+    await service.remove_stray_execs()
+
+    assert await execs_of(stack, container_id) == []
+    assert not leftover.directory.exists()
+    top = await run(stack, "exec", name, "ps", "-o", "args")
+    assert "sleep 300" not in top.stdout
