@@ -10,7 +10,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from berth.cli.transport import HttpOperations
+    from berth.cli.transport import HttpOperations, Reads, WireReads
     from berth.client import BerthClient
     from berth.config import Settings
     from berth.db.reads import ContainerReads
@@ -36,10 +36,22 @@ class DaemonError(Exception):
     """
 
 
-class Context:
-    """A verb's dependencies, each made on first use; ``close`` releases what was made."""
+class NeedsEventLoop(Exception):
+    """A loopless context was asked for what needs asyncio (the SDK's client, asyncpg's reads):
+    nothing was done yet, so the verb runs again under an event loop."""
 
-    def __init__(self) -> None:
+
+class Context:
+    """A verb's dependencies, each made on first use; ``close`` releases what was made.
+
+    A ``loopless`` context makes only what blocks (Temporal's HTTP API, ``berth.db.wire``) and
+    raises :class:`NeedsEventLoop` where it would need asyncio (``berth.cli.main`` runs such a
+    verb's coroutine without an event loop, and under one when this is raised).
+    """
+
+    def __init__(self, loopless: bool = False) -> None:
+        self.loopless = loopless
+        self._wire: WireReads | None = None
         self._settings: Settings | None = None
         self._berth: BerthClient | None = None
         self._reader: ContainerReads | None = None
@@ -110,7 +122,7 @@ class Context:
 
         http = temporal_http_settings()
         if http is None:
-            return await self.berth()
+            return await self._sdk()
         from berth.cli.transport import HttpOperations
         from berth.temporal_http import (
             HttpTarget,
@@ -154,14 +166,42 @@ class Context:
         except TemporalUnreachable as err:
             raise BerthFailure(str(err)) from None
         if not listening:
-            return await self.berth()
-        self._operations = HttpOperations(await self.reader(), temporal, http.task_queue)
+            return await self._sdk()
+        self._operations = HttpOperations(await self._operation_reads(), temporal, http.task_queue)
         return self._operations
+
+    async def _sdk(self) -> BerthClient:
+        if self.loopless:
+            raise NeedsEventLoop("the SDK's client")
+        return await self.berth()
+
+    async def _operation_reads(self) -> Reads:
+        """The reads before an operation: on ``berth.db.wire`` (no asyncio, no asyncpg), or
+        :meth:`reader`'s where that client does not speak the database URL."""
+        from berth.cli.env import read_settings
+        from berth.cli.transport import WireReads
+        from berth.db.wire import Unsupported
+
+        settings = read_settings()
+        try:
+            self._wire = WireReads.connect(
+                settings.database_url,
+                settings.runtime_call_timeout_seconds,
+                settings.client_wait_seconds,
+            )
+        except Unsupported:
+            if self.loopless:
+                raise NeedsEventLoop("asyncpg's reads") from None
+            return await self.reader()
+        return self._wire
 
     async def close(self) -> None:
         if self._operations is not None:
             self._operations.close()
             self._operations = None
+        if self._wire is not None:
+            self._wire.close()
+            self._wire = None
         if self._reader is not None:
             await self._reader.close()
             self._reader = None

@@ -126,4 +126,5 @@ def configure(verb: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "-f", "--force", action="store_true", help="kill a running container first"
         )
-    parser.set_defaults(handler=HANDLERS[verb])
+    # All but wait need only Context.operations(), which blocks: no event loop (berth.cli.main).
+    parser.set_defaults(handler=HANDLERS[verb], loopless=verb != "wait")

@@ -103,12 +103,20 @@ def test_cli_entry_and_verb_modules_load_no_heavy_dependency(module: str) -> Non
     assert under(loaded, *HEAVY) == []
 
 
-@pytest.mark.parametrize("module", ["berth.db.reads", "berth.db.node_reads", "berth.cli.transport"])
+@pytest.mark.parametrize("module", ["berth.db.reads", "berth.db.node_reads"])
 def test_cli_light_paths_load_asyncpg_but_no_sdk_orm_psycopg_or_pydantic(module: str) -> None:
     loaded = loaded_after(module)
 
     assert "asyncpg" in loaded
     assert under(loaded, *HEAVY) == []
+
+
+@pytest.mark.parametrize("module", ["berth.cli.transport", "berth.db.wire"])
+def test_cli_operations_load_no_asyncio_asyncpg_or_heavy_dependency(module: str) -> None:
+    # The writing verbs run without an event loop (berth.cli.main.without_loop).
+    loaded = loaded_after(module)
+
+    assert under(loaded, "asyncio", "asyncpg", *HEAVY) == []
 
 
 def test_workflow_imports_load_no_activity_runtime_or_sqlalchemy_module() -> None:
