@@ -45,13 +45,14 @@ def parse_location(argument: str) -> tuple[str | None, str]:
 
 
 async def _target(context: Context, ref: str) -> NodeTarget:
+    from berth.cli.env import endpoint_settings
     from berth.endpoint.client import node_target
 
     reader = await context.reader()
     container = await reader.find(ref)
     if container is None:
         raise DaemonError(f"No such container: {ref}")
-    return await node_target(context.settings, reader, container)
+    return await node_target(endpoint_settings(), reader, container)
 
 
 async def cmd_cp(context: Context, args: argparse.Namespace) -> int:
