@@ -191,6 +191,7 @@ class Session:
 
 async def _call(context: Context, ref: str, method: str, start: Any, session_args: Any) -> int:
     """Open the call ``method`` (``Exec`` or ``Attach``) to ``ref``'s node and run it."""
+    from berth.cli.env import endpoint_settings
     from berth.endpoint.client import node_target
     from berth.node_api import exec_pb2_grpc
 
@@ -199,7 +200,7 @@ async def _call(context: Context, ref: str, method: str, start: Any, session_arg
     if container is None:
         raise DaemonError(f"No such container: {ref}")
     start(container.id)
-    target = await node_target(context.settings, reader, container)
+    target = await node_target(endpoint_settings(), reader, container)
     try:
         stub = exec_pb2_grpc.ExecStub(target.channel)
         session = Session(*session_args)
