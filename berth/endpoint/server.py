@@ -18,7 +18,13 @@ from berth.endpoint import exec as exec_service
 from berth.endpoint import files, logs
 from berth.endpoint.deps import EndpointDeps
 from berth.endpoint.errors import CallGuard
-from berth.endpoint.tls import TlsSettingsError, dev_directory, is_loopback, tls_files
+from berth.endpoint.tls import (
+    TlsSettingsError,
+    dev_directory,
+    is_loopback,
+    split_address,
+    tls_files,
+)
 from berth.errors import Forbidden, InvalidParameter
 
 log = logging.getLogger(__name__)
@@ -43,8 +49,24 @@ class RunningEndpoint:
         await self.server.stop(GRACE_SECONDS)
 
 
-def _host(address: str) -> str:
-    return address.rsplit(":", 1)[0]
+def advertised_address(settings: Settings, port: int) -> str:
+    """What the agent records for clients: ``endpoint_advertise``, else the host it listens on
+    with the port it got.
+
+    Raises:
+        InvalidParameter: it listens on a wildcard address (every interface) and nothing says
+            which one clients reach (a client cannot dial 0.0.0.0, nor check a certificate
+            against it).
+    """
+    if settings.endpoint_advertise:
+        return settings.endpoint_advertise
+    host, _ = split_address(settings.endpoint_address)
+    if host in ("", "0.0.0.0", "::"):
+        raise InvalidParameter(
+            f"node endpoint: {settings.endpoint_address} listens on every address; set"
+            " endpoint_advertise to the host:port clients reach it at"
+        )
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -88,6 +110,7 @@ async def start_endpoint(deps: EndpointDeps) -> RunningEndpoint:
     :func:`server_credentials`), every call through :class:`CallGuard`."""
     settings = deps.settings
     credentials = server_credentials(settings)
+    advertised_address(settings, 0)  # refused before listening, not after
     # Every call logged with who asked; servicers raise berth.errors, answered as statuses.
     server = grpc.aio.server(interceptors=[CallGuard()])
     for register in SERVICES:
@@ -99,7 +122,7 @@ async def start_endpoint(deps: EndpointDeps) -> RunningEndpoint:
     if port == 0:
         raise OSError(f"node endpoint: cannot listen on {settings.endpoint_address}")
     await server.start()
-    address = settings.endpoint_advertise or f"{_host(settings.endpoint_address)}:{port}"
+    address = advertised_address(settings, port)
     tls = "mTLS" if credentials is not None else "plaintext"
     log.info("node endpoint listening on %s (%s)", address, tls)
     return RunningEndpoint(server, address)

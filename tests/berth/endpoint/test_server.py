@@ -19,7 +19,7 @@ from berth.config import Settings
 from berth.endpoint.certs import ensure_dev_certificates
 from berth.endpoint.client import EndpointUnreachable, call_failure, open_channel
 from berth.endpoint.errors import CallGuard
-from berth.endpoint.server import server_credentials
+from berth.endpoint.server import advertised_address, server_credentials
 from berth.endpoint.tls import dev_directory
 from berth.errors import Forbidden, InvalidParameter
 
@@ -179,3 +179,29 @@ def test_server_credentials_unreadable_key_is_invalid_parameter(state_dir: Path)
 
     with pytest.raises(InvalidParameter, match=re.escape("missing-key.pem")):
         server_credentials(settings)
+
+
+@pytest.mark.parametrize(
+    ("listen", "advertised"),
+    [("127.0.0.1:0", "127.0.0.1:4321"), ("[::1]:0", "[::1]:4321"), ("node-1:0", "node-1:4321")],
+)
+def test_advertised_address_is_listening_host_with_port_got(
+    tmp_path: Path, listen: str, advertised: str
+) -> None:
+    assert advertised_address(settings_for(tmp_path, endpoint_address=listen), 4321) == advertised
+
+
+def test_advertised_address_setting_wins(tmp_path: Path) -> None:
+    settings = settings_for(
+        tmp_path, endpoint_address="0.0.0.0:7000", endpoint_advertise="node-1.example:7000"
+    )
+
+    assert advertised_address(settings, 7000) == "node-1.example:7000"
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:7000", "[::]:7000"])
+def test_advertised_address_wildcard_without_setting_is_refused(
+    tmp_path: Path, listen: str
+) -> None:
+    with pytest.raises(InvalidParameter, match="endpoint_advertise"):
+        advertised_address(settings_for(tmp_path, endpoint_address=listen), 7000)
