@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -94,20 +94,25 @@ def _guard_unary_response(
 
 
 def _guard_stream_response(
-    behaviour: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]], method: str
-) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
+    behaviour: Callable[[Any, grpc.aio.ServicerContext], AsyncGenerator[Any, None]], method: str
+) -> Callable[[Any, grpc.aio.ServicerContext], AsyncGenerator[Any, None]]:
     """``behaviour`` (an async generator function) with the call logged and its errors
     answered as statuses, also after it yielded some responses."""
 
-    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncGenerator[Any, None]:
         _log_call(context, method)
+        responses = behaviour(request, context)
         try:
-            async for response in behaviour(request, context):
+            async for response in responses:
                 yield response
         except grpc.aio.AbortError:
             raise
         except Exception as err:
             await _answer_failure(context, method, err)
+        finally:
+            # Closed now, not when collected: a client that left must see the servicer's own
+            # clean-up (a mount holder released, an exec killed) run at once.
+            await responses.aclose()
 
     return guarded
 

@@ -6,6 +6,7 @@ only on the test's own server.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -66,6 +67,19 @@ async def abort_itself(request: bytes, context: grpc.aio.ServicerContext) -> byt
     raise AssertionError("abort returned")
 
 
+# Set by ``endless`` when its generator is closed (the servicer's own clean-up ran).
+CLOSED = asyncio.Event()
+
+
+async def endless(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+    try:
+        while True:
+            yield b"tick"
+            await asyncio.sleep(0.01)
+    finally:
+        CLOSED.set()
+
+
 ERRORS: dict[str, Exception] = {
     "NotFound": NotFound("no such container: x"),
     "InvalidParameter": InvalidParameter("tail: not a number"),
@@ -87,6 +101,7 @@ def handlers() -> grpc.GenericRpcHandler:
             "Write": grpc.unary_stream_rpc_method_handler(write_then_fail),
             "Chat": grpc.stream_stream_rpc_method_handler(count_then_fail),
             "Abort": grpc.unary_unary_rpc_method_handler(abort_itself),
+            "Endless": grpc.unary_stream_rpc_method_handler(endless),
         },
     )
 
@@ -249,3 +264,15 @@ async def test_call_failure_nothing_listening_is_unreachable_naming_the_address(
 
     assert isinstance(failure, EndpointUnreachable)
     assert str(failure).startswith(f"cannot reach the node endpoint at 127.0.0.1:{port}: ")
+
+
+async def test_call_guard_client_leaving_mid_stream_closes_servicer_generator_at_once(
+    channel: grpc.aio.Channel,
+) -> None:
+    CLOSED.clear()
+    call = channel.unary_stream(f"/{SERVICE}/Endless")(b"")
+    assert await call.read() == b"tick"
+
+    call.cancel()
+
+    await asyncio.wait_for(CLOSED.wait(), 5)
