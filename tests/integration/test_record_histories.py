@@ -44,8 +44,13 @@ from berth.contract import (
 )
 from berth.runtime.image import build_oci_layout, busybox_rootfs_tar
 from berth.steps import (
+    VolumeCreateInput,
+    VolumeInfo,
+    VolumeRemoveInput,
+    VolumeRemoveOutput,
     exit_workflow_id,
     fleet_workflow_id,
+    node_task_queue,
     policy_restart_id,
     restart_workflow_id,
 )
@@ -323,3 +328,34 @@ async def test_record_fleet_restart_continuing_as_new(stack: Stack) -> None:
         )
     assert runs >= 2, "the fleet restart did not continue as new"
     await recorder.record("ContainerRestartOnNode", restart_workflow_id(ids[0]))
+
+
+async def test_record_volume_create_remove_refused_while_used_and_removed(stack: Stack) -> None:
+    name = f"rec-{uuid.uuid4().hex[:8]}"
+    node, temporal = stack.settings.node, stack.berth.temporal
+
+    async def record(scenario: str, workflow_type: str, request: object, result: type) -> None:
+        recorder = Recorder(temporal, scenario)
+        workflow_id = f"volume-{scenario.replace('_', '-')}-{name}"
+        handle = await temporal.start_workflow(
+            workflow_type,
+            request,
+            id=workflow_id,
+            task_queue=node_task_queue(node),
+            result_type=result,
+        )
+        try:
+            await asyncio.wait_for(handle.result(), RESULT_TIMEOUT)
+        except WorkflowFailureError:
+            assert scenario == "volume_remove_in_use"
+        await recorder.record(workflow_type, workflow_id)
+
+    remove = VolumeRemoveInput(node=node, name=name)
+    await record(
+        "volume_create", "VolumeCreateOnNode", VolumeCreateInput(node=node, name=name), VolumeInfo
+    )
+    user = await stack.create(volumes=[{"name": name, "target": "/data"}])
+    await record("volume_remove_in_use", "VolumeRemoveOnNode", remove, VolumeRemoveOutput)
+    await stack.berth.remove(user, force=True)
+    stack.created.remove(user)
+    await record("volume_remove", "VolumeRemoveOnNode", remove, VolumeRemoveOutput)

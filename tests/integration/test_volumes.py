@@ -17,6 +17,7 @@ from berth.db.volume_repository import VolumeRepository
 from berth.errors import Conflict, NotFound
 from berth.leaks import LeakKind, check_node
 from berth.runtime.image import DEFAULT_REF
+from berth.steps import VolumeCreateInput, node_task_queue
 from berth.volume_client import VolumeClient
 from berth.volumes_host import data_dir, volume_dir
 from tests.integration.conftest import Stack, force_remove
@@ -202,6 +203,23 @@ async def test_reconciler_remakes_a_lost_volume_dir_empty_and_only_reports_an_or
     await stack.berth.start(writer)
     await wait_exited(stack, writer)
     assert (volumes.data(lost) / "file").read_text() == "gone\n"
+
+
+async def test_volume_workflow_on_another_nodes_queue_is_invalid_parameter(
+    stack: Stack, volumes: Volumes
+) -> None:
+    name = volumes.name()
+
+    with pytest.raises(WorkflowFailureError) as failure:
+        await stack.berth.temporal.execute_workflow(
+            "VolumeCreateOnNode",
+            VolumeCreateInput(node="node-2", name=name),
+            id=f"volume-create-elsewhere-{name}",
+            task_queue=node_task_queue(volumes.node),
+        )
+
+    assert getattr(failure.value.cause, "type", None) == "InvalidParameter"
+    assert not volume_dir(stack.settings.node_paths(), name).exists()
 
 
 @pytest.mark.parametrize("name", ["../x", "a", "-a", "a/b", ".hidden", "x" * 256])

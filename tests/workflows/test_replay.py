@@ -20,11 +20,18 @@ from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 from berth.contract import WORKFLOW_CONTRACTS, ContainerStartOutput
 from berth.converter import data_converter
 from berth.errors import BerthError
-from berth.steps import NODE_WORKFLOW_CONTRACTS, LocateInput, NodeStartInput
+from berth.steps import (
+    NODE_WORKFLOW_CONTRACTS,
+    LocateInput,
+    NodeStartInput,
+    VolumeRemoveInput,
+    VolumeRemoveOutput,
+)
 from berth.worker import workflow_runner
 from berth.workflows import steps
 from berth.workflows.container_start import ContainerStartOnNode
 from berth.workflows.steps import run_step
+from berth.workflows.volume_ops import VolumeRemoveOnNode
 from tests.workflows.history_fixtures import (
     BERTH_WORKFLOWS,
     HISTORIES_DIR,
@@ -50,6 +57,9 @@ REQUIRED = {
     ("stop", "ContainerStopOnNode"),
     ("fleet_restart", "FleetRestart"),
     ("exit", "ContainerExitedOnNode"),
+    ("volume_create", "VolumeCreateOnNode"),
+    ("volume_remove", "VolumeRemoveOnNode"),
+    ("volume_remove_in_use", "VolumeRemoveOnNode"),
 }
 
 
@@ -227,3 +237,33 @@ def test_replay_fixtures_pull_start_pulls_before_it_mounts() -> None:
     # The pull is the saga's one regular activity; the checks and host steps are local.
     assert scheduled == ["pull_image"]
     assert saga.history.events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED
+
+
+def test_replay_fixtures_volume_remove_in_use_fails_with_conflict_after_its_one_step() -> None:
+    refused = load(fixture_path("volume_remove_in_use", "VolumeRemoveOnNode"))
+    types = event_types(refused)
+    failed = refused.history.events[-1].workflow_execution_failed_event_attributes.failure
+
+    assert types[-1] == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED
+    assert Counter(types)[EventType.EVENT_TYPE_MARKER_RECORDED] == 1
+    assert failed.application_failure_info.type == "Conflict"
+
+
+@workflow.defn(name="VolumeRemoveOnNode", sandboxed=False, failure_exception_types=[BerthError])
+class VolumeRemoveAfterLocating(VolumeRemoveOnNode):
+    """The volume removal with one more activity before its step."""
+
+    @workflow.run
+    async def run(self, request: VolumeRemoveInput) -> VolumeRemoveOutput:
+        await run_step(steps.LOCATE_CONTAINER, LocateInput(container="x"), "locate")
+        return await super().run(request)
+
+
+@pytest.mark.parametrize("scenario", ["volume_remove", "volume_remove_in_use"])
+async def test_replay_volume_remove_history_on_changed_workflow_raises_nondeterminism(
+    scenario: str,
+) -> None:
+    recorded = load(fixture_path(scenario, "VolumeRemoveOnNode"))
+
+    with pytest.raises(workflow.NondeterminismError):
+        await variant_replayer(VolumeRemoveAfterLocating).replay_workflow(recorded.history)
