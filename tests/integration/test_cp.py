@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import shutil
 import signal
 import stat
 import subprocess
@@ -398,29 +397,3 @@ async def test_cp_of_a_container_being_removed_is_refused(stack: Stack, tmp_path
     assert done.returncode == 1 and b"marked for removal" in done.stderr
     assert (await stack.footprint(container_id)).mount_holders == []
     assert not (tmp_path / "etc").exists()
-
-
-async def test_export_o_writes_on_the_client_the_members_of_the_workflow_export(
-    stack: Stack, tmp_path: Path
-) -> None:
-    from tests.integration.conftest import EXPORT_ROOT
-
-    container_id = await running(stack)
-    EXPORT_ROOT.mkdir(parents=True, exist_ok=True)
-    on_node = EXPORT_ROOT / f"cp-{uuid.uuid4().hex[:8]}.tar"
-    try:
-        await stack.berth.export(container_id, str(on_node))
-        await ok(stack, "export", container_id, "-o", str(tmp_path / "here.tar"))
-        piped = await ok(stack, "export", container_id)
-        with tarfile.open(on_node) as tar:
-            expected = sorted(tar.getnames())
-    finally:
-        on_node.unlink(missing_ok=True)
-
-    with tarfile.open(tmp_path / "here.tar") as tar:
-        assert sorted(tar.getnames()) == expected
-    with tarfile.open(fileobj=io.BytesIO(piped)) as tar:
-        assert sorted(tar.getnames()) == expected
-    assert "./bin/busybox" in expected
-    assert (await holders(stack, container_id)) == ["task"]
-    shutil.rmtree(tmp_path, ignore_errors=True)
