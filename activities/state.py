@@ -181,6 +181,8 @@ class StateActivities:
         """
         if decision.verdict is not Verdict.APPLY or before.operation is not None:
             return
+        if not any(port.get("host_port") for port in container.config.get("ports") or ()):
+            return  # most starts: nothing to check, and no config to parse
         config = ContainerConfig.model_validate(container.config)
         fixed = [binding for binding in config.ports if binding.host_port]
         if not fixed or config.network_mode is not NetworkMode.BRIDGE:
