@@ -5,8 +5,9 @@ writes the tar of SRC to stdout, ``-`` as SRC extracts a tar from stdin into the
 otherwise a directory lands in DEST when DEST is an existing directory, or becomes DEST when
 DEST does not exist, and ``SRC/.`` copies a directory's contents rather than itself. What a copy
 writes into a container is owned by its root, what it writes here by the user running it; ``-a``
-keeps the tar's owners. ``export C [-o FILE]`` writes the container's filesystem as a tar on
-this host (to stdout without ``-o`` unless stdout is a terminal, as docker).
+keeps the tar's owners; device nodes are not made on this host. ``export C [-o FILE]`` writes
+the container's filesystem as a tar on this host (to stdout without ``-o`` unless stdout is a
+terminal, as docker).
 
 The node endpoint (``berth.node_api.files``) walks and extracts inside the rootfs; here a
 local source is walked, and a tar extracted, by the same code (:mod:`berth.runtime.rootfs_tar`):
@@ -18,9 +19,10 @@ Light at import: grpc, the stubs, the endpoint client and rootfs_tar are importe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
 from berth.cli.context import Context, DaemonError
@@ -55,9 +57,26 @@ async def _target(context: Context, ref: str) -> NodeTarget:
     return await node_target(endpoint_settings(), reader, container)
 
 
+@contextlib.contextmanager
+def local_errors() -> Iterator[None]:
+    """A failure of this host's files (a missing directory, a full disk) as a one-line error."""
+    try:
+        yield
+    except OSError as err:
+        where = f"{err.filename}: " if err.filename else ""
+        raise DaemonError(f"{where}{err.strerror or err}") from None
+
+
 async def cmd_cp(context: Context, args: argparse.Namespace) -> int:
-    source_container, source = parse_location(args.source)
-    dest_container, dest = parse_location(args.destination)
+    with local_errors():
+        await copy(context, args.source, args.destination, args.archive)
+    return 0
+
+
+async def copy(context: Context, source_argument: str, dest_argument: str, archive: bool) -> None:
+    """docker cp between this host and a container, one side named ``C:PATH``."""
+    source_container, source = parse_location(source_argument)
+    dest_container, dest = parse_location(dest_argument)
     if source_container is not None and dest_container is not None:
         raise DaemonError("copying between containers is not supported")
     if source_container is None and dest_container is None:
@@ -65,13 +84,12 @@ async def cmd_cp(context: Context, args: argparse.Namespace) -> int:
     if source_container is not None:
         if not source:
             raise DaemonError("copy: the path in the container is empty")
-        await copy_from(context, source_container, source, dest, args.archive)
+        await copy_from(context, source_container, source, dest, archive)
     else:
         assert dest_container is not None
         if not dest:
             raise DaemonError("copy: the path in the container is empty")
-        await copy_to(context, source, dest_container, dest, args.archive)
-    return 0
+        await copy_to(context, source, dest_container, dest, archive)
 
 
 async def copy_from(context: Context, ref: str, path: str, dest: str, archive: bool) -> None:
@@ -126,7 +144,7 @@ async def copy_to(context: Context, source: str, ref: str, path: str, archive: b
         with target.calls():
             await files_pb2_grpc.FilesStub(target.channel).CopyTo(inputs())
     except BaseException:
-        if work is not None and work.done() and work.exception() is not None:
+        if work is not None and work.done() and not work.cancelled() and work.exception():
             raise work.exception() from None  # type: ignore[misc]
         raise
     finally:
@@ -148,7 +166,7 @@ async def cmd_export(context: Context, args: argparse.Namespace) -> int:
         raise DaemonError("cowardly refusing to save to a terminal. Use the -o flag or redirect")
     target = await _target(context, args.container)
     try:
-        with target.calls():
+        with local_errors(), target.calls():
             call = files_pb2_grpc.FilesStub(target.channel).Export(
                 files_pb2.ExportRequest(container_id=target.container.id)
             )

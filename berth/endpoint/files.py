@@ -214,9 +214,13 @@ async def _stream(write: Write, call: _Call) -> AsyncIterator[files_pb2.Chunk]:
             out.close()
 
     work = asyncio.ensure_future(call.run(produce))
-    async for chunk in out.chunks():
-        yield files_pb2.Chunk(data=chunk)
-    await work  # the walk's error, if it failed
+    try:
+        async for chunk in out.chunks():
+            yield files_pb2.Chunk(data=chunk)
+        await work  # the walk's error, if it failed
+    finally:
+        # A client gone mid-stream: the walk ends with ``Stopped``, which nobody awaits.
+        work.add_done_callback(lambda done: done.cancelled() or done.exception())
 
 
 async def _data(inputs: AsyncIterator[files_pb2.CopyToInput]) -> AsyncIterator[bytes]:

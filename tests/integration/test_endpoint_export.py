@@ -108,3 +108,17 @@ async def test_agent_killed_mid_export_leaves_a_holder_its_restart_releases(
     await wait_until(released)
     assert (await node2.footprint(container_id)).rootfs_mounts == 1
     assert await node2.leaks() == []
+
+
+async def test_export_into_a_missing_directory_is_one_line_error(
+    stack: Stack, tmp_path: Path
+) -> None:
+    container_id = await stack.create()
+
+    done = await run(stack, "export", container_id, "-o", str(tmp_path / "no" / "fs.tar"))
+
+    assert done.returncode == 1
+    assert done.stderr.decode().splitlines() == [
+        f"Error response from daemon: {tmp_path / 'no' / 'fs.tar'}: No such file or directory"
+    ]
+    assert (await stack.footprint(container_id)).mount_holders == []
