@@ -181,6 +181,27 @@ async def test_second_container_on_the_same_host_port_is_conflict_and_leaves_not
     assert await fetch(f"http://{stack.runtime.cni.gateway}:{port}/") == "hello\n"
 
 
+async def test_two_starts_racing_for_one_host_port_one_runs_the_other_is_conflict(
+    stack: Stack,
+) -> None:
+    port = free_host_port(stack)
+    ids = [
+        await stack.create(cmd=HTTPD, ports=[{"container_port": 80, "host_port": port}])
+        for _ in range(2)
+    ]
+
+    outcomes = await asyncio.gather(
+        *(stack.berth.start(cid) for cid in ids), return_exceptions=True
+    )
+
+    conflicts = [cid for cid, out in zip(ids, outcomes, strict=True) if isinstance(out, Conflict)]
+    assert len(conflicts) == 1, outcomes
+    (winner,) = set(ids) - set(conflicts)
+    assert (await stack.footprint(conflicts[0])).empty
+    assert (await stack.footprint(winner)).ports == [f"{port}/tcp"]
+    assert await fetch(f"http://{stack.runtime.cni.gateway}:{port}/") == "hello\n"
+
+
 async def test_network_step_claim_of_a_taken_port_is_conflict_when_the_early_check_was_passed(
     stack: Stack,
 ) -> None:
