@@ -152,9 +152,7 @@ class ShimActivities:
             )
             await self._end_orphaned_shims(request.container_id)
             log = await asyncio.to_thread(self._log_uri, request.container_id)
-            stdin, terminal = await asyncio.to_thread(
-                init_stdio, self._paths, request.container_id, spec
-            )
+            stdin, terminal = await init_stdio(self._paths, request.container_id, spec)
             pid = await self._containerd.create_task(
                 request.container_id, stdout=log, stderr=log, stdin=stdin, terminal=terminal
             )
@@ -187,7 +185,7 @@ class ShimActivities:
                 await self._containerd.set_container_spec(cid, spec)
             await self._end_orphaned_shims(cid)
             log = await asyncio.to_thread(self._log_uri, cid)
-            stdin, terminal = await asyncio.to_thread(init_stdio, self._paths, cid, spec)
+            stdin, terminal = await init_stdio(self._paths, cid, spec)
             await self._containerd.create_task(
                 cid, stdout=log, stderr=log, stdin=stdin, terminal=terminal
             )

@@ -168,15 +168,17 @@ class FifoEnd:
                 os.close(self._fd)
 
 
-def init_stdio(paths: NodePaths, container_id: str, spec: Mapping[str, Any]) -> tuple[str, bool]:
+async def init_stdio(
+    paths: NodePaths, container_id: str, spec: Mapping[str, Any]
+) -> tuple[str, bool]:
     """The stdin FIFO and terminal flag of a task created from ``spec``.
 
     A container created with ``-t`` gets a console and a stdin FIFO in its own directory (kept
     across restarts; an attach writes to it only when it was created with ``-i``); any other
-    gets neither, exactly as before: ("", False).
+    gets neither, exactly as before and at no cost: ("", False) without touching the disk.
     """
     if not (spec.get("process") or {}).get("terminal"):
         return "", False
     fifo = container_stdin(paths, container_id)
-    make_private_dir(fifo.parent)
-    return str(make_fifo(fifo)), True
+    await asyncio.to_thread(make_private_dir, fifo.parent)
+    return str(await asyncio.to_thread(make_fifo, fifo)), True

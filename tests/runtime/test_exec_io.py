@@ -107,22 +107,22 @@ async def test_fifo_end_write_waits_while_full_and_delivers_everything(tmp_path:
     assert bytes(received) == data
 
 
-def test_init_stdio_of_a_spec_without_a_terminal_is_none_and_makes_nothing(
+async def test_init_stdio_of_a_spec_without_a_terminal_is_none_and_makes_nothing(
     tmp_path: Path,
 ) -> None:
     paths = NodePaths(tmp_path, "node-1")
 
-    assert init_stdio(paths, "c1", {"process": {"terminal": False}}) == ("", False)
+    assert await init_stdio(paths, "c1", {"process": {"terminal": False}}) == ("", False)
     assert not paths.container_dir("c1").exists()
 
 
-def test_init_stdio_of_a_terminal_is_a_stdin_fifo_in_the_container_s_directory(
+async def test_init_stdio_of_a_terminal_is_a_stdin_fifo_in_the_container_s_directory(
     tmp_path: Path,
 ) -> None:
     paths = NodePaths(tmp_path, "node-1")
 
-    stdin, terminal = init_stdio(paths, "c1", {"process": {"terminal": True}})
-    again = init_stdio(paths, "c1", {"process": {"terminal": True}})
+    stdin, terminal = await init_stdio(paths, "c1", {"process": {"terminal": True}})
+    again = await init_stdio(paths, "c1", {"process": {"terminal": True}})
 
     assert (stdin, terminal) == (str(container_stdin(paths, "c1")), True) == again
     assert Path(stdin).is_fifo()
