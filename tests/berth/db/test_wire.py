@@ -67,6 +67,7 @@ def test_target_of_a_sqlalchemy_url_takes_its_host_port_user_database_and_sslmod
         "berth",
     )
     assert (target.password, target.sslmode) == ("s@cret", "require")
+    assert "cret" not in repr(target)
     assert Target.parse("postgresql://u@h/d").sslmode == "prefer"  # libpq's default
 
 
