@@ -32,6 +32,7 @@ import grpc
 
 from berth.activities.export import ExportActivities
 from berth.activities.mount import MountActivities
+from berth.db.repository import ContainerRepository
 from berth.endpoint.deps import EndpointDeps
 from berth.endpoint.holders import agent_identity, call_holder
 from berth.endpoint.streams import ThreadReader, ThreadWriter
@@ -44,6 +45,8 @@ T = TypeVar("T")
 
 # The owner of what a copy writes into a container (its root, as docker cp does).
 CONTAINER_ROOT = (0, 0)
+# What the runtime mounts in every container (berth.runtime.oci_spec), over its rootfs' dirs.
+RUNTIME_MOUNTS = ("/proc", "/sys", "/dev")
 
 Write = Callable[[BinaryIO, threading.Event, rootfs_tar.Progress], object]
 
@@ -63,6 +66,7 @@ class FilesServicer(files_pb2_grpc.FilesServicer):
         self._agent = agent
         self._node = deps.settings.node
         self._paths = deps.paths
+        self._sessions = deps.sessions
         self._mounts = MountActivities(deps.sessions, deps.containerd, deps.paths)
         self._containers = ExportActivities(deps.sessions, deps.paths)
 
@@ -74,7 +78,7 @@ class FilesServicer(files_pb2_grpc.FilesServicer):
             path = request.path or "/"
 
             def write(out: BinaryIO, stop: threading.Event, progress: rootfs_tar.Progress) -> None:
-                rootfs_tar.write_path(rootfs, path, out, stop, progress)
+                rootfs_tar.write_path(rootfs, path, out, stop, progress, call.mounts)
 
             async for chunk in _stream(write, call):
                 yield chunk
@@ -109,7 +113,7 @@ class FilesServicer(files_pb2_grpc.FilesServicer):
             def extract() -> rootfs_tar.Extracted:
                 return rootfs_tar.extract(
                     source,  # type: ignore[arg-type]  # read() is all tarfile's stream uses
-                    lambda first: _place_in_rootfs(rootfs, target, first),
+                    lambda first: _place_in_rootfs(rootfs, target, first, call.mounts),
                     owner,
                     devices=True,
                     stop=call.stop,
@@ -127,6 +131,7 @@ class FilesServicer(files_pb2_grpc.FilesServicer):
         if found.node != self._node:
             raise NotFound(f"container {found.name} is on node {found.node}, not {self._node}")
         call = _Call(self._mounts, found, self._node, call_holder(self._agent))
+        call.mounts = await self._mount_targets(found.container_id)
         context.add_done_callback(lambda _: call.end_soon())
         try:
             await self._mounts.mount_rootfs(
@@ -144,6 +149,14 @@ class FilesServicer(files_pb2_grpc.FilesServicer):
         finally:
             await asyncio.shield(call.end())
 
+    async def _mount_targets(self, container_id: str) -> tuple[str, ...]:
+        """Where the container has mounts of its own (none is at the node's rootfs view)."""
+        async with self._sessions() as session:
+            config = (await ContainerRepository(session).get(container_id)).config
+        binds = [mount["target"] for mount in config.get("binds", [])]
+        volumes = [mount["target"] for mount in config.get("volumes", [])]
+        return (*RUNTIME_MOUNTS, *binds, *volumes, *config.get("tmpfs", {}))
+
 
 class _Call:
     """One call's holder and the thread working for it; ``end`` stops both, once."""
@@ -155,6 +168,8 @@ class _Call:
         self.stop = threading.Event()
         # Set once the holder is taken: a release before then could precede the acquire.
         self.mounted = False
+        # The container's own mount targets, which a copy may not read or write beneath.
+        self.mounts: tuple[str, ...] = ()
         self._mounts = mounts
         self._release = ReleaseRootfsInput(
             container_id=target.container_id, node=node, holder=holder
@@ -232,7 +247,10 @@ async def _data(inputs: AsyncIterator[files_pb2.CopyToInput]) -> AsyncIterator[b
 
 
 def _place_in_rootfs(
-    rootfs: Path, target: files_pb2.CopyTarget, first: tarfile.TarInfo | None
+    rootfs: Path,
+    target: files_pb2.CopyTarget,
+    first: tarfile.TarInfo | None,
+    mounts: tuple[str, ...],
 ) -> tuple[int, str | None]:
     """The directory (an fd) a copy into the container extracts into, and its top's new name.
 
@@ -251,7 +269,7 @@ def _place_in_rootfs(
             if not is_dir:
                 os.close(found)
                 raise InvalidParameter(f"extraction point {path} is not a directory")
-            return _directory(found), None
+            return _directory(found, rootfs, path, mounts), None
         destination = rootfs_tar.Destination(found is not None, is_dir, path.endswith("/"))
         name = PurePosixPath(path).name
         where = rootfs_tar.placement(
@@ -261,7 +279,7 @@ def _place_in_rootfs(
             contents=target.mode == files_pb2.COPY_MODE_CONTENTS,
         )
         if not where.into_parent and found is not None:
-            return _directory(found), where.top
+            return _directory(found, rootfs, path, mounts), where.top
         if found is not None:
             os.close(found)
         parent = rootfs_files.resolve(root_fd, str(PurePosixPath(path).parent))
@@ -269,14 +287,16 @@ def _place_in_rootfs(
             if parent is not None:
                 os.close(parent)
             raise NotFound(f"Could not find the file {PurePosixPath(path).parent} in container")
-        return _directory(parent), where.top
+        return _directory(parent, rootfs, path, mounts), where.top
     finally:
         os.close(root_fd)
 
 
-def _directory(path_fd: int) -> int:
-    """A readable directory fd of the very inode behind the ``O_PATH`` fd ``path_fd``."""
+def _directory(path_fd: int, rootfs: Path, shown: str, mounts: tuple[str, ...]) -> int:
+    """A readable directory fd of the very inode behind the ``O_PATH`` fd ``path_fd``, which
+    must not be at or under one of the container's mounts."""
     try:
+        rootfs_tar.refuse_mounted(rootfs, path_fd, shown, mounts)
         return rootfs_files.reopen(path_fd, os.O_RDONLY | os.O_DIRECTORY)
     finally:
         os.close(path_fd)

@@ -28,7 +28,7 @@ import os
 import stat
 import tarfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -72,7 +72,12 @@ def write_tar(
 
 
 def write_path(
-    rootfs: Path, path: str, stream: BinaryIO, stop: threading.Event, progress: Progress
+    rootfs: Path,
+    path: str,
+    stream: BinaryIO,
+    stop: threading.Event,
+    progress: Progress,
+    mounts: Sequence[str] = (),
 ) -> list[str]:
     """Write the tar of ``path`` in ``rootfs`` to ``stream``, its top member named by its basename.
 
@@ -82,8 +87,8 @@ def write_path(
 
     Raises:
         NotFound: nothing is at ``path``.
-        InvalidParameter: the path crosses a mount, loops, or has a trailing ``/`` on a
-            non-directory.
+        InvalidParameter: the path crosses a mount, loops, has a trailing ``/`` on a
+            non-directory, or resolves at or under one of the container's ``mounts``.
     """
     root_fd = rootfs_files.open_root(rootfs)
     try:
@@ -91,6 +96,7 @@ def write_path(
     finally:
         os.close(root_fd)
     try:
+        refuse_mounted(rootfs, fd, path, mounts)
         return _write(fd, top_name(path), stream, stop, progress)
     finally:
         os.close(fd)
@@ -102,6 +108,28 @@ def top_name(path: str) -> str:
     if path.endswith("/.") or pure.name in ("", ".."):
         return "."
     return pure.name
+
+
+def refuse_mounted(rootfs: Path, fd: int, shown: str, mounts: Sequence[str]) -> None:
+    """Refuse what ``fd`` (resolved in ``rootfs``) is when it is at or under a mount target.
+
+    The container's binds, volumes and tmpfs are mounted in its own mount namespace, not at the
+    node's view of its rootfs: there, a mount target is the empty directory beneath the mount.
+
+    Raises:
+        InvalidParameter: the file is at or under one of ``mounts``.
+    """
+    if not mounts:
+        return
+    resolved = PurePosixPath(os.readlink(f"/proc/self/fd/{fd}"))
+    inside = PurePosixPath("/") / resolved.relative_to(os.path.realpath(rootfs))
+    for target in mounts:
+        mount = PurePosixPath(target)
+        if inside == mount or mount in inside.parents:
+            raise InvalidParameter(
+                f"{shown}: is on the container's mount {target} (a bind, volume or tmpfs);"
+                " cp reaches the container's own filesystem only"
+            )
 
 
 def open_source(root_fd: int, path: str) -> int:

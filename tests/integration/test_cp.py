@@ -397,3 +397,21 @@ async def test_cp_of_a_container_being_removed_is_refused(stack: Stack, tmp_path
     assert done.returncode == 1 and b"marked for removal" in done.stderr
     assert (await stack.footprint(container_id)).mount_holders == []
     assert not (tmp_path / "etc").exists()
+
+
+async def test_cp_on_the_containers_own_mounts_is_refused(stack: Stack, tmp_path: Path) -> None:
+    container_id = await stack.create(tmpfs={"/scratch": ""})
+    await stack.berth.start(container_id)
+    (rootfs(stack, container_id) / "via-link").symlink_to("/scratch")
+    source = tmp_path / "f"
+    source.write_text("x")
+
+    reads = [
+        await run(stack, "cp", f"{container_id}:{path}", "-")
+        for path in ("/scratch", "/via-link/", "/proc")
+    ]
+    write = await run(stack, "cp", str(source), f"{container_id}:/scratch/")
+
+    for done in [*reads, write]:
+        assert done.returncode == 1 and b"is on the container's mount" in done.stderr, done
+    assert await holders(stack, container_id) == ["task"]

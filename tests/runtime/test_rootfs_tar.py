@@ -315,3 +315,23 @@ def test_extract_round_trips_write_path(rootfs: Path, tmp_path: Path) -> None:
     extract_into(target, io.BytesIO(out.getvalue()))
 
     assert (target / "etc" / "passwd").read_bytes() == (rootfs / "etc" / "passwd").read_bytes()
+
+
+def test_write_path_at_or_under_a_mount_target_is_refused(rootfs: Path) -> None:
+    (rootfs / "via").symlink_to("/etc")
+
+    for path in ("/etc", "/etc/passwd", "/via/", "/escape/etc/passwd"):
+        with pytest.raises(InvalidParameter, match="on the container's mount /etc"):
+            rootfs_tar.write_path(
+                rootfs, path, io.BytesIO(), threading.Event(), rootfs_tar.Progress(), ("/etc",)
+            )
+
+
+def test_write_path_above_a_mount_target_is_copied(rootfs: Path) -> None:
+    out = io.BytesIO()
+    rootfs_tar.write_path(
+        rootfs, "/", out, threading.Event(), rootfs_tar.Progress(), ("/etc/passwd",)
+    )
+
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
+        assert "./etc" in tar.getnames()
