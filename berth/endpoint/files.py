@@ -203,6 +203,8 @@ class _Call:
     async def _finish(self) -> None:
         if self._work is not None:
             await asyncio.wait({self._work})  # the thread has no fd of the rootfs left
+            if not self._work.cancelled():
+                self._work.exception()  # seen: a call cut short has nobody else to see it
         await self._mounts.release_rootfs(self._release)
 
 
