@@ -20,9 +20,11 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import update
+from temporalio.client import Client
 
 from berth.db.models import Container
 from berth.leaks import check_node
+from berth.worker import node_reconciler
 from tests.integration.conftest import Stack
 from tests.integration.test_cli import BERTH, cli_env
 from tests.integration.test_crash_safety import wait_until
@@ -332,6 +334,25 @@ async def test_cp_of_a_stopped_container_mounts_and_unmounts(stack: Stack, tmp_p
         data = tar.extractfile("big")
         assert data is not None and data.read() == big.read_bytes()
     assert await leaks(stack) == []
+
+
+async def test_reconciler_keeps_the_holder_of_a_copy_in_progress(
+    stack: Stack, temporal: Client
+) -> None:
+    container_id = await running(stack)
+    (rootfs(stack, container_id) / "big").write_bytes(b"\x5a" * BIG_BYTES)
+    reconciler = node_reconciler(temporal, stack.settings, stack.sessions, stack.runtime)
+    process = streaming_cp(stack, container_id)
+    try:
+        await endpoint_holder(stack, container_id)
+        repairs = await reconciler.reconcile()
+        during = await holders(stack, container_id)
+    finally:
+        out = await finish(process)
+
+    assert [r for r in repairs if r.container_id == container_id] == []
+    assert during[0].startswith("endpoint:") and during[1] == "task"
+    assert len(out) > BIG_BYTES
 
 
 async def test_cp_client_killed_mid_stream_releases_its_holder(stack: Stack) -> None:
