@@ -156,6 +156,25 @@ async def test_cp_into_an_existing_directory_puts_the_source_under_it(
     assert (root / "tmp" / "renamed.sh").read_bytes() == (tree / "run.sh").read_bytes()
 
 
+async def test_cp_out_places_files_and_directories_as_docker(stack: Stack, tmp_path: Path) -> None:
+    container_id = await running(stack)
+    (tmp_path / "existing").mkdir()
+    (tmp_path / "contents").mkdir()
+    passwd = (rootfs(stack, container_id) / "etc" / "passwd").read_bytes()
+
+    await ok(stack, "cp", f"{container_id}:/etc/passwd", str(tmp_path / "existing"))
+    await ok(stack, "cp", f"{container_id}:/etc/passwd", str(tmp_path / "renamed"))
+    await ok(stack, "cp", f"{container_id}:/etc/.", str(tmp_path / "contents"))
+    await ok(stack, "cp", f"{container_id}:/etc", str(tmp_path / "new-dir"))
+    onto_file = await run(stack, "cp", f"{container_id}:/etc", str(tmp_path / "renamed"))
+
+    assert (tmp_path / "existing" / "passwd").read_bytes() == passwd
+    assert (tmp_path / "renamed").read_bytes() == passwd
+    assert (tmp_path / "contents" / "passwd").read_bytes() == passwd
+    assert (tmp_path / "new-dir" / "passwd").read_bytes() == passwd
+    assert onto_file.returncode == 1 and b"cannot copy a directory to a file" in onto_file.stderr
+
+
 async def test_cp_to_stdout_writes_a_tar_named_by_the_basename(stack: Stack) -> None:
     container_id = await running(stack)
 
