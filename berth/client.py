@@ -21,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -29,7 +30,7 @@ from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from berth.codec import AesGcmCodec, CodecKeys
 from berth.config import Settings, node_task_queue
-from berth.container_logs import stream_log
+from berth.container_logs import LogEntry
 from berth.contract import (
     ContainerConfig,
     ContainerCreateInput,
@@ -52,11 +53,11 @@ from berth.db.health_repository import HealthRepository
 from berth.db.models import Container, ContainerEvent
 from berth.db.repository import NODE_LIVENESS, ContainerRepository, NodeRepository
 from berth.db.session import make_engine, make_sessionmaker
+from berth.endpoint.logs_wire import entry_of, logs_request
 from berth.errors import (
     BerthError,
     Forbidden,
     InvalidParameter,
-    NotFound,
     Unavailable,
     Waiting,
     as_berth_error,
@@ -528,42 +529,75 @@ class BerthClient:
             return list(await repository.events(container_id, since_id))
 
     async def logs(self, ref: str, tail: int | None = None) -> bytes:
-        """The container's stdout and stderr (only the last ``tail`` lines, if given), as the
-        node's log driver wrote them on this host: at most the node's log bound; to read
-        without holding it all, use ``stream_logs``."""
-        return b"".join([chunk async for chunk in self.stream_logs(ref, tail=tail)])
+        """The container's stdout and stderr lines (only the last ``tail``, if given), as its
+        node's endpoint serves them: at most the node's log bound; to read without holding it
+        all, or to pick streams and times, use ``stream_logs``."""
+        return b"".join(
+            [entry.line async for batch in self.stream_logs(ref, tail=tail) for entry in batch]
+        )
 
     async def stream_logs(
-        self, ref: str, tail: int | None = None, follow: bool = False
-    ) -> AsyncIterator[bytes]:
-        """The container's output in chunks of at most 64 KiB, oldest first, across its rotated
-        files. ``tail``: only the last N lines (read backwards, not the whole log); ``follow``:
-        then what it writes, across rotations, until the container stops."""
+        self,
+        ref: str,
+        tail: int | None = None,
+        follow: bool = False,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        stdout: bool = True,
+        stderr: bool = True,
+    ) -> AsyncIterator[list[LogEntry]]:
+        """``docker logs``: the container's log entries in batches, oldest first, from its
+        node's endpoint (any host). ``tail``: only the last N entries; ``since``/``until``:
+        those written in that span (inclusive); ``stdout``/``stderr``: which streams;
+        ``follow``: then what it writes, across rotations and restarts, until it stops.
+
+        Raises:
+            NotFound: no such container. Unavailable: its node's endpoint cannot be reached.
+        """
+        from berth.endpoint.client import EndpointUnreachable, call_failure, open_channel
+        from berth.node_api import logs_pb2_grpc
+
         if tail is not None and tail < 0:
             raise InvalidParameter(f"tail: must be 0 or more, not {tail}")
         container = await self.get(ref)
-        path = self.settings.node_paths(container.node).log(container.id)
+        async with self._sessions() as session:
+            endpoint = await NodeRepository(session).endpoint(container.node)
+        if endpoint is None:
+            raise Unavailable(f"node {container.node} of {container.name} has no running agent")
+        request = logs_request(container.id, follow, tail, _ns(since), _ns(until), stdout, stderr)
+        try:
+            channel = open_channel(self.settings, endpoint)
+        except EndpointUnreachable as err:
+            raise Unavailable(str(err)) from None
+        try:
+            async for batch in logs_pb2_grpc.LogsStub(channel).Read(request):
+                yield [entry_of(message) for message in batch.entries]
+        except grpc.aio.AioRpcError as err:
+            raise _berth_error(call_failure(err, endpoint)) from None
+        finally:
+            await channel.close()
 
-        async def still_running() -> bool:
-            try:
-                current = await self.get(container.id)
-            except NotFound:
-                return False
-            return current.state in _FOLLOWED_STATES
 
-        async for chunk in stream_log(path, tail, follow, still_running):
-            yield chunk
+def _ns(moment: datetime | None) -> int | None:
+    return (
+        None
+        if moment is None
+        else int(moment.timestamp()) * 1_000_000_000 + (moment.microsecond * 1000)
+    )
 
 
-# The states in which ``logs --follow`` keeps waiting for output (docker's: until it stops).
-_FOLLOWED_STATES = frozenset(
-    {
-        ContainerState.STARTING.value,
-        ContainerState.RUNNING.value,
-        ContainerState.PAUSED.value,
-        ContainerState.STOPPING.value,
-    }
-)
+def _berth_error(failure: Exception) -> BerthError:
+    """A node endpoint's failure as the Berth error its agent raised (Unavailable if none)."""
+    from berth import errors
+    from berth.endpoint.client import EndpointError
+
+    if isinstance(failure, EndpointError):
+        kind = getattr(errors, failure.error_type or "", None)
+        if isinstance(kind, type) and issubclass(kind, BerthError):
+            return kind(str(failure))
+        return errors.System(str(failure))
+    return Unavailable(str(failure))
+
 
 # The states in which a task no longer runs: ``wait`` returns the recorded exit code.
 _ENDED_STATES = frozenset({ContainerState.CREATED, ContainerState.EXITED, ContainerState.DEAD})

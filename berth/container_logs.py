@@ -2,20 +2,39 @@
 
 Each task's stdout and stderr go to ``<node>/ns/<namespace>/logs/<id>.log`` through the
 ``binary://`` log driver (``berth.log_driver``), which the runc shim runs beside the task and
-which rotates the file as Docker's json-file driver does: ``<id>.log.1`` is the newest rotated
-file, ``<id>.log.<max_files - 1>`` the oldest, and the whole stays within
-``max_bytes * max_files``. Readers stream: ``read_log`` yields the files oldest first in chunks,
-``read_log_tail`` finds the last N lines by reading backwards, and ``follow_log`` keeps reading
-across rotations. Memory is one chunk at a time, whatever the log's size.
+which writes and rotates the file as Docker's json-file driver does: one JSON entry a line
+(``log``, ``stream``, ``time``), ``<id>.log.1`` the newest rotated file, ``<id>.log.<max_files -
+1>`` the oldest. A restarted container appends to the same file.
+
+Two layers, both streaming (memory is one chunk at a time, whatever the log's size):
+
+- bytes: ``read_log`` yields the files oldest first in chunks, ``tail_start`` finds where the
+  last N lines begin by reading backwards, ``follow_file`` keeps reading across rotations;
+- entries: ``read_entries`` and ``stream_entries`` parse those lines into :class:`LogEntry`
+  batches (one batch per chunk read) and apply a :class:`LogFilter` as ``docker logs`` does:
+  ``tail`` counts the file's entries, then ``since``/``until`` and the stream selection apply.
+
+``follow`` (``docker logs -f``) reads what is written next, through rotations and through a
+restart (the file continues), until ``still_running`` says the container is no longer live and
+the files hold nothing more: docker's follow ends when the container stops, and so does this
+one; a ``restart`` goes from ``stopping`` to ``starting`` without a stopped state in between,
+so a follow continues through it. A follow asked of a container that is not running prints what
+there is and ends, as docker's does.
+
+Light: the standard library only (the CLI imports this module for its time arguments).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote, urlencode
@@ -190,21 +209,7 @@ def tail_start(
     return 0, 0
 
 
-async def stream_log(
-    log: Path, tail: int | None, follow: bool, still_running: Callable[[], Awaitable[bool]]
-) -> AsyncIterator[bytes]:
-    """The log's chunks, oldest first, across its rotated files (``tail``: only the last N lines);
-    with ``follow``, then what is written, across rotations, while ``still_running()``."""
-    if not follow:
-        chunks = read_log(log, tail)
-        while chunk := await asyncio.to_thread(next, chunks, b""):
-            yield chunk
-        return
-    async for chunk in follow_log(log, tail, still_running):
-        yield chunk
-
-
-async def follow_log(
+async def follow_file(
     log: Path,
     tail: int | None,
     still_running: Callable[[], Awaitable[bool]],
@@ -282,3 +287,180 @@ def newer_files(log: Path, live: BinaryIO | None) -> list[BinaryIO]:
             else:
                 streams.append(stream)
     return streams
+
+
+# --- entries -----------------------------------------------------------------------------------
+
+STDOUT = "stdout"
+STDERR = "stderr"
+_NANOS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One json-file entry: the line as written (its newline included, none if partial), which
+    stream it came from, and when the driver read it (nanoseconds since the epoch, UTC)."""
+
+    stream: str
+    line: bytes
+    time_ns: int
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    """What ``docker logs`` selects: the last ``tail`` entries (None: all), then those at or
+    after ``since_ns`` and at or before ``until_ns`` (None: no bound), of the chosen streams."""
+
+    tail: int | None = None
+    since_ns: int | None = None
+    until_ns: int | None = None
+    stdout: bool = True
+    stderr: bool = True
+
+    def keeps(self, entry: LogEntry) -> bool:
+        """Whether ``entry`` is shown (its time and stream; ``tail`` is applied by position)."""
+        if self.since_ns is not None and entry.time_ns < self.since_ns:
+            return False
+        if entry.stream == STDOUT:
+            return self.stdout
+        if entry.stream == STDERR:
+            return self.stderr
+        return False
+
+    def ended(self, entry: LogEntry) -> bool:
+        """Whether ``entry`` is past ``until`` (and with it everything after: the end)."""
+        return self.until_ns is not None and entry.time_ns > self.until_ns
+
+
+_RFC3339 = re.compile(
+    r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+def parse_rfc3339(text: str) -> int:
+    """RFC 3339 time, nanoseconds kept (``2026-11-30T09:22:28.123456789Z``), as epoch ns.
+
+    Raises:
+        ValueError: ``text`` is not such a time.
+    """
+    match = _RFC3339.match(text)
+    if match is None:
+        raise ValueError(f"not an RFC 3339 time: {text!r}")
+    day, clock, fraction, zone = match.groups()
+    zone = "+00:00" if zone in ("Z", "z") else zone
+    seconds = int(datetime.fromisoformat(f"{day}T{clock}{zone}").timestamp())
+    return seconds * _NANOS + int((fraction or "").ljust(9, "0"))
+
+
+def format_rfc3339(time_ns: int) -> str:
+    """Epoch ns as ``docker logs -t`` prints it: UTC, nine fraction digits."""
+    seconds, nanos = divmod(time_ns, _NANOS)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}Z"
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": _NANOS, "m": 60 * _NANOS}
+_UNIT_NS["h"] = 60 * _UNIT_NS["m"]
+
+
+def parse_time_argument(value: str, now_ns: int | None = None) -> int:
+    """``docker logs --since/--until``: an RFC 3339 time (a date alone, or one without a zone,
+    is local time), a Unix time (``1700000000.5``), or a Go duration before now (``10m``,
+    ``1h30m``); as epoch ns.
+
+    Raises:
+        ValueError: none of those.
+    """
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    text = value.strip()
+    if _DURATION.fullmatch(text) or (text and _is_duration(text)):
+        return now_ns - _duration_ns(text)
+    if re.fullmatch(r"\d+(\.\d{1,9})?", text):
+        seconds, _, fraction = text.partition(".")
+        return int(seconds) * _NANOS + int(fraction.ljust(9, "0") or 0)
+    with contextlib.suppress(ValueError):
+        return parse_rfc3339(text)
+    with contextlib.suppress(ValueError):  # a date, or a time without a zone: local time
+        moment = datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            moment = moment.astimezone()
+        whole = int(moment.replace(microsecond=0).timestamp())
+        return whole * _NANOS + moment.microsecond * 1000
+    raise ValueError(f"not a time or a duration: {value!r}")
+
+
+def _is_duration(text: str) -> bool:
+    return re.fullmatch(rf"(?:{_DURATION.pattern})+", text) is not None
+
+
+def _duration_ns(text: str) -> int:
+    return int(sum(float(number) * _UNIT_NS[unit] for number, unit in _DURATION.findall(text)))
+
+
+def parse_entry(raw: bytes) -> LogEntry | None:
+    """One file line as an entry; None for a line that is not one (skipped, as docker does)."""
+    try:
+        fields = json.loads(raw)
+        return LogEntry(fields["stream"], fields["log"].encode(), parse_rfc3339(fields["time"]))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+class EntryLines:
+    """Chunks of the files in, parsed entries out; a line not yet ended waits for the next."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> list[LogEntry]:
+        data = self._pending + chunk
+        end = data.rfind(b"\n") + 1
+        self._pending = data[end:]
+        parsed = (parse_entry(line) for line in data[:end].splitlines())
+        return [entry for entry in parsed if entry is not None]
+
+
+def _select(batches: Iterable[list[LogEntry]], selection: LogFilter) -> Iterator[list[LogEntry]]:
+    """``selection``'s entries from ``batches``, stopping at the first one past ``until``."""
+    for batch in batches:
+        kept: list[LogEntry] = []
+        for entry in batch:
+            if selection.ended(entry):
+                if kept:
+                    yield kept
+                return
+            if selection.keeps(entry):
+                kept.append(entry)
+        if kept:
+            yield kept
+
+
+def read_entries(log: Path, selection: LogFilter = LogFilter()) -> Iterator[list[LogEntry]]:
+    """The log's entries as ``selection`` picks them, oldest first, one batch per chunk."""
+    lines = EntryLines()
+    yield from _select((lines.feed(chunk) for chunk in read_log(log, selection.tail)), selection)
+
+
+async def stream_entries(
+    log: Path,
+    selection: LogFilter,
+    follow: bool,
+    still_running: Callable[[], Awaitable[bool]],
+    poll_seconds: float = _FOLLOW_POLL_SECONDS,
+) -> AsyncIterator[list[LogEntry]]:
+    """Batches of the log's entries as ``selection`` picks them, the files read in a thread;
+    with ``follow``, then what is written, across rotations and restarts, while
+    ``still_running()`` (see the module), or until an entry is past ``until``."""
+    if not follow:
+        batches = read_entries(log, selection)
+        done: list[LogEntry] = []  # what ``next`` gives back at the end (a batch is never empty)
+        while batch := await asyncio.to_thread(next, batches, done):
+            yield batch
+        return
+    lines = EntryLines()
+    async for chunk in follow_file(log, selection.tail, still_running, poll_seconds):
+        entries = lines.feed(chunk)
+        for batch in _select([entries], selection):
+            yield batch
+        if any(selection.ended(entry) for entry in entries):
+            return

@@ -11,13 +11,13 @@ exits. It also exits when both pipes are at end of file.
 Arguments come from the URI query as ``key value`` pairs, in any order (Go's map order):
 
 - ``path``: the log file. Rotated like Docker's json-file driver: ``<path>.1`` is the newest
-  rotated file, ``<path>.<max-file - 1>`` the oldest; a write that would take the live file past
-  ``max-size`` rotates first, cut after the last whole line that fits (a longer line is split).
-  On disk: at most ``max-size * max-file`` bytes.
+  rotated file, ``<path>.<max-file - 1>`` the oldest; an entry that would take the live file past
+  ``max-size`` rotates first, so files hold whole entries (an entry larger than ``max-size``
+  alone, at most about 100 KiB, has a file to itself). On disk: about ``max-size * max-file``.
 - ``max-size``: bytes per file. ``max-file``: files kept, the live one included (1: the live
   file is truncated instead).
-- ``mode``: ``rotate`` (the default), or ``head``: keep the first ``max-size`` bytes and discard
-  the rest (a health probe's output, as Docker keeps it).
+- ``mode``: ``rotate`` (the default), or ``head``: keep the first ``max-size`` RAW bytes of both
+  pipes and discard the rest (a health probe's output, as Docker keeps it; no entries).
 
 Files are created 0600 (a container's output may hold its secrets). Only the standard library is
 imported; the agent installs this file with a ``#!<python> -IS`` line (``install``), so a start
@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import select
 import sys
+import time
 
 # Start-up is on every container start's path: ``signal`` (through ``enum``) and ``typing`` cost
 # 15 ms of a 30 ms start, ``_signal`` (what ``signal`` wraps) nothing; pathlib is install's only.
@@ -36,6 +37,10 @@ try:
     import _signal as signal
 except ImportError:  # not CPython
     import signal  # type: ignore[no-redef]
+try:  # the C encoder alone: ``json`` would load ``re`` and its parser too
+    from _json import encode_basestring
+except ImportError:  # not CPython
+    from json.encoder import encode_basestring
 
 STDOUT_FD = 3
 STDERR_FD = 4
@@ -44,6 +49,10 @@ FILE_MODE = 0o600
 _CHUNK = 64 * 1024
 ROTATE = "rotate"
 HEAD = "head"
+# Docker's copier buffer: a longer line is written as partial entries of this many bytes.
+MAX_LINE_BYTES = 16 * 1024
+# How long a begun line waits for its end before it is written as a partial entry.
+IDLE_FLUSH_MS = 100
 
 
 class RotatingFile:
@@ -66,6 +75,7 @@ class RotatingFile:
         return fd
 
     def write(self, data: bytes) -> None:
+        """Append ``data``: raw bytes in ``head`` mode, else whole entries (newline-ended)."""
         view = memoryview(data)
         while view:
             room = self.max_size - self.size
@@ -81,7 +91,7 @@ class RotatingFile:
                 if self.size > 0:
                     self.rotate()
                     continue
-                cut = room  # a line longer than a whole file: split it
+                cut = bytes(view).find(b"\n") + 1 or len(view)  # an entry larger than a file
             self._write_all(view[:cut])
             view = view[cut:]
 
@@ -108,6 +118,72 @@ class RotatingFile:
         os.close(self._fd)
 
 
+class Entries:
+    """One pipe's bytes as json-file entries: whole lines, and partial ones past 16 KiB."""
+
+    def __init__(self, stream: str) -> None:
+        self._suffix = b',"stream":"' + stream.encode() + b'","time":"'
+        self._pending = b""
+        self._second = -1
+        self._stamp = ""
+
+    def feed(self, data: bytes) -> bytes:
+        """The entries for ``data``'s complete lines; a trailing part waits for its newline."""
+        data = self._pending + data
+        now = self._now()
+        out = []
+        start = 0
+        while True:
+            newline = data.find(b"\n", start, start + MAX_LINE_BYTES)
+            if newline >= 0:
+                out.append(self._entry(data[start : newline + 1], now))
+                start = newline + 1
+            elif len(data) - start >= MAX_LINE_BYTES:
+                out.append(self._entry(data[start : start + MAX_LINE_BYTES], now))
+                start += MAX_LINE_BYTES
+            else:
+                break
+        self._pending = data[start:]
+        return b"".join(out)
+
+    @property
+    def waiting(self) -> bool:
+        """Whether a begun line waits for its end."""
+        return bool(self._pending)
+
+    def flush(self) -> bytes:
+        """The waiting part as a partial entry (the pipe ended, or it waited long enough)."""
+        if not self._pending:
+            return b""
+        entry = self._entry(self._pending, self._now())
+        self._pending = b""
+        return entry
+
+    def _entry(self, line: bytes, now: bytes) -> bytes:
+        text = encode_basestring(line.decode("utf-8", "replace"))
+        return b'{"log":' + text.encode() + self._suffix + now + b'"}\n'
+
+    def _now(self) -> bytes:
+        second, nanos = divmod(time.time_ns(), 1_000_000_000)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        fraction = f".{nanos:09d}".rstrip("0").rstrip(".")
+        return f"{self._stamp}{fraction}Z".encode()
+
+
+class Raw:
+    """A pipe's bytes as they come (``head`` mode)."""
+
+    waiting = False
+
+    def feed(self, data: bytes) -> bytes:
+        return data
+
+    def flush(self) -> bytes:
+        return b""
+
+
 def _move(source: str, target: str) -> None:
     try:
         os.replace(source, target)
@@ -122,28 +198,34 @@ def parse_args(argv: list[str]) -> dict[str, str]:
     return dict(zip(argv[::2], argv[1::2], strict=True))
 
 
-def pump(sink: RotatingFile, fds: list[int], wakeup: int) -> None:
+def pump(sink: RotatingFile, pipes: dict[int, Entries | Raw], wakeup: int) -> None:
     """Copy the pipes into ``sink`` until both end, or until a signal arrives on ``wakeup``."""
     poller = select.poll()
-    for fd in (*fds, wakeup):
+    for fd in (*pipes, wakeup):
         poller.register(fd, select.POLLIN)
-    open_fds = set(fds)
+    open_fds = set(pipes)
     while open_fds:
-        for fd, _ in poller.poll():
+        idle = IDLE_FLUSH_MS if any(pipes[fd].waiting for fd in open_fds) else None
+        ready = poller.poll(idle)
+        if not ready:
+            for fd in sorted(open_fds):
+                sink.write(pipes[fd].flush())
+        for fd, _ in ready:
             if fd == wakeup:
-                drain(sink, sorted(open_fds))
+                drain(sink, {fd: pipes[fd] for fd in sorted(open_fds)})
                 return
             data = os.read(fd, _CHUNK)
             if data:
-                sink.write(data)
+                sink.write(pipes[fd].feed(data))
             else:
+                sink.write(pipes[fd].flush())
                 poller.unregister(fd)
                 open_fds.discard(fd)
 
 
-def drain(sink: RotatingFile, fds: list[int]) -> None:
+def drain(sink: RotatingFile, pipes: dict[int, Entries | Raw]) -> None:
     """Write what the pipes hold now, without waiting for more (the task is gone)."""
-    for fd in fds:
+    for fd, entries in pipes.items():
         os.set_blocking(fd, False)
         while True:
             try:
@@ -152,7 +234,8 @@ def drain(sink: RotatingFile, fds: list[int]) -> None:
                 break
             if not data:
                 break
-            sink.write(data)
+            sink.write(entries.feed(data))
+        sink.write(entries.flush())
 
 
 def main(argv: list[str]) -> int:
@@ -168,9 +251,14 @@ def main(argv: list[str]) -> int:
     signal.set_wakeup_fd(wake_write)
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    pipes: dict[int, Entries | Raw] = (
+        {STDOUT_FD: Raw(), STDERR_FD: Raw()}
+        if sink.mode == HEAD
+        else {STDOUT_FD: Entries("stdout"), STDERR_FD: Entries("stderr")}
+    )
     os.close(READY_FD)
     try:
-        pump(sink, [STDOUT_FD, STDERR_FD], wake_read)
+        pump(sink, pipes, wake_read)
     finally:
         sink.close()
     return 0

@@ -240,15 +240,17 @@ async def _attach(context: Context, container_id: str) -> int:
     """The container's output while it runs (from its log), then its exit code (docker wait);
     a container already removed (``--rm``) leaves only the code its ``die`` event recorded."""
     from berth.cli.lifecycle import wait_exit
-    from berth.cli.logs import stream_logs
+    from berth.cli.logs import print_logs
+    from berth.endpoint.client import EndpointError
 
     reader = await context.reader()
     container = await reader.find(container_id)
     if container is not None:
-        out = sys.stdout.buffer
-        async for chunk in stream_logs(reader, container, tail=None, follow=True):
-            out.write(chunk)
-            out.flush()
+        try:
+            await print_logs(context, container, follow=True)
+        except EndpointError as err:
+            if err.error_type != "NotFound":  # removed meanwhile (--rm): nothing more to print
+                raise
     return await wait_exit(reader, container_id)
 
 

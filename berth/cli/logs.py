@@ -1,23 +1,21 @@
-"""``berth logs``: a container's output, read from its node's log files on this host.
+"""``berth logs``: a container's output from its node's endpoint, on any host.
 
-The container is looked up in PostgreSQL (``berth.db.reads``) and its log found where the node's
-log driver writes it (``berth.cli.env.log_path``): no Temporal, no settings model.
+The container is looked up in PostgreSQL (``berth.db.reads``), its node's endpoint found there too
+(``berth.endpoint.client``), and its ``Logs.Read`` stream printed as ``docker logs`` prints it:
+stdout lines to stdout, stderr lines to stderr, each with its RFC 3339 time first under ``-t``.
+No Temporal, no settings model; grpc and the stubs are imported by the handler.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from berth.cli.context import Context, DaemonError
 
 if TYPE_CHECKING:
-    from berth.db.reads import ContainerReads, ContainerRow
-
-# The states in which ``logs --follow`` keeps waiting for output (docker's: until it stops).
-FOLLOWED_STATES = frozenset({"starting", "running", "paused", "stopping"})
+    from berth.db.reads import ContainerRow
 
 
 def parse_tail(value: str) -> int | None:
@@ -29,25 +27,61 @@ def parse_tail(value: str) -> int | None:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of lines or 'all': {value!r}") from None
     if lines < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {lines}")
+        return None  # docker: a negative tail is all of it
     return lines
 
 
-async def stream_logs(
-    reader: ContainerReads, container: ContainerRow, tail: int | None, follow: bool
-) -> AsyncIterator[bytes]:
-    """The container's output in chunks, oldest first, across rotated files; with ``follow``,
-    then what it writes until it is no longer running (or is removed)."""
-    from berth.cli.env import log_path
-    from berth.container_logs import stream_log
+def parse_time(value: str) -> int:
+    """docker logs' ``--since``/``--until``: RFC 3339, a Unix time or a duration (``10m``)."""
+    from berth.container_logs import parse_time_argument
 
-    async def still_running() -> bool:
-        current = await reader.find(container.id)
-        return current is not None and current.state in FOLLOWED_STATES
+    try:
+        return parse_time_argument(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
-    path = log_path(container.node, container.id)
-    async for chunk in stream_log(path, tail, follow, still_running):
-        yield chunk
+
+async def print_logs(
+    context: Context,
+    container: ContainerRow,
+    tail: int | None = None,
+    follow: bool = False,
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+    timestamps: bool = False,
+) -> None:
+    """Print ``container``'s log from its node's endpoint: stdout lines to stdout, stderr lines
+    to stderr (``timestamps``: each after its time); ``follow``: until it stops or is removed.
+
+    Raises:
+        berth.endpoint.client.EndpointUnreachable: its node's endpoint cannot be reached.
+        berth.endpoint.client.EndpointError: the endpoint refused the call.
+    """
+    from berth.cli.env import endpoint_settings
+    from berth.container_logs import STDERR, format_rfc3339
+    from berth.endpoint.client import node_target
+    from berth.endpoint.logs_wire import logs_request, nanos
+    from berth.node_api import logs_pb2_grpc
+
+    target = await node_target(endpoint_settings(), await context.reader(), container)
+    outputs = {"stdout": sys.stdout.buffer, STDERR: sys.stderr.buffer}
+    request = logs_request(container.id, follow, tail, since_ns, until_ns)
+    try:
+        with target.calls():
+            async for batch in logs_pb2_grpc.LogsStub(target.channel).Read(request):
+                current = None
+                for entry in batch.entries:
+                    out = outputs.get(entry.stream, sys.stdout.buffer)
+                    if out is not current and current is not None:
+                        current.flush()  # keep the order of lines between the two streams
+                    current = out
+                    if timestamps:
+                        out.write(format_rfc3339(nanos(entry.time)).encode() + b" ")
+                    out.write(entry.line)
+                if current is not None:
+                    current.flush()
+    finally:
+        await target.close()
 
 
 async def cmd_logs(context: Context, args: argparse.Namespace) -> int:
@@ -55,11 +89,9 @@ async def cmd_logs(context: Context, args: argparse.Namespace) -> int:
     container = await reader.find(args.container)
     if container is None:
         raise DaemonError(f"No such container: {args.container}")
-    out = sys.stdout.buffer
-    async for chunk in stream_logs(reader, container, args.tail, args.follow):
-        out.write(chunk)
-        if args.follow:
-            out.flush()
+    await print_logs(
+        context, container, args.tail, args.follow, args.since, args.until, args.timestamps
+    )
     return 0
 
 
@@ -69,4 +101,11 @@ def configure(verb: str, parser: argparse.ArgumentParser) -> None:
         "-n", "--tail", type=parse_tail, default=None, help="lines from the end ('all')"
     )
     parser.add_argument("-f", "--follow", action="store_true", help="follow until it stops")
+    parser.add_argument(
+        "--since", type=parse_time, help="from this time (RFC 3339, Unix time, or 10m ago)"
+    )
+    parser.add_argument(
+        "--until", type=parse_time, help="up to this time (RFC 3339, Unix time, or 10m ago)"
+    )
+    parser.add_argument("-t", "--timestamps", action="store_true", help="show each line's time")
     parser.set_defaults(handler=cmd_logs)

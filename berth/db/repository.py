@@ -189,6 +189,14 @@ class NodeRepository:
         query = select(Node.name).where(Node.name == name, Node.last_seen_at > func.now() - max_age)
         return (await self._session.scalar(query)) is not None
 
+    async def endpoint(self, name: str, max_age: timedelta = NODE_LIVENESS) -> str | None:
+        """host:port of the node's endpoint, if its agent refreshed its row within ``max_age``."""
+        query = select(Node.endpoint).where(
+            Node.name == name, Node.last_seen_at > func.now() - max_age
+        )
+        found: str | None = await self._session.scalar(query)
+        return found
+
     async def live_names(self, max_age: timedelta = NODE_LIVENESS) -> list[str]:
         """Nodes whose agent refreshed its row within ``max_age`` (its heartbeat)."""
         query = select(Node.name).where(Node.last_seen_at > func.now() - max_age)

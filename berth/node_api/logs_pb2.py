@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x62\x65rth/node_api/logs.proto\x12\rberth.node.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb7\x01\n\x0bLogsRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x0c\n\x04tail\x18\x03 \x01(\x03\x12)\n\x05since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06stdout\x18\x06 \x01(\x08\x12\x0e\n\x06stderr\x18\x07 \x01(\x08\"R\n\x08LogEntry\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x0c\n\x04line\x18\x02 \x01(\x0c\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"4\n\x08LogBatch\x12(\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x17.berth.node.v1.LogEntry2E\n\x04Logs\x12=\n\x04Read\x12\x1a.berth.node.v1.LogsRequest\x1a\x17.berth.node.v1.LogBatch0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x62\x65rth/node_api/logs.proto\x12\rberth.node.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc5\x01\n\x0bLogsRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x11\n\x04tail\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12)\n\x05since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06stdout\x18\x06 \x01(\x08\x12\x0e\n\x06stderr\x18\x07 \x01(\x08\x42\x07\n\x05_tail\"R\n\x08LogEntry\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x0c\n\x04line\x18\x02 \x01(\x0c\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"4\n\x08LogBatch\x12(\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x17.berth.node.v1.LogEntry2E\n\x04Logs\x12=\n\x04Read\x12\x1a.berth.node.v1.LogsRequest\x1a\x17.berth.node.v1.LogBatch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,11 +33,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'berth.node_api.logs_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LOGSREQUEST']._serialized_start=78
-  _globals['_LOGSREQUEST']._serialized_end=261
-  _globals['_LOGENTRY']._serialized_start=263
-  _globals['_LOGENTRY']._serialized_end=345
-  _globals['_LOGBATCH']._serialized_start=347
-  _globals['_LOGBATCH']._serialized_end=399
-  _globals['_LOGS']._serialized_start=401
-  _globals['_LOGS']._serialized_end=470
+  _globals['_LOGSREQUEST']._serialized_end=275
+  _globals['_LOGENTRY']._serialized_start=277
+  _globals['_LOGENTRY']._serialized_end=359
+  _globals['_LOGBATCH']._serialized_start=361
+  _globals['_LOGBATCH']._serialized_end=413
+  _globals['_LOGS']._serialized_start=415
+  _globals['_LOGS']._serialized_end=484
 # @@protoc_insertion_point(module_scope)

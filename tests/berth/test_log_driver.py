@@ -1,10 +1,14 @@
-"""The binary:// log driver, run as the runc shim runs it: pipes on fds 3 and 4, ready on fd 5."""
+"""The binary:// log driver, run as the runc shim runs it: pipes on fds 3 and 4, ready on fd 5.
+
+It writes Docker's json-file entries (raw bytes in head mode, a health probe's output)."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
+import re
 import signal
 import stat
 import time
@@ -16,7 +20,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from berth import log_driver
-from berth.container_logs import LogPolicy, driver_uri
+from berth.container_logs import LogPolicy, driver_uri, parse_rfc3339
 
 
 @dataclass
@@ -98,64 +102,116 @@ def lines(first: int, last: int) -> bytes:
     return b"".join(b"line-%06d\n" % n for n in range(first, last + 1))
 
 
-def test_log_driver_closes_ready_fd_once_started(spawn: Spawn, tmp_path: Path) -> None:
-    driver = spawn(tmp_path / "c.log", LogPolicy())
+def entries(*paths: Path) -> list[dict[str, str]]:
+    """The json-file entries of ``paths``, in order; every line must be one."""
+    return [json.loads(line) for path in paths for line in path.read_bytes().splitlines()]
 
-    assert os.read(driver.ready, 1) == b""  # the shim's wait: EOF once the driver is ready
+
+def finish(driver: Driver) -> None:
     driver.close_pipes()
     assert driver.wait() == 0
 
 
-def test_log_driver_output_past_its_bound_rotates_within_max_size_and_max_file(
+def test_log_driver_closes_ready_fd_once_started(spawn: Spawn, tmp_path: Path) -> None:
+    driver = spawn(tmp_path / "c.log", LogPolicy())
+
+    assert os.read(driver.ready, 1) == b""  # the shim's wait: EOF once the driver is ready
+    finish(driver)
+
+
+def test_log_driver_lines_are_json_file_entries_with_stream_and_utc_time(
+    spawn: Spawn, tmp_path: Path
+) -> None:
+    log = tmp_path / "c.log"
+    before = time.time_ns()
+    driver = spawn(log, LogPolicy())
+    os.read(driver.ready, 1)
+    os.write(driver.stdout, b'say "hi"\tthere\n')
+    finish(driver)
+    after = time.time_ns()
+
+    (entry,) = entries(log)
+    assert (entry["log"], entry["stream"]) == ('say "hi"\tthere\n', "stdout")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z", entry["time"])
+    assert not entry["time"].endswith("0Z")  # Go's RFC3339Nano drops trailing zeros
+    assert before - 1_000 <= parse_rfc3339(entry["time"]) <= after
+
+
+def test_log_driver_stderr_is_kept_apart_from_stdout(spawn: Spawn, tmp_path: Path) -> None:
+    log = tmp_path / "c.log"
+    driver = spawn(log, LogPolicy())
+    os.read(driver.ready, 1)
+    os.write(driver.stdout, b"to stdout\n")
+    os.write(driver.stderr, b"to stderr\n")
+    finish(driver)
+
+    assert sorted((e["stream"], e["log"]) for e in entries(log)) == [
+        ("stderr", "to stderr\n"),
+        ("stdout", "to stdout\n"),
+    ]
+
+
+def test_log_driver_output_past_its_bound_rotates_whole_entries_within_max_size_and_max_file(
     spawn: Spawn,
     tmp_path: Path,
 ) -> None:
     log = tmp_path / "c.log"
     driver = spawn(log, LogPolicy(max_bytes=1000, max_files=3))
     os.read(driver.ready, 1)
-    for n in range(1, 1001):  # 12 kB of whole lines, 12 bytes each
+    for n in range(1, 1001):
         os.write(driver.stdout, lines(n, n))
-    driver.close_pipes()
-    assert driver.wait() == 0
+    finish(driver)
 
-    files = sorted(tmp_path.glob("c.log*"))
-    assert [f.name for f in files] == ["c.log", "c.log.1", "c.log.2"]
+    files = [log.with_name("c.log.2"), log.with_name("c.log.1"), log]
+    assert sorted(tmp_path.glob("c.log*")) == sorted(files)
     assert all(f.stat().st_size <= 1000 for f in files)
     assert {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o600}
-    kept = (
-        log.with_name("c.log.2").read_bytes()
-        + log.with_name("c.log.1").read_bytes()
-        + log.read_bytes()
-    )
+    kept = "".join(e["log"] for e in entries(*files)).encode()  # every line parses: whole
     first = int(kept[5:11])
-    assert kept == lines(first, 1000)  # whole lines, in order, ending with the newest
-    assert (log.with_name("c.log.1").stat().st_size, log.with_name("c.log.2").stat().st_size) == (
-        996,
-        996,
-    )  # rotated files are cut after the last whole line that fits
+    assert kept == lines(first, 1000)  # in order, ending with the newest
+    assert all(f.stat().st_size > 1000 - 100 for f in files[:2])  # rotated files are full
 
 
-def test_log_driver_stderr_goes_to_the_same_file(spawn: Spawn, tmp_path: Path) -> None:
+def test_log_driver_line_longer_than_16k_is_partial_entries(spawn: Spawn, tmp_path: Path) -> None:
+    log = tmp_path / "c.log"
+    driver = spawn(log, LogPolicy(max_bytes=4096, max_files=5))
+    os.read(driver.ready, 1)
+    os.write(driver.stdout, b"x" * 40_000 + b"\n")
+    finish(driver)
+
+    rotated = [log.with_name(f"c.log.{n}") for n in (2, 1)]
+    logged = [e["log"] for e in entries(*rotated, log)]
+    assert logged == ["x" * 16_384, "x" * 16_384, "x" * 7_232 + "\n"]
+    assert [len(p.read_bytes().splitlines()) for p in (*rotated, log)] == [1, 1, 1]  # alone
+
+
+def test_log_driver_last_line_without_newline_is_a_partial_entry_at_end_of_file(
+    spawn: Spawn, tmp_path: Path
+) -> None:
     log = tmp_path / "c.log"
     driver = spawn(log, LogPolicy())
     os.read(driver.ready, 1)
-    os.write(driver.stderr, b"to stderr\n")
-    driver.close_pipes()
-    assert driver.wait() == 0
+    os.write(driver.stdout, b"one\ntwo")
+    os.write(driver.stderr, b"\xffbad")
+    finish(driver)
 
-    assert log.read_bytes() == b"to stderr\n"
+    assert sorted(e["log"] for e in entries(log)) == ["one\n", "two", "\ufffdbad"]
 
 
-def test_log_driver_line_longer_than_a_file_is_split(spawn: Spawn, tmp_path: Path) -> None:
+def test_log_driver_begun_line_waiting_is_written_as_partial_entry(
+    spawn: Spawn, tmp_path: Path
+) -> None:
     log = tmp_path / "c.log"
-    driver = spawn(log, LogPolicy(max_bytes=4096, max_files=2))
+    driver = spawn(log, LogPolicy())
     os.read(driver.ready, 1)
-    os.write(driver.stdout, b"x" * 6000 + b"\n")
-    driver.close_pipes()
-    assert driver.wait() == 0
+    os.write(driver.stdout, b"/ # ")  # a shell's prompt, the pipe still open
+    deadline = time.monotonic() + 10
+    while not log.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.write(driver.stdout, b"ls\n")
+    finish(driver)
 
-    assert log.with_name("c.log.1").read_bytes() + log.read_bytes() == b"x" * 6000 + b"\n"
-    assert log.with_name("c.log.1").stat().st_size == 4096
+    assert [e["log"] for e in entries(log)] == ["/ # ", "ls\n"]
 
 
 def test_log_driver_sigterm_writes_what_is_buffered_and_exits(spawn: Spawn, tmp_path: Path) -> None:
@@ -163,10 +219,22 @@ def test_log_driver_sigterm_writes_what_is_buffered_and_exits(spawn: Spawn, tmp_
     driver = spawn(log, LogPolicy())
     os.read(driver.ready, 1)
     os.write(driver.stdout, b"last words\n")
+    os.write(driver.stderr, b"unfinished")
     os.kill(driver.pid, signal.SIGTERM)  # the shim's cancel at task delete; pipes still open
 
     assert driver.wait() == 0
-    assert log.read_bytes() == b"last words\n"
+    assert sorted(e["log"] for e in entries(log)) == ["last words\n", "unfinished"]
+
+
+def test_log_driver_appends_to_the_log_of_an_earlier_task(spawn: Spawn, tmp_path: Path) -> None:
+    log = tmp_path / "c.log"
+    for word in (b"first\n", b"second\n"):  # a restart: a new task, a new driver, one file
+        driver = spawn(log, LogPolicy())
+        os.read(driver.ready, 1)
+        os.write(driver.stdout, word)
+        finish(driver)
+
+    assert [e["log"] for e in entries(log)] == ["first\n", "second\n"]
 
 
 def test_log_driver_head_mode_keeps_the_first_bytes_and_never_blocks_the_writer(

@@ -28,7 +28,7 @@ from berth.activities.network import NetworkActivities
 from berth.activities.shim import ShimActivities
 from berth.activities.spec import SpecActivities
 from berth.activities.task import TaskActivities
-from berth.container_logs import read_log
+from berth.container_logs import read_entries
 from berth.contract import ContainerConfig, NetworkMode
 from berth.errors import Forbidden, InvalidParameter
 from berth.runtime.image import DEFAULT_REF
@@ -258,7 +258,8 @@ class PermissiveNode:
             ContainerRef(container_id=container_id, node=node)
         )
         for _ in range(100):
-            logs = b"".join(read_log(paths.log(container_id)))
+            batches = read_entries(paths.log(container_id))
+            logs = b"".join(entry.line for batch in batches for entry in batch)
             if until in logs:
                 return logs.decode()
             await asyncio.sleep(0.1)
