@@ -23,11 +23,13 @@ record, not a saga step with a compensation. ``exec_create`` is written concurre
 containerd's exec (never awaited before the command runs); ``exec_die`` after the exit, also
 when the client went away.
 
-**Attach** joins the stdio of a container created with ``-t`` (and ``-i`` for input): its
-output is the container's log, followed from its end (with a terminal the shim writes the
-console there); its input goes to the container's stdin FIFO; resize messages size its
-console. The output ends with the container's exit code once its task exits. Detaching is the
-client's business (docker's ``ctrl-p ctrl-q``): the client ends the call and the container runs on.
+**Attach** joins the stdio of a container created with ``-t`` (and ``-i`` for input). Its
+output is the container's log followed from its end, each entry's bytes: with a terminal the
+shim writes the console there, and the log driver writes a line that has not ended after
+0.1 s, so a prompt or a typed key's echo reaches the client within that and the follow's poll.
+Its input goes to the container's stdin FIFO; resize messages size its console. The output
+ends with the container's exit code once its task exits. Detaching is the client's business
+(docker's ``ctrl-p ctrl-q``): the client ends the call and the container runs on.
 """
 
 from __future__ import annotations
@@ -342,7 +344,7 @@ class ExecService(exec_pb2_grpc.ExecServicer):
                 f"cannot attach to container {container.name}: it was not created with -t "
                 "(its output is in its log: berth logs -f)"
             )
-        from berth.container_logs import follow_log
+        from berth.container_logs import LogFilter, stream_entries
 
         cid = container.id
         stdin = None
@@ -361,10 +363,12 @@ class ExecService(exec_pb2_grpc.ExecServicer):
                 following.set()  # asked only once the files read to their end
                 return not exited.done()
 
-            tail = None if attach.logs else 0  # logs: from its start, else from now on
-            async for chunk in follow_log(self._paths.log(cid), tail, still_running):
+            # logs: from its start, else from now on.
+            selection = LogFilter(tail=None if attach.logs else 0)
+            log_file = self._paths.log(cid)
+            async for batch in stream_entries(log_file, selection, True, still_running):
                 following.set()
-                yield _output(stdout=chunk)
+                yield _output(stdout=b"".join(entry.line for entry in batch))
             yield _output(exit_code=await self._exit_code(container, exited))
         finally:
             for task in (feeder, exited):
