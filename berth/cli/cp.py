@@ -1,11 +1,12 @@
 """``berth cp`` and ``berth export``: tar streams through the container's node endpoint.
 
-``cp [-a] C:SRC DEST`` and ``cp [-a] SRC C:DEST`` copy as ``docker cp`` does: ``-`` as DEST
+``cp [-aL] C:SRC DEST`` and ``cp [-aL] SRC C:DEST`` copy as ``docker cp`` does: ``-`` as DEST
 writes the tar of SRC to stdout, ``-`` as SRC extracts a tar from stdin into the directory DEST;
 otherwise a directory lands in DEST when DEST is an existing directory, or becomes DEST when
 DEST does not exist, and ``SRC/.`` copies a directory's contents rather than itself. What a copy
 writes into a container is owned by its root, what it writes here by the user running it; ``-a``
-keeps the tar's owners; device nodes are not made on this host. ``export C [-o FILE]`` writes
+keeps the tar's owners, ``-L`` copies what a symlink SRC names (in a container, resolved inside
+its rootfs); device nodes are not made on this host. ``export C [-o FILE]`` writes
 the container's filesystem as a tar on this host (to stdout without ``-o`` unless stdout is a
 terminal, as docker).
 
@@ -69,11 +70,13 @@ def local_errors() -> Iterator[None]:
 
 async def cmd_cp(context: Context, args: argparse.Namespace) -> int:
     with local_errors():
-        await copy(context, args.source, args.destination, args.archive)
+        await copy(context, args.source, args.destination, args.archive, args.follow_link)
     return 0
 
 
-async def copy(context: Context, source_argument: str, dest_argument: str, archive: bool) -> None:
+async def copy(
+    context: Context, source_argument: str, dest_argument: str, archive: bool, follow: bool
+) -> None:
     """docker cp between this host and a container, one side named ``C:PATH``."""
     source_container, source = parse_location(source_argument)
     dest_container, dest = parse_location(dest_argument)
@@ -84,15 +87,17 @@ async def copy(context: Context, source_argument: str, dest_argument: str, archi
     if source_container is not None:
         if not source:
             raise DaemonError("copy: the path in the container is empty")
-        await copy_from(context, source_container, source, dest, archive)
+        await copy_from(context, source_container, source, dest, archive, follow)
     else:
         assert dest_container is not None
         if not dest:
             raise DaemonError("copy: the path in the container is empty")
-        await copy_to(context, source, dest_container, dest, archive)
+        await copy_to(context, source, dest_container, dest, archive, follow)
 
 
-async def copy_from(context: Context, ref: str, path: str, dest: str, archive: bool) -> None:
+async def copy_from(
+    context: Context, ref: str, path: str, dest: str, archive: bool, follow: bool = False
+) -> None:
     """The tar of ``path`` in container ``ref`` to stdout (``-``) or extracted at ``dest``."""
     from berth.node_api import files_pb2, files_pb2_grpc
 
@@ -100,7 +105,9 @@ async def copy_from(context: Context, ref: str, path: str, dest: str, archive: b
     try:
         with target.calls():
             call = files_pb2_grpc.FilesStub(target.channel).CopyFrom(
-                files_pb2.CopyFromRequest(container_id=target.container.id, path=path)
+                files_pb2.CopyFromRequest(
+                    container_id=target.container.id, path=path, follow_link=follow
+                )
             )
             chunks = (chunk.data async for chunk in call)
             if dest == "-":
@@ -111,7 +118,9 @@ async def copy_from(context: Context, ref: str, path: str, dest: str, archive: b
         await target.close()
 
 
-async def copy_to(context: Context, source: str, ref: str, path: str, archive: bool) -> None:
+async def copy_to(
+    context: Context, source: str, ref: str, path: str, archive: bool, follow: bool = False
+) -> None:
     """``source`` (``-``: a tar on stdin) copied to ``path`` in container ``ref``."""
     import asyncio
     import threading
@@ -128,7 +137,7 @@ async def copy_to(context: Context, source: str, ref: str, path: str, archive: b
     else:
         contents = copies_contents(source)
         mode = files_pb2.COPY_MODE_CONTENTS if contents else files_pb2.COPY_MODE_SOURCE
-        data, work = _local_tar(source, stop)
+        data, work = _local_tar(source, stop, follow)
     copy_target = files_pb2.CopyTarget(
         container_id=target.container.id, path=path, mode=mode, keep_owners=archive
     )
@@ -205,7 +214,7 @@ async def _stdin_chunks() -> AsyncIterator[bytes]:
 
 
 def _local_tar(
-    source: str, stop: threading.Event
+    source: str, stop: threading.Event, follow: bool = False
 ) -> tuple[AsyncIterator[bytes], asyncio.Future[None]]:
     """The tar of the local ``source`` as chunks, and the thread's work writing it."""
     import asyncio
@@ -215,15 +224,21 @@ def _local_tar(
     from berth.runtime.rootfs_tar import Progress, write_path
 
     absolute = os.path.abspath(source)
+    top = None
     if copies_contents(source):
         root, path = Path(os.path.realpath(absolute)), "/."
+    elif follow and os.path.islink(absolute):
+        # -L: what the link names on this host, under the link's own name.
+        resolved = os.path.realpath(absolute)
+        root, path = Path(os.path.dirname(resolved)), os.path.basename(resolved)
+        top = os.path.basename(absolute)
     else:
         root, path = Path(os.path.realpath(os.path.dirname(absolute))), os.path.basename(absolute)
     out = ThreadWriter(asyncio.get_running_loop(), stop)
 
     def produce() -> None:
         try:
-            write_path(root, path, out, stop, Progress())  # type: ignore[arg-type]
+            write_path(root, path, out, stop, Progress(), top=top)  # type: ignore[arg-type]
         finally:
             out.close()
 
@@ -288,12 +303,15 @@ def configure(verb: str, parser: argparse.ArgumentParser) -> None:
         parser.set_defaults(handler=cmd_export)
         return
     parser.usage = (
-        "berth cp [-a] CONTAINER:SRC_PATH DEST_PATH|-\n"
-        "       berth cp [-a] SRC_PATH|- CONTAINER:DEST_PATH"
+        "berth cp [-aL] CONTAINER:SRC_PATH DEST_PATH|-\n"
+        "       berth cp [-aL] SRC_PATH|- CONTAINER:DEST_PATH"
     )
     parser.add_argument("source")
     parser.add_argument("destination")
     parser.add_argument(
         "-a", "--archive", action="store_true", help="keep the owners (uid:gid) of the source"
+    )
+    parser.add_argument(
+        "-L", "--follow-link", action="store_true", help="copy what a symlink SRC_PATH names"
     )
     parser.set_defaults(handler=cmd_cp)

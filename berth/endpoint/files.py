@@ -75,10 +75,10 @@ class FilesServicer(files_pb2_grpc.FilesServicer):
     ) -> AsyncIterator[files_pb2.Chunk]:
         """A tar of ``request.path`` in the container, its top member named by its basename."""
         async with self._held(request.container_id, context) as (rootfs, call):
-            path = request.path or "/"
+            path, follow = request.path or "/", request.follow_link
 
             def write(out: BinaryIO, stop: threading.Event, progress: rootfs_tar.Progress) -> None:
-                rootfs_tar.write_path(rootfs, path, out, stop, progress, call.mounts)
+                rootfs_tar.write_path(rootfs, path, out, stop, progress, call.mounts, follow)
 
             async for chunk in _stream(write, call):
                 yield chunk

@@ -24,27 +24,27 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62\x65rth/node_api/files.proto\x12\rberth.node.v1\"\x15\n\x05\x43hunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"5\n\x0f\x43opyFromRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"l\n\nCopyTarget\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12%\n\x04mode\x18\x03 \x01(\x0e\x32\x17.berth.node.v1.CopyMode\x12\x13\n\x0bkeep_owners\x18\x04 \x01(\x08\"S\n\x0b\x43opyToInput\x12+\n\x06target\x18\x01 \x01(\x0b\x32\x19.berth.node.v1.CopyTargetH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x07\n\x05input\".\n\x0c\x43opyToResult\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\x04\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\"%\n\rExportRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t*O\n\x08\x43opyMode\x12\x15\n\x11\x43OPY_MODE_ARCHIVE\x10\x00\x12\x14\n\x10\x43OPY_MODE_SOURCE\x10\x01\x12\x16\n\x12\x43OPY_MODE_CONTENTS\x10\x02\x32\xd0\x01\n\x05\x46iles\x12\x42\n\x08\x43opyFrom\x12\x1e.berth.node.v1.CopyFromRequest\x1a\x14.berth.node.v1.Chunk0\x01\x12\x43\n\x06\x43opyTo\x12\x1a.berth.node.v1.CopyToInput\x1a\x1b.berth.node.v1.CopyToResult(\x01\x12>\n\x06\x45xport\x12\x1c.berth.node.v1.ExportRequest\x1a\x14.berth.node.v1.Chunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62\x65rth/node_api/files.proto\x12\rberth.node.v1\"\x15\n\x05\x43hunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"J\n\x0f\x43opyFromRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x13\n\x0b\x66ollow_link\x18\x03 \x01(\x08\"l\n\nCopyTarget\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12%\n\x04mode\x18\x03 \x01(\x0e\x32\x17.berth.node.v1.CopyMode\x12\x13\n\x0bkeep_owners\x18\x04 \x01(\x08\"S\n\x0b\x43opyToInput\x12+\n\x06target\x18\x01 \x01(\x0b\x32\x19.berth.node.v1.CopyTargetH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x07\n\x05input\".\n\x0c\x43opyToResult\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\x04\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\"%\n\rExportRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t*O\n\x08\x43opyMode\x12\x15\n\x11\x43OPY_MODE_ARCHIVE\x10\x00\x12\x14\n\x10\x43OPY_MODE_SOURCE\x10\x01\x12\x16\n\x12\x43OPY_MODE_CONTENTS\x10\x02\x32\xd0\x01\n\x05\x46iles\x12\x42\n\x08\x43opyFrom\x12\x1e.berth.node.v1.CopyFromRequest\x1a\x14.berth.node.v1.Chunk0\x01\x12\x43\n\x06\x43opyTo\x12\x1a.berth.node.v1.CopyToInput\x1a\x1b.berth.node.v1.CopyToResult(\x01\x12>\n\x06\x45xport\x12\x1c.berth.node.v1.ExportRequest\x1a\x14.berth.node.v1.Chunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'berth.node_api.files_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COPYMODE']._serialized_start=405
-  _globals['_COPYMODE']._serialized_end=484
+  _globals['_COPYMODE']._serialized_start=426
+  _globals['_COPYMODE']._serialized_end=505
   _globals['_CHUNK']._serialized_start=45
   _globals['_CHUNK']._serialized_end=66
   _globals['_COPYFROMREQUEST']._serialized_start=68
-  _globals['_COPYFROMREQUEST']._serialized_end=121
-  _globals['_COPYTARGET']._serialized_start=123
-  _globals['_COPYTARGET']._serialized_end=231
-  _globals['_COPYTOINPUT']._serialized_start=233
-  _globals['_COPYTOINPUT']._serialized_end=316
-  _globals['_COPYTORESULT']._serialized_start=318
-  _globals['_COPYTORESULT']._serialized_end=364
-  _globals['_EXPORTREQUEST']._serialized_start=366
-  _globals['_EXPORTREQUEST']._serialized_end=403
-  _globals['_FILES']._serialized_start=487
-  _globals['_FILES']._serialized_end=695
+  _globals['_COPYFROMREQUEST']._serialized_end=142
+  _globals['_COPYTARGET']._serialized_start=144
+  _globals['_COPYTARGET']._serialized_end=252
+  _globals['_COPYTOINPUT']._serialized_start=254
+  _globals['_COPYTOINPUT']._serialized_end=337
+  _globals['_COPYTORESULT']._serialized_start=339
+  _globals['_COPYTORESULT']._serialized_end=385
+  _globals['_EXPORTREQUEST']._serialized_start=387
+  _globals['_EXPORTREQUEST']._serialized_end=424
+  _globals['_FILES']._serialized_start=508
+  _globals['_FILES']._serialized_end=716
 # @@protoc_insertion_point(module_scope)

@@ -22,12 +22,14 @@ class Chunk(_message.Message):
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
 class CopyFromRequest(_message.Message):
-    __slots__ = ("container_id", "path")
+    __slots__ = ("container_id", "path", "follow_link")
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_LINK_FIELD_NUMBER: _ClassVar[int]
     container_id: str
     path: str
-    def __init__(self, container_id: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+    follow_link: bool
+    def __init__(self, container_id: _Optional[str] = ..., path: _Optional[str] = ..., follow_link: _Optional[bool] = ...) -> None: ...
 
 class CopyTarget(_message.Message):
     __slots__ = ("container_id", "path", "mode", "keep_owners")

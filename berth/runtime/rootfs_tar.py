@@ -78,12 +78,15 @@ def write_path(
     stop: threading.Event,
     progress: Progress,
     mounts: Sequence[str] = (),
+    follow_link: bool = False,
+    top: str | None = None,
 ) -> list[str]:
     """Write the tar of ``path`` in ``rootfs`` to ``stream``, its top member named by its basename.
 
     The path's directories are resolved inside the rootfs as chroot would; its last component is
     not followed (a symlink is copied as one, as docker cp does) unless the path ends with ``/``
-    or ``/.``. A path ending with ``/.`` or naming ``/`` has the top member ``.`` (its contents).
+    or ``/.`` or ``follow_link`` is set (docker cp -L). A path ending with ``/.`` or naming ``/``
+    has the top member ``.`` (its contents); ``top`` names it otherwise.
 
     Raises:
         NotFound: nothing is at ``path``.
@@ -92,12 +95,12 @@ def write_path(
     """
     root_fd = rootfs_files.open_root(rootfs)
     try:
-        fd = open_source(root_fd, path)
+        fd = open_source(root_fd, path, follow_link)
     finally:
         os.close(root_fd)
     try:
         refuse_mounted(rootfs, fd, path, mounts)
-        return _write(fd, top_name(path), stream, stop, progress)
+        return _write(fd, top or top_name(path), stream, stop, progress)
     finally:
         os.close(fd)
 
@@ -132,11 +135,11 @@ def refuse_mounted(rootfs: Path, fd: int, shown: str, mounts: Sequence[str]) -> 
             )
 
 
-def open_source(root_fd: int, path: str) -> int:
+def open_source(root_fd: int, path: str, follow_link: bool = False) -> int:
     """An ``O_PATH`` fd of what ``path`` names in the rootfs at ``root_fd`` (see write_path)."""
     shown = "/" + path.lstrip("/")
     parent, _, name = shown.rstrip("/").rpartition("/")
-    follow = shown.endswith("/") or shown.endswith("/.") or name in ("", ".", "..")
+    follow = follow_link or shown.endswith(("/", "/.")) or name in ("", ".", "..")
     if follow:
         fd = rootfs_files.resolve(root_fd, shown)
     else:

@@ -175,6 +175,28 @@ async def test_cp_out_places_files_and_directories_as_docker(stack: Stack, tmp_p
     assert onto_file.returncode == 1 and b"cannot copy a directory to a file" in onto_file.stderr
 
 
+async def test_cp_follow_link_copies_what_the_link_names_under_its_name(
+    stack: Stack, tmp_path: Path, decoy: tuple[Path, bytes]
+) -> None:
+    path, marker = decoy
+    container_id = await running(stack)
+    root = rootfs(stack, container_id)
+    (root / "pw").symlink_to("/etc/passwd")
+    (root / "host-decoy").symlink_to(path)
+    (tmp_path / "target.txt").write_text("local\n")
+    (tmp_path / "local-link").symlink_to(tmp_path / "target.txt")
+
+    await ok(stack, "cp", "-L", f"{container_id}:/pw", str(tmp_path / "pw"))
+    stolen = await run(stack, "cp", "-L", f"{container_id}:/host-decoy", "-")
+    await ok(stack, "cp", "-L", str(tmp_path / "local-link"), f"{container_id}:/tmp/")
+
+    assert not (tmp_path / "pw").is_symlink()
+    assert (tmp_path / "pw").read_bytes() == (root / "etc" / "passwd").read_bytes()
+    assert stolen.returncode == 1 and marker not in stolen.stdout
+    copied = root / "tmp" / "local-link"
+    assert not copied.is_symlink() and copied.read_text() == "local\n"
+
+
 async def test_cp_to_stdout_writes_a_tar_named_by_the_basename(stack: Stack) -> None:
     container_id = await running(stack)
 

@@ -335,3 +335,27 @@ def test_write_path_above_a_mount_target_is_copied(rootfs: Path) -> None:
 
     with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
         assert "./etc" in tar.getnames()
+
+
+def test_write_path_follow_link_copies_the_target_inside_the_rootfs_under_the_links_name(
+    rootfs: Path,
+) -> None:
+    (rootfs / "pw").symlink_to("/etc/passwd")
+    out = io.BytesIO()
+
+    rootfs_tar.write_path(
+        rootfs, "/pw", out, threading.Event(), rootfs_tar.Progress(), follow_link=True
+    )
+
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
+        (only,) = tar.getmembers()
+        assert (only.name, only.isreg()) == ("pw", True)
+
+
+def test_write_path_follow_link_to_a_host_file_is_not_found(rootfs: Path, host: Path) -> None:
+    (rootfs / "stolen").symlink_to(host / "secret")
+
+    with pytest.raises(NotFound):
+        rootfs_tar.write_path(
+            rootfs, "/stolen", io.BytesIO(), threading.Event(), rootfs_tar.Progress(), (), True
+        )
