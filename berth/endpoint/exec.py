@@ -142,6 +142,20 @@ async def run_to_completion(cleanup: Awaitable[None]) -> None:
         raise
 
 
+async def stop_tasks(*tasks: asyncio.Task[Any]) -> None:
+    """Cancel ``tasks`` and wait for their end; what they ended with is logged, not raised
+    (a cleanup that awaits them must go on to its own end)."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        except Exception as err:
+            log.debug("a helper of a call ended with %r", err)
+
+
 def _output(**fields: Any) -> exec_pb2.ProcessOutput:
     return exec_pb2.ProcessOutput(**fields)
 
@@ -192,7 +206,7 @@ class ExecService(exec_pb2_grpc.ExecServicer):
         )
         ends: list[FifoEnd] = []
         code: int | None = None
-        feeder: asyncio.Task[None] | None = None
+        helpers: list[asyncio.Task[Any]] = []
         try:
             pipes = await asyncio.to_thread(make_pipes, directory, start.stdin, start.tty)
             outputs, stdin = self._open(pipes, ends)
@@ -211,13 +225,14 @@ class ExecService(exec_pb2_grpc.ExecServicer):
                 await self._containerd.resize_pty(cid, exec_id, start.size.cols, start.size.rows)
             feeder = asyncio.create_task(self._feed(inputs, cid, exec_id, stdin))
             exited = asyncio.create_task(self._wait_and_delete(cid, exec_id))
+            helpers += (feeder, exited)
             async for message in self._stream_until(outputs, exited):
                 yield message
             code = exited.result()
             yield _output(exit_code=code)
         finally:
             await run_to_completion(
-                self._finish_exec(container, exec_id, directory, ends, feeder, created, code)
+                self._finish_exec(container, exec_id, directory, ends, helpers, created, code)
             )
 
     def _open(
@@ -295,15 +310,12 @@ class ExecService(exec_pb2_grpc.ExecServicer):
         exec_id: str,
         directory: Path,
         ends: list[FifoEnd],
-        feeder: asyncio.Task[None] | None,
+        helpers: list[asyncio.Task[Any]],
         created: asyncio.Task[None],
         code: int | None,
     ) -> None:
         """Kill and delete the exec, close and remove its FIFOs, record its end (idempotent)."""
-        if feeder is not None:
-            feeder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await feeder
+        await stop_tasks(*helpers)
         try:
             await self._containerd.delete_process(container.id, exec_id)
         finally:
@@ -371,10 +383,7 @@ class ExecService(exec_pb2_grpc.ExecServicer):
                 yield _output(stdout=b"".join(entry.line for entry in batch))
             yield _output(exit_code=await self._exit_code(container, exited))
         finally:
-            for task in (feeder, exited):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, BerthError):
-                    await task
+            await stop_tasks(feeder, exited)
             if stdin is not None:
                 stdin.close()
 
