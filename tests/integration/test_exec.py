@@ -4,11 +4,14 @@ codes, stdin, a terminal driven by the test, the events, and no exec left behind
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import select
 import signal
+import struct
 import subprocess
+import termios
 import time
 import uuid
 from dataclasses import dataclass
@@ -91,10 +94,15 @@ class Terminal:
         os.close(self.master)
 
 
-def on_terminal(stack: Stack, *args: str) -> Terminal:
-    """``berth args...`` with stdin, stdout and stderr on a new pseudo-terminal."""
+def set_window_size(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def on_terminal(stack: Stack, *args: str, rows: int = 24, cols: int = 80) -> Terminal:
+    """``berth args...`` with stdin, stdout and stderr on a new pseudo-terminal of that size."""
     master, slave = os.openpty()
     os.set_blocking(master, True)
+    set_window_size(master, rows, cols)
     process = subprocess.Popen(
         [str(BERTH), *args], stdin=slave, stdout=slave, stderr=slave, env=cli_env(stack)
     )
@@ -178,6 +186,28 @@ async def test_exec_it_gives_a_terminal_a_prompt_typed_commands_and_exit_3(stack
         assert b"/dev/pts/" in shown
         terminal.type(b"exit 3\r")
         assert await asyncio.to_thread(terminal.wait) == 3
+    finally:
+        terminal.close()
+
+
+async def test_exec_it_takes_the_terminal_s_size_and_follows_its_changes(stack: Stack) -> None:
+    name = await running_container(stack)
+    terminal = on_terminal(stack, "exec", "-it", name, "sh", rows=30, cols=100)
+    try:
+        await asyncio.to_thread(terminal.read_until, b"# ")
+        terminal.type(b"stty size\r")
+        await asyncio.to_thread(terminal.read_until, b"30 100")
+        set_window_size(terminal.master, 40, 120)
+        terminal.process.send_signal(signal.SIGWINCH)  # what the kernel sends a foreground job
+        deadline = time.monotonic() + 30
+        answer = b""
+        while b"40 120" not in answer:  # the resize travels on its own: ask until it shows
+            assert time.monotonic() < deadline, answer
+            terminal.seen = b""
+            terminal.type(b"stty size\r")
+            answer = await asyncio.to_thread(terminal.read_until, b"# ")
+        terminal.type(b"exit\r")
+        assert await asyncio.to_thread(terminal.wait) == 0
     finally:
         terminal.close()
 
