@@ -25,6 +25,7 @@ from berth.endpoint.exec import EXEC_PREFIX, ExecService
 from berth.errors import NotFound
 from berth.runtime.exec_io import exec_dir, make_pipes
 from tests.integration.conftest import Stack
+from tests.integration.node_agent import Node2
 from tests.integration.test_cli import BERTH, cli_env, run
 
 IMAGE = "local/busybox:latest"
@@ -286,3 +287,20 @@ async def test_exec_strays_of_a_crashed_agent_are_deleted_by_the_next_one(
     assert not leftover.directory.exists()
     top = await run(stack, "exec", name, "ps", "-o", "args")
     assert "sleep 300" not in top.stdout
+
+
+async def test_exec_reaches_a_container_on_another_node_through_that_node_s_agent(
+    node2: Node2,
+) -> None:
+    stack = node2.stack
+    name = f"exec-n2-{uuid.uuid4().hex[:8]}"
+    started = await run(
+        stack, "run", "-d", "--name", name, "--node", node2.settings.node, IMAGE, "sleep", "600"
+    )
+    assert started.returncode == 0, started.stderr
+    container_id = started.stdout.strip()
+    node2.created.append(container_id)
+
+    done = await run(stack, "exec", name, "sh", "-c", "hostname; exit 6")
+
+    assert (done.returncode, done.stdout) == (6, f"{container_id[:12]}\n"), done.stderr
