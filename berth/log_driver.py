@@ -20,8 +20,8 @@ Arguments come from the URI query as ``key value`` pairs, in any order (Go's map
   pipes and discard the rest (a health probe's output, as Docker keeps it; no entries).
 
 Files are created 0600 (a container's output may hold its secrets). Only the standard library is
-imported; the agent installs this file with a ``#!<python> -IS`` line (``install``), so a start
-pays about 10 ms for it.
+imported; the agent installs a ``#!<python> -IS`` launcher of this module, compiled
+(``install``), so a start pays about 7 ms for it.
 """
 
 from __future__ import annotations
@@ -267,25 +267,60 @@ def main(argv: list[str]) -> int:
 def install(target: os.PathLike[str], python: str | None = None) -> os.PathLike[str]:
     """Install this driver as an executable at ``target`` (atomically; unchanged is a no-op).
 
-    The shim runs it with no environment, so the interpreter is named by absolute path; ``-IS``
-    keeps start-up to the standard library.
+    ``target`` is a launcher that imports this module from a copy beside it
+    (``_<target name>.py``), compiled here for the agent's own interpreter: compiling this
+    file at every start would be a third of the driver's start-up (about 4 of 11 ms). The shim
+    runs it with no environment, so the interpreter is named by absolute path; ``-IS`` keeps
+    start-up to the standard library.
     """
+    import importlib.util
+    import py_compile
     from pathlib import Path
 
     target = Path(target)
+    interpreter = python or sys.executable
+    module = target.with_name("_" + "".join(c if c.isalnum() else "_" for c in target.name))
     source = Path(__file__).read_text()
-    text = f"#!{python or sys.executable} -IS\n{source}"
+    launcher = (
+        f"#!{interpreter} -IS\n"
+        f"import sys\nsys.path.insert(0, {str(target.parent)!r})\n"
+        f"from {module.name} import main\nsys.exit(main(sys.argv[1:]))\n"
+    )
+    module_file = module.with_suffix(".py")
+    # Compiled only for the interpreter that runs this (another compiles it at its first run).
+    compiled = Path(importlib.util.cache_from_source(str(module_file)))
+    if interpreter != sys.executable:
+        compiled = module_file
     try:
-        if target.read_text() == text:
+        if (
+            target.read_text() == launcher
+            and module_file.read_text() == source
+            and compiled.exists()
+        ):
             return target
     except FileNotFoundError:
         pass
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    partial.write_text(text)
-    partial.chmod(0o700)
-    partial.replace(target)
+    _write_atomically(module_file, source, 0o600)
+    if interpreter == sys.executable:
+        # Checked against the source's hash at each import: a copy rewritten is never stale.
+        py_compile.compile(
+            str(module_file),
+            doraise=True,
+            invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH,
+        )
+    _write_atomically(target, launcher, 0o700)
     return target
+
+
+def _write_atomically(path: os.PathLike[str], text: str, mode: int) -> None:
+    from pathlib import Path
+
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(text)
+    partial.chmod(mode)
+    partial.replace(path)
 
 
 if __name__ == "__main__":

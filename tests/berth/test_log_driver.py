@@ -263,3 +263,22 @@ def test_install_is_executable_by_absolute_interpreter_and_idempotent(tmp_path: 
     assert target.read_text().startswith("#!/usr/bin/python3 -IS\n")
     assert stat.S_IMODE(first.st_mode) == 0o700
     assert target.stat().st_ino == first.st_ino  # unchanged: not rewritten
+
+
+def test_install_for_this_interpreter_compiles_its_copy_and_repairs_a_changed_one(
+    driver_path: Path, spawn: Spawn, tmp_path: Path
+) -> None:
+    copy = driver_path.with_name("_berth_log_driver.py")
+    (compiled,) = (driver_path.parent / "__pycache__").glob("_berth_log_driver.*.pyc")
+    copy.write_text("raise SystemExit(3)\n")  # changed behind the agent's back
+
+    log_driver.install(driver_path)
+    log = tmp_path / "c.log"
+    driver = spawn(log, LogPolicy())
+    os.read(driver.ready, 1)
+    os.write(driver.stdout, b"still a driver\n")
+    finish(driver)
+
+    assert copy.read_text() == Path(log_driver.__file__).read_text()
+    assert compiled.read_bytes()[4:8] == b"\x03\x00\x00\x00"  # checked against the source hash
+    assert [e["log"] for e in entries(log)] == ["still a driver\n"]
