@@ -220,9 +220,17 @@ async def cmd_run(context: Context, args: argparse.Namespace) -> int:
         return 0
     if args.tty:
         from berth.cli.exec import attach_container
+        from berth.endpoint.client import endpoint_failure
 
-        # Its terminal, from the log's start: what it printed before the attach is not lost.
-        return await attach_container(context, created_id, args.interactive, logs=True)
+        try:
+            # Its terminal, from the log's start: what it printed before the attach is not lost.
+            return await attach_container(context, created_id, args.interactive, logs=True)
+        except Exception as err:
+            failure = endpoint_failure(err)
+            if getattr(failure, "error_type", None) != "Conflict":
+                raise
+            # It ended before the attach began (a short command): its output and code, as -d-less
+            # run without -t shows them.
     return await _attach(context, created_id)
 
 

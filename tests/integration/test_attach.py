@@ -65,3 +65,19 @@ async def test_run_it_shows_the_prompt_runs_typed_commands_and_exits_with_its_co
         assert await asyncio.to_thread(terminal.wait) == 3
     finally:
         terminal.close()
+
+
+async def test_run_it_of_a_command_that_ends_at_once_shows_its_output_and_code(
+    stack: Stack,
+) -> None:
+    name = f"run-it-{uuid.uuid4().hex[:8]}"
+    terminal = on_terminal(
+        stack, "run", "-it", "--name", name, "--node", stack.settings.node, IMAGE,
+        "sh", "-c", "echo quick-$((3*3)); exit 5",
+    )  # fmt: skip
+    stack.created.append(name)
+    try:
+        await asyncio.to_thread(terminal.read_until, b"quick-9")
+        assert await asyncio.to_thread(terminal.wait) == 5
+    finally:
+        terminal.close()
