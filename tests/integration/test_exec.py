@@ -23,6 +23,7 @@ from berth.db.models import ContainerEvent
 from berth.endpoint.deps import EndpointDeps
 from berth.endpoint.exec import EXEC_PREFIX, ExecService
 from berth.errors import NotFound
+from berth.leaks import check_node
 from berth.runtime.exec_io import exec_dir, make_pipes
 from tests.integration.conftest import Stack
 from tests.integration.node_agent import Node2
@@ -235,6 +236,11 @@ async def test_exec_client_killed_mid_exec_leaves_no_exec_in_containerd(stack: S
         await asyncio.sleep(0.1)
     top = await run(stack, "exec", name, "ps", "-o", "args")
     assert "sleep 300" not in top.stdout
+    fifos = exec_dir(stack.settings.node_paths(), container_id, "-").parent
+    assert not fifos.exists() or list(fifos.iterdir()) == []
+    runtime, paths = stack.runtime, stack.settings.node_paths()
+    node = stack.settings.node
+    assert await check_node(node, paths, runtime.containerd, runtime.cni, stack.sessions) == []
 
 
 async def test_exec_records_exec_create_and_exec_die_with_its_exit_code(stack: Stack) -> None:
