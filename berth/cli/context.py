@@ -167,7 +167,7 @@ class Context:
             raise BerthFailure(str(err)) from None
         if not listening:
             return await self._sdk()
-        self._operations = HttpOperations(await self._operation_reads(), temporal, http.task_queue)
+        self._operations = HttpOperations(await self.reads(), temporal, http.task_queue)
         return self._operations
 
     async def _sdk(self) -> BerthClient:
@@ -175,9 +175,12 @@ class Context:
             raise NeedsEventLoop("the SDK's client")
         return await self.berth()
 
-    async def _operation_reads(self) -> Reads:
-        """The reads before an operation: on ``berth.db.wire`` (no asyncio, no asyncpg), or
-        :meth:`reader`'s where that client does not speak the database URL."""
+    async def reads(self) -> Reads:
+        """The reads before an operation or a node endpoint's call: on ``berth.db.wire`` (no
+        asyncio, no asyncpg), or :meth:`reader`'s where that client does not speak the database
+        URL. Made on first use."""
+        if self._wire is not None:
+            return self._wire
         from berth.cli.env import read_settings
         from berth.cli.transport import WireReads
         from berth.db.wire import Unsupported

@@ -1,8 +1,8 @@
 """``berth logs``: a container's output from its node's endpoint, on any host.
 
-The container is looked up in PostgreSQL (``berth.db.reads``), its node's endpoint found there too
-(``berth.endpoint.client``), and its ``Logs.Read`` stream printed as ``docker logs`` prints it:
-stdout lines to stdout, stderr lines to stderr, each with its RFC 3339 time first under ``-t``.
+The container is looked up in PostgreSQL (``berth.db.wire``'s reads), its node's endpoint found
+there too (``berth.endpoint.client``), and its ``Logs.Read`` stream printed as ``docker logs``
+prints it: stdout lines to stdout, stderr lines to stderr, each after its RFC 3339 time (``-t``).
 No Temporal, no settings model; grpc and the stubs are imported by the handler.
 """
 
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from berth.cli.context import Context, DaemonError
 
 if TYPE_CHECKING:
-    from berth.db.reads import ContainerRow
+    from berth.endpoint.client import Placement
 
 
 def parse_tail(value: str) -> int | None:
@@ -43,7 +43,7 @@ def parse_time(value: str) -> int:
 
 async def print_logs(
     context: Context,
-    container: ContainerRow,
+    container: Placement,
     tail: int | None = None,
     follow: bool = False,
     since_ns: int | None = None,
@@ -63,7 +63,7 @@ async def print_logs(
     from berth.endpoint.logs_wire import logs_request, nanos
     from berth.node_api import logs_pb2_grpc
 
-    target = await node_target(endpoint_settings(), await context.reader(), container)
+    target = await node_target(endpoint_settings(), await context.reads(), container)
     outputs = {"stdout": sys.stdout.buffer, STDERR: sys.stderr.buffer}
     request = logs_request(container.id, follow, tail, since_ns, until_ns)
     try:
@@ -85,8 +85,8 @@ async def print_logs(
 
 
 async def cmd_logs(context: Context, args: argparse.Namespace) -> int:
-    reader = await context.reader()
-    container = await reader.find(args.container)
+    # berth.db.wire's reads: no asyncpg to import (grpc brings asyncio, not asyncpg).
+    container = await (await context.reads()).find(args.container)
     if container is None:
         raise DaemonError(f"No such container: {args.container}")
     await print_logs(

@@ -62,6 +62,7 @@ class Reads(Protocol):
 
     async def find(self, ref: str) -> Container | None: ...
     async def node_is_live(self, node: str) -> bool: ...
+    async def node_endpoint(self, node: str) -> str | None: ...
 
 
 class Placed:
@@ -74,9 +75,9 @@ class Placed:
 
 
 class WireReads:
-    """``ContainerReads.find`` and ``node_is_live`` on ``berth.db.wire``: a blocking connection
-    without asyncio or asyncpg (their import is most of a writing verb's own CPU time). The
-    methods are coroutines for the :class:`Reads` protocol, and never suspend."""
+    """``ContainerReads.find``, ``node_is_live`` and ``node_endpoint`` on ``berth.db.wire``: a
+    blocking connection without asyncio or asyncpg (their import is most of a writing verb's own
+    CPU time). The methods are coroutines for the :class:`Reads` protocol, and never suspend."""
 
     def __init__(self, connection: Connection, database_url: str) -> None:
         self._connection = connection
@@ -131,6 +132,16 @@ class WireReads:
                 str(NODE_LIVENESS_SECONDS),
             )
         )
+
+    async def node_endpoint(self, node: str) -> str | None:
+        """host:port of the node's endpoint, if its agent runs (refreshed within the window)."""
+        found = self._rows(
+            "SELECT endpoint FROM nodes WHERE name = $1"
+            " AND last_seen_at > now() - $2::int * interval '1s'",
+            node,
+            str(NODE_LIVENESS_SECONDS),
+        )
+        return found[0][0] if found else None
 
     def close(self) -> None:
         self._connection.close()

@@ -2,7 +2,8 @@
 tell the endpoint's answers from the failures to reach it.
 
 Light on purpose (the CLI imports it): grpc and the standard library only, no SDK, no ORM, no
-pydantic (``settings`` is anything with the fields of ``berth.endpoint.tls.EndpointSettings``).
+asyncpg, no pydantic (``settings`` is anything with the fields of
+``berth.endpoint.tls.EndpointSettings``).
 
 The CLI's exit codes follow docker's: :class:`EndpointUnreachable` (no agent, a refused
 connection or TLS handshake, no usable client certificate) is Berth's own failure, exit 125;
@@ -15,10 +16,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import grpc
 
-from berth.db.reads import ContainerReads, ContainerRow
 from berth.endpoint.tls import EndpointSettings, TlsSettingsError, is_loopback, tls_files
 
 # Trailing metadata the endpoint's interceptor sets on a Berth error: its type ("NotFound"...).
@@ -106,11 +107,30 @@ def open_channel(settings: EndpointSettings, endpoint: str) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(endpoint, credentials)
 
 
+class Placement(Protocol):
+    """What a call needs of a container: its id, name and node (a ``berth.db.reads``
+    ``ContainerRow``, or the CLI's lighter ``berth.cli.transport.Placed``)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def node(self) -> str: ...
+
+
+class EndpointReads(Protocol):
+    """Where a node's endpoint is (``ContainerReads`` on asyncpg, or the CLI's ``WireReads``
+    on ``berth.db.wire``, which spares a verb asyncpg's import)."""
+
+    async def node_endpoint(self, node: str) -> str | None: ...
+
+
 @dataclass(frozen=True)
 class NodeTarget:
     """A container and a channel to its node's endpoint."""
 
-    container: ContainerRow
+    container: Placement
     endpoint: str
     channel: grpc.aio.Channel
 
@@ -128,7 +148,7 @@ class NodeTarget:
 
 
 async def node_target(
-    settings: EndpointSettings, reader: ContainerReads, container: ContainerRow
+    settings: EndpointSettings, reader: EndpointReads, container: Placement
 ) -> NodeTarget:
     """A channel to the endpoint of ``container``'s node; ``EndpointUnreachable`` if none."""
     endpoint = await reader.node_endpoint(container.node)

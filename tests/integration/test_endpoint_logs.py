@@ -23,6 +23,7 @@ from berth.container_logs import LogEntry, format_rfc3339
 from berth.errors import NotFound
 from tests.integration.conftest import Stack
 from tests.integration.test_cli import BERTH, cli_env
+from tests.integration.test_cli_transport import SDK_ORM_AND_SETTINGS, modules_loaded_by
 
 RFC3339_NANO = rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z "
 # One line a stream, 0.1 s apart, so the two streams' order is the order written.
@@ -230,3 +231,17 @@ async def test_logs_follow_ends_on_the_node_when_the_client_leaves(
     follower.kill()
 
     await wait_for(lambda: open_fds_to(log) == 0, timeout=20)
+
+
+async def test_logs_cli_loads_no_asyncpg_sdk_orm_or_settings_model(
+    stack: Stack, tmp_path: Path
+) -> None:
+    container_id = await stack.create(cmd=["sh", "-c", "echo light"])
+    await stack.berth.start(container_id)
+    heavy = (*SDK_ORM_AND_SETTINGS, "asyncpg", "pydantic")
+
+    loaded = await asyncio.to_thread(
+        modules_loaded_by, stack, tmp_path, "logs", "--tail", "1", container_id, heavy=heavy
+    )
+
+    assert loaded == []  # its reads are berth.db.wire's; grpc brings asyncio, nothing more
