@@ -178,6 +178,19 @@ async def test_exec_on_a_stopped_container_is_a_conflict(stack: Stack) -> None:
     assert "is not running" in done.stderr
 
 
+async def test_exec_on_a_paused_container_is_a_conflict_until_it_is_unpaused(stack: Stack) -> None:
+    name = await running_container(stack)
+    assert (await run(stack, "pause", name)).returncode == 0
+
+    paused = await run(stack, "exec", name, "true")
+    assert (await run(stack, "unpause", name)).returncode == 0
+    unpaused = await run(stack, "exec", name, "true")
+
+    assert paused.returncode == 1
+    assert "is paused" in paused.stderr
+    assert unpaused.returncode == 0, unpaused.stderr
+
+
 async def test_exec_it_gives_a_terminal_a_prompt_typed_commands_and_exit_3(stack: Stack) -> None:
     name = await running_container(stack)
     terminal = on_terminal(stack, "exec", "-it", name, "sh")
