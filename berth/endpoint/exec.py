@@ -21,7 +21,9 @@ cost a Temporal round trip (tens of milliseconds on the dev server) on a path wh
 is docker's ``exec`` (about that much), and buys nothing the table does not: the event is a
 record, not a saga step with a compensation. ``exec_create`` is written concurrently with
 containerd's exec (never awaited before the command runs); ``exec_die`` after the exit, also
-when the client went away.
+when the client went away. Measured on the 2-core dev machine: the agent's part of
+``exec C true`` is 60-75 ms, about 50 of them containerd's Exec and Start (runc exec), and the
+insert runs beside them, off that path.
 
 **Attach** joins the stdio of a container created with ``-t`` (and ``-i`` for input). Its
 output is the container's log followed from its end, each entry's bytes: with a terminal the
