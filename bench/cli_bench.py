@@ -15,7 +15,9 @@ verb once per side, interleaved (berth, docker, ctr, then the next verb), in the
 goes through (start, ps, inspect, events, logs, exec, restart, stop), each timed from the shell as a
 whole process. The first round is a warm-up and not counted; the table shows medians and the
 ratio of berth to docker. ``--berth`` chooses the berth command (e.g. an older checkout's
-``python -c 'from berth.cli import main; main()'``) to compare before and after.
+``python -c 'from berth.cli import main; main()'``) to compare before and after; ``--before``
+adds a second berth command, on a container of its own, timed just before this one in every
+round, so that a before/after shares the run's load (the machine is rarely quiet).
 """
 
 from __future__ import annotations
@@ -84,25 +86,35 @@ class Sides:
     """The command each side runs for a verb on its container (None: the side has no such verb)."""
 
     def __init__(
-        self, berth: list[str], events: list[str], docker: Docker, ctr: list[str], run: str
+        self,
+        berth: list[str],
+        events: list[str],
+        docker: Docker,
+        ctr: list[str],
+        run: str,
+        before: list[str] | None = None,
     ) -> None:
         self.berth, self.events, self.docker, self.ctr = berth, events, docker.base, ctr
+        self.before = before
         self.berth_name = f"bench-cli-{run}"
+        self.before_name = f"bench-cli-before-{run}"
         self.docker_name = f"bench-cli-docker-{run}"
         self.ctr_id = f"bench-cli-ctr-{run}"
         self.since = datetime.now(UTC).isoformat()
 
-    def berth_argv(self, verb: str) -> list[str]:
-        name = self.berth_name
+    def berth_argv(self, verb: str, before: bool = False) -> list[str]:
+        """This berth's command, or with ``before`` the ``--before`` one's on its container."""
+        berth, name = (self.before, self.before_name) if before else (self.berth, self.berth_name)
+        assert berth is not None
         return {
-            "start": [*self.berth, "start", name],
-            "ps": [*self.berth, "ps"],
-            "inspect": [*self.berth, "inspect", name],
-            "events": [*self.berth, "events", *self.events, name],
-            "logs": [*self.berth, "logs", "--tail", "10", name],
-            "exec": [*self.berth, "exec", name, "true"],
-            "restart": [*self.berth, "restart", name],
-            "stop": [*self.berth, "stop", name],
+            "start": [*berth, "start", name],
+            "ps": [*berth, "ps"],
+            "inspect": [*berth, "inspect", name],
+            "events": [*berth, "events", *self.events, name],
+            "logs": [*berth, "logs", "--tail", "10", name],
+            "exec": [*berth, "exec", name, "true"],
+            "restart": [*berth, "restart", name],
+            "stop": [*berth, "stop", name],
         }[verb]
 
     def docker_argv(self, verb: str) -> list[str]:
@@ -135,15 +147,15 @@ class Sides:
         }.get(verb)
 
     def create(self) -> None:
-        timed(
-            [*self.berth, "create", "--name", self.berth_name, "--node", "node-1", IMAGE, *COMMAND]
-        )
+        for name in (self.berth_name, *([self.before_name] if self.before else [])):
+            timed([*self.berth, "create", "--name", name, "--node", "node-1", IMAGE, *COMMAND])
         timed([*self.docker, "create", "--name", self.docker_name, IMAGE, *COMMAND])
         timed([*self.ctr, "container", "create", IMAGE, self.ctr_id, "--", *COMMAND])
 
     def remove(self) -> None:
         for argv in (
             [*self.berth, "rm", "-f", self.berth_name],
+            [*self.berth, "rm", "-f", self.before_name],
             [*self.docker, "rm", "-f", self.docker_name],
             [*self.ctr, "task", "rm", "-f", self.ctr_id],
             [*self.ctr, "container", "rm", self.ctr_id],
@@ -151,19 +163,25 @@ class Sides:
             subprocess.run(argv, capture_output=True)
 
 
-def bench(sides: Sides, rounds: int) -> dict[str, dict[str, list[float]]]:
-    """Samples in ms by verb and side (wall time; ``<side> cpu``: CPU time); round 0 is a
-    warm-up, not kept."""
+SIDES = ("before", "berth", "docker", "ctr", "before cpu", "berth cpu", "docker cpu")
+
+
+def bench(sides: Sides, rounds: int) -> tuple[dict[str, dict[str, list[float]]], list[float]]:
+    """Samples in ms by verb and side (wall time; ``<side> cpu``: CPU time), and the 1-minute
+    load average at each round's start; round 0 is a warm-up, not kept."""
     samples: dict[str, dict[str, list[float]]] = {
-        verb: {side: [] for side in ("berth", "docker", "ctr", "berth cpu", "docker cpu")}
-        for verb in VERBS
+        verb: {side: [] for side in SIDES} for verb in VERBS
     }
+    loads: list[float] = []
     for index in range(rounds + 1):
+        if index:
+            loads.append(os.getloadavg()[0])
         for verb in VERBS:
-            figures = {
-                "berth": timed(sides.berth_argv(verb)),
-                "docker": timed(sides.docker_argv(verb)),
-            }
+            figures = {}
+            if sides.before is not None:
+                figures["before"] = timed(sides.berth_argv(verb, before=True))
+            figures["berth"] = timed(sides.berth_argv(verb))
+            figures["docker"] = timed(sides.docker_argv(verb))
             ctr = sides.ctr_argv(verb)
             if ctr is not None:
                 parts = [timed(argv) for argv in ctr]
@@ -179,28 +197,36 @@ def bench(sides: Sides, rounds: int) -> dict[str, dict[str, list[float]]]:
                     samples[verb][side].append(figure[0])
                     if side != "ctr":
                         samples[verb][f"{side} cpu"].append(figure[1])
-    return samples
+    return samples, loads
 
 
 def table(samples: dict[str, dict[str, list[float]]]) -> str:
     def median(values: list[float]) -> str:
         return f"{statistics.median(values):.0f}" if values else "-"
 
-    lines = [
-        f"{'verb':<9}{'berth ms':>10}{'docker ms':>11}{'ctr ms':>9}{'berth/docker':>14}"
-        f"{'berth cpu':>11}{'docker cpu':>12}"
-    ]
+    def ratio(values: list[float], docker: list[float]) -> str:
+        return f"{statistics.median(values) / statistics.median(docker):.2f}" if values else "-"
+
+    before = any(sides["before"] for sides in samples.values())
+    head = f"{'verb':<9}{'berth ms':>10}{'docker ms':>11}{'ctr ms':>9}{'berth/docker':>14}"
+    head += f"{'berth cpu':>11}{'docker cpu':>12}"
+    if before:
+        head += f"{'before ms':>11}{'before/docker':>15}{'before cpu':>12}"
+    lines = [head]
     for verb, sides in samples.items():
         berth, docker = sides["berth"], sides["docker"]
-        ratio = (
-            f"{statistics.median(berth) / statistics.median(docker):.2f}"
-            if berth and docker
-            else "-"
-        )
-        lines.append(
-            f"{verb:<9}{median(berth):>10}{median(docker):>11}{median(sides['ctr']):>9}{ratio:>14}"
+        line = (
+            f"{verb:<9}{median(berth):>10}{median(docker):>11}{median(sides['ctr']):>9}"
+            f"{ratio(berth, docker) if docker else '-':>14}"
             f"{median(sides['berth cpu']):>11}{median(sides['docker cpu']):>12}"
         )
+        if before:
+            line += (
+                f"{median(sides['before']):>11}"
+                f"{ratio(sides['before'], docker) if docker else '-':>15}"
+                f"{median(sides['before cpu']):>12}"
+            )
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -237,8 +263,8 @@ def docker_on(settings: Settings, paths: StackPaths) -> Iterator[Docker]:
 
 
 async def run_bench(
-    berth: list[str], events: list[str], rounds: int
-) -> dict[str, dict[str, list[float]]]:
+    berth: list[str], events: list[str], rounds: int, before: list[str] | None = None
+) -> tuple[dict[str, dict[str, list[float]]], list[float]]:
     with claim_suite() as suite:
         stack = await start_stack(suite)
         with environment(stack.environ()):
@@ -249,7 +275,7 @@ async def run_bench(
             ctr = ["ctr", "-a", socket, "-n", CTR_NAMESPACE]
             copy_image(["ctr", "-a", socket], settings.containerd_namespace, suite.paths)
             with docker_on(settings, suite.paths) as docker:
-                sides = Sides(berth, events, docker, ctr, uuid.uuid4().hex[:6])
+                sides = Sides(berth, events, docker, ctr, uuid.uuid4().hex[:6], before)
                 try:
                     sides.create()
                     return bench(sides, rounds)
@@ -266,6 +292,11 @@ def main() -> None:
         help="the berth command, split as a shell would (default: this checkout's)",
     )
     parser.add_argument(
+        "--before",
+        help="another berth command (e.g. an older checkout's), timed just before --berth's "
+        "in every round on a container of its own",
+    )
+    parser.add_argument(
         "--events-flags",
         default="--no-follow",
         help="berth events' flags to print the recorded events and exit ('' before 713d6e5)",
@@ -278,10 +309,16 @@ def main() -> None:
     # Stopped with SIGTERM (timeout, kill): unwind, so the stack and dockerd are cleared.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     berth, events = shlex.split(args.berth), shlex.split(args.events_flags)
-    samples = asyncio.run(run_bench(berth, events, args.rounds))
+    before = shlex.split(args.before) if args.before else None
+    samples, loads = asyncio.run(run_bench(berth, events, args.rounds, before))
     print(f"berth: {args.berth}")
+    if before is not None:
+        print(f"before: {args.before}")
     print(f"{args.rounds} interleaved rounds after a warm-up, medians, node-1's containerd;")
-    print(f"cpu: the command's own user + system time; load average {os.getloadavg()[0]:.1f}")
+    print(
+        "cpu: the command's own user + system time; 1-minute load average over the rounds "
+        f"{min(loads):.1f} / {statistics.median(loads):.1f} / {max(loads):.1f} (min/median/max)"
+    )
     print(table(samples))
 
 
