@@ -53,7 +53,7 @@ from berth.db.health_repository import HealthRepository
 from berth.db.models import Container, ContainerEvent
 from berth.db.repository import NODE_LIVENESS, ContainerRepository, NodeRepository
 from berth.db.session import make_engine, make_sessionmaker
-from berth.endpoint.logs_wire import entry_of, logs_request
+from berth.endpoint.logs_wire import encode_request, read_logs
 from berth.errors import (
     BerthError,
     Forbidden,
@@ -555,7 +555,6 @@ class BerthClient:
             NotFound: no such container. Unavailable: its node's endpoint cannot be reached.
         """
         from berth.endpoint.client import EndpointUnreachable, call_failure, open_channel
-        from berth.node_api import logs_pb2_grpc
 
         if tail is not None and tail < 0:
             raise InvalidParameter(f"tail: must be 0 or more, not {tail}")
@@ -564,14 +563,14 @@ class BerthClient:
             endpoint = await NodeRepository(session).endpoint(container.node)
         if endpoint is None:
             raise Unavailable(f"node {container.node} of {container.name} has no running agent")
-        request = logs_request(container.id, follow, tail, _ns(since), _ns(until), stdout, stderr)
+        request = encode_request(container.id, follow, tail, _ns(since), _ns(until), stdout, stderr)
         try:
             channel = open_channel(self.settings, endpoint)
         except EndpointUnreachable as err:
             raise Unavailable(str(err)) from None
         try:
-            async for batch in logs_pb2_grpc.LogsStub(channel).Read(request):
-                yield [entry_of(message) for message in batch.entries]
+            async for batch in read_logs(channel, request):
+                yield batch
         except grpc.aio.AioRpcError as err:
             raise _berth_error(call_failure(err, endpoint)) from None
         finally:

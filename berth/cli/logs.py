@@ -3,7 +3,7 @@
 The container is looked up in PostgreSQL (``berth.db.wire``'s reads), its node's endpoint found
 there too (``berth.endpoint.client``), and its ``Logs.Read`` stream printed as ``docker logs``
 prints it: stdout lines to stdout, stderr lines to stderr, each after its RFC 3339 time (``-t``).
-No Temporal, no settings model; grpc and the stubs are imported by the handler.
+No Temporal, no settings model, no protobuf; grpc is imported by the handler.
 """
 
 from __future__ import annotations
@@ -60,23 +60,22 @@ async def print_logs(
     from berth.cli.env import endpoint_settings
     from berth.container_logs import STDERR, format_rfc3339
     from berth.endpoint.client import node_target
-    from berth.endpoint.logs_wire import logs_request, nanos
-    from berth.node_api import logs_pb2_grpc
+    from berth.endpoint.logs_wire import encode_request, read_logs
 
     target = await node_target(endpoint_settings(), await context.reads(), container)
     outputs = {"stdout": sys.stdout.buffer, STDERR: sys.stderr.buffer}
-    request = logs_request(container.id, follow, tail, since_ns, until_ns)
+    request = encode_request(container.id, follow, tail, since_ns, until_ns)
     try:
         with target.calls():
-            async for batch in logs_pb2_grpc.LogsStub(target.channel).Read(request):
+            async for batch in read_logs(target.channel, request):
                 current = None
-                for entry in batch.entries:
+                for entry in batch:
                     out = outputs.get(entry.stream, sys.stdout.buffer)
                     if out is not current and current is not None:
                         current.flush()  # keep the order of lines between the two streams
                     current = out
                     if timestamps:
-                        out.write(format_rfc3339(nanos(entry.time)).encode() + b" ")
+                        out.write(format_rfc3339(entry.time_ns).encode() + b" ")
                     out.write(entry.line)
                 if current is not None:
                     current.flush()

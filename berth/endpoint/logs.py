@@ -15,13 +15,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
-from berth.container_logs import LogFilter, stream_entries
+from berth.container_logs import LogEntry, LogFilter, stream_entries
 from berth.contract import ContainerState
 from berth.db.models import Container
 from berth.db.repository import ContainerRepository
 from berth.endpoint.deps import EndpointDeps
-from berth.endpoint.logs_wire import message_of, nanos
 from berth.errors import InvalidParameter, NotFound
 from berth.node_api import logs_pb2, logs_pb2_grpc
 
@@ -35,6 +35,9 @@ FOLLOWED_STATES = frozenset(
         ContainerState.STOPPING.value,
     }
 )
+
+
+_NANOS = 1_000_000_000
 
 
 def register(server: grpc.aio.Server, deps: EndpointDeps) -> None:
@@ -89,4 +92,17 @@ def log_filter(request: logs_pb2.LogsRequest) -> LogFilter:
         until_ns=until,
         stdout=both or request.stdout,
         stderr=both or request.stderr,
+    )
+
+
+def nanos(stamp: Timestamp) -> int:
+    """A protobuf ``Timestamp`` as epoch nanoseconds."""
+    return stamp.seconds * _NANOS + stamp.nanos
+
+
+def message_of(entry: LogEntry) -> logs_pb2.LogEntry:
+    """An entry on the wire (the client decodes it with ``berth.endpoint.logs_wire``)."""
+    seconds, fraction = divmod(entry.time_ns, _NANOS)
+    return logs_pb2.LogEntry(
+        stream=entry.stream, line=entry.line, time=Timestamp(seconds=seconds, nanos=fraction)
     )
