@@ -18,13 +18,14 @@ import compileall
 import os
 import shlex
 import signal
+import statistics
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 
-from bench.cli_bench import copy_image, docker_on, start_agent, table, timed
+from bench.cli_bench import copy_image, docker_on, start_agent, timed
 from bench.docker_baseline import IMAGE, Docker
 from berth.config import Settings
 from tests.support.stack import claim_suite, environment, start_stack
@@ -62,7 +63,7 @@ def bench(berth: list[str], docker: Docker, rounds: int) -> dict[str, dict[str, 
     )
     subprocess.run([*docker.base, "create", "--name", names["docker"], IMAGE, *COMMAND], check=True)
     samples: dict[str, dict[str, list[float]]] = {
-        verb: {side: [] for side in ("berth", "docker", "ctr", "berth cpu", "docker cpu")}
+        verb: {side: [] for side in ("berth", "docker", "berth cpu", "docker cpu")}
         for verb in VERBS
     }
     try:
@@ -80,6 +81,23 @@ def bench(berth: list[str], docker: Docker, rounds: int) -> dict[str, dict[str, 
         for side in ("berth", "docker"):
             subprocess.run([*bases[side], "rm", "-f", names[side]], capture_output=True)
     return samples
+
+
+def table(samples: dict[str, dict[str, list[float]]]) -> str:
+    """Medians by verb and side, and berth's ratio to docker."""
+    header = f"{'verb':<20}{'berth ms':>10}{'docker ms':>11}{'ratio':>7}"
+    lines = [f"{header}{'berth cpu':>11}{'docker cpu':>12}"]
+    for verb, sides in samples.items():
+        medians = {side: statistics.median(values) for side, values in sides.items() if values}
+        if "berth" not in medians or "docker" not in medians:
+            lines.append(f"{verb:<20}  no samples")
+            continue
+        lines.append(
+            f"{verb:<20}{medians['berth']:>10.0f}{medians['docker']:>11.0f}"
+            f"{medians['berth'] / medians['docker']:>7.2f}"
+            f"{medians['berth cpu']:>11.0f}{medians['docker cpu']:>12.0f}"
+        )
+    return "\n".join(lines)
 
 
 async def run_bench(berth: list[str], rounds: int) -> dict[str, dict[str, list[float]]]:
