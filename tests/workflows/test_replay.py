@@ -10,6 +10,7 @@ does catch such a change (and that replaying a faithful subclass does not).
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
@@ -142,6 +143,64 @@ def test_replay_fixtures_keep_public_workflows_of_the_child_shape() -> None:
         types = event_types(recorded)
         assert EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED in types
         assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW not in types
+
+
+# Node runs recorded before the patch outcome-on-node, which set no Outcome of their own.
+NO_OUTCOME_DIR = HISTORIES_DIR / "no-outcome"
+# The Outcome each scenario's node run ends with.
+OUTCOMES = {
+    "start": "started",
+    "pull_start": "started",
+    "failed_start": "failed",
+    "restart": "restarted",
+    "stop": "stopped",
+    "pause": "paused",
+    "unpause": "unpaused",
+    "export": "exported",
+    "forced_remove": "removed",
+}
+
+
+def outcomes_of(recorded: RecordedHistory) -> list[tuple[int, str]]:
+    """The Outcome upserts of a run: (event index, value)."""
+    found = []
+    for index, event in enumerate(recorded.history.events):
+        if event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
+            fields = event.upsert_workflow_search_attributes_event_attributes.search_attributes
+            if "Outcome" in fields.indexed_fields:
+                found.append((index, json.loads(fields.indexed_fields["Outcome"].data)))
+    return found
+
+
+def test_replay_fixtures_node_runs_set_their_outcome_in_the_closing_task() -> None:
+    current = [
+        f
+        for f in FIXTURES
+        if f.path.parent == HISTORIES_DIR and f.workflow_type in set(PUBLIC_TO_NODE.values())
+    ]
+
+    assert {f.scenario for f in current} >= set(OUTCOMES)
+    for recorded in current:
+        events = recorded.history.events
+        tasks = [
+            i
+            for i, e in enumerate(events)
+            if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+        ]
+        found = outcomes_of(recorded)
+        assert found, recorded.path.name
+        index, outcome = found[-1]
+        # Among the commands of the last workflow task: it added no task of its own.
+        assert index > tasks[-1], recorded.path.name
+        if recorded.scenario in OUTCOMES:
+            assert outcome == OUTCOMES[recorded.scenario], recorded.path.name
+
+
+def test_replay_fixtures_keep_node_runs_without_an_outcome() -> None:
+    older = [f for f in FIXTURES if f.path.parent == NO_OUTCOME_DIR]
+
+    assert {f.workflow_type for f in older} == set(PUBLIC_TO_NODE.values())
+    assert [f.path.name for f in older if outcomes_of(f)] == []
 
 
 def test_replay_workflows_are_every_registered_workflow() -> None:
