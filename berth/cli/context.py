@@ -10,7 +10,8 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from berth.cli.transport import HttpOperations, Reads, WireReads
+    from berth.cli.transport import HttpOperations
+    from berth.cli.wire_reads import Reads, WireReads
     from berth.client import BerthClient
     from berth.config import Settings
     from berth.db.reads import ContainerReads
@@ -182,7 +183,7 @@ class Context:
         if self._wire is not None:
             return self._wire
         from berth.cli.env import read_settings
-        from berth.cli.transport import WireReads
+        from berth.cli.wire_reads import WireReads
         from berth.db.wire import Unsupported
 
         settings = read_settings()

@@ -109,7 +109,7 @@ def open_channel(settings: EndpointSettings, endpoint: str) -> grpc.aio.Channel:
 
 class Placement(Protocol):
     """What a call needs of a container: its id, name and node (a ``berth.db.reads``
-    ``ContainerRow``, or the CLI's lighter ``berth.cli.transport.Placed``)."""
+    ``ContainerRow``, or the CLI's lighter ``berth.cli.wire_reads.Placed``)."""
 
     @property
     def id(self) -> str: ...

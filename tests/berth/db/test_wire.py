@@ -1,5 +1,5 @@
 """berth.db.wire (the CLI's blocking PostgreSQL client) and the writing verbs' reads on it
-(berth.cli.transport.WireReads), on the real PostgreSQL beside ContainerReads they mirror."""
+(berth.cli.wire_reads.WireReads), on the real PostgreSQL beside ContainerReads they mirror."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from berth.cli.context import BerthFailure
-from berth.cli.transport import ID_PREFIX, NODE_LIVENESS_SECONDS, WireReads
+from berth.cli.wire_reads import ID_PREFIX, NODE_LIVENESS_SECONDS, WireReads
 from berth.contract import ContainerState
 from berth.db import reads
 from berth.db.reads import ContainerReads
@@ -180,6 +180,27 @@ async def test_wire_reads_node_liveness_as_the_container_reads(
     for name, live in ((node, True), (other_node, False), ("no-such-node", False)):
         assert await wire.node_is_live(name) is live, name
         assert await mirrored.node_is_live(name) is live, name
+
+
+async def test_wire_reads_node_endpoint_as_the_container_reads(
+    both: tuple[WireReads, ContainerReads], db_sessions: Sessions, node: str, other_node: str
+) -> None:
+    wire, mirrored = both
+    async with db_sessions.begin() as session:
+        await session.execute(
+            text("UPDATE nodes SET endpoint = '127.0.0.1:4711' WHERE name = :n"), {"n": node}
+        )
+        await session.execute(
+            text(
+                "UPDATE nodes SET endpoint = '127.0.0.1:4712',"
+                " last_seen_at = now() - interval '1 hour' WHERE name = :n"
+            ),
+            {"n": other_node},
+        )
+
+    for name, endpoint in ((node, "127.0.0.1:4711"), (other_node, None), ("no-such-node", None)):
+        assert await wire.node_endpoint(name) == endpoint, name
+        assert await mirrored.node_endpoint(name) == endpoint, name
 
 
 def test_wire_reads_of_an_unreachable_server_are_berth_failures_naming_it() -> None:
