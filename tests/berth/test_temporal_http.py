@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import socket
+import threading
 
 import pytest
 from temporalio.api.common.v1 import Payload
@@ -13,7 +16,9 @@ from berth.codec import AesGcmCodec, CodecKeys, generate_keys
 from berth.temporal_http import (
     HttpTarget,
     Sealer,
+    TemporalCallError,
     TemporalHttp,
+    TemporalUnreachable,
     application_error,
     decode_payload,
     encode_payload,
@@ -93,3 +98,134 @@ def test_application_error_without_one_is_unknown_with_the_top_message() -> None
         "Unknown",
         "timed out",
     )
+
+
+# --- the HTTP/1.1 connection, against a scripted loopback server --------------------------------
+
+
+class ScriptedServer:
+    """Answers each request with the next scripted bytes; ``None`` closes the connection instead
+    (an idle keep-alive the server dropped). Records the requests and counts the connections."""
+
+    def __init__(self, responses: list[bytes | None]) -> None:
+        self._responses = list(responses)
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while self._responses:
+            connection, _ = self._listener.accept()
+            self.connections += 1
+            with connection:
+                while self._responses:
+                    request = self._read_request(connection)
+                    if request is None:
+                        break
+                    response = self._responses.pop(0)
+                    if response is None:
+                        break
+                    self.requests.append(request)
+                    connection.sendall(response)
+                    if b"Connection: close" in response:
+                        break
+
+    @staticmethod
+    def _read_request(connection: socket.socket) -> bytes | None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = connection.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+        head, body = data.split(b"\r\n\r\n", 1)
+        length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+        while len(body) < length:
+            body += connection.recv(65536)
+        return head + b"\r\n\r\n" + body
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def http_answer(status: str, body: bytes, *headers: str) -> bytes:
+    head = "\r\n".join([f"HTTP/1.1 {status}", *headers])
+    return head.encode() + b"\r\n\r\n" + body
+
+
+def temporal_at(server: ScriptedServer) -> TemporalHttp:
+    return TemporalHttp(HttpTarget(server.address, "default", wait_seconds=3.0, call_timeout=3.0))
+
+
+def test_call_sends_json_and_keeps_the_connection_for_the_next_call() -> None:
+    body = b'{"runId": "r1"}'
+    answer = http_answer("200 OK", body, f"Content-Length: {len(body)}")
+    server = ScriptedServer([answer, answer])
+    temporal = temporal_at(server)
+
+    first = temporal.call("POST", "/api/v1/x", {"a": 1})
+    second = temporal.call("GET", "/api/v1/y")
+
+    assert first == second == {"runId": "r1"}
+    assert server.connections == 1
+    post, get = server.requests
+    assert post.startswith(b"POST /api/v1/x HTTP/1.1\r\n")
+    assert f"Host: {server.address}".encode() in post
+    assert post.endswith(b'\r\n\r\n{"a": 1}')
+    assert get.startswith(b"GET /api/v1/y HTTP/1.1\r\n") and b"Content-Length: 0" in get
+    temporal.close()
+    server.close()
+
+
+def test_call_reads_a_chunked_answer_with_extensions_and_trailers() -> None:
+    chunked = b'7;ext=1\r\n{"runId\r\n8\r\n": "r2"}\r\n0\r\nX-Trailer: t\r\n\r\n'
+    server = ScriptedServer([http_answer("200 OK", chunked, "Transfer-Encoding: chunked")])
+
+    assert temporal_at(server).call("GET", "/x") == {"runId": "r2"}
+    server.close()
+
+
+def test_call_reads_an_answer_without_length_to_the_close() -> None:
+    server = ScriptedServer([http_answer("200 OK", b'{"runId": "r3"}', "Connection: close")])
+
+    assert temporal_at(server).call("GET", "/x") == {"runId": "r3"}
+    server.close()
+
+
+def test_call_after_the_server_dropped_the_idle_connection_tries_again() -> None:
+    body = b"{}"
+    answer = http_answer("200 OK", body, f"Content-Length: {len(body)}")
+    server = ScriptedServer([answer, None, answer])
+    temporal = temporal_at(server)
+
+    temporal.call("GET", "/first")
+    assert temporal.call("GET", "/second") == {}
+
+    assert server.connections == 2
+    temporal.close()
+    server.close()
+
+
+def test_call_error_status_is_a_call_error_with_the_grpc_code() -> None:
+    body = json.dumps({"code": 3, "message": "bad workflow id"}).encode()
+    answer = http_answer("400 Bad Request", body, f"Content-Length: {len(body)}")
+    server = ScriptedServer([answer])
+
+    with pytest.raises(TemporalCallError) as failure:
+        temporal_at(server).call("POST", "/x", {})
+
+    assert (failure.value.code, failure.value.message) == (3, "bad workflow id")
+    server.close()
+
+
+def test_call_to_something_that_is_not_http_is_unreachable_naming_the_address() -> None:
+    server = ScriptedServer([b"SSH-2.0-OpenSSH_9.2\r\n\r\n"])
+
+    with pytest.raises(TemporalUnreachable, match="not an HTTP response") as failure:
+        temporal_at(server).call("GET", "/x")
+
+    assert server.address in str(failure.value)
+    server.close()
