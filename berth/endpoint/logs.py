@@ -12,6 +12,7 @@ A follow asked of a container that is not running sends what there is and ends.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -38,6 +39,8 @@ FOLLOWED_STATES = frozenset(
 
 
 _NANOS = 1_000_000_000
+# How often a follow asks whether its container still runs (a stop ends it within about this).
+STATE_CHECK_SECONDS = 1.0
 
 
 def register(server: grpc.aio.Server, deps: EndpointDeps) -> None:
@@ -62,9 +65,16 @@ class LogsServicer(logs_pb2_grpc.LogsServicer):
             raise NotFound(f"No such container: {request.container_id} (on node {self._node})")
         follow = request.follow and container.state in FOLLOWED_STATES
 
+        checked_at, running = time.monotonic(), True
+
         async def still_running() -> bool:
-            current = await self._container(container.id)
-            return current is not None and current.state in FOLLOWED_STATES
+            # Asked on every idle pass (5 a second): PostgreSQL is asked at most once a second.
+            nonlocal checked_at, running
+            if time.monotonic() - checked_at >= STATE_CHECK_SECONDS:
+                current = await self._container(container.id)
+                running = current is not None and current.state in FOLLOWED_STATES
+                checked_at = time.monotonic()
+            return running
 
         log = self._deps.paths.log(container.id)
         async for batch in stream_entries(log, selection, follow, still_running):

@@ -245,3 +245,18 @@ async def test_logs_cli_loads_no_asyncpg_sdk_orm_or_settings_model(
     )
 
     assert loaded == []  # its reads are berth.db.wire's; grpc brings asyncio, nothing more
+
+
+async def test_logs_follow_ends_when_the_container_is_removed(
+    stack: Stack, remote_env: dict[str, str], followers: list[Follower]
+) -> None:
+    container_id = await stack.create(cmd=["sh", "-c", "while true; do echo y; sleep 0.2; done"])
+    await stack.berth.start(container_id)
+    follower = Follower(remote_env, container_id)
+    followers.append(follower)
+    await wait_for(lambda: len(follower.lines) >= 2)
+
+    await stack.berth.remove(container_id, force=True)
+
+    assert await follower.ended() == 0
+    assert set(follower.lines) == {b"y\n"}
