@@ -233,18 +233,19 @@ async def test_logs_follow_ends_on_the_node_when_the_client_leaves(
     await wait_for(lambda: open_fds_to(log) == 0, timeout=20)
 
 
-async def test_logs_cli_loads_no_asyncpg_sdk_orm_or_settings_model(
+async def test_logs_cli_loads_no_asyncpg_protobuf_sdk_orm_or_settings_model(
     stack: Stack, tmp_path: Path
 ) -> None:
     container_id = await stack.create(cmd=["sh", "-c", "echo light"])
     await stack.berth.start(container_id)
-    heavy = (*SDK_ORM_AND_SETTINGS, "asyncpg", "pydantic")
+    heavy = (*SDK_ORM_AND_SETTINGS, "asyncpg", "pydantic", "google")
 
     loaded = await asyncio.to_thread(
         modules_loaded_by, stack, tmp_path, "logs", "--tail", "1", container_id, heavy=heavy
     )
 
-    assert loaded == []  # its reads are berth.db.wire's; grpc brings asyncio, nothing more
+    # Its reads are berth.db.wire's, its messages berth.endpoint.logs_wire's; grpc brings asyncio.
+    assert loaded == []
 
 
 async def test_logs_follow_ends_when_the_container_is_removed(
