@@ -459,7 +459,7 @@ async def stream_entries(
         return
     lines = EntryLines()
     async for chunk in follow_file(log, selection.tail, still_running, poll_seconds):
-        entries = lines.feed(chunk)
+        entries = await asyncio.to_thread(lines.feed, chunk)  # parsing 64 KiB: off the loop
         for batch in _select([entries], selection):
             yield batch
         if any(selection.ended(entry) for entry in entries):
