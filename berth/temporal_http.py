@@ -29,7 +29,6 @@ import json
 import os
 import socket
 import time
-import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote, urlencode
@@ -455,7 +454,7 @@ class TemporalHttp:
             "workflowType": {"name": workflow_type},
             "taskQueue": {"name": task_queue},
             "input": {"payloads": [self.payload(argument)]},
-            "requestId": str(uuid.uuid4()),
+            "requestId": request_id(),
             "workflowIdReusePolicy": "WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE",
             "searchAttributes": {
                 "indexedFields": {
@@ -533,6 +532,16 @@ class TemporalHttp:
             workflow_type, workflow_id, task_queue, argument, search_attributes, use_existing
         )
         return self.result(workflow_id, run_id)
+
+
+def request_id() -> str:
+    """A random (version 4) UUID in its text form, as the SDK's request ids; made here because
+    importing ``uuid`` costs a fresh CLI about 3 ms."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def _is_tls_error(err: OSError) -> bool:

@@ -8,6 +8,7 @@ import json
 import re
 import socket
 import threading
+import uuid
 
 import pytest
 from temporalio.api.common.v1 import Payload
@@ -22,6 +23,7 @@ from berth.temporal_http import (
     application_error,
     decode_payload,
     encode_payload,
+    request_id,
 )
 
 METADATA = {"encoding": b"json/plain", "encryption-key-id": b"k" * 200}
@@ -229,3 +231,12 @@ def test_call_to_something_that_is_not_http_is_unreachable_naming_the_address() 
 
     assert server.address in str(failure.value)
     server.close()
+
+
+def test_request_id_is_a_random_version_4_uuid() -> None:
+    ids = {request_id() for _ in range(100)}
+
+    assert len(ids) == 100
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (str(parsed), parsed.version, parsed.variant) == (text, 4, uuid.RFC_4122)
