@@ -111,6 +111,22 @@ def test_cli_light_paths_load_asyncpg_but_no_sdk_orm_psycopg_or_pydantic(module:
     assert under(loaded, *HEAVY) == []
 
 
+@pytest.mark.parametrize(
+    "module",
+    [
+        "berth.endpoint.client",
+        "berth.endpoint.logs_wire",
+        "berth.endpoint.exec_wire",
+        "berth.endpoint.files_wire",
+    ],
+)
+def test_cli_endpoint_calls_load_no_asyncpg_protobuf_or_heavy_dependency(module: str) -> None:
+    # logs, exec, attach, cp and export encode their messages on berth.endpoint.wire.
+    loaded = loaded_after(module)
+
+    assert under(loaded, "asyncpg", *HEAVY) == []
+
+
 @pytest.mark.parametrize("module", ["berth.cli.transport", "berth.db.wire"])
 def test_cli_operations_load_no_asyncio_asyncpg_or_heavy_dependency(module: str) -> None:
     # The writing verbs run without an event loop (berth.cli.main.without_loop).
