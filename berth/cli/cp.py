@@ -14,7 +14,9 @@ The node endpoint (``berth.node_api.files``) walks and extracts inside the rootf
 local source is walked, and a tar extracted, by the same code (:mod:`berth.runtime.rootfs_tar`):
 no member leaves the destination, no link on the way is followed.
 
-Light at import: grpc, the stubs, the endpoint client and rootfs_tar are imported by handlers.
+Light at import: grpc, the endpoint client and rootfs_tar are imported by handlers. The container
+and its node's endpoint are read on ``berth.db.wire`` (``Context.reads``) and the messages encoded
+on the standard library (``berth.endpoint.files_wire``): no asyncpg, protobuf or settings model.
 """
 
 from __future__ import annotations
@@ -51,11 +53,11 @@ async def _target(context: Context, ref: str) -> NodeTarget:
     from berth.cli.env import endpoint_settings
     from berth.endpoint.client import node_target
 
-    reader = await context.reader()
-    container = await reader.find(ref)
+    reads = await context.reads()
+    container = await reads.find(ref)
     if container is None:
         raise DaemonError(f"No such container: {ref}")
-    return await node_target(endpoint_settings(), reader, container)
+    return await node_target(endpoint_settings(), reads, container)
 
 
 @contextlib.contextmanager
@@ -99,17 +101,13 @@ async def copy_from(
     context: Context, ref: str, path: str, dest: str, archive: bool, follow: bool = False
 ) -> None:
     """The tar of ``path`` in container ``ref`` to stdout (``-``) or extracted at ``dest``."""
-    from berth.node_api import files_pb2, files_pb2_grpc
+    from berth.endpoint import files_wire
 
     target = await _target(context, ref)
     try:
         with target.calls():
-            call = files_pb2_grpc.FilesStub(target.channel).CopyFrom(
-                files_pb2.CopyFromRequest(
-                    container_id=target.container.id, path=path, follow_link=follow
-                )
-            )
-            chunks = (chunk.data async for chunk in call)
+            request = files_wire.encode_copy_from(target.container.id, path, follow)
+            chunks = files_wire.copy_from(target.channel, request)
             if dest == "-":
                 await _write_all(chunks, sys.stdout.buffer)
             else:
@@ -125,7 +123,7 @@ async def copy_to(
     import asyncio
     import threading
 
-    from berth.node_api import files_pb2, files_pb2_grpc
+    from berth.endpoint import files_wire
 
     if source != "-" and not os.path.lexists(source):
         raise DaemonError(f"could not find the file {source} on this host")
@@ -133,25 +131,23 @@ async def copy_to(
     stop = threading.Event()
     work: asyncio.Future[None] | None = None
     if source == "-":
-        mode, data = files_pb2.COPY_MODE_ARCHIVE, _stdin_chunks()
+        mode, data = files_wire.COPY_MODE_ARCHIVE, _stdin_chunks()
     else:
         contents = copies_contents(source)
-        mode = files_pb2.COPY_MODE_CONTENTS if contents else files_pb2.COPY_MODE_SOURCE
+        mode = files_wire.COPY_MODE_CONTENTS if contents else files_wire.COPY_MODE_SOURCE
         data, work = _local_tar(source, stop, follow)
-    copy_target = files_pb2.CopyTarget(
-        container_id=target.container.id, path=path, mode=mode, keep_owners=archive
-    )
+    first = files_wire.encode_copy_target(target.container.id, path, mode, archive)
 
-    async def inputs() -> AsyncIterator[files_pb2.CopyToInput]:
-        yield files_pb2.CopyToInput(target=copy_target)
+    async def inputs() -> AsyncIterator[bytes]:
+        yield first
         async for chunk in data:
-            yield files_pb2.CopyToInput(data=chunk)
+            yield files_wire.encode_copy_data(chunk)
         if work is not None:
             await work  # a failed local walk cuts the call rather than sending half a tar
 
     try:
         with target.calls():
-            await files_pb2_grpc.FilesStub(target.channel).CopyTo(inputs())
+            await files_wire.copy_to(target.channel, inputs())
     except BaseException:
         if work is not None and work.done() and not work.cancelled() and work.exception():
             raise work.exception() from None  # type: ignore[misc]
@@ -169,17 +165,15 @@ def copies_contents(source: str) -> bool:
 
 
 async def cmd_export(context: Context, args: argparse.Namespace) -> int:
-    from berth.node_api import files_pb2, files_pb2_grpc
+    from berth.endpoint import files_wire
 
     if args.output is None and sys.stdout.isatty():
         raise DaemonError("cowardly refusing to save to a terminal. Use the -o flag or redirect")
     target = await _target(context, args.container)
     try:
         with local_errors(), target.calls():
-            call = files_pb2_grpc.FilesStub(target.channel).Export(
-                files_pb2.ExportRequest(container_id=target.container.id)
-            )
-            chunks = (chunk.data async for chunk in call)
+            request = files_wire.encode_export(target.container.id)
+            chunks = files_wire.export(target.channel, request)
             if args.output is None:
                 await _write_all(chunks, sys.stdout.buffer)
             else:

@@ -12,7 +12,9 @@ stdin and window sizes go up while output comes down; the last message is the ex
 ``SIGWINCH``. Stdin is read by a daemon thread (a pipe, a file or a terminal alike), so a read
 still blocked when the command ends never holds the CLI's exit.
 
-Light at import: grpc, the stubs and the endpoint client are imported by the handler.
+Light at import: grpc and the endpoint client are imported by the handler. The container and
+its node's endpoint are read on ``berth.db.wire`` (``Context.reads``) and the messages encoded on
+the standard library (``berth.endpoint.exec_wire``): no asyncpg, protobuf or settings model.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from berth.cli.context import BerthFailure, Context, DaemonError
 
 if TYPE_CHECKING:
-    from berth.node_api import exec_pb2
+    from berth.endpoint.exec_wire import Output
 
 # docker's default detach keys: ctrl-p ctrl-q.
 DETACH_KEYS = b"\x10\x11"
@@ -111,42 +113,41 @@ def _read_stdin(
 class Session:
     """One call's client side: what goes up (start, stdin, sizes) and what comes down."""
 
-    def __init__(self, first: exec_pb2.ExecInput, stdin: bool, tty: bool, detach: bool) -> None:
-        from berth.node_api import exec_pb2
-
-        self._pb = exec_pb2
+    def __init__(self, first: bytes, stdin: bool, tty: bool, detach: bool) -> None:
         self._stdin = stdin
         self._tty = tty
         self._detach = DetachKeys() if detach else None
-        self._inputs: asyncio.Queue[exec_pb2.ExecInput | None] = asyncio.Queue()
+        # Encoded ExecInput messages (berth.endpoint.exec_wire); None ends the stream.
+        self._inputs: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._inputs.put_nowait(first)
         self.detached = asyncio.Event()
 
-    async def requests(self) -> AsyncIterator[exec_pb2.ExecInput]:
+    async def requests(self) -> AsyncIterator[bytes]:
         """The request stream: the start message, then what stdin and the terminal send."""
         while (message := await self._inputs.get()) is not None:
             yield message
 
     def _deliver(self, data: bytes) -> None:
-        pb = self._pb
+        from berth.endpoint.exec_wire import encode_close_stdin, encode_stdin
+
         if not data:
-            self._inputs.put_nowait(pb.ExecInput(close_stdin=True))
+            self._inputs.put_nowait(encode_close_stdin())
             return
         if self._detach is not None:
             data, detached = self._detach.feed(data)
             if data:
-                self._inputs.put_nowait(pb.ExecInput(stdin=data))
+                self._inputs.put_nowait(encode_stdin(data))
             if detached:
                 self.detached.set()
             return
-        self._inputs.put_nowait(pb.ExecInput(stdin=data))
+        self._inputs.put_nowait(encode_stdin(data))
 
     def _resize(self) -> None:
+        from berth.endpoint.exec_wire import encode_resize
+
         size = _window_size(sys.stdin.fileno())
         if size is not None:
-            rows, cols = size
-            window = self._pb.WindowSize(rows=rows, cols=cols)
-            self._inputs.put_nowait(self._pb.ExecInput(resize=window))
+            self._inputs.put_nowait(encode_resize(*size))
 
     async def run(self, call: Any) -> int | None:
         """Feed the call, write what it sends; the exit code, or None when detached."""
@@ -176,45 +177,51 @@ class Session:
 
     async def _write(self, call: Any) -> int:
         out, err = sys.stdout.buffer, sys.stderr.buffer
+        message: Output
         async for message in call:
-            kind = message.WhichOneof("output")
+            kind = message.kind
             if kind == "stdout":
-                out.write(message.stdout)
+                out.write(message.data)
                 out.flush()
             elif kind == "stderr":
-                err.write(message.stderr)
+                err.write(message.data)
                 err.flush()
             elif kind == "exit_code":
-                return int(message.exit_code)
+                return message.exit_code
         raise BerthFailure("the node endpoint ended the call without an exit code")
 
 
-async def _call(context: Context, ref: str, method: str, start: Any, session_args: Any) -> int:
-    """Open the call ``method`` (``Exec`` or ``Attach``) to ``ref``'s node and run it."""
+async def _call(
+    context: Context,
+    ref: str,
+    method: str,
+    start: Callable[[str], bytes],
+    stdin: bool,
+    tty: bool,
+    detach: bool,
+) -> int:
+    """Open the call ``method`` (``exec_wire``'s ``EXEC_METHOD`` or ``ATTACH_METHOD``) to
+    ``ref``'s node, its first message ``start(container id)``, and run it."""
     from berth.cli.env import endpoint_settings
     from berth.endpoint.client import node_target
-    from berth.node_api import exec_pb2_grpc
+    from berth.endpoint.exec_wire import open_call
 
-    reader = await context.reader()
-    container = await reader.find(ref)
+    reads = await context.reads()
+    container = await reads.find(ref)
     if container is None:
         raise DaemonError(f"No such container: {ref}")
-    start(container.id)
-    target = await node_target(endpoint_settings(), reader, container)
+    target = await node_target(endpoint_settings(), reads, container)
     try:
-        stub = exec_pb2_grpc.ExecStub(target.channel)
-        session = Session(*session_args)
-        code = await session.run(getattr(stub, method)(session.requests()))
+        session = Session(start(container.id), stdin, tty, detach)
+        code = await session.run(open_call(target.channel, method, session.requests()))
         return 0 if code is None else code
     finally:
         await target.close()
 
 
-def _size_message() -> Any:
-    from berth.node_api import exec_pb2
-
-    size = _window_size(sys.stdin.fileno()) if sys.stdin.isatty() else None
-    return exec_pb2.WindowSize(rows=size[0], cols=size[1]) if size else None
+def _terminal_size() -> tuple[int, int] | None:
+    """This terminal's (rows, cols) when stdin is one, else None."""
+    return _window_size(sys.stdin.fileno()) if sys.stdin.isatty() else None
 
 
 def _check_terminal(interactive: bool, tty: bool) -> None:
@@ -223,7 +230,7 @@ def _check_terminal(interactive: bool, tty: bool) -> None:
 
 
 async def cmd_exec(context: Context, args: argparse.Namespace) -> int:
-    from berth.node_api import exec_pb2
+    from berth.endpoint.exec_wire import EXEC_METHOD, encode_exec_start
 
     if not args.command:
         raise DaemonError("exec: no command given")
@@ -231,38 +238,35 @@ async def cmd_exec(context: Context, args: argparse.Namespace) -> int:
     env = os.environ
     # docker's: -e KEY alone takes KEY from this shell (and is left out when unset there).
     entries = [e if "=" in e else f"{e}={env[e]}" for e in args.env if "=" in e or e in env]
-    first = exec_pb2.ExecInput(
-        start=exec_pb2.ExecStart(
-            args=args.command,
-            env=entries,
-            workdir=args.workdir,
-            user=args.user,
-            tty=args.tty,
-            stdin=args.interactive,
-            size=_size_message() if args.tty else None,
-        )
-    )
+    size = _terminal_size() if args.tty else None
 
-    def start(container_id: str) -> None:
-        first.start.container_id = container_id
+    def start(container_id: str) -> bytes:
+        return encode_exec_start(
+            container_id,
+            args.command,
+            entries,
+            args.workdir,
+            args.user,
+            args.tty,
+            args.interactive,
+            size,
+        )
 
     return await _call(
-        context, args.container, "Exec", start, (first, args.interactive, args.tty, False)
+        context, args.container, EXEC_METHOD, start, args.interactive, args.tty, False
     )
 
 
 async def attach_container(context: Context, ref: str, stdin: bool, logs: bool = False) -> int:
     """Attach this terminal to ``ref``'s stdio until it exits (its code) or is detached (0)."""
-    from berth.node_api import exec_pb2
+    from berth.endpoint.exec_wire import ATTACH_METHOD, encode_attach_start
 
-    first = exec_pb2.ExecInput(
-        attach=exec_pb2.AttachStart(stdin=stdin, size=_size_message(), logs=logs)
-    )
+    size = _terminal_size()
 
-    def start(container_id: str) -> None:
-        first.attach.container_id = container_id
+    def start(container_id: str) -> bytes:
+        return encode_attach_start(container_id, stdin, size, logs)
 
-    return await _call(context, ref, "Attach", start, (first, stdin, True, True))
+    return await _call(context, ref, ATTACH_METHOD, start, stdin, True, True)
 
 
 async def cmd_attach(context: Context, args: argparse.Namespace) -> int:
