@@ -20,7 +20,10 @@ no operation holds (or no container at all) is reported, since until it expires 
 the pull wrote from containerd's garbage collector.
 
 A mount holder of a node endpoint call (``endpoint:<agent>:<call>``, a cp or a streamed export)
-is a leak once the agent process it names is gone (:mod:`berth.endpoint.holders`).
+is a leak once the agent process it names is gone (:mod:`berth.endpoint.holders`). So is a node
+endpoint exec (``berth-exec-<agent>-…``) in a running task, or its FIFO directory, once the agent
+process its id names is gone (:mod:`berth.endpoint.exec_owners`); a live agent's are its own
+business (the reconciler, run by that agent, removes those no call of it runs).
 
 A shim or a cgroup is a leak when containerd lists no task for its container (a shim that a
 killed containerd lost, the cgroup a killed task left). The cgroup parent is shared by every
@@ -48,7 +51,13 @@ from berth.db.repository import (
     NetworkAttachmentRepository,
 )
 from berth.db.volume_repository import VolumeRepository
-from berth.endpoint.holders import endpoint_holder_alive, is_endpoint_holder
+from berth.endpoint.exec_owners import endpoint_execs, exec_dirs
+from berth.endpoint.holders import (
+    endpoint_exec_alive,
+    endpoint_holder_alive,
+    is_endpoint_exec,
+    is_endpoint_holder,
+)
 from berth.runtime.cgroups import container_cgroups
 from berth.runtime.cni import CniNetwork
 from berth.runtime.containerd import ContainerdClient, TaskInfo
@@ -93,6 +102,7 @@ class LeakKind(StrEnum):
     PORT_FORWARD_OF_IDLE_CONTAINER = "port-forward-of-idle-container"
     VOLUME_DIR_WITHOUT_RECORD = "volume-dir-without-record"
     VOLUME_RECORD_WITHOUT_DIR = "volume-record-without-dir"
+    EXEC_OF_ENDED_AGENT = "exec-of-ended-agent"
 
 
 # How long a shim whose task was just deleted may take to exit before it counts as left behind.
@@ -141,6 +151,10 @@ class NodeView:
     # Named volumes: the directories under the node's volumes dir, and PostgreSQL's rows.
     volume_dirs: frozenset[str] = frozenset()
     volume_rows: frozenset[str] = frozenset()
+    # (container id, exec id) of the node endpoint's execs in running tasks.
+    endpoint_execs: tuple[tuple[str, str], ...] = ()
+    # Every exec's FIFO directory (``<workload root>/exec/<container>/<exec>``).
+    exec_dirs: tuple[Path, ...] = ()
 
     def busy(self, container_id: str) -> bool:
         """Whether an operation holds the container (its resources may be half made)."""
@@ -190,6 +204,8 @@ async def observe_node(
     shims = await asyncio.to_thread(_settled_shims, containerd, frozenset(tasks))
     cgroups = await asyncio.to_thread(container_cgroups)
     forwards = await asyncio.to_thread(cni.port_forwards)
+    execs = tuple(await endpoint_execs(containerd))
+    fifo_dirs = tuple(await asyncio.to_thread(exec_dirs, paths))
     named = containers.keys() | containerd_containers | tasks.keys() | shims.keys()
     named |= port_claims.keys()
     # iptables is the machine's, shared by every deployment: judge only the ids of this node.
@@ -216,6 +232,8 @@ async def observe_node(
         port_forwards=frozenset(forwards & named),
         volume_dirs=volume_dirs,
         volume_rows=volume_rows,
+        endpoint_execs=execs,
+        exec_dirs=fifo_dirs,
     )
 
 
@@ -281,6 +299,7 @@ def find_leaks(view: NodeView, paths: NodePaths) -> list[Finding]:
     findings += _node_resource_findings(view)
     findings += _lease_findings(view)
     findings += _volume_findings(view, paths)
+    findings += _exec_findings(view)
     return findings
 
 
@@ -469,6 +488,21 @@ def _volume_findings(view: NodeView, paths: NodePaths) -> Iterable[Finding]:
             None,
             f"row without directory, used by {sorted(c.name for c in own) or 'no container'}",
         )
+
+
+def _exec_findings(view: NodeView) -> Iterable[Finding]:
+    """Endpoint execs, and their FIFO directories, whose agent process is gone."""
+    for container_id, exec_id in view.endpoint_execs:
+        if not endpoint_exec_alive(exec_id):
+            yield Finding(LeakKind.EXEC_OF_ENDED_AGENT, exec_id, container_id, "exec in its task")
+    for directory in view.exec_dirs:
+        if is_endpoint_exec(directory.name) and not endpoint_exec_alive(directory.name):
+            yield Finding(
+                LeakKind.EXEC_OF_ENDED_AGENT,
+                directory.name,
+                directory.parent.name,
+                f"FIFO directory {directory}",
+            )
 
 
 def _described(view: NodeView, container_id: str) -> str:

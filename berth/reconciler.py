@@ -19,6 +19,10 @@ leak checker (:mod:`berth.leaks`) and repairs, per container, under the containe
   containerd lists no task: the task's delete through containerd first (the shim's own
   shutdown), then the shim ended by its pid, the container's processes by its cgroup, and the
   empty cgroup removed;
+- node endpoint execs (``berth-exec-<agent>-…``) that no call of this agent runs and no other
+  live agent started (a crashed agent's, or one whose delete failed), and their FIFO
+  directories (:mod:`berth.endpoint.exec_owners`): the agent hands the reconciler the execs its
+  calls run, so a live exec is never one;
 - containerd leases of pulls that no longer run: the workflow the lease's label names
   (:data:`berth.runtime.pull.PULL_WORKFLOW_LABEL`) ended, and the container that asked for the
   pull (if any) is held by no operation, checked under its row lock, so a start that begins
@@ -70,6 +74,7 @@ from berth.contract import ContainerState, NetworkMode
 from berth.db.models import Container
 from berth.db.repository import ContainerRepository, MountHolderRepository
 from berth.db.volume_repository import VolumeRepository
+from berth.endpoint.exec_owners import AgentExecs, of_ended_agent, remove_stray_execs
 from berth.endpoint.holders import endpoint_holder_alive, is_endpoint_holder
 from berth.leaks import (
     SHIM_EXIT_GRACE_SECONDS,
@@ -183,8 +188,12 @@ class Reconciler:
         workflow_running: WorkflowRunning,
         *,
         stale_pull_lease_age: timedelta = STALE_PULL_LEASE_AGE,
+        execs: AgentExecs | None = None,
     ) -> None:
+        """``execs``: the agent's own running execs; without them only the execs of agents
+        that are gone are strays."""
         self._node = node
+        self._exec_is_stray = execs.is_stray if execs is not None else of_ended_agent
         self._stale_pull_lease_age = stale_pull_lease_age
         self._paths = paths
         self._containerd = containerd
@@ -254,6 +263,7 @@ class Reconciler:
         for container_id in sorted(_suspects(view)):
             repairs += await self._repair_container(container_id, view)
         repairs += await self._repair_unheld_mounts(view)
+        repairs += await self._delete_stray_execs()
         repairs += await self._delete_stale_pull_leases()
         repairs += await self._restore_volume_dirs(view)
         for finding in _exit_monitor_findings(view, self._paths):
@@ -439,6 +449,20 @@ class Reconciler:
                 repair = Repair("mount-without-holder", str(target), container_id)
                 containers = ContainerRepository(session)
                 self._record(containers, await containers.find(container_id), repair, {})
+            repairs.append(repair)
+        return repairs
+
+    # --- stray execs ---------------------------------------------------------------------------
+
+    async def _delete_stray_execs(self) -> list[Repair]:
+        """Endpoint execs no call of this agent runs and no live agent started, each recorded."""
+        deleted = await remove_stray_execs(self._containerd, self._paths, self._exec_is_stray)
+        repairs = []
+        for container_id, exec_id in deleted:
+            async with self._sessions.begin() as session:
+                containers = ContainerRepository(session)
+                repair = Repair("stray-exec", exec_id, container_id)
+                self._record(containers, await containers.by_id(container_id), repair, {})
             repairs.append(repair)
         return repairs
 

@@ -42,6 +42,7 @@ from berth.container_logs import LogPolicy
 from berth.db.repository import NodeRepository
 from berth.db.session import make_engine, make_sessionmaker
 from berth.endpoint.deps import EndpointDeps
+from berth.endpoint.exec_owners import AgentExecs
 from berth.endpoint.server import start_endpoint
 from berth.exit_monitor import ExitMonitor
 from berth.faults import NO_FAULTS, FaultHook, faults_from_env
@@ -187,8 +188,10 @@ def node_reconciler(
     settings: Settings,
     sessions: async_sessionmaker[AsyncSession],
     runtime: NodeRuntime,
+    execs: AgentExecs | None = None,
 ) -> Reconciler:
-    """The node's reconciler, repairing with the saga's own (fault-free) compensations."""
+    """The node's reconciler, repairing with the saga's own (fault-free) compensations; it
+    leaves alone ``execs``, those the agent's endpoint calls run."""
     paths = settings.node_paths()
     undo = Undo(
         mount=MountActivities(sessions, runtime.containerd, paths),
@@ -205,6 +208,7 @@ def node_reconciler(
         sessions,
         undo,
         temporal_workflow_running(client),
+        execs=execs,
     )
 
 
@@ -396,16 +400,15 @@ async def running(
             runtime = node_runtime(settings)
             await asyncio.to_thread(settings.node_paths().make_private_dirs)
             stack.push_async_callback(runtime.containerd.close)
-            endpoint = await start_endpoint(
-                EndpointDeps(settings, settings.node_paths(), sessions, runtime.containerd)
-            )
+            deps = EndpointDeps(settings, settings.node_paths(), sessions, runtime.containerd)
+            endpoint = await start_endpoint(deps)
             stack.push_async_callback(endpoint.stop)
             await register_node(settings, sessions, endpoint.address)
             stack.push_async_callback(leave_node, settings, sessions)
             worker = node_worker(client, settings, sessions, runtime)
         await stack.enter_async_context(worker)
         if role != "control":
-            reconciler = node_reconciler(client, settings, sessions, runtime)
+            reconciler = node_reconciler(client, settings, sessions, runtime, deps.execs)
             exits = ExitMonitor(client, sessions, runtime.containerd, settings.node)
             watch = watch_node(reconciler, exits, settings.reconcile_interval_seconds)
             stack.push_async_callback(_cancel, asyncio.create_task(watch))

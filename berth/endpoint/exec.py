@@ -10,9 +10,10 @@ start ends with 126 or 127 as docker's (``exit_code_from_runtime_error``), its e
 
 Nothing stays behind: the exec process is killed and deleted from containerd and its FIFOs
 removed when it ends, when the call fails and when the client goes away (the call is cancelled).
-Its exec id has the prefix ``berth-exec-``, so an agent that starts deletes every such exec a
-crashed agent of this node left in a task, and their FIFO directories
-(``remove_stray_execs``).
+Its exec id has the prefix ``berth-exec-`` and names the agent process
+(:mod:`berth.endpoint.exec_owners`), so an agent that starts, and the node's reconciler on each
+pass, delete every such exec no call of this agent runs that a crashed agent left in a task,
+and their FIFO directories.
 
 **Events without a workflow.** ``exec_create: <cmd>`` and ``exec_die`` (``execID``,
 ``exitCode``) are written to ``container_events`` by the agent itself, as the health prober and
@@ -40,7 +41,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ from berth.contract import ContainerConfig, ContainerState
 from berth.db.models import Container
 from berth.db.repository import ContainerRepository
 from berth.endpoint.deps import EndpointDeps
+from berth.endpoint.exec_owners import remove_stray_execs
 from berth.errors import (
     BerthError,
     Conflict,
@@ -73,7 +74,6 @@ from berth.runtime.types import TaskStatus
 
 log = logging.getLogger(__name__)
 
-EXEC_PREFIX = "berth-exec-"
 # What docker's exec sets for a terminal when the container's env has no TERM.
 DEFAULT_TERM = "TERM=xterm"
 # Exit codes runc's failure to start a command maps to (not executable, not found).
@@ -170,8 +170,8 @@ class ExecService(exec_pb2_grpc.ExecServicer):
         self._paths = deps.paths
         self._containerd: ContainerdClient = deps.containerd
         self._node = deps.settings.node
-        # (container id, exec id) of the execs this agent runs now: not strays.
-        self._live: set[tuple[str, str]] = set()
+        # The execs this agent runs now: not strays.
+        self._execs = deps.execs
         self.clean_up: asyncio.Task[None] | None = None
 
     # -- exec -------------------------------------------------------------------------------
@@ -188,7 +188,7 @@ class ExecService(exec_pb2_grpc.ExecServicer):
         process = await asyncio.to_thread(
             exec_process_spec, spec, start, self._paths.rootfs(container.id)
         )
-        exec_id = EXEC_PREFIX + secrets.token_hex(8)
+        exec_id = self._execs.new_id()
         async for message in self._run_exec(container, exec_id, process, start, inputs):
             yield message
 
@@ -202,7 +202,7 @@ class ExecService(exec_pb2_grpc.ExecServicer):
     ) -> AsyncIterator[exec_pb2.ProcessOutput]:
         cid = container.id
         directory = exec_dir(self._paths, cid, exec_id)
-        self._live.add((cid, exec_id))
+        self._execs.add(cid, exec_id)
         created = asyncio.create_task(
             self._event(container, f"exec_create: {' '.join(start.args)}", {"execID": exec_id})
         )
@@ -324,7 +324,7 @@ class ExecService(exec_pb2_grpc.ExecServicer):
             for end in ends:
                 end.close()
             await asyncio.to_thread(remove_pipes, directory)
-            self._live.discard((container.id, exec_id))
+            self._execs.discard(container.id, exec_id)
             await created
             attributes: dict[str, Any] = {"execID": exec_id}
             if code is not None:
@@ -462,28 +462,9 @@ class ExecService(exec_pb2_grpc.ExecServicer):
 
     async def remove_stray_execs(self) -> None:
         """Delete every ``berth-exec-`` process in this node's tasks that no call of this agent
-        runs (a crashed agent's), and the FIFO directories of execs that are gone."""
-        for task in await self._containerd.list_tasks():
-            if task.status is not TaskStatus.RUNNING:
-                continue
-            try:
-                exec_ids = await self._containerd.exec_ids(task.id)
-            except NotFound:
-                continue
-            for exec_id in exec_ids:
-                if exec_id.startswith(EXEC_PREFIX) and (task.id, exec_id) not in self._live:
-                    log.warning("deleting stray exec %s in container %s", exec_id, task.id)
-                    await self._containerd.delete_process(task.id, exec_id)
-        root = self._paths.workload_root / "exec"
-        for directory in await asyncio.to_thread(_exec_dirs, root):
-            if (directory.parent.name, directory.name) not in self._live:
-                await asyncio.to_thread(remove_pipes, directory)
-
-
-def _exec_dirs(root: Path) -> list[Path]:
-    if not root.is_dir():
-        return []
-    return [d for parent in root.iterdir() if parent.is_dir() for d in parent.iterdir()]
+        runs and no other live agent started (a crashed agent's), and the FIFO directories of
+        such execs."""
+        await remove_stray_execs(self._containerd, self._paths, self._execs.is_stray)
 
 
 async def _remove_strays(service: ExecService) -> None:

@@ -18,13 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select as sql_select
+from temporalio.client import Client
 
 from berth.db.models import ContainerEvent
 from berth.endpoint.deps import EndpointDeps
-from berth.endpoint.exec import EXEC_PREFIX, ExecService
+from berth.endpoint.exec import ExecService
+from berth.endpoint.exec_owners import AgentExecs
+from berth.endpoint.holders import EXEC_PREFIX, agent_identity, endpoint_exec_id
 from berth.errors import NotFound
-from berth.leaks import check_node
-from berth.runtime.exec_io import exec_dir, make_pipes
+from berth.leaks import LeakKind, check_node
+from berth.reconciler import Repair
+from berth.runtime.exec_io import ProcessPipes, exec_dir, make_pipes, remove_pipes
+from berth.worker import node_reconciler
+from tests.berth.test_leaks import ended_agent
 from tests.integration.conftest import Stack
 from tests.integration.node_agent import Node2
 from tests.integration.test_cli import BERTH, cli_env, run
@@ -282,30 +288,105 @@ async def test_exec_records_exec_create_and_exec_die_with_its_exit_code(stack: S
     assert execs[0].attributes["execID"] == execs[1].attributes["execID"]
 
 
-async def test_exec_strays_of_a_crashed_agent_are_deleted_by_the_next_one(
+async def left_exec(stack: Stack, container_id: str, exec_id: str, out: Path) -> ProcessPipes:
+    """What an agent leaves when it crashes mid-exec: ``sleep 300`` running in the container's
+    task as ``exec_id``, and the exec's FIFO directory."""
+    paths = stack.settings.node_paths()
+    pipes = await asyncio.to_thread(
+        make_pipes, exec_dir(paths, container_id, exec_id), False, False
+    )
+    process = {**json.loads(paths.spec(container_id).read_text())["process"]}
+    process["args"] = ["sleep", "300"]
+    await stack.containerd.exec_process(container_id, exec_id, process, out)
+    await stack.containerd.start_process(container_id, exec_id)
+    return pipes
+
+
+async def exec_findings(stack: Stack) -> list[tuple[str, str | None]]:
+    runtime, paths = stack.runtime, stack.settings.node_paths()
+    found = await check_node(
+        stack.settings.node, paths, runtime.containerd, runtime.cni, stack.sessions
+    )
+    return sorted(
+        (f.subject, f.container_id) for f in found if f.kind is LeakKind.EXEC_OF_ENDED_AGENT
+    )
+
+
+async def test_exec_strays_of_a_crashed_agent_are_reported_then_deleted_by_the_next_one(
     stack: Stack, tmp_path: Path
 ) -> None:
     name = await running_container(stack)
     container_id = stack.created[-1]
-    paths = stack.settings.node_paths()
-    stray = f"{EXEC_PREFIX}crashed"
-    # What a crashed agent leaves: a live exec with the prefix, and its FIFO directory.
-    leftover = await asyncio.to_thread(
-        make_pipes, exec_dir(paths, container_id, stray), False, False
+    stray = endpoint_exec_id(ended_agent())
+    leftover = await left_exec(stack, container_id, stray, tmp_path / "out")
+    reported = await exec_findings(stack)
+    service = ExecService(
+        EndpointDeps(stack.settings, stack.settings.node_paths(), stack.sessions, stack.containerd)
     )
-    process = {**json.loads(paths.spec(container_id).read_text())["process"]}
-    process["args"] = ["sleep", "300"]
-    await stack.containerd.exec_process(container_id, stray, process, tmp_path / "out")
-    await stack.containerd.start_process(container_id, stray)
-    assert await execs_of(stack, container_id) == [stray]
-    service = ExecService(EndpointDeps(stack.settings, paths, stack.sessions, stack.containerd))
 
     await service.remove_stray_execs()
 
+    # The exec in its task and its FIFO directory.
+    assert reported == [(stray, container_id), (stray, container_id)]
     assert await execs_of(stack, container_id) == []
     assert not leftover.directory.exists()
+    assert await exec_findings(stack) == []
     top = await run(stack, "exec", name, "ps", "-o", "args")
     assert "sleep 300" not in top.stdout
+
+
+async def test_exec_reconciler_deletes_strays_and_keeps_execs_that_live_calls_run(
+    stack: Stack, temporal: Client, tmp_path: Path
+) -> None:
+    name = await running_container(stack)
+    container_id = stack.created[-1]
+    # This test plays an agent of its own: a process that stays alive while the test runs.
+    stand_in = subprocess.Popen(["sleep", "300"])
+    try:
+        agent = agent_identity(stand_in.pid)
+        assert agent is not None
+        execs = AgentExecs(agent)
+        crashed = endpoint_exec_id(ended_agent())
+        running, unowned = execs.new_id(), execs.new_id()
+        execs.add(container_id, running)  # a call of the agent runs it; none runs ``unowned``
+        for exec_id in (crashed, running, unowned):
+            await left_exec(stack, container_id, exec_id, tmp_path / exec_id)
+        # And a call of the stack's own agent, in flight (another live agent's, to this one).
+        client = subprocess.Popen(
+            [str(BERTH), "exec", name, "sleep", "301"],
+            env=cli_env(stack),
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while len(await execs_of(stack, container_id)) < 4:
+                assert time.monotonic() < deadline, "the CLI's exec never started"
+                await asyncio.sleep(0.1)
+            reconciler = node_reconciler(
+                temporal, stack.settings, stack.sessions, stack.runtime, execs
+            )
+
+            repairs = await reconciler.reconcile()
+            left = await execs_of(stack, container_id)
+        finally:
+            client.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(client.wait)
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+
+    strays = [r for r in repairs if r.kind == "stray-exec"]
+    assert sorted(strays, key=str) == sorted(
+        [Repair("stray-exec", crashed, container_id), Repair("stray-exec", unowned, container_id)],
+        key=str,
+    )
+    paths = stack.settings.node_paths()
+    kept_dir = exec_dir(paths, container_id, running).exists()
+    await stack.containerd.delete_process(container_id, running)
+    await asyncio.to_thread(remove_pipes, exec_dir(paths, container_id, running))
+    assert running in left and crashed not in left and unowned not in left
+    assert len(left) == 2  # and the CLI's, the stack's agent's own
+    assert kept_dir and not exec_dir(paths, container_id, unowned).exists()
 
 
 async def test_exec_reaches_a_container_on_another_node_through_that_node_s_agent(
