@@ -13,22 +13,12 @@ from typing import Protocol
 
 from berth.cli.context import BerthFailure
 from berth.db.wire import Connection, ServerError, Target, WireUnreachable
+from berth.endpoint.placement import Placement as Container
 
 # As berth.db.reads: a node whose agent has not refreshed its row for this long is down, and a
 # container id prefix is 12 or more lower-case hex digits (tests/berth/cli/test_transport.py).
 NODE_LIVENESS_SECONDS = 30
 ID_PREFIX = re.compile(r"^[0-9a-f]{12,64}$")
-
-
-class Container(Protocol):
-    """What an operation needs of a container's row."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def node(self) -> str: ...
 
 
 class Reads(Protocol):

@@ -20,6 +20,7 @@ from typing import Protocol
 
 import grpc
 
+from berth.endpoint.placement import Placement
 from berth.endpoint.tls import EndpointSettings, TlsSettingsError, is_loopback, tls_files
 
 # Trailing metadata the endpoint's interceptor sets on a Berth error: its type ("NotFound"...).
@@ -105,18 +106,6 @@ def open_channel(settings: EndpointSettings, endpoint: str) -> grpc.aio.Channel:
         root_certificates=ca, private_key=key, certificate_chain=cert
     )
     return grpc.aio.secure_channel(endpoint, credentials)
-
-
-class Placement(Protocol):
-    """What a call needs of a container: its id, name and node (a ``berth.db.reads``
-    ``ContainerRow``, or the CLI's lighter ``berth.cli.wire_reads.Placed``)."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def node(self) -> str: ...
 
 
 class EndpointReads(Protocol):
