@@ -42,6 +42,7 @@ from berth.contract import ContainerConfig, ContainerState, HealthCheck
 from berth.db.health_repository import HealthRepository
 from berth.db.models import Container
 from berth.db.repository import ContainerRepository
+from berth.endpoint.exec_owners import running_execs
 from berth.errors import BerthError, NotFound
 from berth.health import (
     MAX_OUTPUT_BYTES,
@@ -141,16 +142,8 @@ class HealthProber:
             recorded = await HealthRepository(session).execs_on(self._node)
         for container_id, exec_id in recorded:
             await self._delete_exec(container_id, exec_id)
-        for task in await self._containerd.list_tasks():
-            if task.status is not TaskStatus.RUNNING:
-                continue
-            try:
-                exec_ids = await self._containerd.exec_ids(task.id)
-            except NotFound:
-                continue
-            for exec_id in exec_ids:
-                if exec_id.startswith(EXEC_PREFIX):
-                    await self._delete_exec(task.id, exec_id)
+        for container_id, exec_id in await running_execs(self._containerd, EXEC_PREFIX):
+            await self._delete_exec(container_id, exec_id)
 
     async def sweep(self) -> None:
         """Start a monitor for each running task with a check; end those of tasks gone."""
