@@ -6,16 +6,14 @@ The dev server speaks plaintext gRPC only, so tests put Debian's nginx in front 
 test on a free loopback port, with its own config, pid file, logs and temp dirs under the given
 directory (never the system nginx service), and stops by its pid.
 
-The certificates are made here with ``cryptography``: a CA, a server pair and a client pair it
-signs, and a second, unrelated CA with a client pair of its own (a certificate the proxy must
-reject).
+The certificates are made with :mod:`berth.endpoint.certs` (the node endpoint's dev PKI): a CA,
+a server pair and a client pair it signs, and a second, unrelated CA with a client pair of its
+own (a certificate the proxy must reject).
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
-import ipaddress
 import os
 import shutil
 import signal
@@ -26,10 +24,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from berth.endpoint.certs import (
+    certificate_pem,
+    issue_pair,
+    new_authority,
+    write_file,
+    write_pair,
+)
 
 NGINX = "/usr/sbin/nginx"
 # The dev server's frontend, which the workers and the proxy reach directly.
@@ -59,122 +60,27 @@ class TlsProxy:
     error_log: Path
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    # Private keys are never world-readable, not even a test's.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as file:
-        file.write(pem)
-
-
-def _write_cert(path: Path, cert: x509.Certificate) -> None:
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-
-
-def _issue(
-    subject: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: x509.Certificate | None,
-    issuer_key: ec.EllipticCurvePrivateKey,
-    *,
-    usage: x509.ObjectIdentifier | None,
-    alt_names: list[x509.GeneralName] | None = None,
-) -> x509.Certificate:
-    """A certificate for ``key``; self-signed CA when ``issuer`` is None, else a leaf."""
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(issuer.subject if issuer else _name(subject))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
-    )
-    if issuer is None:
-        builder = builder.add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-    if usage is not None:
-        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-    if alt_names:
-        builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _new_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
 def make_tls_material(directory: Path) -> TlsMaterial:
     """Generate the proxy's CA, server and client pairs, and a foreign CA's client pair."""
     directory.mkdir(parents=True, exist_ok=True)
-    ca_key = _new_key()
-    ca = _issue("berth-test-ca", ca_key, None, ca_key, usage=None)
-    server_key = _new_key()
-    server = _issue(
-        "berth-test-temporal",
-        server_key,
-        ca,
-        ca_key,
-        usage=ExtendedKeyUsageOID.SERVER_AUTH,
-        alt_names=[
-            x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")),
-            x509.DNSName("localhost"),
-        ],
-    )
-    client_key = _new_key()
-    client = _issue(
-        "berth-test-client", client_key, ca, ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH
-    )
-    foreign_ca_key = _new_key()
-    foreign_ca = _issue("foreign-ca", foreign_ca_key, None, foreign_ca_key, usage=None)
-    foreign_client_key = _new_key()
-    foreign_client = _issue(
-        "berth-test-client",
-        foreign_client_key,
-        foreign_ca,
-        foreign_ca_key,
-        usage=ExtendedKeyUsageOID.CLIENT_AUTH,
-    )
+    ca = new_authority("berth-test-ca")
+    foreign_ca = new_authority("foreign-ca")
     material = TlsMaterial(
         ca_cert=directory / "ca.pem",
         server_cert=directory / "server.pem",
-        server_key=directory / "server.key",
+        server_key=directory / "server-key.pem",
         client_cert=directory / "client.pem",
-        client_key=directory / "client.key",
+        client_key=directory / "client-key.pem",
         foreign_ca_cert=directory / "foreign-ca.pem",
         foreign_client_cert=directory / "foreign-client.pem",
-        foreign_client_key=directory / "foreign-client.key",
+        foreign_client_key=directory / "foreign-client-key.pem",
     )
-    _write_cert(material.ca_cert, ca)
-    _write_cert(material.server_cert, server)
-    _write_key(material.server_key, server_key)
-    _write_cert(material.client_cert, client)
-    _write_key(material.client_key, client_key)
-    _write_cert(material.foreign_ca_cert, foreign_ca)
-    _write_cert(material.foreign_client_cert, foreign_client)
-    _write_key(material.foreign_client_key, foreign_client_key)
+    write_file(material.ca_cert, certificate_pem(ca.certificate))
+    write_file(material.foreign_ca_cert, certificate_pem(foreign_ca.certificate))
+    # The server's names: what the tests dial (the proxy's loopback address).
+    write_pair(directory, "server", *issue_pair(ca, "node", ("127.0.0.1", "localhost")))
+    write_pair(directory, "client", *issue_pair(ca, "client"))
+    write_pair(directory, "foreign-client", *issue_pair(foreign_ca, "client"))
     return material
 
 
