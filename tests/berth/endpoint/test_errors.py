@@ -127,6 +127,17 @@ async def failure_of(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
     return raised.value
 
 
+async def streamed_until_failure(
+    call: AsyncIterator[bytes],
+) -> tuple[list[bytes], grpc.aio.AioRpcError]:
+    """The responses a streaming call gave before it failed, and its failure."""
+    received = []
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        async for response in call:
+            received.append(response)
+    return received, raised.value
+
+
 @pytest.mark.parametrize(
     ("error", "code"),
     [
@@ -172,45 +183,43 @@ async def test_call_guard_non_berth_error_is_internal_generic_with_traceback_log
     assert failed and isinstance(failed[0].exc_info[1], KeyError)  # type: ignore[index]
 
 
-async def test_call_guard_error_after_streamed_responses_keeps_responses_and_status(
+@pytest.mark.parametrize(
+    ("method_name", "requests", "responses", "code", "details"),
+    [
+        # An error raised after the generator yielded responses.
+        (
+            "Generate",
+            b"Conflict",
+            [b"one", b"two"],
+            "FAILED_PRECONDITION",
+            "container x is not running",
+        ),
+        # An error raised after context.write.
+        ("Write", b"NotFound", [b"one"], "NOT_FOUND", "no such container: x"),
+        # An error in a bidirectional stream, after echoing what came in.
+        ("Chat", [b"a", b"b"], [b"a", b"b"], "NOT_FOUND", "no such container: gone"),
+    ],
+    ids=["server-stream", "context-write", "bidirectional"],
+)
+async def test_call_guard_error_mid_stream_keeps_the_responses_and_is_its_status(
     channel: grpc.aio.Channel,
+    method_name: str,
+    requests: bytes | list[bytes],
+    responses: list[bytes],
+    code: str,
+    details: str,
 ) -> None:
-    call = channel.unary_stream(f"/{SERVICE}/Generate")(b"Conflict")
-    received = []
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        async for response in call:
-            received.append(response)
+    path = f"/{SERVICE}/{method_name}"
+    if isinstance(requests, list):
+        call = channel.stream_stream(path)(iter(requests))
+    else:
+        call = channel.unary_stream(path)(requests)
 
-    assert received == [b"one", b"two"]
-    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert raised.value.details() == "container x is not running"
+    received, failure = await streamed_until_failure(call)
 
-
-async def test_call_guard_error_after_context_write_is_its_status(
-    channel: grpc.aio.Channel,
-) -> None:
-    call = channel.unary_stream(f"/{SERVICE}/Write")(b"NotFound")
-    received = []
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        async for response in call:
-            received.append(response)
-
-    assert received == [b"one"]
-    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
-
-
-async def test_call_guard_error_in_bidirectional_stream_is_its_status(
-    channel: grpc.aio.Channel,
-) -> None:
-    call = channel.stream_stream(f"/{SERVICE}/Chat")(iter([b"a", b"b"]))
-    received = []
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        async for response in call:
-            received.append(response)
-
-    assert received == [b"a", b"b"]
-    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
-    assert raised.value.details() == "no such container: gone"
+    assert received == responses
+    assert failure.code() == getattr(grpc.StatusCode, code)
+    assert failure.details() == details
 
 
 async def test_call_guard_servicer_abort_keeps_its_own_status(channel: grpc.aio.Channel) -> None:
