@@ -181,9 +181,7 @@ class ExecService(exec_pb2_grpc.ExecServicer):
     ) -> AsyncIterator[exec_pb2.ProcessOutput]:
         """Run one process in a running container; its output, then its exit code."""
         del context
-        inputs = aiter(request_iterator)
-        start: exec_pb2.ExecStart = await first_input(inputs, "start")
-        container = await self._running(start.container_id)
+        inputs, start, container = await self._begin(request_iterator, "start")
         spec = await asyncio.to_thread(self._container_spec, container.id)
         process = await asyncio.to_thread(
             exec_process_spec, spec, start, self._paths.rootfs(container.id)
@@ -286,15 +284,22 @@ class ExecService(exec_pb2_grpc.ExecServicer):
                 task.cancel()
 
     async def _feed(
-        self, inputs: Inputs, container_id: str, exec_id: str, stdin: FifoEnd | None
+        self,
+        inputs: Inputs,
+        container_id: str,
+        exec_id: str,
+        stdin: FifoEnd | None,
+        *,
+        closes_stdin: bool = True,
     ) -> None:
-        """The client's stdin, its end and window sizes, into the process."""
+        """The client's stdin (and its end, if ``closes_stdin``) and window sizes, into the
+        process ``exec_id`` (``""``: the container's own)."""
         try:
             async for message in inputs:
                 kind = message.WhichOneof("input")
                 if kind == "stdin" and stdin is not None:
                     await stdin.write(message.stdin)
-                elif kind == "close_stdin" and stdin is not None:
+                elif kind == "close_stdin" and closes_stdin and stdin is not None:
                     stdin.close()
                     await self._containerd.close_stdin(container_id, exec_id)
                     stdin = None
@@ -304,7 +309,7 @@ class ExecService(exec_pb2_grpc.ExecServicer):
                     )
         except BerthError as err:
             # The process may be gone already: its exit code is what the caller gets.
-            log.debug("exec %s in %s: input not delivered: %s", exec_id, container_id, err)
+            log.debug("input to %r in %s not delivered: %s", exec_id, container_id, err)
 
     async def _finish_exec(
         self,
@@ -349,9 +354,7 @@ class ExecService(exec_pb2_grpc.ExecServicer):
     ) -> AsyncIterator[exec_pb2.ProcessOutput]:
         """The container's output from now on, input to its stdin; then its exit code."""
         del context
-        inputs = aiter(request_iterator)
-        attach: exec_pb2.AttachStart = await first_input(inputs, "attach")
-        container = await self._running(attach.container_id)
+        inputs, attach, container = await self._begin(request_iterator, "attach")
         config = ContainerConfig.model_validate(container.config)
         if not config.tty:
             raise Conflict(
@@ -396,19 +399,10 @@ class ExecService(exec_pb2_grpc.ExecServicer):
         stdin: FifoEnd | None,
         following: asyncio.Event,
     ) -> None:
-        """The client's keys into the container's stdin, window sizes to its console."""
+        """The client's keys into the container's stdin, window sizes to its console, once the
+        log is followed; the container's stdin stays open when the client ends."""
         await following.wait()
-        try:
-            async for message in inputs:
-                kind = message.WhichOneof("input")
-                if kind == "stdin" and stdin is not None:
-                    await stdin.write(message.stdin)
-                elif kind == "resize" and message.resize.rows and message.resize.cols:
-                    await self._containerd.resize_pty(
-                        container_id, "", message.resize.cols, message.resize.rows
-                    )
-        except BerthError as err:
-            log.debug("attach to %s: input not delivered: %s", container_id, err)
+        await self._feed(inputs, container_id, "", stdin, closes_stdin=False)
 
     async def _exit_code(self, container: Container, exited: asyncio.Task[int]) -> int:
         """The task's exit status; if the task was deleted first, the one PostgreSQL records."""
@@ -425,6 +419,12 @@ class ExecService(exec_pb2_grpc.ExecServicer):
         return 0
 
     # -- shared -----------------------------------------------------------------------------
+
+    async def _begin(self, request_iterator: Inputs, kind: str) -> tuple[Inputs, Any, Container]:
+        """The call's inputs, its first message (``kind``) and the running container it names."""
+        inputs = aiter(request_iterator)
+        first = await first_input(inputs, kind)
+        return inputs, first, await self._running(first.container_id)
 
     async def _running(self, container_id: str) -> Container:
         """The container, if it runs on this node (PostgreSQL and containerd agree).

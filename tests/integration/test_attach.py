@@ -8,7 +8,12 @@ import uuid
 
 from tests.integration.conftest import Stack
 from tests.integration.test_cli import run
-from tests.integration.test_exec import IMAGE, on_terminal, running_container
+from tests.integration.test_exec import (
+    IMAGE,
+    on_terminal,
+    running_container,
+    shell_runs_typed_commands_and_exits_3,
+)
 
 
 async def state_of(stack: Stack, name: str) -> str:
@@ -20,22 +25,16 @@ async def test_attach_sees_output_sends_input_and_detach_keys_leave_it_running(
     stack: Stack,
 ) -> None:
     name = await running_container(stack, "-it", cmd=("sh",))
-    terminal = on_terminal(stack, "attach", name)
-    try:
+    with on_terminal(stack, "attach", name) as terminal:
         terminal.type(b"echo attached-$((40+2))\r")
         await asyncio.to_thread(terminal.read_until, b"attached-42")
         terminal.type(b"\x10\x11")  # ctrl-p ctrl-q
         assert await asyncio.to_thread(terminal.wait) == 0
-    finally:
-        terminal.close()
 
     assert await state_of(stack, name) == "running 0"
-    again = on_terminal(stack, "attach", name)
-    try:
+    with on_terminal(stack, "attach", name) as again:
         again.type(b"exit 4\r")
         assert await asyncio.to_thread(again.wait) == 4
-    finally:
-        again.close()
     assert await state_of(stack, name) == "exited 4"
 
 
@@ -56,15 +55,8 @@ async def test_run_it_shows_the_prompt_runs_typed_commands_and_exits_with_its_co
         stack, "run", "-it", "--name", name, "--node", stack.settings.node, IMAGE, "sh"
     )
     stack.created.append(name)
-    try:
-        await asyncio.to_thread(terminal.read_until, b"# ")
-        terminal.type(b"tty; echo typed-$((2*3))\r")
-        shown = await asyncio.to_thread(terminal.read_until, b"typed-6")
-        assert b"/dev/pts/" in shown
-        terminal.type(b"exit 3\r")
-        assert await asyncio.to_thread(terminal.wait) == 3
-    finally:
-        terminal.close()
+    with terminal:
+        await shell_runs_typed_commands_and_exits_3(terminal)
 
 
 async def test_run_it_of_a_command_that_ends_at_once_shows_its_output_and_code(
@@ -76,8 +68,6 @@ async def test_run_it_of_a_command_that_ends_at_once_shows_its_output_and_code(
         "sh", "-c", "echo quick-$((3*3)); exit 5",
     )  # fmt: skip
     stack.created.append(name)
-    try:
+    with terminal:
         await asyncio.to_thread(terminal.read_until, b"quick-9")
         assert await asyncio.to_thread(terminal.wait) == 5
-    finally:
-        terminal.close()

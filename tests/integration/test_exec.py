@@ -101,6 +101,12 @@ class Terminal:
             self.process.wait()
         os.close(self.master)
 
+    def __enter__(self) -> Terminal:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
 
 def set_window_size(fd: int, rows: int, cols: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
@@ -116,6 +122,17 @@ def on_terminal(stack: Stack, *args: str, rows: int = 24, cols: int = 80) -> Ter
     )
     os.close(slave)
     return Terminal(process, master)
+
+
+async def shell_runs_typed_commands_and_exits_3(terminal: Terminal) -> None:
+    """A shell on ``terminal`` shows its prompt, runs what is typed on a terminal of its own,
+    and its ``exit 3`` ends the berth command with 3."""
+    await asyncio.to_thread(terminal.read_until, b"# ")
+    terminal.type(b"tty; echo typed-$((2*3))\r")
+    shown = await asyncio.to_thread(terminal.read_until, b"typed-6")
+    assert b"/dev/pts/" in shown
+    terminal.type(b"exit 3\r")
+    assert await asyncio.to_thread(terminal.wait) == 3
 
 
 async def test_exec_runs_in_the_container_s_namespaces_its_hostname_and_ip(stack: Stack) -> None:
@@ -199,22 +216,13 @@ async def test_exec_on_a_paused_container_is_a_conflict_until_it_is_unpaused(sta
 
 async def test_exec_it_gives_a_terminal_a_prompt_typed_commands_and_exit_3(stack: Stack) -> None:
     name = await running_container(stack)
-    terminal = on_terminal(stack, "exec", "-it", name, "sh")
-    try:
-        await asyncio.to_thread(terminal.read_until, b"# ")
-        terminal.type(b"tty; echo $((6*7))\r")
-        shown = await asyncio.to_thread(terminal.read_until, b"42")
-        assert b"/dev/pts/" in shown
-        terminal.type(b"exit 3\r")
-        assert await asyncio.to_thread(terminal.wait) == 3
-    finally:
-        terminal.close()
+    with on_terminal(stack, "exec", "-it", name, "sh") as terminal:
+        await shell_runs_typed_commands_and_exits_3(terminal)
 
 
 async def test_exec_it_takes_the_terminal_s_size_and_follows_its_changes(stack: Stack) -> None:
     name = await running_container(stack)
-    terminal = on_terminal(stack, "exec", "-it", name, "sh", rows=30, cols=100)
-    try:
+    with on_terminal(stack, "exec", "-it", name, "sh", rows=30, cols=100) as terminal:
         await asyncio.to_thread(terminal.read_until, b"# ")
         terminal.type(b"stty size\r")
         await asyncio.to_thread(terminal.read_until, b"30 100")
@@ -229,8 +237,6 @@ async def test_exec_it_takes_the_terminal_s_size_and_follows_its_changes(stack: 
             answer = await asyncio.to_thread(terminal.read_until, b"# ")
         terminal.type(b"exit\r")
         assert await asyncio.to_thread(terminal.wait) == 0
-    finally:
-        terminal.close()
 
 
 async def test_exec_client_killed_mid_exec_leaves_no_exec_in_containerd(stack: Stack) -> None:
