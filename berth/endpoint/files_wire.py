@@ -72,10 +72,13 @@ def decode_copy_result(data: bytes) -> tuple[int, int]:
     return entries, size
 
 
-def _chunks(channel: grpc.aio.Channel, method: str, request: bytes) -> AsyncIterator[bytes]:
+async def _chunks(channel: grpc.aio.Channel, method: str, request: bytes) -> AsyncIterator[bytes]:
+    # A generator, not the call itself: the call is an iterable, and a reader of the tar in a
+    # thread (berth.endpoint.streams.ThreadReader) steps an iterator with anext().
     call = channel.unary_stream(method, response_deserializer=decode_chunk)
-    chunks: AsyncIterator[bytes] = call(request)
-    return chunks
+    chunk: bytes
+    async for chunk in call(request):
+        yield chunk
 
 
 def copy_from(channel: grpc.aio.Channel, request: bytes) -> AsyncIterator[bytes]:
