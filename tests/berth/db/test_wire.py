@@ -167,40 +167,44 @@ async def test_wire_reads_find_what_the_container_reads_find(
             assert (found.id, found.name, found.node) == (expected.id, expected.name, expected.node)
 
 
+async def set_node(db_sessions: Sessions, name: str, assignments: str) -> None:
+    """``UPDATE nodes SET <assignments>`` for the node ``name``."""
+    async with db_sessions.begin() as session:
+        await session.execute(text(f"UPDATE nodes SET {assignments} WHERE name = :n"), {"n": name})
+
+
+async def assert_both_read(
+    both: tuple[WireReads, ContainerReads], read: str, expected: dict[str, object]
+) -> None:
+    """Each reader's ``read`` of each node name is the expected answer."""
+    for reader in both:
+        for name, answer in expected.items():
+            assert await getattr(reader, read)(name) == answer, (type(reader).__name__, name)
+
+
 async def test_wire_reads_node_liveness_as_the_container_reads(
     both: tuple[WireReads, ContainerReads], db_sessions: Sessions, node: str, other_node: str
 ) -> None:
-    wire, mirrored = both
-    async with db_sessions.begin() as session:
-        await session.execute(
-            text("UPDATE nodes SET last_seen_at = now() - interval '1 hour' WHERE name = :n"),
-            {"n": other_node},
-        )
+    await set_node(db_sessions, other_node, "last_seen_at = now() - interval '1 hour'")
 
-    for name, live in ((node, True), (other_node, False), ("no-such-node", False)):
-        assert await wire.node_is_live(name) is live, name
-        assert await mirrored.node_is_live(name) is live, name
+    await assert_both_read(
+        both, "node_is_live", {node: True, other_node: False, "no-such-node": False}
+    )
 
 
 async def test_wire_reads_node_endpoint_as_the_container_reads(
     both: tuple[WireReads, ContainerReads], db_sessions: Sessions, node: str, other_node: str
 ) -> None:
-    wire, mirrored = both
-    async with db_sessions.begin() as session:
-        await session.execute(
-            text("UPDATE nodes SET endpoint = '127.0.0.1:4711' WHERE name = :n"), {"n": node}
-        )
-        await session.execute(
-            text(
-                "UPDATE nodes SET endpoint = '127.0.0.1:4712',"
-                " last_seen_at = now() - interval '1 hour' WHERE name = :n"
-            ),
-            {"n": other_node},
-        )
+    await set_node(db_sessions, node, "endpoint = '127.0.0.1:4711'")
+    await set_node(
+        db_sessions,
+        other_node,
+        "endpoint = '127.0.0.1:4712', last_seen_at = now() - interval '1 hour'",
+    )
 
-    for name, endpoint in ((node, "127.0.0.1:4711"), (other_node, None), ("no-such-node", None)):
-        assert await wire.node_endpoint(name) == endpoint, name
-        assert await mirrored.node_endpoint(name) == endpoint, name
+    await assert_both_read(
+        both, "node_endpoint", {node: "127.0.0.1:4711", other_node: None, "no-such-node": None}
+    )
 
 
 def test_wire_reads_of_an_unreachable_server_are_berth_failures_naming_it() -> None:
