@@ -53,9 +53,11 @@ class AgentExecs:
         return endpoint_exec_id(self.agent)
 
     def add(self, container_id: str, exec_id: str) -> None:
+        """Mark an exec as run by a call, before containerd's exec is made."""
         self._running.add((container_id, exec_id))
 
     def discard(self, container_id: str, exec_id: str) -> None:
+        """Forget an exec once it is deleted and its FIFOs removed."""
         self._running.discard((container_id, exec_id))
 
     def is_stray(self, container_id: str, exec_id: str) -> bool:

@@ -69,6 +69,7 @@ def endpoint_exec_id(agent: str) -> str:
 
 
 def is_endpoint_exec(exec_id: str) -> bool:
+    """Whether an exec id is the node endpoint's (the health prober's have their own prefix)."""
     return exec_id.startswith(EXEC_PREFIX)
 
 
