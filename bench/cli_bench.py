@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -262,9 +262,10 @@ def docker_on(settings: Settings, paths: StackPaths) -> Iterator[Docker]:
         yield docker
 
 
-async def run_bench(
-    berth: list[str], events: list[str], rounds: int, before: list[str] | None = None
-) -> tuple[dict[str, dict[str, list[float]]], list[float]]:
+@contextlib.asynccontextmanager
+async def bench_node() -> AsyncIterator[tuple[Settings, Docker]]:
+    """A fresh stack of the test suite's kind with its control and node agents, the bench image
+    in the node's containerd, and a private dockerd on that containerd (each bench's setting)."""
     with claim_suite() as suite:
         stack = await start_stack(suite)
         with environment(stack.environ()):
@@ -272,25 +273,49 @@ async def run_bench(
             await start_agent(suite.paths, "control")
             await start_agent(suite.paths, "node")
             socket = str(settings.node_paths().containerd_socket)
-            ctr = ["ctr", "-a", socket, "-n", CTR_NAMESPACE]
             copy_image(["ctr", "-a", socket], settings.containerd_namespace, suite.paths)
             with docker_on(settings, suite.paths) as docker:
-                sides = Sides(berth, events, docker, ctr, uuid.uuid4().hex[:6], before)
-                try:
-                    sides.create()
-                    return bench(sides, rounds)
-                finally:
-                    sides.remove()
+                yield settings, docker
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def bench_arguments(description: str) -> argparse.ArgumentParser:
+    """The options every bench takes: how many rounds, and which berth command."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument(
         "--berth",
         default=str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "berth"),
         help="the berth command, split as a shell would (default: this checkout's)",
     )
+    return parser
+
+
+def prepare_process() -> None:
+    """Set the bench's process up as a user's install runs and a stopped bench unwinds."""
+    # A user's install has its bytecode written; a shell with PYTHONDONTWRITEBYTECODE=1 (as
+    # this environment's) would have every berth call compile the modules changed since the
+    # last write, which no user pays.
+    compileall.compile_dir(Path(__file__).resolve().parents[1] / "berth", quiet=1)
+    # Stopped with SIGTERM (timeout, kill): unwind, so the stack and dockerd are cleared.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
+async def run_bench(
+    berth: list[str], events: list[str], rounds: int, before: list[str] | None = None
+) -> tuple[dict[str, dict[str, list[float]]], list[float]]:
+    async with bench_node() as (settings, docker):
+        socket = str(settings.node_paths().containerd_socket)
+        ctr = ["ctr", "-a", socket, "-n", CTR_NAMESPACE]
+        sides = Sides(berth, events, docker, ctr, uuid.uuid4().hex[:6], before)
+        try:
+            sides.create()
+            return bench(sides, rounds)
+        finally:
+            sides.remove()
+
+
+def main() -> None:
+    parser = bench_arguments(__doc__.splitlines()[0])
     parser.add_argument(
         "--before",
         help="another berth command (e.g. an older checkout's), timed just before --berth's "
@@ -302,12 +327,7 @@ def main() -> None:
         help="berth events' flags to print the recorded events and exit ('' before 713d6e5)",
     )
     args = parser.parse_args()
-    # A user's install has its bytecode written; a shell with PYTHONDONTWRITEBYTECODE=1 (as
-    # this environment's) would have every berth call compile the modules changed since the
-    # last write, which no user pays.
-    compileall.compile_dir(Path(__file__).resolve().parents[1] / "berth", quiet=1)
-    # Stopped with SIGTERM (timeout, kill): unwind, so the stack and dockerd are cleared.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    prepare_process()
     berth, events = shlex.split(args.berth), shlex.split(args.events_flags)
     before = shlex.split(args.before) if args.before else None
     samples, loads = asyncio.run(run_bench(berth, events, args.rounds, before))

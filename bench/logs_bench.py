@@ -12,23 +12,16 @@ reaches the node endpoint as from another host); the first round is a warm-up. R
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import compileall
 import os
 import shlex
-import signal
 import statistics
 import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
-from bench.cli_bench import copy_image, docker_on, start_agent, timed
+from bench.cli_bench import bench_arguments, bench_node, prepare_process, timed
 from bench.docker_baseline import IMAGE, Docker
-from berth.config import Settings
-from tests.support.stack import claim_suite, environment, start_stack
 
 COMMAND = ["sh", "-c", "trap 'exit 0' TERM; seq 1 2000; seq 1 100 >&2; sleep 600 & wait"]
 LAST_STDOUT = b"\n2000\n"
@@ -101,30 +94,13 @@ def table(samples: dict[str, dict[str, list[float]]]) -> str:
 
 
 async def run_bench(berth: list[str], rounds: int) -> dict[str, dict[str, list[float]]]:
-    with claim_suite() as suite:
-        stack = await start_stack(suite)
-        with environment(stack.environ()):
-            settings = Settings()
-            await start_agent(suite.paths, "control")
-            await start_agent(suite.paths, "node")
-            socket = str(settings.node_paths().containerd_socket)
-            copy_image(["ctr", "-a", socket], settings.containerd_namespace, suite.paths)
-            with docker_on(settings, suite.paths) as docker:
-                return await asyncio.to_thread(bench, berth, docker, rounds)
+    async with bench_node() as (_, docker):
+        return await asyncio.to_thread(bench, berth, docker, rounds)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument(
-        "--berth",
-        default=str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "berth"),
-        help="the berth command, split as a shell would (default: this checkout's)",
-    )
-    args = parser.parse_args()
-    # A user's install has its bytecode written (see bench/cli_bench.py).
-    compileall.compile_dir(Path(__file__).resolve().parents[1] / "berth", quiet=1)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    args = bench_arguments(__doc__.splitlines()[0]).parse_args()
+    prepare_process()
     load_before = os.getloadavg()[0]
     samples = asyncio.run(run_bench(shlex.split(args.berth), args.rounds))
     print(f"berth: {args.berth}")
