@@ -15,8 +15,9 @@ import stat
 import subprocess
 import tarfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from sqlalchemy import update
@@ -24,6 +25,7 @@ from temporalio.client import Client
 
 from berth.db.models import Container
 from berth.leaks import check_node
+from berth.reconciler import Repair
 from berth.worker import node_reconciler
 from tests.integration.conftest import Stack
 from tests.integration.test_cli import BERTH, cli_env
@@ -331,17 +333,29 @@ async def finish(process: subprocess.Popen[bytes]) -> bytes:
     return out
 
 
+T = TypeVar("T")
+
+
+async def while_streaming(
+    stack: Stack, container_id: str, look: Callable[[], Awaitable[T]]
+) -> tuple[T, bytes]:
+    """What ``look`` finds while ``berth cp C:/big -`` stalls mid-stream holding the rootfs,
+    and all the copy wrote once read to its end."""
+    process = streaming_cp(stack, container_id)
+    try:
+        await endpoint_holder(stack, container_id)
+        seen = await look()
+    finally:
+        out = await finish(process)
+    return seen, out
+
+
 async def test_cp_of_a_running_container_adds_a_holder_to_its_mount(stack: Stack) -> None:
     container_id = await running(stack)
     (rootfs(stack, container_id) / "big").write_bytes(os.urandom(1 << 20) * (BIG_BYTES >> 20))
     before = await stack.footprint(container_id)
 
-    process = streaming_cp(stack, container_id)
-    try:
-        await endpoint_holder(stack, container_id)
-        during = await stack.footprint(container_id)
-    finally:
-        out = await finish(process)
+    during, out = await while_streaming(stack, container_id, lambda: stack.footprint(container_id))
 
     assert (before.rootfs_mounts, before.mount_holders) == (1, ["task"])
     assert during.rootfs_mounts == 1
@@ -360,12 +374,7 @@ async def test_cp_of_a_stopped_container_mounts_and_unmounts(stack: Stack, tmp_p
 
     await ok(stack, "cp", str(big), f"{container_id}:/big")
     after_in = await stack.footprint(container_id)
-    process = streaming_cp(stack, container_id)
-    try:
-        await endpoint_holder(stack, container_id)
-        during = await stack.footprint(container_id)
-    finally:
-        out = await finish(process)
+    during, out = await while_streaming(stack, container_id, lambda: stack.footprint(container_id))
 
     assert (after_in.rootfs_mounts, after_in.mount_holders) == (0, [])
     assert during.rootfs_mounts == 1 and len(during.mount_holders) == 1
@@ -383,13 +392,11 @@ async def test_reconciler_keeps_the_holder_of_a_copy_in_progress(
     container_id = await running(stack)
     (rootfs(stack, container_id) / "big").write_bytes(b"\x5a" * BIG_BYTES)
     reconciler = node_reconciler(temporal, stack.settings, stack.sessions, stack.runtime)
-    process = streaming_cp(stack, container_id)
-    try:
-        await endpoint_holder(stack, container_id)
-        repairs = await reconciler.reconcile()
-        during = await holders(stack, container_id)
-    finally:
-        out = await finish(process)
+
+    async def reconcile() -> tuple[list[Repair], list[str]]:
+        return await reconciler.reconcile(), await holders(stack, container_id)
+
+    (repairs, during), out = await while_streaming(stack, container_id, reconcile)
 
     assert [r for r in repairs if r.container_id == container_id] == []
     assert during[0].startswith("endpoint:") and during[1] == "task"
