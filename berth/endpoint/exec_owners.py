@@ -27,7 +27,7 @@ from berth.endpoint.holders import (
     exec_owner,
     is_endpoint_exec,
 )
-from berth.errors import NotFound, System
+from berth.errors import BerthError, NotFound, System
 from berth.runtime.containerd import ContainerdClient
 from berth.runtime.exec_io import remove_pipes
 from berth.runtime.types import TaskStatus
@@ -85,8 +85,20 @@ async def running_execs(containerd: ContainerdClient, prefix: str) -> list[tuple
             exec_ids = await containerd.exec_ids(task.id)
         except NotFound:
             continue
+        except BerthError:
+            # A task that exited since it was listed has no pids to list: not an error.
+            if await _still_running(containerd, task.id):
+                raise
+            continue
         found += [(task.id, exec_id) for exec_id in exec_ids if exec_id.startswith(prefix)]
     return found
+
+
+async def _still_running(containerd: ContainerdClient, container_id: str) -> bool:
+    try:
+        return (await containerd.get_task(container_id)).status is TaskStatus.RUNNING
+    except NotFound:
+        return False
 
 
 async def endpoint_execs(containerd: ContainerdClient) -> list[tuple[str, str]]:
