@@ -133,8 +133,10 @@ def _alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     if stat.rpartition(")")[2].split()[0] in ("Z", "X"):
-        _reap(pid)  # it may have exited after the first reap
-        return False
+        # It may have exited after the first reap. A multi-threaded process (containerd is Go)
+        # shows its leader as a zombie while its other threads still exit: not reapable yet,
+        # so still there.
+        return _reap(pid) == "still running"
     return True
 
 
