@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -166,17 +166,19 @@ class Sides:
 SIDES = ("before", "berth", "docker", "ctr", "before cpu", "berth cpu", "docker cpu")
 
 
-def bench(sides: Sides, rounds: int) -> tuple[dict[str, dict[str, list[float]]], list[float]]:
+def bench(
+    sides: Sides, rounds: int, verbs: Sequence[str] = VERBS
+) -> tuple[dict[str, dict[str, list[float]]], list[float]]:
     """Samples in ms by verb and side (wall time; ``<side> cpu``: CPU time), and the 1-minute
     load average at each round's start; round 0 is a warm-up, not kept."""
     samples: dict[str, dict[str, list[float]]] = {
-        verb: {side: [] for side in SIDES} for verb in VERBS
+        verb: {side: [] for side in SIDES} for verb in verbs
     }
     loads: list[float] = []
     for index in range(rounds + 1):
         if index:
             loads.append(os.getloadavg()[0])
-        for verb in VERBS:
+        for verb in verbs:
             figures = {}
             if sides.before is not None:
                 figures["before"] = timed(sides.berth_argv(verb, before=True))
@@ -301,7 +303,11 @@ def prepare_process() -> None:
 
 
 async def run_bench(
-    berth: list[str], events: list[str], rounds: int, before: list[str] | None = None
+    berth: list[str],
+    events: list[str],
+    rounds: int,
+    before: list[str] | None = None,
+    verbs: Sequence[str] = VERBS,
 ) -> tuple[dict[str, dict[str, list[float]]], list[float]]:
     async with bench_node() as (settings, docker):
         socket = str(settings.node_paths().containerd_socket)
@@ -309,7 +315,7 @@ async def run_bench(
         sides = Sides(berth, events, docker, ctr, uuid.uuid4().hex[:6], before)
         try:
             sides.create()
-            return bench(sides, rounds)
+            return bench(sides, rounds, verbs)
         finally:
             sides.remove()
 
@@ -326,11 +332,19 @@ def main() -> None:
         default="--no-follow",
         help="berth events' flags to print the recorded events and exit ('' before 713d6e5)",
     )
+    parser.add_argument(
+        "--verbs",
+        default=",".join(VERBS),
+        help="the verbs to time, comma-separated (an older --before may lack some)",
+    )
     args = parser.parse_args()
+    verbs = args.verbs.split(",")
+    if unknown := sorted(set(verbs) - set(VERBS)):
+        parser.error(f"unknown verbs {unknown}; known: {', '.join(VERBS)}")
     prepare_process()
     berth, events = shlex.split(args.berth), shlex.split(args.events_flags)
     before = shlex.split(args.before) if args.before else None
-    samples, loads = asyncio.run(run_bench(berth, events, args.rounds, before))
+    samples, loads = asyncio.run(run_bench(berth, events, args.rounds, before, verbs))
     print(f"berth: {args.berth}")
     if before is not None:
         print(f"before: {args.before}")
