@@ -103,6 +103,23 @@ def well_known_include() -> Path:
     return Path(grpc_tools.__file__).parent / "_proto"
 
 
+def run_protoc(caller: str, cwd: Path, includes: list[Path], out: Path, protos: list[str]) -> None:
+    """Compile ``protos`` (paths relative to an include) into Python, gRPC and type stubs."""
+    command = [
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
+        *(f"-I{include}" for include in includes),
+        f"--python_out={out}",
+        f"--grpc_python_out={out}",
+        f"--pyi_out={out}",
+        *protos,
+    ]
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"{caller}: protoc failed:\n{result.stderr}")
+
+
 def generate(project_root: Path) -> Path:
     """Compile the stubs into ``<project_root>/berth/_containerd_api`` and return that path."""
     protos = sources()
@@ -116,20 +133,7 @@ def generate(project_root: Path) -> Path:
             staged.write_text(rewrite(source.read_text()))
         build = Path(tmp) / "out"
         build.mkdir()
-        command = [
-            sys.executable,
-            "-m",
-            "grpc_tools.protoc",
-            f"-I{stage}",
-            f"-I{include}",
-            f"--python_out={build}",
-            f"--grpc_python_out={build}",
-            f"--pyi_out={build}",
-            *sorted(protos),
-        ]
-        result = subprocess.run(command, cwd=stage, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise SystemExit(f"gen_containerd_stubs: protoc failed:\n{result.stderr}")
+        run_protoc("gen_containerd_stubs", stage, [stage, include], build, sorted(protos))
         generated = build / PACKAGE
         for directory in [generated, *(p for p in generated.rglob("*") if p.is_dir())]:
             (directory / "__init__.py").touch()

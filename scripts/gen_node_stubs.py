@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gen_containerd_stubs import differences, well_known_include
+from gen_containerd_stubs import differences, run_protoc, well_known_include
 
 PACKAGE = "berth/node_api"
 GENERATED = ("*_pb2.py", "*_pb2.pyi", "*_pb2_grpc.py")
@@ -35,20 +34,8 @@ def protos(project_root: Path) -> list[str]:
 def generate(project_root: Path, out: Path) -> Path:
     """Compile ``project_root``'s node protos into ``out/berth/node_api`` and return that path."""
     out.mkdir(parents=True, exist_ok=True)
-    command = [
-        sys.executable,
-        "-m",
-        "grpc_tools.protoc",
-        f"-I{project_root}",
-        f"-I{well_known_include()}",
-        f"--python_out={out}",
-        f"--grpc_python_out={out}",
-        f"--pyi_out={out}",
-        *protos(project_root),
-    ]
-    result = subprocess.run(command, cwd=project_root, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise SystemExit(f"gen_node_stubs: protoc failed:\n{result.stderr}")
+    includes = [project_root, well_known_include()]
+    run_protoc("gen_node_stubs", project_root, includes, out, protos(project_root))
     return out / PACKAGE
 
 
