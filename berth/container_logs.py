@@ -361,6 +361,7 @@ def format_rfc3339(time_ns: int) -> str:
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": _NANOS, "m": 60 * _NANOS}
 _UNIT_NS["h"] = 60 * _UNIT_NS["m"]
+_DURATIONS = re.compile(rf"(?:{_DURATION.pattern})+")  # a Go duration: ``1h30m``
 
 
 def parse_time_argument(value: str, now_ns: int | None = None) -> int:
@@ -373,7 +374,7 @@ def parse_time_argument(value: str, now_ns: int | None = None) -> int:
     """
     now_ns = time.time_ns() if now_ns is None else now_ns
     text = value.strip()
-    if _DURATION.fullmatch(text) or (text and _is_duration(text)):
+    if _DURATIONS.fullmatch(text):
         return now_ns - _duration_ns(text)
     if re.fullmatch(r"\d+(\.\d{1,9})?", text):
         seconds, _, fraction = text.partition(".")
@@ -387,10 +388,6 @@ def parse_time_argument(value: str, now_ns: int | None = None) -> int:
         whole = int(moment.replace(microsecond=0).timestamp())
         return whole * _NANOS + moment.microsecond * 1000
     raise ValueError(f"not a time or a duration: {value!r}")
-
-
-def _is_duration(text: str) -> bool:
-    return re.fullmatch(rf"(?:{_DURATION.pattern})+", text) is not None
 
 
 def _duration_ns(text: str) -> int:
