@@ -43,9 +43,9 @@ class WireReads:
     blocking connection without asyncio or asyncpg (their import is most of a writing verb's own
     CPU time). The methods are coroutines for the :class:`Reads` protocol, and never suspend."""
 
-    def __init__(self, connection: Connection, database_url: str) -> None:
+    def __init__(self, connection: Connection, target: Target) -> None:
         self._connection = connection
-        self._database_url = database_url
+        self._target = target
 
     @classmethod
     def connect(cls, database_url: str, call_timeout: float, wait_seconds: float) -> WireReads:
@@ -59,7 +59,7 @@ class WireReads:
             )
         except WireUnreachable as err:
             raise cls._unreachable(target, err) from None
-        return cls(connection, database_url)
+        return cls(connection, target)
 
     @staticmethod
     def _unreachable(target: Target, err: Exception) -> BerthFailure:
@@ -70,7 +70,7 @@ class WireReads:
         try:
             return self._connection.query(sql, parameters)
         except (WireUnreachable, ServerError) as err:
-            raise self._unreachable(Target.parse(self._database_url), err) from None
+            raise self._unreachable(self._target, err) from None
 
     async def find(self, ref: str) -> Placed | None:
         """The container whose id, unique id prefix (12+ hex digits) or name is ``ref``."""
