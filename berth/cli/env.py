@@ -22,7 +22,6 @@ DEFAULT_NAMESPACE = "default"
 DEFAULT_TEMPORAL_ADDRESS = "127.0.0.1:7233"
 DEFAULT_TASK_QUEUE = "berth"
 DEFAULT_STATE_DIR = "/var/lib/berth"
-DEFAULT_CONTAINERD_NAMESPACE = "berth"
 # Where a frontend serves its HTTP API by default: Temporal's own defaults pair gRPC 7233 with
 # HTTP 7243, and the dev stack keeps that distance for any gRPC port (dev.stack.temporal_server).
 HTTP_PORT_OFFSET = 10
@@ -178,13 +177,3 @@ def endpoint_settings() -> EndpointClientSettings:
         endpoint_tls_key_file=key,
         endpoint_insecure_loopback=bool(_flag(env, "endpoint_insecure_loopback")),
     )
-
-
-def log_path(node: str, container_id: str) -> Path:
-    """Where ``node``'s log driver writes the container's output on this host
-    (``Settings.node_paths(node).log(container_id)``, from ``BERTH_STATE_DIR`` and
-    ``BERTH_CONTAINERD_NAMESPACE``)."""
-    env = environment()
-    state_dir = Path(env.get("BERTH_STATE_DIR", DEFAULT_STATE_DIR))
-    namespace = env.get("BERTH_CONTAINERD_NAMESPACE", DEFAULT_CONTAINERD_NAMESPACE)
-    return state_dir / "nodes" / node / "ns" / namespace / "logs" / f"{container_id}.log"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from berth.cli.context import BerthFailure
-from berth.cli.env import endpoint_settings, log_path, read_settings, temporal_http_settings
+from berth.cli.env import endpoint_settings, read_settings, temporal_http_settings
 from berth.client import tls_config
 from berth.config import Settings
 
@@ -123,20 +123,6 @@ def test_temporal_http_settings_choose_tls_as_the_client_does(
     assert not light.derived
     assert light.namespace == settings.temporal_namespace
     assert light.tls == (tls_config(settings) is not False)
-
-
-@pytest.mark.parametrize(
-    "environ",
-    [{}, {"BERTH_STATE_DIR": "/srv/berth-x", "BERTH_CONTAINERD_NAMESPACE": "tenant-2"}],
-)
-def test_log_path_is_the_nodes_log_path_as_settings_make_it(
-    environ: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    clear(monkeypatch)
-    for name, value in environ.items():
-        monkeypatch.setenv(name, value)
-
-    assert log_path("node-2", "c" * 64) == Settings().node_paths("node-2").log("c" * 64)
 
 
 def test_temporal_http_settings_task_queue_is_the_settings_one(
