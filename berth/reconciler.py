@@ -265,9 +265,11 @@ class Reconciler:
         repairs += await self._repair_unheld_mounts(view)
         repairs += await self._delete_stray_execs()
         repairs += await self._delete_stale_pull_leases()
-        repairs += await self._restore_volume_dirs(view)
-        for finding in _exit_monitor_findings(view, self._paths):
-            log.info("reconciler: %s (left to the exit monitor's sweep)", finding)
+        findings = find_leaks(view, self._paths)
+        repairs += await self._restore_volume_dirs(findings)
+        for finding in findings:
+            if finding.kind is LeakKind.TASK_MISSING:
+                log.info("reconciler: %s (left to the exit monitor's sweep)", finding)
         return repairs
 
     async def run_periodically(self, interval_seconds: float) -> None:
@@ -499,11 +501,11 @@ class Reconciler:
 
     # --- volumes -------------------------------------------------------------------------------
 
-    async def _restore_volume_dirs(self, view: NodeView) -> list[Repair]:
+    async def _restore_volume_dirs(self, findings: list[Finding]) -> list[Repair]:
         """Make again, empty, the directory of each volume whose row outlived it; report a
         directory without a row (never deleted: it may be a user's data)."""
         repairs = []
-        for finding in find_leaks(view, self._paths):
+        for finding in findings:
             name = Path(finding.subject).name
             if finding.kind is LeakKind.VOLUME_DIR_WITHOUT_RECORD:
                 log.warning("reconciler: %s (left to the operator: it may hold data)", finding)
@@ -564,7 +566,3 @@ def _holds_too_much(view: NodeView, container_id: str) -> bool:
         return True
     # A live container may still hold export holders of ended workflows: check them too.
     return any(h.container_id == container_id and h.holder != TASK_HOLDER for h in view.holders)
-
-
-def _exit_monitor_findings(view: NodeView, paths: NodePaths) -> list[Finding]:
-    return [f for f in find_leaks(view, paths) if f.kind is LeakKind.TASK_MISSING]
