@@ -160,20 +160,5 @@ class HttpOperations:
             lambda c: {"request": {"container": c.id, "force": force}},
         )
 
-    async def export(self, ref: str, output: str) -> Any:
-        """A tar of the container's filesystem at ``output`` on its node
-        (``ContainerExportOnNode``, a run of its own each time, as ``BerthClient.export``)."""
-        import uuid
-
-        container = await self._container(ref)
-        return self._execute(
-            "ContainerExportOnNode",
-            f"container-export-{container.id}-{uuid.uuid4().hex[:8]}",
-            node_task_queue(container.node),
-            {"request": {"container": container.id, "output": output}},
-            search_attributes(container),
-            use_existing=False,
-        )
-
     def close(self) -> None:
         self._temporal.close()

@@ -19,7 +19,6 @@ from berth.steps import (
     CONTAINER_ID,
     CONTAINER_NAME,
     NODE,
-    NodeExportInput,
     NodePauseInput,
     NodeRemoveInput,
     NodeRestartInput,
@@ -118,22 +117,6 @@ async def test_http_create_runs_container_create_on_the_control_queue_with_the_c
     assert ContainerCreateInput.model_validate(argument).config == config
     assert (attributes, use_existing) == ({}, False)  # as the client: a second create is refused
     assert (created.id, created.node) == (ROW.id, "node-2")
-
-
-async def test_http_export_runs_a_node_export_of_its_own_with_the_output_path() -> None:
-    recorder = Recorder()
-    operations = HttpOperations(Reader(), recorder)  # type: ignore[arg-type]
-
-    await operations.export("web-1", "/srv/exports/web-1.tar")
-    await operations.export("web-1", "/srv/exports/web-1.tar")
-
-    first, second = recorder.calls
-    workflow_type, workflow_id, queue, argument, attributes, use_existing = first
-    assert (workflow_type, queue) == ("ContainerExportOnNode", node_task_queue(ROW.node))
-    assert workflow_id.startswith(f"container-export-{ROW.id}-") and workflow_id != second[1]
-    request = NodeExportInput.model_validate(argument).request
-    assert (request.container, request.output) == (ROW.id, "/srv/exports/web-1.tar")
-    assert attributes[CONTAINER_ID.name] == ROW.id and not use_existing
 
 
 async def test_http_operation_on_unknown_container_is_no_such_container() -> None:
