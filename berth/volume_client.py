@@ -72,12 +72,7 @@ class VolumeClient:
 
     async def list(self, node: str | None = None) -> builtins.list[VolumeInfo]:
         """Every volume (or ``node``'s), by node then name, with the containers using each."""
-        async with self._sessions() as session:
-            volumes = VolumeRepository(session)
-            return [
-                self._info(volume, await volumes.users(volume.node, volume.name))
-                for volume in await volumes.list(node)
-            ]
+        return await self._infos(node)
 
     async def inspect(self, name: str, node: str | None = None) -> builtins.list[VolumeInfo]:
         """The volumes called ``name`` (one per node that has one, or ``node``'s).
@@ -85,10 +80,21 @@ class VolumeClient:
         Raises:
             NotFound: no node (or not ``node``) has such a volume.
         """
-        found = [volume for volume in await self.list(node) if volume.name == name]
+        found = await self._infos(node, name)
         if not found:
             raise NotFound(f"get {name}: no such volume")
         return found
+
+    async def _infos(self, node: str | None, name: str | None = None) -> builtins.list[VolumeInfo]:
+        """The volumes of ``node`` (or every node), only those called ``name`` if given, each
+        with its users (looked up for those kept only)."""
+        async with self._sessions() as session:
+            volumes = VolumeRepository(session)
+            return [
+                self._info(volume, await volumes.users(volume.node, volume.name))
+                for volume in await volumes.list(node)
+                if name is None or volume.name == name
+            ]
 
     def _info(self, volume: Volume, users: builtins.list[str]) -> VolumeInfo:
         return VolumeInfo(
