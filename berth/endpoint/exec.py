@@ -60,6 +60,7 @@ from berth.errors import (
     exit_code_from_runtime_error,
 )
 from berth.node_api import exec_pb2, exec_pb2_grpc
+from berth.runtime import oci_spec
 from berth.runtime.containerd import ContainerdClient
 from berth.runtime.exec_io import (
     FifoEnd,
@@ -83,14 +84,16 @@ Inputs = AsyncIterator[exec_pb2.ExecInput]
 
 
 def merge_env(base: Sequence[str], extra: Sequence[str]) -> list[str]:
-    """``base`` with each ``KEY=VALUE`` of ``extra`` replacing the same key or appended."""
-    merged = {entry.partition("=")[0]: entry for entry in base}
+    """``base`` with each ``KEY=VALUE`` of ``extra`` replacing the same key or appended.
+
+    Raises:
+        InvalidParameter: an entry of ``extra`` is not ``KEY=VALUE``.
+    """
     for entry in extra:
         key, sep, _ = entry.partition("=")
         if not key or not sep:
             raise InvalidParameter(f"env {entry!r}: not KEY=VALUE")
-        merged[key] = entry
-    return list(merged.values())
+    return oci_spec.merge_env(list(base), list(extra))
 
 
 def exec_process_spec(
