@@ -462,8 +462,7 @@ class ContainerdClient:
 
     async def list_leases(self) -> list[str]:
         """The ids of every lease of this namespace."""
-        response = await self._call("list leases", self._leases.List, leases_pb2.ListRequest())
-        return [lease.id for lease in response.leases]
+        return [lease.id for lease in await self.lease_infos()]
 
     async def lease_infos(self) -> list[LeaseInfo]:
         """Every lease of this namespace, with its creation time and labels."""
