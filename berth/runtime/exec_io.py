@@ -101,9 +101,6 @@ class FifoEnd:
         self._fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
         self._closed = False
 
-    def fileno(self) -> int:
-        return self._fd
-
     async def _ready(self, writing: bool) -> None:
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
