@@ -47,6 +47,7 @@ from typing import Any
 
 import grpc
 
+from berth.container_logs import LogFilter, stream_entries
 from berth.contract import ContainerConfig, ContainerState
 from berth.db.models import Container
 from berth.db.repository import ContainerRepository
@@ -364,8 +365,6 @@ class ExecService(exec_pb2_grpc.ExecServicer):
                 f"cannot attach to container {container.name}: it was not created with -t "
                 "(its output is in its log: berth logs -f)"
             )
-        from berth.container_logs import LogFilter, stream_entries
-
         cid = container.id
         stdin = None
         if attach.stdin and config.open_stdin:
