@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from berth.client import BerthClient
     from berth.config import Settings
     from berth.db.reads import ContainerReads
+    from berth.endpoint.client import NodeTarget
 
 
 # How long a derived HTTP address gets to accept a connection before the SDK serves instead
@@ -198,6 +199,18 @@ class Context:
                 raise NeedsEventLoop("asyncpg's reads") from None
             return await self.reader()
         return self._wire
+
+    async def node_target(self, ref: str) -> NodeTarget:
+        """Container ``ref`` and a channel to its node's endpoint (``DaemonError`` if no
+        container is named so, ``EndpointUnreachable`` if its node has no endpoint)."""
+        from berth.cli.env import endpoint_settings
+        from berth.endpoint.client import node_target
+
+        reads = await self.reads()
+        container = await reads.find(ref)
+        if container is None:
+            raise DaemonError(f"No such container: {ref}")
+        return await node_target(endpoint_settings(), reads, container)
 
     async def close(self) -> None:
         if self._operations is not None:

@@ -35,8 +35,6 @@ if TYPE_CHECKING:
     import tarfile
     import threading
 
-    from berth.endpoint.client import NodeTarget
-
 STDIN_CHUNK = 256 * 1024
 
 
@@ -47,17 +45,6 @@ def parse_location(argument: str) -> tuple[str | None, str]:
         return None, argument
     container, _, path = argument.partition(":")
     return container, path
-
-
-async def _target(context: Context, ref: str) -> NodeTarget:
-    from berth.cli.env import endpoint_settings
-    from berth.endpoint.client import node_target
-
-    reads = await context.reads()
-    container = await reads.find(ref)
-    if container is None:
-        raise DaemonError(f"No such container: {ref}")
-    return await node_target(endpoint_settings(), reads, container)
 
 
 @contextlib.contextmanager
@@ -103,7 +90,7 @@ async def copy_from(
     """The tar of ``path`` in container ``ref`` to stdout (``-``) or extracted at ``dest``."""
     from berth.endpoint import files_wire
 
-    target = await _target(context, ref)
+    target = await context.node_target(ref)
     try:
         with target.calls():
             request = files_wire.encode_copy_from(target.container.id, path, follow)
@@ -127,7 +114,7 @@ async def copy_to(
 
     if source != "-" and not os.path.lexists(source):
         raise DaemonError(f"could not find the file {source} on this host")
-    target = await _target(context, ref)
+    target = await context.node_target(ref)
     stop = threading.Event()
     work: asyncio.Future[None] | None = None
     if source == "-":
@@ -169,7 +156,7 @@ async def cmd_export(context: Context, args: argparse.Namespace) -> int:
 
     if args.output is None and sys.stdout.isatty():
         raise DaemonError("cowardly refusing to save to a terminal. Use the -o flag or redirect")
-    target = await _target(context, args.container)
+    target = await context.node_target(args.container)
     try:
         with local_errors(), target.calls():
             request = files_wire.encode_export(target.container.id)

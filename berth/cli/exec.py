@@ -202,17 +202,11 @@ async def _call(
 ) -> int:
     """Open the call ``method`` (``exec_wire``'s ``EXEC_METHOD`` or ``ATTACH_METHOD``) to
     ``ref``'s node, its first message ``start(container id)``, and run it."""
-    from berth.cli.env import endpoint_settings
-    from berth.endpoint.client import node_target
     from berth.endpoint.exec_wire import open_call
 
-    reads = await context.reads()
-    container = await reads.find(ref)
-    if container is None:
-        raise DaemonError(f"No such container: {ref}")
-    target = await node_target(endpoint_settings(), reads, container)
+    target = await context.node_target(ref)
     try:
-        session = Session(start(container.id), stdin, tty, detach)
+        session = Session(start(target.container.id), stdin, tty, detach)
         code = await session.run(open_call(target.channel, method, session.requests()))
         return 0 if code is None else code
     finally:
