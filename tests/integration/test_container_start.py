@@ -51,7 +51,10 @@ async def test_start_journals_every_step_of_the_operation(stack: Stack) -> None:
     async with stack.sessions() as session:
         steps = (
             await session.scalars(
-                select(SagaStep.step, SagaStep.status).where(SagaStep.container_id == container_id)
+                # Journal order is insertion order: by id (a heap scan's order is not defined).
+                select(SagaStep.step, SagaStep.status)
+                .where(SagaStep.container_id == container_id)
+                .order_by(SagaStep.id)
             )
         ).all()
     assert list(steps) == ["mount", "network", "spec", "shim", "task"]
