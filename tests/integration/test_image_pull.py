@@ -159,7 +159,9 @@ async def test_start_pulls_missing_image_into_containerd_and_drops_its_lease(
     async with stack.sessions() as session:
         steps = (
             await session.scalars(
-                select(SagaStep.step).where(SagaStep.container_id == container_id)
+                select(SagaStep.step)
+                .where(SagaStep.container_id == container_id)
+                .order_by(SagaStep.id)
             )
         ).all()
     assert list(steps) == ["pull", "mount", "network", "spec", "shim", "task"]
